@@ -1,0 +1,1 @@
+//! Strait's traffic generator and end-to-end benchmark harness.

@@ -1,0 +1,2 @@
+//! Zero-copy packet header views and builders for the Strait dataplane.
+#![forbid(unsafe_code)]

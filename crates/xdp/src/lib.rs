@@ -1,0 +1,1 @@
+//! AF_XDP ports: UMEM, rings, XDP program attachment and frame batches.

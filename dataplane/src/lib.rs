@@ -1,0 +1,2 @@
+//! The Strait engine: wires AF_XDP ports, routing, NAT and ESP into
+//! poll-mode workers, and exposes the embedding API.
