@@ -1,0 +1,276 @@
+//! Counters: kept per worker in plain integers, published to readers in
+//! batches.
+//!
+//! The hot path increments plain `u64`s owned by one worker. Every few
+//! batches the worker copies them into its [`SharedCounters`] with relaxed
+//! stores (no read-modify-write, no cache line shared between writers);
+//! readers sum the workers' mirrors. A reader may see a figure a few batches
+//! old, never a torn or lost one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a packet was dropped. Each reason has its own counter per interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Frame shorter than its headers claim.
+    Truncated,
+    /// EtherType the dataplane does not forward.
+    NotIp,
+    /// IP version field does not match the EtherType.
+    BadVersion,
+    /// IPv4 IHL below 5 or beyond the packet.
+    BadHeaderLength,
+    /// IPv4 total length / IPv6 payload length beyond the frame.
+    BadTotalLength,
+    /// IPv4 header checksum wrong.
+    BadChecksum,
+    /// Malformed packet of another kind (bad options, bad ARP, ...).
+    Malformed,
+    /// TTL or hop limit ran out here (ICMP time-exceeded sent when allowed).
+    TtlExceeded,
+    /// Source address that can never be a sender (RFC 1812 §5.3.7).
+    MartianSource,
+    /// Larger than the egress MTU with DF set (ICMP frag-needed sent).
+    Oversized,
+    /// Larger than the egress MTU without DF: fragmentation is not done on
+    /// the plain forwarding path.
+    FragmentationNeeded,
+    /// No route to the destination (ICMP unreachable sent when allowed).
+    NoRoute,
+    /// The route says blackhole or unreachable.
+    Blackhole,
+    /// Next hop did not answer ARP/NDP in time.
+    NeighbourUnresolved,
+    /// The pending queue of an unresolved neighbour was full.
+    NeighbourQueueFull,
+    /// The neighbour table was full.
+    NeighbourTableFull,
+    /// Frame for another station's MAC address.
+    NotForUs,
+    /// A locally generated ICMP error was suppressed by the rate limit.
+    IcmpRateLimited,
+    /// Traffic for the host stack could not be handed over.
+    HostPuntFailed,
+    /// No free frame in the UMEM pool for a generated packet.
+    NoFrame,
+    /// The egress TX ring was full.
+    TxRingFull,
+    /// IPv4 fragment where the stage needs ports.
+    Fragment,
+}
+
+impl DropReason {
+    /// Every reason, in display order.
+    pub const ALL: [DropReason; 22] = [
+        DropReason::Truncated,
+        DropReason::NotIp,
+        DropReason::BadVersion,
+        DropReason::BadHeaderLength,
+        DropReason::BadTotalLength,
+        DropReason::BadChecksum,
+        DropReason::Malformed,
+        DropReason::TtlExceeded,
+        DropReason::MartianSource,
+        DropReason::Oversized,
+        DropReason::FragmentationNeeded,
+        DropReason::NoRoute,
+        DropReason::Blackhole,
+        DropReason::NeighbourUnresolved,
+        DropReason::NeighbourQueueFull,
+        DropReason::NeighbourTableFull,
+        DropReason::NotForUs,
+        DropReason::IcmpRateLimited,
+        DropReason::HostPuntFailed,
+        DropReason::NoFrame,
+        DropReason::TxRingFull,
+        DropReason::Fragment,
+    ];
+
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Stable snake_case name, used by the CLI and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::NotIp => "not_ip",
+            DropReason::BadVersion => "bad_version",
+            DropReason::BadHeaderLength => "bad_header_length",
+            DropReason::BadTotalLength => "bad_total_length",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::Malformed => "malformed",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::MartianSource => "martian_source",
+            DropReason::Oversized => "oversized",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::NoRoute => "no_route",
+            DropReason::Blackhole => "blackhole",
+            DropReason::NeighbourUnresolved => "neighbour_unresolved",
+            DropReason::NeighbourQueueFull => "neighbour_queue_full",
+            DropReason::NeighbourTableFull => "neighbour_table_full",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::HostPuntFailed => "host_punt_failed",
+            DropReason::NoFrame => "no_frame",
+            DropReason::TxRingFull => "tx_ring_full",
+            DropReason::Fragment => "fragment",
+        }
+    }
+
+    /// Looks a reason up by its [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<DropReason> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Plain per-interface counters of one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames forwarded to another port (routed).
+    pub forwarded: u64,
+    /// Frames handed to the host stack.
+    pub punted: u64,
+    /// ARP/NDP requests answered.
+    pub neighbour_replies: u64,
+    /// ARP/NDP requests sent.
+    pub neighbour_requests: u64,
+    /// ICMP errors and echo replies generated.
+    pub icmp_sent: u64,
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds another set (used to sum workers).
+    pub fn add(&mut self, other: &PortCounters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.forwarded += other.forwarded;
+        self.punted += other.punted;
+        self.neighbour_replies += other.neighbour_replies;
+        self.neighbour_requests += other.neighbour_requests;
+        self.icmp_sent += other.icmp_sent;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+    }
+}
+
+const SCALARS: usize = 9;
+const SLOTS: usize = SCALARS + DropReason::COUNT;
+
+/// The readable mirror of one worker's counters.
+#[derive(Debug)]
+pub struct SharedCounters {
+    ports: Box<[[AtomicU64; SLOTS]]>,
+}
+
+impl SharedCounters {
+    /// Room for `ports` interfaces.
+    pub fn new(ports: usize) -> SharedCounters {
+        SharedCounters {
+            ports: (0..ports)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// Copies the worker's plain counters out (owner only).
+    pub fn publish(&self, local: &[PortCounters]) {
+        for (slots, c) in self.ports.iter().zip(local) {
+            let scalars = [
+                c.rx_packets,
+                c.rx_bytes,
+                c.tx_packets,
+                c.tx_bytes,
+                c.forwarded,
+                c.punted,
+                c.neighbour_replies,
+                c.neighbour_requests,
+                c.icmp_sent,
+            ];
+            for (slot, v) in slots.iter().zip(scalars.iter().chain(c.drops.iter())) {
+                slot.store(*v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads one interface's counters.
+    pub fn read(&self, port: usize) -> PortCounters {
+        let Some(slots) = self.ports.get(port) else {
+            return PortCounters::default();
+        };
+        let v = |i: usize| slots[i].load(Ordering::Relaxed);
+        PortCounters {
+            rx_packets: v(0),
+            rx_bytes: v(1),
+            tx_packets: v(2),
+            tx_bytes: v(3),
+            forwarded: v(4),
+            punted: v(5),
+            neighbour_replies: v(6),
+            neighbour_requests: v(7),
+            icmp_sent: v(8),
+            drops: std::array::from_fn(|i| v(SCALARS + i)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_name(r.name()), Some(r));
+            assert_eq!(DropReason::ALL[r as usize], r, "ALL is in enum order");
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn publish_then_read_and_sum() {
+        let shared = SharedCounters::new(2);
+        let mut local = [PortCounters::default(); 2];
+        local[1].rx_packets = 7;
+        local[1].icmp_sent = 3;
+        local[1].drop(DropReason::BadChecksum);
+        local[1].drop(DropReason::BadChecksum);
+        shared.publish(&local);
+        let read = shared.read(1);
+        assert_eq!(read, local[1]);
+        assert_eq!(read.drops[DropReason::BadChecksum as usize], 2);
+        assert_eq!(shared.read(0), PortCounters::default());
+        assert_eq!(shared.read(9), PortCounters::default());
+        let mut sum = read;
+        sum.add(&read);
+        assert_eq!(sum.rx_packets, 14);
+        assert_eq!(sum.total_drops(), 4);
+    }
+}
