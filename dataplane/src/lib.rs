@@ -1,5 +1,6 @@
 //! The Strait engine: wires AF_XDP ports, routing, NAT and ESP into
 //! poll-mode workers, and exposes the embedding API.
 
+pub mod config;
 pub mod counters;
 pub mod neigh;

@@ -1,0 +1,277 @@
+//! The engine's configuration, as read from TOML.
+//!
+//! Parsing checks the syntax and the types (with the line of the offending
+//! value); [`Config::validate`](crate::tables) turns it into tables and
+//! refuses inconsistent content, naming the item and the reason. Nothing is
+//! applied until the whole file is valid.
+
+use serde::Deserialize;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Workers, AF_XDP options, polling.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Interfaces the dataplane takes over.
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Static routes (connected and local routes come from the addresses).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// Static neighbours (optional; neighbours are normally resolved).
+    #[serde(default, rename = "neighbour")]
+    pub neighbours: Vec<NeighbourConfigEntry>,
+    /// ICMP generation.
+    #[serde(default)]
+    pub icmp: IcmpConfig,
+}
+
+/// How packets reach the workers.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpModeConfig {
+    /// Driver-mode XDP (the default).
+    #[default]
+    Native,
+    /// Generic (SKB) mode, for drivers without native XDP.
+    Generic,
+}
+
+/// Zero-copy or copy binding of the AF_XDP sockets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindConfig {
+    /// Zero-copy when the driver offers it, copy otherwise.
+    #[default]
+    Auto,
+    /// Always copy.
+    Copy,
+    /// Zero-copy or fail.
+    ZeroCopy,
+}
+
+/// What a worker does when it finds no work.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PollConfig {
+    /// Spin without pause: lowest latency, a full core (benchmarks).
+    Spin,
+    /// Spin while busy, then back off up to a short sleep (shared hosts).
+    #[default]
+    Adaptive,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Worker threads; worker `i` serves RX queue `i` of every interface.
+    pub workers: usize,
+    /// Cores to pin workers to, one per worker (optional).
+    pub cores: Vec<usize>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeConfig,
+    /// AF_XDP bind mode.
+    pub bind: BindConfig,
+    /// Idle behaviour.
+    pub poll: PollConfig,
+    /// UMEM frames per worker (2048 bytes each).
+    pub frames: u32,
+    /// Descriptors per RX/TX batch.
+    pub batch: usize,
+    /// Hand traffic for our own addresses that the dataplane does not
+    /// handle to the host stack through a TAP device.
+    pub host_punt: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 1,
+            cores: Vec::new(),
+            xdp_mode: XdpModeConfig::Native,
+            bind: BindConfig::Auto,
+            poll: PollConfig::Adaptive,
+            frames: 4096,
+            batch: 64,
+            host_punt: true,
+        }
+    }
+}
+
+/// `[[interface]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Kernel interface name.
+    pub name: String,
+    /// Addresses the dataplane owns on it, as `addr/len`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// MTU of the IP layer; the kernel's when absent.
+    pub mtu: Option<u16>,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix, `addr/len`.
+    pub prefix: String,
+    /// Gateways; several make an ECMP group (at most 4).
+    #[serde(default)]
+    pub via: Vec<String>,
+    /// Egress interface for an on-link route (no gateway).
+    pub dev: Option<String>,
+    /// `blackhole` drops silently, `unreachable` answers ICMP unreachable.
+    pub kind: Option<String>,
+}
+
+/// `[[neighbour]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfigEntry {
+    /// Interface name.
+    pub interface: String,
+    /// Neighbour address.
+    pub ip: String,
+    /// Its MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
+/// `[icmp]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpConfig {
+    /// ICMP errors per second per worker (token bucket; RFC 1812 §4.3.2.8).
+    pub errors_per_second: u32,
+    /// Burst size of the bucket.
+    pub burst: u32,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        IcmpConfig {
+            errors_per_second: 100,
+            burst: 20,
+        }
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax or type error; the message carries line and column.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// Content that cannot work.
+    #[error("{path}: {item}: {reason}")]
+    Invalid {
+        path: String,
+        item: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+}
+
+/// The toml crate's messages span several lines with a source excerpt;
+/// keep the location and the reason on one line for logs.
+fn one_line(msg: &str) -> String {
+    let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
+    let head = lines.next().unwrap_or("").trim().to_owned();
+    let reason = msg
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+        .unwrap_or("");
+    if reason.is_empty() || reason == head {
+        head
+    } else {
+        format!("{head} {reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = Config::parse(
+            r#"
+[engine]
+workers = 1
+cores = [1]
+xdp_mode = "generic"
+poll = "spin"
+
+[[interface]]
+name = "lan"
+addresses = ["10.0.1.1/24"]
+
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24", "2001:db8::1/64"]
+mtu = 1400
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.254"]
+
+[[neighbour]]
+interface = "wan"
+ip = "192.0.2.254"
+mac = "02:00:00:00:00:01"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.engine.xdp_mode, XdpModeConfig::Generic);
+        assert_eq!(c.engine.poll, PollConfig::Spin);
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.interfaces[1].mtu, Some(1400));
+        assert_eq!(c.routes[0].via, ["192.0.2.254"]);
+        assert_eq!(c.icmp, IcmpConfig::default());
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_the_line() {
+        let err = Config::parse("[engine]\nworkers = \"two\"\n", "bad.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("bad.toml:"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+
+        let err = Config::parse("[[interface]]\nname = \"a\"\nspeed = 10\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("speed"), "{err}");
+    }
+}
