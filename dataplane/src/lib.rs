@@ -4,3 +4,4 @@
 pub mod config;
 pub mod counters;
 pub mod neigh;
+pub mod punt;
