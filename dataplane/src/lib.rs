@@ -5,3 +5,4 @@ pub mod config;
 pub mod counters;
 pub mod neigh;
 pub mod punt;
+pub mod ratelimit;
