@@ -1,0 +1,628 @@
+//! Tunnel-mode outer headers and UDP encapsulation of ESP (RFC 3948).
+//!
+//! Outer IPv4/IPv6 and UDP headers are encoded here directly, minimal and
+//! allocation-free, because the shared wire crate had no header builders
+//! when this was written; these functions can switch to `strait-wire`
+//! views once it provides them, with the same signatures.
+
+use core::ops::Range;
+use core::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::error::DropReason;
+use crate::packet::{ESP_HEADROOM, IP_PROTO_ESP};
+
+/// UDP port for IKE and ESP behind NAT (RFC 3948 §2, RFC 7296 §2.23).
+pub const NAT_T_PORT: u16 = 4500;
+/// Outer IPv4 header written here (no options).
+pub const IPV4_HEADER_LEN: usize = 20;
+/// Outer IPv6 header (no extension headers).
+pub const IPV6_HEADER_LEN: usize = 40;
+/// UDP header.
+pub const UDP_HEADER_LEN: usize = 8;
+/// Most bytes an outer header needs in front of the ESP packet.
+pub const MAX_OUTER_LEN: usize = IPV6_HEADER_LEN + UDP_HEADER_LEN;
+/// Headroom in front of an inner packet for ESP plus the largest outer
+/// header (IPv6 + UDP). Link-layer headers come on top of this.
+pub const TUNNEL_HEADROOM: usize = MAX_OUTER_LEN + ESP_HEADROOM;
+/// Non-ESP marker that prefixes IKE messages on port 4500 (RFC 3948 §2.2).
+pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// Payload of a NAT-keepalive packet (RFC 3948 §2.3).
+pub const KEEPALIVE_PAYLOAD: u8 = 0xff;
+
+const IP_PROTO_UDP: u8 = 17;
+
+/// UDP ports for NAT traversal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpEncap {
+    /// Local port (4500 unless NAT-T floated elsewhere).
+    pub src_port: u16,
+    /// Peer port as seen after the NAT.
+    pub dst_port: u16,
+}
+
+impl UdpEncap {
+    /// Port 4500 on both ends.
+    pub const DEFAULT: UdpEncap = UdpEncap {
+        src_port: NAT_T_PORT,
+        dst_port: NAT_T_PORT,
+    };
+}
+
+/// Outer IPv4 header parameters for a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterIpv4 {
+    /// Tunnel source.
+    pub src: Ipv4Addr,
+    /// Tunnel destination.
+    pub dst: Ipv4Addr,
+    /// Time to live.
+    pub ttl: u8,
+    /// DSCP and ECN octet; the caller derives it from the inner header
+    /// (RFC 4301 §5.1.2.1, RFC 6040 for ECN).
+    pub tos: u8,
+    /// Identification field.
+    pub ident: u16,
+    /// Set DF: path-MTU discovery on the outer path (RFC 4301 §8.1).
+    pub dont_fragment: bool,
+    /// UDP encapsulation, if NAT traversal is in use.
+    pub udp: Option<UdpEncap>,
+}
+
+/// Outer IPv6 header parameters for a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterIpv6 {
+    /// Tunnel source.
+    pub src: Ipv6Addr,
+    /// Tunnel destination.
+    pub dst: Ipv6Addr,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Traffic class (DSCP and ECN).
+    pub traffic_class: u8,
+    /// Flow label (20 bits), e.g. a hash of the inner flow.
+    pub flow_label: u32,
+    /// UDP encapsulation, if NAT traversal is in use.
+    pub udp: Option<UdpEncap>,
+}
+
+/// An outer header to prepend to an ESP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OuterHeader {
+    /// IPv4 tunnel.
+    V4(OuterIpv4),
+    /// IPv6 tunnel.
+    V6(OuterIpv6),
+}
+
+impl OuterHeader {
+    /// Bytes this header occupies in front of the ESP packet.
+    pub fn len(&self) -> usize {
+        let (ip, udp) = match self {
+            OuterHeader::V4(h) => (IPV4_HEADER_LEN, h.udp.is_some()),
+            OuterHeader::V6(h) => (IPV6_HEADER_LEN, h.udp.is_some()),
+        };
+        ip + if udp { UDP_HEADER_LEN } else { 0 }
+    }
+
+    /// Never empty; present for API symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the header into the bytes just before `buf[payload]` (an ESP
+    /// packet, or a keepalive/IKE payload when UDP is used) and returns the
+    /// range of the whole outer packet.
+    pub fn write(&self, buf: &mut [u8], payload: Range<usize>) -> Result<Range<usize>, DropReason> {
+        let start = payload
+            .start
+            .checked_sub(self.len())
+            .ok_or(DropReason::NoRoom)?;
+        if payload.start > payload.end || payload.end > buf.len() {
+            return Err(DropReason::NoRoom);
+        }
+        let payload_len = payload.end - payload.start;
+        match self {
+            OuterHeader::V4(h) => {
+                let total = self.len() + payload_len;
+                let total16 = u16::try_from(total).map_err(|_| DropReason::NoRoom)?;
+                let proto = if h.udp.is_some() {
+                    IP_PROTO_UDP
+                } else {
+                    IP_PROTO_ESP
+                };
+                let ip = &mut buf[start..start + IPV4_HEADER_LEN];
+                ip[0] = 0x45;
+                ip[1] = h.tos;
+                ip[2..4].copy_from_slice(&total16.to_be_bytes());
+                ip[4..6].copy_from_slice(&h.ident.to_be_bytes());
+                ip[6..8]
+                    .copy_from_slice(&(if h.dont_fragment { 0x4000u16 } else { 0 }).to_be_bytes());
+                ip[8] = h.ttl;
+                ip[9] = proto;
+                ip[10..12].copy_from_slice(&[0, 0]);
+                ip[12..16].copy_from_slice(&h.src.octets());
+                ip[16..20].copy_from_slice(&h.dst.octets());
+                let csum = checksum_fold(checksum_add(0, ip));
+                ip[10..12].copy_from_slice(&csum.to_be_bytes());
+                if let Some(udp) = h.udp {
+                    let at = start + IPV4_HEADER_LEN;
+                    // RFC 3948 §3.1: the UDP checksum SHOULD be 0 over IPv4;
+                    // ESP carries its own integrity check.
+                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len, 0)?;
+                }
+            }
+            OuterHeader::V6(h) => {
+                let udp_len = if h.udp.is_some() { UDP_HEADER_LEN } else { 0 };
+                let plen = u16::try_from(udp_len + payload_len).map_err(|_| DropReason::NoRoom)?;
+                let ip = &mut buf[start..start + IPV6_HEADER_LEN];
+                let vtf =
+                    (6u32 << 28) | (u32::from(h.traffic_class) << 20) | (h.flow_label & 0xf_ffff);
+                ip[0..4].copy_from_slice(&vtf.to_be_bytes());
+                ip[4..6].copy_from_slice(&plen.to_be_bytes());
+                ip[6] = if h.udp.is_some() {
+                    IP_PROTO_UDP
+                } else {
+                    IP_PROTO_ESP
+                };
+                ip[7] = h.hop_limit;
+                ip[8..24].copy_from_slice(&h.src.octets());
+                ip[24..40].copy_from_slice(&h.dst.octets());
+                if let Some(udp) = h.udp {
+                    // IPv6 forbids a zero UDP checksum in general
+                    // (RFC 8200 §8.1), so compute the real one.
+                    let at = start + IPV6_HEADER_LEN;
+                    let mut sum = checksum_add(0, &h.src.octets());
+                    sum = checksum_add(sum, &h.dst.octets());
+                    sum += u32::from(plen) + u32::from(IP_PROTO_UDP);
+                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len, 0)?;
+                    sum = checksum_add(sum, &buf[at..payload.end]);
+                    let mut csum = checksum_fold(sum);
+                    if csum == 0 {
+                        // RFC 768: a computed 0 is sent as all ones.
+                        csum = 0xffff;
+                    }
+                    buf[at + 6..at + 8].copy_from_slice(&csum.to_be_bytes());
+                }
+            }
+        }
+        Ok(start..payload.end)
+    }
+}
+
+fn write_udp(
+    udp: &mut [u8],
+    ports: UdpEncap,
+    payload_len: usize,
+    checksum: u16,
+) -> Result<(), DropReason> {
+    let len = u16::try_from(UDP_HEADER_LEN + payload_len).map_err(|_| DropReason::NoRoom)?;
+    udp[0..2].copy_from_slice(&ports.src_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&ports.dst_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&len.to_be_bytes());
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    Ok(())
+}
+
+/// Adds `data` to a one's-complement running sum (RFC 1071).
+pub fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        // Fold early so the sum never overflows on jumbo inputs.
+        if sum > 0xffff_0000 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folds a running sum into the final 16-bit checksum.
+pub fn checksum_fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// What a UDP/4500 payload is (RFC 3948 §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpPayload {
+    /// NAT-keepalive (one 0xFF byte): ignore after counting.
+    Keepalive,
+    /// IKE message after the non-ESP marker: hand `ike` (relative to the UDP
+    /// payload) to the control plane.
+    Ike {
+        /// The IKE message without the marker.
+        ike: Range<usize>,
+    },
+    /// An ESP packet occupying the whole payload.
+    Esp,
+    /// Too short to be any of the above.
+    Malformed,
+}
+
+/// Classifies the payload of a UDP datagram received on port 4500.
+pub fn classify_udp_payload(payload: &[u8]) -> UdpPayload {
+    match payload {
+        [KEEPALIVE_PAYLOAD] => UdpPayload::Keepalive,
+        [0, 0, 0, 0, ..] => UdpPayload::Ike {
+            ike: NON_ESP_MARKER.len()..payload.len(),
+        },
+        // An SPI is never 0, so four bytes that are not all zero start ESP.
+        [_, _, _, _, ..] => UdpPayload::Esp,
+        _ => UdpPayload::Malformed,
+    }
+}
+
+/// Counters for the UDP encapsulation demultiplexer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncapCounters {
+    /// NAT-keepalives received and ignored.
+    pub keepalives: u64,
+    /// IKE messages handed to the control plane.
+    pub ike: u64,
+    /// ESP packets passed on.
+    pub esp: u64,
+    /// Payloads too short to classify (dropped).
+    pub malformed: u64,
+}
+
+impl EncapCounters {
+    /// Counts one classified payload.
+    pub fn record(&mut self, kind: &UdpPayload) {
+        match kind {
+            UdpPayload::Keepalive => self.keepalives += 1,
+            UdpPayload::Ike { .. } => self.ike += 1,
+            UdpPayload::Esp => self.esp += 1,
+            UdpPayload::Malformed => self.malformed += 1,
+        }
+    }
+}
+
+/// Where an outer packet came from and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// Outer source address.
+    pub src: IpAddr,
+    /// Outer destination address.
+    pub dst: IpAddr,
+    /// UDP source/destination ports when encapsulated.
+    pub udp: Option<(u16, u16)>,
+    /// What the packet carries.
+    pub kind: ArrivalKind,
+}
+
+/// Payload of an outer packet addressed to the tunnel endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArrivalKind {
+    /// ESP at this range of the outer packet.
+    Esp(Range<usize>),
+    /// NAT-keepalive.
+    Keepalive,
+    /// IKE message (marker stripped) at this range of the outer packet.
+    Ike(Range<usize>),
+    /// Neither ESP (protocol 50) nor UDP to port 4500.
+    Other,
+}
+
+/// Parses an outer IPv4/IPv6 packet far enough to find ESP, either raw
+/// (protocol 50) or UDP-encapsulated on port 4500. IPv6 extension headers
+/// and IPv4 fragments are reported as `Other` for the slow path.
+pub fn classify_outer(packet: &[u8]) -> Result<Arrival, DropReason> {
+    let first = *packet.first().ok_or(DropReason::Truncated)?;
+    let (src, dst, proto, l4, end) = match first >> 4 {
+        4 => {
+            if packet.len() < IPV4_HEADER_LEN {
+                return Err(DropReason::Truncated);
+            }
+            let ihl = usize::from(first & 0xf) * 4;
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            if ihl < IPV4_HEADER_LEN || total < ihl || total > packet.len() {
+                return Err(DropReason::Truncated);
+            }
+            let frag = u16::from_be_bytes([packet[6], packet[7]]);
+            let src = IpAddr::V4(Ipv4Addr::new(
+                packet[12], packet[13], packet[14], packet[15],
+            ));
+            let dst = IpAddr::V4(Ipv4Addr::new(
+                packet[16], packet[17], packet[18], packet[19],
+            ));
+            // More-fragments set or a non-zero offset: reassembly first.
+            if frag & 0x3fff != 0 {
+                return Ok(Arrival {
+                    src,
+                    dst,
+                    udp: None,
+                    kind: ArrivalKind::Other,
+                });
+            }
+            (src, dst, packet[9], ihl, total)
+        }
+        6 => {
+            if packet.len() < IPV6_HEADER_LEN {
+                return Err(DropReason::Truncated);
+            }
+            let plen = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+            let end = IPV6_HEADER_LEN + plen;
+            if end > packet.len() {
+                return Err(DropReason::Truncated);
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&packet[8..24]);
+            d.copy_from_slice(&packet[24..40]);
+            (
+                IpAddr::V6(s.into()),
+                IpAddr::V6(d.into()),
+                packet[6],
+                IPV6_HEADER_LEN,
+                end,
+            )
+        }
+        _ => return Err(DropReason::BadInner),
+    };
+    let kind = match proto {
+        IP_PROTO_ESP => ArrivalKind::Esp(l4..end),
+        IP_PROTO_UDP => {
+            if end - l4 < UDP_HEADER_LEN {
+                return Err(DropReason::Truncated);
+            }
+            let sport = u16::from_be_bytes([packet[l4], packet[l4 + 1]]);
+            let dport = u16::from_be_bytes([packet[l4 + 2], packet[l4 + 3]]);
+            let ulen = usize::from(u16::from_be_bytes([packet[l4 + 4], packet[l4 + 5]]));
+            if ulen < UDP_HEADER_LEN || l4 + ulen > end {
+                return Err(DropReason::Truncated);
+            }
+            if dport != NAT_T_PORT {
+                return Ok(Arrival {
+                    src,
+                    dst,
+                    udp: Some((sport, dport)),
+                    kind: ArrivalKind::Other,
+                });
+            }
+            let at = l4 + UDP_HEADER_LEN;
+            let payload = &packet[at..l4 + ulen];
+            let kind = match classify_udp_payload(payload) {
+                UdpPayload::Keepalive => ArrivalKind::Keepalive,
+                UdpPayload::Ike { ike } => ArrivalKind::Ike(at + ike.start..at + ike.end),
+                UdpPayload::Esp => ArrivalKind::Esp(at..l4 + ulen),
+                UdpPayload::Malformed => return Err(DropReason::Truncated),
+            };
+            return Ok(Arrival {
+                src,
+                dst,
+                udp: Some((sport, dport)),
+                kind,
+            });
+        }
+        _ => ArrivalKind::Other,
+    };
+    Ok(Arrival {
+        src,
+        dst,
+        udp: None,
+        kind,
+    })
+}
+
+/// A NAT-keepalive should be sent now (RFC 3948 §2.3): one byte
+/// [`KEEPALIVE_PAYLOAD`] in UDP to the peer's port 4500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveDue;
+
+/// Sans-I/O NAT-keepalive timer for one peer. A keepalive is due only when
+/// nothing else was sent to the peer for a whole interval (RFC 3948 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepaliveTimer {
+    interval: Duration,
+    last_sent: Duration,
+}
+
+impl KeepaliveTimer {
+    /// RFC 3948 §4: default interval of 20 seconds.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(20);
+
+    /// A timer whose first keepalive falls one interval after `now`.
+    pub fn new(interval: Duration, now: Duration) -> Self {
+        KeepaliveTimer {
+            interval,
+            last_sent: now,
+        }
+    }
+
+    /// Note that some packet (ESP or IKE) went to the peer at `now`; it
+    /// refreshes the NAT binding as well as a keepalive would.
+    pub fn on_sent(&mut self, now: Duration) {
+        self.last_sent = self.last_sent.max(now);
+    }
+
+    /// When the next keepalive falls due if nothing else is sent.
+    pub fn deadline(&self) -> Duration {
+        self.last_sent.saturating_add(self.interval)
+    }
+
+    /// Returns `Some` once the interval passed without traffic, and counts
+    /// the keepalive as sent at `now`.
+    pub fn poll(&mut self, now: Duration) -> Option<KeepaliveDue> {
+        if now >= self.deadline() {
+            self.last_sent = now;
+            Some(KeepaliveDue)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_known_header() {
+        // RFC 1071 §3 example words sum to ddf2 before complement.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum_fold(checksum_add(0, &data)), !0xddf2);
+        // Odd length pads with a zero byte.
+        assert_eq!(checksum_add(0, &[0x12]), 0x1200);
+    }
+
+    #[test]
+    fn ipv4_udp_outer_header() {
+        let mut buf = [0u8; 64];
+        let esp = 28..60;
+        buf[esp.clone()].fill(0xab);
+        let h = OuterHeader::V4(OuterIpv4 {
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            dst: Ipv4Addr::new(198, 51, 100, 2),
+            ttl: 64,
+            tos: 0,
+            ident: 0x1234,
+            dont_fragment: true,
+            udp: Some(UdpEncap::DEFAULT),
+        });
+        assert_eq!(h.len(), 28);
+        let frame = h.write(&mut buf, esp.clone()).unwrap();
+        assert_eq!(frame, 0..60);
+        let ip = &buf[..20];
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
+        assert_eq!(ip[6], 0x40);
+        assert_eq!(ip[9], 17);
+        // A correct header checksums to zero.
+        assert_eq!(checksum_fold(checksum_add(0, ip)), 0);
+        let udp = &buf[20..28];
+        assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 4500);
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4500);
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), 40);
+        assert_eq!(&udp[6..8], &[0, 0], "RFC 3948 §3.1: zero checksum");
+        let arrival = classify_outer(&buf[frame]).unwrap();
+        assert_eq!(arrival.kind, ArrivalKind::Esp(esp));
+        assert_eq!(arrival.udp, Some((4500, 4500)));
+        assert_eq!(arrival.src, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        // No room in front.
+        assert_eq!(h.write(&mut buf, 27..60), Err(DropReason::NoRoom));
+    }
+
+    #[test]
+    fn ipv6_outer_header_checksums_udp() {
+        let mut buf = [0u8; 100];
+        let esp = 48..91;
+        for (i, b) in buf[esp.clone()].iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let h = OuterHeader::V6(OuterIpv6 {
+            src,
+            dst,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0x12345,
+            udp: Some(UdpEncap::DEFAULT),
+        });
+        let frame = h.write(&mut buf, esp.clone()).unwrap();
+        assert_eq!(frame, 0..91);
+        assert_eq!(buf[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([buf[4], buf[5]]), 51);
+        // Verify: pseudo-header + UDP header + payload sums to zero.
+        let mut sum = checksum_add(0, &src.octets());
+        sum = checksum_add(sum, &dst.octets());
+        sum += 51 + 17;
+        sum = checksum_add(sum, &buf[40..91]);
+        assert_eq!(checksum_fold(sum), 0);
+        assert_ne!(&buf[46..48], &[0, 0]);
+        assert_eq!(
+            classify_outer(&buf[frame]).unwrap().kind,
+            ArrivalKind::Esp(esp)
+        );
+    }
+
+    #[test]
+    fn raw_esp_outer_header() {
+        let mut buf = [0u8; 60];
+        let h = OuterHeader::V4(OuterIpv4 {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_fragment: false,
+            udp: None,
+        });
+        let frame = h.write(&mut buf, 20..60).unwrap();
+        assert_eq!(buf[9], 50);
+        let a = classify_outer(&buf[frame]).unwrap();
+        assert_eq!((a.kind, a.udp), (ArrivalKind::Esp(20..60), None));
+    }
+
+    #[test]
+    fn udp_payload_classification() {
+        let mut c = EncapCounters::default();
+        for (payload, expect) in [
+            (&[0xff][..], UdpPayload::Keepalive),
+            (&[0, 0, 0, 0, 1, 2][..], UdpPayload::Ike { ike: 4..6 }),
+            (&[0, 0, 1, 0, 0, 0, 0, 1][..], UdpPayload::Esp),
+            (&[0, 0][..], UdpPayload::Malformed),
+            (&[][..], UdpPayload::Malformed),
+            (&[0xfe][..], UdpPayload::Malformed),
+        ] {
+            let got = classify_udp_payload(payload);
+            c.record(&got);
+            assert_eq!(got, expect, "{payload:?}");
+        }
+        assert_eq!((c.keepalives, c.ike, c.esp, c.malformed), (1, 1, 1, 3));
+    }
+
+    #[test]
+    fn keepalive_and_ike_arrivals() {
+        let mut buf = [0u8; 64];
+        let h = OuterHeader::V4(OuterIpv4 {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_fragment: false,
+            udp: Some(UdpEncap::DEFAULT),
+        });
+        buf[28] = KEEPALIVE_PAYLOAD;
+        let frame = h.write(&mut buf, 28..29).unwrap();
+        assert_eq!(
+            classify_outer(&buf[frame]).unwrap().kind,
+            ArrivalKind::Keepalive
+        );
+        buf[28..32].copy_from_slice(&NON_ESP_MARKER);
+        buf[32..40].fill(7);
+        let frame = h.write(&mut buf, 28..40).unwrap();
+        assert_eq!(
+            classify_outer(&buf[frame]).unwrap().kind,
+            ArrivalKind::Ike(32..40)
+        );
+        // Truncated UDP length.
+        buf[25] = 200;
+        assert_eq!(classify_outer(&buf[..40]), Err(DropReason::Truncated));
+        assert_eq!(classify_outer(&[]), Err(DropReason::Truncated));
+        assert_eq!(classify_outer(&[0x45; 10]), Err(DropReason::Truncated));
+    }
+
+    #[test]
+    fn keepalive_timer_waits_for_idle_interval() {
+        let s = Duration::from_secs;
+        let mut t = KeepaliveTimer::new(KeepaliveTimer::DEFAULT_INTERVAL, s(100));
+        assert_eq!(t.poll(s(119)), None);
+        t.on_sent(s(115));
+        assert_eq!(t.deadline(), s(135));
+        assert_eq!(t.poll(s(134)), None);
+        assert_eq!(t.poll(s(135)), Some(KeepaliveDue));
+        assert_eq!(t.poll(s(136)), None);
+        assert_eq!(t.poll(s(155)), Some(KeepaliveDue));
+        // A late clock reading never moves the last send backwards.
+        t.on_sent(s(10));
+        assert_eq!(t.deadline(), s(175));
+    }
+}
