@@ -1,0 +1,509 @@
+//! Table snapshots: everything a worker reads per packet, built whole by the
+//! control side and published with one atomic swap.
+//!
+//! Workers load the current `Arc<Tables>` once per batch and never write
+//! it; a new configuration is validated and built completely before the swap,
+//! so a worker sees the old tables or the new ones, never a mix.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use strait_fib::{EgressId, Fib, FlowHasher, IpPrefix, NextHop, Route, RouteTable};
+
+use crate::config::{Config, ConfigError, IcmpConfig};
+
+/// Interface attributes the kernel knows and the dataplane needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLink {
+    /// Interface index.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// MTU.
+    pub mtu: u16,
+}
+
+/// Reads an interface's index, MAC and MTU from sysfs (in the calling
+/// thread's network namespace).
+pub fn kernel_link(name: &str) -> std::io::Result<KernelLink> {
+    let read = |attr: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"))
+            .map(|s| s.trim().to_owned())
+    };
+    let bad = |what: &str, v: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what} {v:?}"))
+    };
+    let ifindex = read("ifindex")?;
+    let mac = read("address")?;
+    let mtu = read("mtu")?;
+    Ok(KernelLink {
+        ifindex: ifindex.parse().map_err(|_| bad("ifindex", &ifindex))?,
+        mac: parse_mac(&mac).ok_or_else(|| bad("MAC address", &mac))?,
+        mtu: mtu.parse().map_err(|_| bad("MTU", &mtu))?,
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// One interface the dataplane serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Index in [`Tables::ports`]; also the FIB egress id.
+    pub id: u16,
+    /// Kernel name.
+    pub name: String,
+    /// Kernel attributes.
+    pub link: KernelLink,
+    /// IP-layer MTU used for forwarding decisions.
+    pub mtu: u16,
+    /// IPv4 addresses owned here, with prefix lengths.
+    pub v4: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses owned here, with prefix lengths.
+    pub v6: Vec<(Ipv6Addr, u8)>,
+}
+
+impl Port {
+    /// True if `addr` is one of this port's IPv4 addresses.
+    #[inline]
+    pub fn owns_v4(&self, addr: Ipv4Addr) -> bool {
+        self.v4.iter().any(|(a, _)| *a == addr)
+    }
+
+    /// True if `addr` is one of this port's IPv6 addresses.
+    #[inline]
+    pub fn owns_v6(&self, addr: Ipv6Addr) -> bool {
+        self.v6.iter().any(|(a, _)| *a == addr)
+    }
+
+    /// The address ICMP errors sent from this port come from
+    /// (RFC 1812 §4.3.2.4).
+    pub fn icmp_source_v4(&self) -> Option<Ipv4Addr> {
+        self.v4.first().map(|(a, _)| *a)
+    }
+
+    /// IPv6 counterpart of [`Self::icmp_source_v4`].
+    pub fn icmp_source_v6(&self) -> Option<Ipv6Addr> {
+        self.v6.first().map(|(a, _)| *a)
+    }
+}
+
+/// A static neighbour from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticNeighbour {
+    /// Port.
+    pub port: u16,
+    /// Address.
+    pub ip: IpAddr,
+    /// MAC.
+    pub mac: [u8; 6],
+}
+
+/// Everything the workers read per packet.
+#[derive(Debug)]
+pub struct Tables {
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    /// Interfaces, indexed by port id.
+    pub ports: Vec<Port>,
+    /// Routes.
+    pub fib: Fib,
+    /// The routes the FIB was built from (for `show routes` and edits).
+    pub routes: RouteTable,
+    /// Configured neighbours.
+    pub static_neighbours: Vec<StaticNeighbour>,
+    /// ICMP generation limits.
+    pub icmp: IcmpConfig,
+    /// ECMP flow hash, seeded per device.
+    pub flow_hasher: FlowHasher,
+}
+
+impl Tables {
+    /// Port by kernel name.
+    pub fn port_by_name(&self, name: &str) -> Option<&Port> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Builds tables from a configuration, resolving interfaces with
+    /// `link` (normally [`kernel_link`]). Refuses the whole configuration
+    /// on the first inconsistency, naming the item and the reason.
+    pub fn build(
+        config: &Config,
+        path: &str,
+        generation: u64,
+        flow_seed: u64,
+        mut link: impl FnMut(&str) -> std::io::Result<KernelLink>,
+    ) -> Result<Tables, ConfigError> {
+        let invalid = |item: String, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            item,
+            reason,
+        };
+        if config.interfaces.is_empty() {
+            return Err(invalid(
+                "[[interface]]".into(),
+                "at least one interface is needed".into(),
+            ));
+        }
+        if config.interfaces.len() > usize::from(u16::MAX) {
+            return Err(invalid(
+                "[[interface]]".into(),
+                "too many interfaces".into(),
+            ));
+        }
+        let mut routes = RouteTable::new();
+        let mut ports = Vec::with_capacity(config.interfaces.len());
+        for (i, ic) in config.interfaces.iter().enumerate() {
+            let item = format!("interface {}", ic.name);
+            if config.interfaces[..i].iter().any(|o| o.name == ic.name) {
+                return Err(invalid(item, "listed twice".into()));
+            }
+            let kl = link(&ic.name).map_err(|e| {
+                invalid(
+                    item.clone(),
+                    format!("not found in this network namespace ({e})"),
+                )
+            })?;
+            let id = i as u16;
+            let mut port = Port {
+                id,
+                name: ic.name.clone(),
+                mtu: ic.mtu.unwrap_or(kl.mtu),
+                link: kl,
+                v4: Vec::new(),
+                v6: Vec::new(),
+            };
+            if port.mtu < 576 || port.mtu > port.link.mtu {
+                return Err(invalid(
+                    item,
+                    format!(
+                        "mtu {} must be between 576 and the link's {}",
+                        port.mtu, port.link.mtu
+                    ),
+                ));
+            }
+            for a in &ic.addresses {
+                let (addr, len) = parse_addr_len(a)
+                    .map_err(|reason| invalid(format!("{item} address {a}"), reason))?;
+                let host = IpPrefix::new_truncated(addr, if addr.is_ipv4() { 32 } else { 128 })
+                    .map_err(|e| invalid(format!("{item} address {a}"), e.to_string()))?;
+                let subnet = IpPrefix::new_truncated(addr, len)
+                    .map_err(|e| invalid(format!("{item} address {a}"), e.to_string()))?;
+                if routes.get(host).is_some() {
+                    return Err(invalid(
+                        format!("{item} address {a}"),
+                        "address configured twice".into(),
+                    ));
+                }
+                routes.insert(Route::connected(subnet, EgressId(u32::from(id))));
+                routes.insert(Route::local(host));
+                match addr {
+                    IpAddr::V4(v4) => port.v4.push((v4, len)),
+                    IpAddr::V6(v6) => port.v6.push((v6, len)),
+                }
+            }
+            ports.push(port);
+        }
+        let port_of = |name: &str| ports.iter().find(|p| p.name == name).map(|p| p.id);
+        for rc in &config.routes {
+            let item = format!("route {}", rc.prefix);
+            let prefix: IpPrefix = rc
+                .prefix
+                .parse()
+                .map_err(|e: strait_fib::PrefixError| invalid(item.clone(), e.to_string()))?;
+            let route = match rc.kind.as_deref() {
+                Some("blackhole") | Some("unreachable")
+                    if !rc.via.is_empty() || rc.dev.is_some() =>
+                {
+                    return Err(invalid(
+                        item,
+                        "a blackhole or unreachable route takes no via or dev".into(),
+                    ))
+                }
+                Some("blackhole") => Route::blackhole(prefix),
+                Some("unreachable") => Route::unreachable(prefix),
+                Some(other) => {
+                    return Err(invalid(
+                        item,
+                        format!("kind {other:?} is not one of blackhole, unreachable"),
+                    ))
+                }
+                None => {
+                    let dev = match &rc.dev {
+                        Some(d) => Some(port_of(d).ok_or_else(|| {
+                            invalid(
+                                item.clone(),
+                                format!("dev {d} is not a configured interface"),
+                            )
+                        })?),
+                        None => None,
+                    };
+                    if rc.via.is_empty() {
+                        let Some(dev) = dev else {
+                            return Err(invalid(
+                                item,
+                                "needs via (gateways) or dev (on-link)".into(),
+                            ));
+                        };
+                        Route::connected(prefix, EgressId(u32::from(dev)))
+                    } else {
+                        let mut hops = Vec::with_capacity(rc.via.len());
+                        for gw in &rc.via {
+                            let gw: IpAddr = gw.parse().map_err(|_| {
+                                invalid(item.clone(), format!("via {gw} is not an IP address"))
+                            })?;
+                            if gw.is_ipv4() != prefix.addr().is_ipv4() {
+                                return Err(invalid(
+                                    item.clone(),
+                                    format!("via {gw} is not of the prefix's address family"),
+                                ));
+                            }
+                            let egress = match dev {
+                                Some(d) => d,
+                                None => connected_port(&ports, gw).ok_or_else(|| {
+                                    invalid(
+                                        item.clone(),
+                                        format!("gateway {gw} is not on any interface's subnet"),
+                                    )
+                                })?,
+                            };
+                            hops.push(NextHop::via(EgressId(u32::from(egress)), gw));
+                        }
+                        Route::ecmp(prefix, &hops)
+                            .map_err(|e| invalid(item.clone(), e.to_string()))?
+                    }
+                }
+            };
+            if routes.get(prefix).is_some() {
+                return Err(invalid(
+                    item,
+                    "prefix already routed (a duplicate route or an interface's own subnet)".into(),
+                ));
+            }
+            routes.insert(route);
+        }
+        let mut static_neighbours = Vec::new();
+        for n in &config.neighbours {
+            let item = format!("neighbour {} on {}", n.ip, n.interface);
+            let port = port_of(&n.interface)
+                .ok_or_else(|| invalid(item.clone(), "not a configured interface".into()))?;
+            let ip: IpAddr =
+                n.ip.parse()
+                    .map_err(|_| invalid(item.clone(), "ip is not an IP address".into()))?;
+            let mac = parse_mac(&n.mac).ok_or_else(|| {
+                invalid(
+                    item.clone(),
+                    format!("mac {:?} is not aa:bb:cc:dd:ee:ff", n.mac),
+                )
+            })?;
+            static_neighbours.push(StaticNeighbour { port, ip, mac });
+        }
+        if config.engine.workers == 0 || config.engine.workers > 64 {
+            return Err(invalid(
+                "engine.workers".into(),
+                "must be between 1 and 64".into(),
+            ));
+        }
+        if !config.engine.cores.is_empty() && config.engine.cores.len() != config.engine.workers {
+            return Err(invalid(
+                "engine.cores".into(),
+                format!(
+                    "lists {} cores for {} workers",
+                    config.engine.cores.len(),
+                    config.engine.workers
+                ),
+            ));
+        }
+        if !(1..=256).contains(&config.engine.batch) {
+            return Err(invalid(
+                "engine.batch".into(),
+                "must be between 1 and 256".into(),
+            ));
+        }
+        Ok(Tables {
+            generation,
+            fib: routes.snapshot(),
+            routes,
+            ports,
+            static_neighbours,
+            icmp: config.icmp.clone(),
+            flow_hasher: FlowHasher::new(flow_seed),
+        })
+    }
+}
+
+/// The port whose subnet holds `addr`.
+fn connected_port(ports: &[Port], addr: IpAddr) -> Option<u16> {
+    ports
+        .iter()
+        .find(|p| match addr {
+            IpAddr::V4(a) => p.v4.iter().any(|(pa, len)| {
+                IpPrefix::new_truncated(IpAddr::V4(*pa), *len)
+                    .is_ok_and(|n| n.contains(IpAddr::V4(a)))
+            }),
+            IpAddr::V6(a) => p.v6.iter().any(|(pa, len)| {
+                IpPrefix::new_truncated(IpAddr::V6(*pa), *len)
+                    .is_ok_and(|n| n.contains(IpAddr::V6(a)))
+            }),
+        })
+        .map(|p| p.id)
+}
+
+/// Parses an interface address `addr/len`, keeping the host bits.
+fn parse_addr_len(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| "expected address/prefix-length".to_owned())?;
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IP address"))?;
+    let len: u8 = l
+        .parse()
+        .map_err(|_| format!("prefix length {l:?} is not a number"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} exceeds {max}"));
+    }
+    Ok((addr, len))
+}
+
+/// The published tables, shared by the control side and the workers.
+#[derive(Debug)]
+pub struct SharedTables(ArcSwap<Tables>);
+
+impl SharedTables {
+    /// Starts with `tables`.
+    pub fn new(tables: Tables) -> SharedTables {
+        SharedTables(ArcSwap::from_pointee(tables))
+    }
+
+    /// The current snapshot (workers: once per batch).
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.0.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<Tables> {
+        self.0.load_full()
+    }
+
+    /// Publishes a complete new snapshot.
+    pub fn publish(&self, tables: Tables) {
+        self.0.store(Arc::new(tables));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_link(name: &str) -> std::io::Result<KernelLink> {
+        match name {
+            "lan" => Ok(KernelLink {
+                ifindex: 2,
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+            }),
+            "wan" => Ok(KernelLink {
+                ifindex: 3,
+                mac: [2, 0, 0, 0, 0, 2],
+                mtu: 1500,
+            }),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
+    }
+
+    const BASE: &str = r#"
+[[interface]]
+name = "lan"
+addresses = ["10.0.1.1/24", "fd00:1::1/64"]
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24"]
+"#;
+
+    fn build(extra: &str) -> Result<Tables, ConfigError> {
+        let c = Config::parse(&format!("{BASE}{extra}"), "t.toml")?;
+        Tables::build(&c, "t.toml", 1, 7, fake_link)
+    }
+
+    #[test]
+    fn builds_connected_local_and_static_routes() {
+        let t = build("[[route]]\nprefix = \"0.0.0.0/0\"\nvia = [\"192.0.2.254\"]\n").unwrap();
+        use strait_fib::Disposition;
+        let d = |a: &str| t.fib.lookup(a.parse().unwrap(), 0);
+        assert_eq!(d("10.0.1.1"), Some(Disposition::Local));
+        assert_eq!(
+            d("10.0.1.9"),
+            Some(Disposition::Forward(NextHop::on_link(EgressId(0))))
+        );
+        assert_eq!(
+            d("8.8.8.8"),
+            Some(Disposition::Forward(NextHop::via(
+                EgressId(1),
+                "192.0.2.254".parse().unwrap()
+            )))
+        );
+        assert_eq!(d("fd00:1::1"), Some(Disposition::Local));
+        assert_eq!(d("fd00:2::1"), None);
+        assert_eq!(
+            t.ports[0].icmp_source_v4(),
+            Some(Ipv4Addr::new(10, 0, 1, 1))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_configs_naming_item_and_reason() {
+        let cases = [
+            ("[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"192.0.2.254\"]\n", "route 10.9.0.0/33"),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"203.0.113.1\"]\n", "not on any interface"),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\n", "needs via"),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\ndev = \"eth9\"\n", "dev eth9"),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nkind = \"magic\"\n", "magic"),
+            (
+                "[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"192.0.2.2\",\"192.0.2.3\",\"192.0.2.4\",\"192.0.2.5\",\"192.0.2.6\"]\n",
+                "route 10.9.0.0/16",
+            ),
+            ("[[route]]\nprefix = \"fd00:9::/64\"\nvia = [\"192.0.2.2\"]\n", "address family"),
+            ("[[interface]]\nname = \"eth7\"\n", "interface eth7: not found"),
+            ("[[interface]]\nname = \"lan\"\n", "listed twice"),
+            ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac"),
+            ("[engine]\nworkers = 0\n", "engine.workers"),
+            ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores"),
+        ];
+        for (extra, want) in cases {
+            let err = build(extra).unwrap_err().to_string();
+            assert!(err.starts_with("t.toml: "), "{err}");
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        let c = Config::parse(
+            "[[interface]]\nname = \"lan\"\naddresses = [\"10.0.0.1/40\"]\n",
+            "t",
+        )
+        .unwrap();
+        let err = Tables::build(&c, "t", 1, 7, fake_link)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix length 40 exceeds 32"), "{err}");
+    }
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("2:0:0:0:0:a"), None);
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+    }
+}
