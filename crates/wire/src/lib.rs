@@ -12,17 +12,29 @@
 //! Nothing here allocates, locks or makes a system call.
 #![forbid(unsafe_code)]
 
+pub mod arp;
 pub mod checksum;
 mod error;
+pub mod esp;
 pub mod ethernet;
+pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
 pub mod udp;
 
+pub use arp::{ArpOperation, ArpPacket, ArpRepr};
 pub use error::{Error, Result};
+pub use esp::{classify_nat_traversal, EspPacket, EspRepr, NatTraversalPayload};
 pub use ethernet::{
     EtherType, EthernetAddress, EthernetFrame, EthernetRepr, L2Encapsulation, VlanTag,
 };
+pub use icmpv4::{emit_icmpv4_error, Icmpv4Error, Icmpv4Packet, Icmpv4Repr, Icmpv4Type};
+pub use icmpv6::{emit_icmpv6_error, Icmpv6Error, Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr, Ipv6UpperLayer};
+pub use tcp::{TcpFlags, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// An IP protocol number (IPv4 protocol / IPv6 next header), IANA registry.
