@@ -1,13 +1,14 @@
 //! Tunnel-mode outer headers and UDP encapsulation of ESP (RFC 3948).
 //!
-//! Outer IPv4/IPv6 and UDP headers are encoded here directly, minimal and
-//! allocation-free, because the shared wire crate had no header builders
-//! when this was written; these functions can switch to `strait-wire`
-//! views once it provides them, with the same signatures.
+//! Outer IPv4/IPv6 and UDP headers are encoded here directly (fixed
+//! layouts, no options), with checksums from `strait-wire`.
 
 use core::ops::Range;
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use strait_wire::checksum;
+use strait_wire::IpProtocol;
 
 use crate::error::DropReason;
 use crate::packet::{ESP_HEADROOM, IP_PROTO_ESP};
@@ -143,7 +144,7 @@ impl OuterHeader {
                 ip[10..12].copy_from_slice(&[0, 0]);
                 ip[12..16].copy_from_slice(&h.src.octets());
                 ip[16..20].copy_from_slice(&h.dst.octets());
-                let csum = checksum_fold(checksum_add(0, ip));
+                let csum = checksum::checksum(ip);
                 ip[10..12].copy_from_slice(&csum.to_be_bytes());
                 if let Some(udp) = h.udp {
                     let at = start + IPV4_HEADER_LEN;
@@ -172,16 +173,16 @@ impl OuterHeader {
                     // IPv6 forbids a zero UDP checksum in general
                     // (RFC 8200 §8.1), so compute the real one.
                     let at = start + IPV6_HEADER_LEN;
-                    let mut sum = checksum_add(0, &h.src.octets());
-                    sum = checksum_add(sum, &h.dst.octets());
-                    sum += u32::from(plen) + u32::from(IP_PROTO_UDP);
                     write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len, 0)?;
-                    sum = checksum_add(sum, &buf[at..payload.end]);
-                    let mut csum = checksum_fold(sum);
-                    if csum == 0 {
-                        // RFC 768: a computed 0 is sent as all ones.
-                        csum = 0xffff;
-                    }
+                    let pseudo = checksum::pseudo_header_v6(
+                        h.src,
+                        h.dst,
+                        IpProtocol(IP_PROTO_UDP),
+                        u32::from(plen),
+                    );
+                    let sum = checksum::add(pseudo, checksum::sum(&buf[at..payload.end]));
+                    // finish_udp maps a computed 0 to all ones (RFC 768).
+                    let csum = checksum::finish_udp(sum);
                     buf[at + 6..at + 8].copy_from_slice(&csum.to_be_bytes());
                 }
             }
@@ -202,30 +203,6 @@ fn write_udp(
     udp[4..6].copy_from_slice(&len.to_be_bytes());
     udp[6..8].copy_from_slice(&checksum.to_be_bytes());
     Ok(())
-}
-
-/// Adds `data` to a one's-complement running sum (RFC 1071).
-pub fn checksum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        // Fold early so the sum never overflows on jumbo inputs.
-        if sum > 0xffff_0000 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-/// Folds a running sum into the final 16-bit checksum.
-pub fn checksum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// What a UDP/4500 payload is (RFC 3948 §2).
@@ -463,15 +440,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksum_of_known_header() {
-        // RFC 1071 §3 example words sum to ddf2 before complement.
-        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(checksum_fold(checksum_add(0, &data)), !0xddf2);
-        // Odd length pads with a zero byte.
-        assert_eq!(checksum_add(0, &[0x12]), 0x1200);
-    }
-
-    #[test]
     fn ipv4_udp_outer_header() {
         let mut buf = [0u8; 64];
         let esp = 28..60;
@@ -494,7 +462,7 @@ mod tests {
         assert_eq!(ip[6], 0x40);
         assert_eq!(ip[9], 17);
         // A correct header checksums to zero.
-        assert_eq!(checksum_fold(checksum_add(0, ip)), 0);
+        assert_eq!(checksum::checksum(ip), 0);
         let udp = &buf[20..28];
         assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 4500);
         assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4500);
@@ -530,11 +498,8 @@ mod tests {
         assert_eq!(buf[0] >> 4, 6);
         assert_eq!(u16::from_be_bytes([buf[4], buf[5]]), 51);
         // Verify: pseudo-header + UDP header + payload sums to zero.
-        let mut sum = checksum_add(0, &src.octets());
-        sum = checksum_add(sum, &dst.octets());
-        sum += 51 + 17;
-        sum = checksum_add(sum, &buf[40..91]);
-        assert_eq!(checksum_fold(sum), 0);
+        let pseudo = checksum::pseudo_header_v6(src, dst, IpProtocol(17), 51);
+        assert_eq!(!checksum::add(pseudo, checksum::sum(&buf[40..91])), 0);
         assert_ne!(&buf[46..48], &[0, 0]);
         assert_eq!(
             classify_outer(&buf[frame]).unwrap().kind,

@@ -49,10 +49,10 @@ mod testutil;
 
 pub use cipher::{CipherSuite, SaCipher, SALT_LEN};
 pub use encap::{
-    checksum_add, checksum_fold, classify_outer, classify_udp_payload, Arrival, ArrivalKind,
-    EncapCounters, KeepaliveDue, KeepaliveTimer, OuterHeader, OuterIpv4, OuterIpv6, UdpEncap,
-    UdpPayload, IPV4_HEADER_LEN, IPV6_HEADER_LEN, KEEPALIVE_PAYLOAD, MAX_OUTER_LEN, NAT_T_PORT,
-    NON_ESP_MARKER, TUNNEL_HEADROOM, UDP_HEADER_LEN,
+    classify_outer, classify_udp_payload, Arrival, ArrivalKind, EncapCounters, KeepaliveDue,
+    KeepaliveTimer, OuterHeader, OuterIpv4, OuterIpv6, UdpEncap, UdpPayload, IPV4_HEADER_LEN,
+    IPV6_HEADER_LEN, KEEPALIVE_PAYLOAD, MAX_OUTER_LEN, NAT_T_PORT, NON_ESP_MARKER, TUNNEL_HEADROOM,
+    UDP_HEADER_LEN,
 };
 pub use error::{ConfigError, DropReason};
 pub use inbound::{InboundSa, Opened, SadIn};

@@ -174,7 +174,15 @@ impl OutboundSa {
                 }
             })
             .ok()
-            .map(|first| (first, block_end(first)))
+            .map(|first| {
+                // Ask for a rekey well before the space runs out: with
+                // 32-bit numbers the last sixteenth is about 268 million
+                // packets, minutes of headroom at line rate.
+                if first >= max - (max >> 4) {
+                    self.raise(FLAG_REKEY);
+                }
+                (first, block_end(first))
+            })
     }
 }
 
