@@ -84,7 +84,7 @@ pub use ports::{
 pub use socket::{BindMode, BindPolicy, RingSizes};
 pub use umem::{
     FrameDesc, FrameError, FramePool, Umem, UmemConfig, DEFAULT_FRAME_COUNT, DEFAULT_FRAME_SIZE,
-    DEFAULT_HEADROOM,
+    DEFAULT_HEADROOM, XDP_PACKET_HEADROOM,
 };
 
 /// Index of a port inside its [`PortSet`], in the order the ports were

@@ -218,6 +218,12 @@ impl Drop for Port {
 /// The AF_XDP ports one worker serves, their shared UMEM and free pool.
 ///
 /// `Send` but not `Sync`: one worker thread owns it.
+///
+/// Dropping it removes the sockets from the XSKMAPs, unmaps the rings,
+/// closes the sockets, closes the program links it created (detaching the
+/// programs) and unmaps the UMEM. All its descriptors are close-on-exec, but
+/// a child another thread is forking at that moment holds copies until it
+/// execs, so the kernel may finish the detach a few milliseconds later.
 #[derive(Debug)]
 pub struct PortSet {
     // Sockets close before the UMEM is unmapped.

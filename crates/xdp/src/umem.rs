@@ -25,8 +25,12 @@ use crate::{Error, PortId};
 pub const DEFAULT_FRAME_SIZE: u32 = 2048;
 /// Default number of frames (8 MiB with 2048-byte frames).
 pub const DEFAULT_FRAME_COUNT: u32 = 4096;
-/// Default headroom the kernel leaves in front of received packets.
+/// Default headroom in front of every packet.
 pub const DEFAULT_HEADROOM: u32 = 256;
+/// Room the kernel always reserves in front of received packets, in copy
+/// and zero-copy mode alike (`XDP_PACKET_HEADROOM`), on top of the
+/// headroom registered with the UMEM.
+pub const XDP_PACKET_HEADROOM: u32 = 256;
 
 /// UMEM geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +39,10 @@ pub struct UmemConfig {
     pub frame_count: u32,
     /// Bytes per frame: a power of two from 2048 to the page size.
     pub frame_size: u32,
-    /// Bytes the kernel leaves free in front of each received packet (the
-    /// kernel may add `XDP_PACKET_HEADROOM` on top in some modes).
+    /// Bytes free in front of each received or allocated packet, at least
+    /// [`XDP_PACKET_HEADROOM`]: the kernel always reserves that much and
+    /// only the excess is registered as UMEM headroom. The largest packet
+    /// is `frame_size - headroom` (1792 bytes by default).
     pub headroom: u32,
 }
 
@@ -56,6 +62,12 @@ impl UmemConfig {
             return Err(Error::Config(format!(
                 "UMEM frame size {} must be a power of two from 2048 to 4096",
                 self.frame_size
+            )));
+        }
+        if self.headroom < XDP_PACKET_HEADROOM {
+            return Err(Error::Config(format!(
+                "UMEM headroom {} is below the {XDP_PACKET_HEADROOM} bytes the kernel always reserves",
+                self.headroom
             )));
         }
         if self.headroom + 512 > self.frame_size {
@@ -297,7 +309,7 @@ impl Umem {
             addr: self.region.ptr.as_ptr() as u64,
             len: self.region.len as u64,
             chunk_size: self.config.frame_size,
-            headroom: self.config.headroom,
+            headroom: self.config.headroom - XDP_PACKET_HEADROOM,
             flags: 0,
             tx_metadata_len: 0,
         }
@@ -457,7 +469,13 @@ mod tests {
 
     #[test]
     fn refuses_bad_geometry() {
-        for (count, size, headroom) in [(8, 1000, 0), (8, 3072, 0), (0, 2048, 0), (8, 2048, 1600)] {
+        for (count, size, headroom) in [
+            (8, 1000, 256),
+            (8, 3072, 256),
+            (0, 2048, 256),
+            (8, 2048, 1600),
+            (8, 2048, 128),
+        ] {
             let err = Umem::new(UmemConfig {
                 frame_count: count,
                 frame_size: size,
