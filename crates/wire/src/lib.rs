@@ -17,6 +17,7 @@ pub mod checksum;
 mod error;
 pub mod esp;
 pub mod ethernet;
+mod fuzz;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
@@ -30,6 +31,7 @@ pub use esp::{classify_nat_traversal, EspPacket, EspRepr, NatTraversalPayload};
 pub use ethernet::{
     EtherType, EthernetAddress, EthernetFrame, EthernetRepr, L2Encapsulation, VlanTag,
 };
+pub use fuzz::fuzz_parse_all;
 pub use icmpv4::{emit_icmpv4_error, Icmpv4Error, Icmpv4Packet, Icmpv4Repr, Icmpv4Type};
 pub use icmpv6::{emit_icmpv6_error, Icmpv6Error, Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
