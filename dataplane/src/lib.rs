@@ -5,7 +5,7 @@ pub mod config;
 pub mod counters;
 pub mod neigh;
 pub mod packet;
-// pub mod pipeline;
+pub mod pipeline;
 pub mod punt;
 pub mod ratelimit;
 pub mod tables;

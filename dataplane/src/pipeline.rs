@@ -10,13 +10,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use strait_fib::{Disposition, FiveTuple, FlowHasher};
-use strait_wire::arp::{ArpOperation, ArpPacket, ArpRepr};
-use strait_wire::icmpv4::{self, Icmpv4Packet};
-use strait_wire::icmpv6::{self, Icmpv6Packet, NdiscRepr};
-use strait_wire::ipv6::Ipv6Packet;
+use strait_wire::icmpv6::NeighborFlags;
 use strait_wire::{
-    checksum, EtherType, EthernetAddress, EthernetFrame, Error as WireError, IpProtocol,
-    Ipv4Packet,
+    emit_icmpv4_error, emit_icmpv6_error, ArpOperation, ArpPacket, ArpRepr, Error as WireError,
+    EtherType, EthernetAddress, EthernetFrame, Icmpv4Error, Icmpv4Packet, Icmpv4Type, Icmpv6Error,
+    Icmpv6Packet, Icmpv6Repr, Icmpv6Type, IpProtocol, Ipv4Packet, Ipv6Packet, Ipv6Repr,
 };
 
 use crate::counters::{DropReason, PortCounters};
@@ -27,17 +25,8 @@ use crate::tables::{Port, Tables};
 
 /// Ethernet header length (untagged; frames are sent untagged).
 pub const ETH_LEN: usize = 14;
-/// IPv4 header without options.
-const IPV4_LEN: usize = 20;
 /// IPv6 fixed header.
 const IPV6_LEN: usize = 40;
-/// ICMP header (type, code, checksum, 4 bytes rest of header).
-const ICMP_LEN: usize = 8;
-/// ICMPv4 errors quote at most this much so the error fits in 576 bytes
-/// (RFC 1812 §4.3.2.3).
-const ICMPV4_MAX_QUOTE: usize = 576 - IPV4_LEN - ICMP_LEN;
-/// ICMPv6 errors must not exceed the minimum IPv6 MTU (RFC 4443 §2.4 (c)).
-const ICMPV6_MAX_QUOTE: usize = 1280 - IPV6_LEN - ICMP_LEN;
 
 /// What the worker does with a frame after [`Pipeline::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +65,9 @@ pub struct Pipeline<P> {
     /// Packets released by a neighbour answer: the worker sends them.
     pub released: Vec<(NeighbourKey, P)>,
     icmp_bucket: TokenBucket,
+    /// Room to build generated packets (ICMP errors, NDP answers) before
+    /// they replace the frame.
+    scratch: Box<[u8; 1600]>,
 }
 
 fn wire_drop(e: WireError) -> DropReason {
@@ -110,6 +102,7 @@ impl<P: Held> Pipeline<P> {
             counters: vec![PortCounters::default(); ports],
             released: Vec::with_capacity(crate::neigh::PENDING_PER_NEIGHBOUR * 4),
             icmp_bucket: TokenBucket::new(icmp_rate, icmp_burst, now),
+            scratch: Box::new([0; 1600]),
         }
     }
 
@@ -136,7 +129,13 @@ impl<P: Held> Pipeline<P> {
         verdict
     }
 
-    fn classify(&mut self, t: &Tables, pkt: &mut PacketBuf<'_>, ingress: u16, now: Instant) -> Verdict {
+    fn classify(
+        &mut self,
+        t: &Tables,
+        pkt: &mut PacketBuf<'_>,
+        ingress: u16,
+        now: Instant,
+    ) -> Verdict {
         let Some(port) = t.ports.get(usize::from(ingress)) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -165,7 +164,8 @@ impl<P: Held> Pipeline<P> {
     // ---------------------------------------------------------------- ARP
 
     fn arp(&mut self, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, now: Instant) -> Verdict {
-        let repr = match ArpPacket::new_checked(&pkt.data()[l3..]).and_then(|p| ArpRepr::parse(&p)) {
+        let repr = match ArpPacket::new_checked(&pkt.data()[l3..]).and_then(|p| ArpRepr::parse(&p))
+        {
             Ok(r) => r,
             Err(e) => return Verdict::Drop(wire_drop(e)),
         };
@@ -175,27 +175,32 @@ impl<P: Held> Pipeline<P> {
         // RFC 826 "merge": update a known sender; create it if the packet
         // was for us.
         if !repr.source_protocol_addr.is_unspecified() {
-            self.neighbours.confirm(key, repr.source_hardware_addr.0, for_us, now, |p| {
-                released.push((key, p))
-            });
+            self.neighbours
+                .confirm(key, repr.source_hardware_addr.0, for_us, now, |p| {
+                    released.push((key, p))
+                });
         }
-        if !for_us || repr.operation != ArpOperation::Request {
-            return Verdict::Consumed;
+        if !for_us || repr.operation != ArpOperation::REQUEST {
+            // Replies are also useful to the host stack behind the TAP.
+            return if for_us {
+                Verdict::Punt
+            } else {
+                Verdict::Consumed
+            };
         }
-        let reply = ArpRepr {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: EthernetAddress(port.link.mac),
-            source_protocol_addr: repr.target_protocol_addr,
-            target_hardware_addr: repr.source_hardware_addr,
-            target_protocol_addr: repr.source_protocol_addr,
-        };
-        let len = ETH_LEN + reply.buffer_len();
-        if !pkt.set_window(pkt.start(), len.max(60)) {
+        let reply = repr.reply_to(EthernetAddress(port.link.mac));
+        let start = pkt.start();
+        if !pkt.set_window(start, 60) {
             return Verdict::Drop(DropReason::NoFrame);
         }
         let data = pkt.data_mut();
         data.fill(0);
-        write_eth(data, repr.source_hardware_addr.0, port.link.mac, EtherType::ARP);
+        write_eth(
+            data,
+            repr.source_hardware_addr.0,
+            port.link.mac,
+            EtherType::ARP,
+        );
         if reply.emit(&mut data[ETH_LEN..]).is_err() {
             return Verdict::Drop(DropReason::Malformed);
         }
@@ -205,7 +210,14 @@ impl<P: Held> Pipeline<P> {
 
     // --------------------------------------------------------------- IPv4
 
-    fn ipv4(&mut self, t: &Tables, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, now: Instant) -> Verdict {
+    fn ipv4(
+        &mut self,
+        t: &Tables,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+    ) -> Verdict {
         let (src, dst, ttl, total, dont_frag, proto, hash) = {
             let ip = match Ipv4Packet::new_checked(&pkt.data()[l3..]) {
                 Ok(ip) => ip,
@@ -234,18 +246,37 @@ impl<P: Held> Pipeline<P> {
             return Verdict::Punt;
         }
         match t.fib.lookup(IpAddr::V4(dst), hash) {
-            None => self.icmpv4_error(port, pkt, l3, now, IcmpError::NetUnreachable, DropReason::NoRoute),
+            None => self.icmpv4_error(
+                port,
+                pkt,
+                l3,
+                now,
+                Icmpv4Error::DstUnreachable(0),
+                DropReason::NoRoute,
+            ),
             Some(Disposition::Blackhole) => Verdict::Drop(DropReason::Blackhole),
-            Some(Disposition::Unreachable) => {
-                self.icmpv4_error(port, pkt, l3, now, IcmpError::HostUnreachable, DropReason::NoRoute)
-            }
+            Some(Disposition::Unreachable) => self.icmpv4_error(
+                port,
+                pkt,
+                l3,
+                now,
+                Icmpv4Error::DstUnreachable(1),
+                DropReason::NoRoute,
+            ),
             Some(Disposition::Local) => self.local_v4(port, pkt, l3, proto),
             Some(Disposition::Forward(nh)) => {
                 let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
                 if ttl <= 1 {
-                    return self.icmpv4_error(port, pkt, l3, now, IcmpError::TimeExceeded, DropReason::TtlExceeded);
+                    return self.icmpv4_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv4Error::TimeExceeded(0),
+                        DropReason::TtlExceeded,
+                    );
                 }
                 if total > usize::from(egress.mtu) {
                     if dont_frag {
@@ -254,7 +285,9 @@ impl<P: Held> Pipeline<P> {
                             pkt,
                             l3,
                             now,
-                            IcmpError::FragNeeded(egress.mtu),
+                            Icmpv4Error::FragmentationNeeded {
+                                next_hop_mtu: egress.mtu,
+                            },
                             DropReason::Oversized,
                         );
                     }
@@ -276,19 +309,25 @@ impl<P: Held> Pipeline<P> {
 
     /// Traffic for one of our IPv4 addresses: echo requests are answered
     /// here, everything else goes to the host stack.
-    fn local_v4(&mut self, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, proto: IpProtocol) -> Verdict {
+    fn local_v4(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        proto: IpProtocol,
+    ) -> Verdict {
         if proto != IpProtocol::ICMP {
             return Verdict::Punt;
         }
         let data = pkt.data_mut();
         let (eth, rest) = data.split_at_mut(l3);
-        let mut ip = Ipv4Packet::new_unchecked(&mut rest[..]);
+        let mut ip = Ipv4Packet::new_unchecked(rest);
         let hl = ip.header_len();
         {
-            let Ok(icmp) = Icmpv4Packet::new_checked(&ip.payload_mut()[..]) else {
+            let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
                 return Verdict::Drop(DropReason::Truncated);
             };
-            if icmp.msg_type() != icmpv4::Message::EchoRequest {
+            if icmp.msg_type() != Icmpv4Type::ECHO_REQUEST {
                 return Verdict::Punt;
             }
             if !icmp.verify_checksum() {
@@ -300,98 +339,83 @@ impl<P: Held> Pipeline<P> {
         ip.set_dst_addr(src);
         ip.set_ttl(64);
         ip.fill_checksum();
-        let payload = &mut rest[hl..];
-        let mut icmp = Icmpv4Packet::new_unchecked(payload);
-        // Type 8 → 0 changes one 16-bit word of the checksummed data.
-        let c = checksum::update16(icmp.checksum(), 0x0800, 0x0000);
-        icmp.set_msg_type(icmpv4::Message::EchoReply);
-        icmp.set_checksum(c);
+        let total = usize::from(ip.total_len());
+        let rest = ip.into_inner();
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut rest[hl..total]);
+        if icmp.make_echo_reply().is_err() {
+            return Verdict::Punt;
+        }
         swap_macs(eth);
         self.counters[usize::from(port.id)].icmp_sent += 1;
         Verdict::Reply
     }
 
-    /// Turns the frame into an ICMPv4 error about the packet at `l3` and
-    /// addresses it back to the sender, or drops it when the rate limit,
-    /// RFC 1812 §4.3.2.7 or a missing source address say no.
+    /// Turns the frame into an ICMPv4 error about the packet at `l3`,
+    /// addressed back to the sender (RFC 1812 §4.3.2), or drops it when the
+    /// rate limit or RFC 1812 §4.3.2.7 say no. The packet's drop is counted
+    /// under `reason` either way.
     fn icmpv4_error(
         &mut self,
         port: &Port,
         pkt: &mut PacketBuf<'_>,
         l3: usize,
         now: Instant,
-        kind: IcmpError,
+        error: Icmpv4Error,
         reason: DropReason,
     ) -> Verdict {
         self.count_drop(port.id, reason);
         let Some(our_addr) = port.icmp_source_v4() else {
             return Verdict::Consumed;
         };
-        // Never answer an ICMP error, a non-initial fragment, or a packet
-        // from a non-unicast source with an error (RFC 1812 §4.3.2.7).
-        {
-            let ip = Ipv4Packet::new_unchecked(&pkt.data()[l3..]);
-            if ip.is_non_initial_fragment() || martian_v4(ip.src_addr()) {
-                return Verdict::Consumed;
-            }
-            if ip.protocol() == IpProtocol::ICMP {
-                match Icmpv4Packet::new_checked(ip.payload()) {
-                    Ok(icmp) if icmp.msg_type().is_error() => return Verdict::Consumed,
-                    Err(_) => return Verdict::Consumed,
-                    _ => {}
-                }
-            }
-        }
         if !self.icmp_bucket.take(now) {
             self.count_drop(port.id, DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
-        let quote = (pkt.len() - l3).min(ICMPV4_MAX_QUOTE);
-        let (buf, start, _) = pkt.raw_mut();
-        let orig = start + l3;
-        // The new headers go right in front of the quoted packet, inside the
-        // headroom: nothing is copied.
-        let Some(new_start) = orig.checked_sub(ETH_LEN + IPV4_LEN + ICMP_LEN) else {
-            return Verdict::Drop(DropReason::NoFrame);
+        let Ok(n) = emit_icmpv4_error(
+            &pkt.data()[l3..],
+            error,
+            our_addr,
+            64,
+            &mut self.scratch[..],
+        ) else {
+            // Suppressed by RFC 1812 §4.3.2.7 (error about an error, a
+            // non-initial fragment, a broadcast) or malformed.
+            return Verdict::Consumed;
         };
-        let sender_mac: [u8; 6] = buf[start + 6..start + 12].try_into().expect("6 bytes");
-        let sender_ip = Ipv4Packet::new_unchecked(&buf[orig..]).src_addr();
-        let len = ETH_LEN + IPV4_LEN + ICMP_LEN + quote;
-        if !pkt.set_window(new_start, len) {
+        self.counters[usize::from(port.id)].icmp_sent += 1;
+        self.reply_from_scratch(port, pkt, n, EtherType::IPV4)
+    }
+
+    /// Replaces the frame by an Ethernet header back to the sender followed
+    /// by `scratch[..n]`.
+    fn reply_from_scratch(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        n: usize,
+        ethertype: EtherType,
+    ) -> Verdict {
+        let sender_mac: [u8; 6] = pkt.data()[6..12].try_into().expect("6 bytes");
+        let start = pkt.start();
+        if !pkt.set_window(start, ETH_LEN + n) {
             return Verdict::Drop(DropReason::NoFrame);
         }
         let data = pkt.data_mut();
-        write_eth(data, sender_mac, port.link.mac, EtherType::IPV4);
-        let ip = strait_wire::Ipv4Repr {
-            src_addr: our_addr,
-            dst_addr: sender_ip,
-            protocol: IpProtocol::ICMP,
-            payload_len: ICMP_LEN + quote,
-            ttl: 64,
-            dscp: 0,
-            ecn: 0,
-            ident: 0,
-            dont_frag: false,
-            more_frags: false,
-            frag_offset: 0,
-        };
-        if ip.emit(&mut data[ETH_LEN..]).is_err() {
-            return Verdict::Drop(DropReason::Malformed);
-        }
-        let icmp_bytes = &mut data[ETH_LEN + IPV4_LEN..];
-        let (msg, code, rest) = kind.encode();
-        let mut icmp = Icmpv4Packet::new_unchecked(icmp_bytes);
-        icmp.set_msg_type(msg);
-        icmp.set_msg_code(code);
-        icmp.set_rest_of_header(rest);
-        icmp.fill_checksum();
-        self.counters[usize::from(port.id)].icmp_sent += 1;
+        write_eth(data, sender_mac, port.link.mac, ethertype);
+        data[ETH_LEN..].copy_from_slice(&self.scratch[..n]);
         Verdict::Reply
     }
 
     // --------------------------------------------------------------- IPv6
 
-    fn ipv6(&mut self, t: &Tables, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, now: Instant) -> Verdict {
+    fn ipv6(
+        &mut self,
+        t: &Tables,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+    ) -> Verdict {
         let (src, dst, hop_limit, total, next_header, hash) = {
             let ip = match Ipv6Packet::new_checked(&pkt.data()[l3..]) {
                 Ok(ip) => ip,
@@ -423,18 +447,37 @@ impl<P: Held> Pipeline<P> {
             };
         }
         match t.fib.lookup(IpAddr::V6(dst), hash) {
-            None => self.icmpv6_error(port, pkt, l3, now, Icmp6Error::NoRoute, DropReason::NoRoute),
+            None => self.icmpv6_error(
+                port,
+                pkt,
+                l3,
+                now,
+                Icmpv6Error::DstUnreachable(0),
+                DropReason::NoRoute,
+            ),
             Some(Disposition::Blackhole) => Verdict::Drop(DropReason::Blackhole),
-            Some(Disposition::Unreachable) => {
-                self.icmpv6_error(port, pkt, l3, now, Icmp6Error::AddressUnreachable, DropReason::NoRoute)
-            }
+            Some(Disposition::Unreachable) => self.icmpv6_error(
+                port,
+                pkt,
+                l3,
+                now,
+                Icmpv6Error::DstUnreachable(3),
+                DropReason::NoRoute,
+            ),
             Some(Disposition::Local) => self.local_v6(port, pkt, l3, next_header),
             Some(Disposition::Forward(nh)) => {
                 let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
                 if hop_limit <= 1 {
-                    return self.icmpv6_error(port, pkt, l3, now, Icmp6Error::HopLimit, DropReason::TtlExceeded);
+                    return self.icmpv6_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv6Error::TimeExceeded(0),
+                        DropReason::TtlExceeded,
+                    );
                 }
                 if total > usize::from(egress.mtu) {
                     return self.icmpv6_error(
@@ -442,7 +485,9 @@ impl<P: Held> Pipeline<P> {
                         pkt,
                         l3,
                         now,
-                        Icmp6Error::PacketTooBig(egress.mtu),
+                        Icmpv6Error::PacketTooBig {
+                            mtu: u32::from(egress.mtu),
+                        },
                         DropReason::Oversized,
                     );
                 }
@@ -461,110 +506,129 @@ impl<P: Held> Pipeline<P> {
     /// Neighbour discovery (RFC 4861): answers solicitations for our
     /// addresses, learns from advertisements. `None` when the packet is not
     /// NDP and continues on the normal path.
-    fn ndp(&mut self, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, now: Instant) -> Option<Verdict> {
-        let (src, repr, hop_limit) = {
+    fn ndp(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+    ) -> Option<Verdict> {
+        enum Ndp {
+            Solicit(Ipv6Addr, Option<EthernetAddress>),
+            Advert(Ipv6Addr, Option<EthernetAddress>),
+        }
+        let (src, msg, hop_limit) = {
             let ip = Ipv6Packet::new_unchecked(&pkt.data()[l3..]);
             let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
-            let repr = NdiscRepr::parse(&icmp).ok()?;
-            if !icmp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
-                return Some(Verdict::Drop(DropReason::BadChecksum));
+            if !matches!(
+                icmp.msg_type(),
+                Icmpv6Type::NEIGHBOR_SOLICIT | Icmpv6Type::NEIGHBOR_ADVERT
+            ) {
+                return None;
             }
-            (ip.src_addr(), repr, ip.hop_limit())
+            let msg = match Icmpv6Repr::parse(&icmp, ip.src_addr(), ip.dst_addr()) {
+                Ok(Icmpv6Repr::NeighborSolicit {
+                    target,
+                    source_lladdr,
+                }) => Ndp::Solicit(target, source_lladdr),
+                Ok(Icmpv6Repr::NeighborAdvert {
+                    target,
+                    target_lladdr,
+                    ..
+                }) => Ndp::Advert(target, target_lladdr),
+                Ok(_) => return None,
+                Err(e) => return Some(Verdict::Drop(wire_drop(e))),
+            };
+            (ip.src_addr(), msg, ip.hop_limit())
         };
         // RFC 4861 §7.1.1/§7.1.2: NDP must arrive with hop limit 255.
         if hop_limit != 255 {
             return Some(Verdict::Drop(DropReason::Malformed));
         }
-        match repr {
-            NdiscRepr::NeighborSolicit { target_addr, lladdr } => {
-                if let Some(mac) = lladdr {
-                    if !src.is_unspecified() {
-                        let key = (port.id, IpAddr::V6(src));
-                        let released = &mut self.released;
-                        self.neighbours
-                            .confirm(key, mac.0, true, now, |p| released.push((key, p)));
-                    }
+        match msg {
+            Ndp::Solicit(target, source_lladdr) => {
+                if let (Some(mac), false) = (source_lladdr, src.is_unspecified()) {
+                    let key = (port.id, IpAddr::V6(src));
+                    let released = &mut self.released;
+                    self.neighbours
+                        .confirm(key, mac.0, true, now, |p| released.push((key, p)));
                 }
-                if !port.owns_v6(target_addr) {
+                if !port.owns_v6(target) {
                     return Some(Verdict::Consumed);
                 }
-                let sender_mac: [u8; 6] = pkt.data()[6..12].try_into().expect("6 bytes");
-                let answer = NdiscRepr::NeighborAdvert {
-                    router: true,
-                    solicited: !src.is_unspecified(),
-                    override_: true,
-                    target_addr,
-                    lladdr: Some(EthernetAddress(port.link.mac)),
-                };
-                // RFC 4861 §7.2.4: answer a DAD probe (unspecified source) to
-                // all-nodes.
+                // RFC 4861 §7.2.4: answer a DAD probe (unspecified source)
+                // to all-nodes.
                 let dst = if src.is_unspecified() {
                     Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
                 } else {
                     src
                 };
-                let start = pkt.start();
-                if !pkt.set_window(start, ETH_LEN + IPV6_LEN + answer.buffer_len()) {
-                    return Some(Verdict::Drop(DropReason::NoFrame));
-                }
-                let l3 = ETH_LEN;
-                write_eth(pkt.data_mut(), sender_mac, port.link.mac, EtherType::IPV6);
-                let data = pkt.data_mut();
-                emit_ipv6(&mut data[l3..], target_addr, dst, IpProtocol::ICMPV6, answer.buffer_len(), 255);
-                let mut icmp = Icmpv6Packet::new_unchecked(&mut data[l3 + IPV6_LEN..]);
-                if answer.emit(&mut icmp).is_err() {
-                    return Some(Verdict::Drop(DropReason::Malformed));
-                }
-                icmp.fill_checksum(target_addr, dst);
+                let answer = Icmpv6Repr::NeighborAdvert {
+                    flags: NeighborFlags {
+                        router: true,
+                        solicited: !src.is_unspecified(),
+                        override_: true,
+                    },
+                    target,
+                    target_lladdr: Some(EthernetAddress(port.link.mac)),
+                };
+                let n = emit_ipv6_icmp(&mut self.scratch[..], target, dst, 255, &answer)?;
                 self.counters[usize::from(port.id)].neighbour_replies += 1;
-                Some(Verdict::Reply)
+                Some(self.reply_from_scratch(port, pkt, n, EtherType::IPV6))
             }
-            NdiscRepr::NeighborAdvert { target_addr, lladdr, .. } => {
-                let mac = match lladdr {
+            Ndp::Advert(target, target_lladdr) => {
+                let mac = match target_lladdr {
                     Some(m) => m.0,
                     None => pkt.data()[6..12].try_into().expect("6 bytes"),
                 };
-                let key = (port.id, IpAddr::V6(target_addr));
+                let key = (port.id, IpAddr::V6(target));
                 let released = &mut self.released;
                 self.neighbours
                     .confirm(key, mac, false, now, |p| released.push((key, p)));
                 Some(Verdict::Consumed)
             }
-            _ => None,
         }
     }
 
-    fn local_v6(&mut self, port: &Port, pkt: &mut PacketBuf<'_>, l3: usize, next_header: IpProtocol) -> Verdict {
+    fn local_v6(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        next_header: IpProtocol,
+    ) -> Verdict {
         if next_header != IpProtocol::ICMPV6 {
             return Verdict::Punt;
         }
-        let data = pkt.data_mut();
-        let (eth, rest) = data.split_at_mut(l3);
-        let mut ip = Ipv6Packet::new_unchecked(&mut rest[..]);
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        {
+        let n = {
+            let ip = Ipv6Packet::new_unchecked(&pkt.data()[l3..]);
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
             let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
                 return Verdict::Drop(DropReason::Truncated);
             };
-            if icmp.msg_type() != icmpv6::Message::EchoRequest {
+            if icmp.msg_type() != Icmpv6Type::ECHO_REQUEST {
                 return Verdict::Punt;
             }
-            if !icmp.verify_checksum(src, dst) {
+            let Ok(Icmpv6Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            }) = Icmpv6Repr::parse(&icmp, src, dst)
+            else {
                 return Verdict::Drop(DropReason::BadChecksum);
+            };
+            let reply = Icmpv6Repr::EchoReply {
+                ident,
+                seq_no,
+                data,
+            };
+            match emit_ipv6_icmp(&mut self.scratch[..], dst, src, 64, &reply) {
+                Some(n) => n,
+                None => return Verdict::Drop(DropReason::Malformed),
             }
-        }
-        ip.set_src_addr(dst);
-        ip.set_dst_addr(src);
-        ip.set_hop_limit(64);
-        let mut icmp = Icmpv6Packet::new_unchecked(&mut rest[IPV6_LEN..]);
-        icmp.set_msg_type(icmpv6::Message::EchoReply);
-        // Swapping the addresses leaves the pseudo-header sum unchanged;
-        // only the type moves (RFC 1624).
-        let c = checksum::update16(icmp.checksum(), 0x8000, 0x8100);
-        icmp.set_checksum(c);
-        swap_macs(eth);
+        };
         self.counters[usize::from(port.id)].icmp_sent += 1;
-        Verdict::Reply
+        self.reply_from_scratch(port, pkt, n, EtherType::IPV6)
     }
 
     fn icmpv6_error(
@@ -573,54 +637,28 @@ impl<P: Held> Pipeline<P> {
         pkt: &mut PacketBuf<'_>,
         l3: usize,
         now: Instant,
-        kind: Icmp6Error,
+        error: Icmpv6Error,
         reason: DropReason,
     ) -> Verdict {
         self.count_drop(port.id, reason);
         let Some(our_addr) = port.icmp_source_v6() else {
             return Verdict::Consumed;
         };
-        {
-            let ip = Ipv6Packet::new_unchecked(&pkt.data()[l3..]);
-            if ip.src_addr().is_unspecified() || martian_v6(ip.src_addr()) || ip.dst_addr().is_multicast() {
-                return Verdict::Consumed;
-            }
-            // RFC 4443 §2.4 (e): never answer an ICMPv6 error with one.
-            if ip.next_header() == IpProtocol::ICMPV6 {
-                match Icmpv6Packet::new_checked(ip.payload()) {
-                    Ok(icmp) if icmp.msg_type().is_error() => return Verdict::Consumed,
-                    Err(_) => return Verdict::Consumed,
-                    _ => {}
-                }
-            }
-        }
         if !self.icmp_bucket.take(now) {
             self.count_drop(port.id, DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
-        let quote = (pkt.len() - l3).min(ICMPV6_MAX_QUOTE);
-        let (buf, start, _) = pkt.raw_mut();
-        let orig = start + l3;
-        let Some(new_start) = orig.checked_sub(ETH_LEN + IPV6_LEN + ICMP_LEN) else {
-            return Verdict::Drop(DropReason::NoFrame);
+        let Ok(n) = emit_icmpv6_error(
+            &pkt.data()[l3..],
+            error,
+            our_addr,
+            64,
+            &mut self.scratch[..],
+        ) else {
+            return Verdict::Consumed;
         };
-        let sender_mac: [u8; 6] = buf[start + 6..start + 12].try_into().expect("6 bytes");
-        let sender_ip = Ipv6Packet::new_unchecked(&buf[orig..]).src_addr();
-        let len = ETH_LEN + IPV6_LEN + ICMP_LEN + quote;
-        if !pkt.set_window(new_start, len) {
-            return Verdict::Drop(DropReason::NoFrame);
-        }
-        let data = pkt.data_mut();
-        write_eth(data, sender_mac, port.link.mac, EtherType::IPV6);
-        emit_ipv6(&mut data[ETH_LEN..], our_addr, sender_ip, IpProtocol::ICMPV6, ICMP_LEN + quote, 64);
-        let (msg, code, rest) = kind.encode();
-        let mut icmp = Icmpv6Packet::new_unchecked(&mut data[ETH_LEN + IPV6_LEN..]);
-        icmp.set_msg_type(msg);
-        icmp.set_msg_code(code);
-        icmp.set_rest_of_header(rest);
-        icmp.fill_checksum(our_addr, sender_ip);
         self.counters[usize::from(port.id)].icmp_sent += 1;
-        Verdict::Reply
+        self.reply_from_scratch(port, pkt, n, EtherType::IPV6)
     }
 
     // ------------------------------------------------------- neighbours
@@ -638,58 +676,29 @@ impl<P: Held> Pipeline<P> {
     }
 }
 
-/// Kinds of ICMPv4 error the pipeline sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IcmpError {
-    NetUnreachable,
-    HostUnreachable,
-    TimeExceeded,
-    FragNeeded(u16),
-}
-
-impl IcmpError {
-    /// Type, code and the 4-byte rest of header (RFC 792, RFC 1191 §4).
-    fn encode(self) -> (icmpv4::Message, u8, [u8; 4]) {
-        match self {
-            IcmpError::NetUnreachable => (icmpv4::Message::DstUnreachable, 0, [0; 4]),
-            IcmpError::HostUnreachable => (icmpv4::Message::DstUnreachable, 1, [0; 4]),
-            IcmpError::TimeExceeded => (icmpv4::Message::TimeExceeded, 0, [0; 4]),
-            IcmpError::FragNeeded(mtu) => {
-                let m = mtu.to_be_bytes();
-                (icmpv4::Message::DstUnreachable, 4, [0, 0, m[0], m[1]])
-            }
-        }
+/// Writes an IPv6 header and an ICMPv6 message into `out`; its length.
+fn emit_ipv6_icmp(
+    out: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    icmp: &Icmpv6Repr<'_>,
+) -> Option<usize> {
+    let len = icmp.buffer_len();
+    Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::ICMPV6,
+        payload_len: len,
+        hop_limit,
+        traffic_class: 0,
+        flow_label: 0,
     }
-}
-
-/// Kinds of ICMPv6 error the pipeline sends (RFC 4443 §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Icmp6Error {
-    NoRoute,
-    AddressUnreachable,
-    HopLimit,
-    PacketTooBig(u16),
-}
-
-impl Icmp6Error {
-    fn encode(self) -> (icmpv6::Message, u8, [u8; 4]) {
-        match self {
-            Icmp6Error::NoRoute => (icmpv6::Message::DstUnreachable, 0, [0; 4]),
-            Icmp6Error::AddressUnreachable => (icmpv6::Message::DstUnreachable, 3, [0; 4]),
-            Icmp6Error::HopLimit => (icmpv6::Message::TimeExceeded, 0, [0; 4]),
-            Icmp6Error::PacketTooBig(mtu) => (icmpv6::Message::PktTooBig, 0, u32::from(mtu).to_be_bytes()),
-        }
-    }
-}
-
-fn emit_ipv6(buf: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr, next: IpProtocol, payload_len: usize, hop_limit: u8) {
-    let mut ip = Ipv6Packet::new_unchecked(buf);
-    ip.set_version_class_flow(6, 0, 0);
-    ip.set_payload_len(payload_len as u16);
-    ip.set_next_header(next);
-    ip.set_hop_limit(hop_limit);
-    ip.set_src_addr(src);
-    ip.set_dst_addr(dst);
+    .emit(out)
+    .ok()?;
+    icmp.emit(out.get_mut(IPV6_LEN..IPV6_LEN + len)?, src, dst)
+        .ok()?;
+    Some(IPV6_LEN + len)
 }
 
 /// Writes an untagged Ethernet header at the start of `frame`.
@@ -711,7 +720,9 @@ fn swap_macs(eth: &mut [u8]) {
 #[inline]
 fn flow_hash_v4<T: AsRef<[u8]>>(hasher: &FlowHasher, ip: &Ipv4Packet<T>) -> u32 {
     let ports = if !ip.is_fragment() && matches!(ip.protocol(), IpProtocol::TCP | IpProtocol::UDP) {
-        ip.payload().get(..4).map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+        ip.payload()
+            .get(..4)
+            .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
     } else {
         0
     };
@@ -727,7 +738,9 @@ fn flow_hash_v4<T: AsRef<[u8]>>(hasher: &FlowHasher, ip: &Ipv4Packet<T>) -> u32 
 #[inline]
 fn flow_hash_v6<T: AsRef<[u8]>>(hasher: &FlowHasher, ip: &Ipv6Packet<T>) -> u32 {
     let ports = if matches!(ip.next_header(), IpProtocol::TCP | IpProtocol::UDP) {
-        ip.payload().get(..4).map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+        ip.payload()
+            .get(..4)
+            .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
     } else {
         0
     };
@@ -740,23 +753,26 @@ fn flow_hash_v6<T: AsRef<[u8]>>(hasher: &FlowHasher, ip: &Ipv6Packet<T>) -> u32 
     })
 }
 
-/// Builds a broadcast ARP request for `target` from `port` into `buf`;
-/// returns the frame length.
-pub fn arp_request(buf: &mut [u8], port: &Port, target: Ipv4Addr, unicast: Option<[u8; 6]>) -> Option<usize> {
+/// Builds an ARP request for `target` from `port` into `buf` (broadcast,
+/// or unicast to a stale neighbour); returns the frame length.
+pub fn arp_request(
+    buf: &mut [u8],
+    port: &Port,
+    target: Ipv4Addr,
+    unicast: Option<[u8; 6]>,
+) -> Option<usize> {
     let src_ip = port.v4.first()?.0;
-    let repr = ArpRepr {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(port.link.mac),
-        source_protocol_addr: src_ip,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let len = (ETH_LEN + repr.buffer_len()).max(60);
-    let frame = buf.get_mut(..len)?;
+    let repr = ArpRepr::request(EthernetAddress(port.link.mac), src_ip, target);
+    let frame = buf.get_mut(..60)?;
     frame.fill(0);
-    write_eth(frame, unicast.unwrap_or([0xff; 6]), port.link.mac, EtherType::ARP);
+    write_eth(
+        frame,
+        unicast.unwrap_or([0xff; 6]),
+        port.link.mac,
+        EtherType::ARP,
+    );
     repr.emit(&mut frame[ETH_LEN..]).ok()?;
-    Some(len)
+    Some(60)
 }
 
 /// Builds a neighbour solicitation (RFC 4861 §7.2.2) for `target`, to its
@@ -785,16 +801,602 @@ pub fn neighbour_solicitation(
             [0x33, 0x33, 0xff, t[13], t[14], t[15]],
         ),
     };
-    let repr = NdiscRepr::NeighborSolicit {
-        target_addr: target,
-        lladdr: Some(EthernetAddress(port.link.mac)),
+    let repr = Icmpv6Repr::NeighborSolicit {
+        target,
+        source_lladdr: Some(EthernetAddress(port.link.mac)),
     };
-    let len = ETH_LEN + IPV6_LEN + repr.buffer_len();
-    let frame = buf.get_mut(..len)?;
-    write_eth(frame, dst_mac, port.link.mac, EtherType::IPV6);
-    emit_ipv6(&mut frame[ETH_LEN..], src_ip, dst_ip, IpProtocol::ICMPV6, repr.buffer_len(), 255);
-    let mut icmp = Icmpv6Packet::new_unchecked(&mut frame[ETH_LEN + IPV6_LEN..]);
-    repr.emit(&mut icmp).ok()?;
-    icmp.fill_checksum(src_ip, dst_ip);
-    Some(len)
+    let frame = buf.get_mut(ETH_LEN..)?;
+    let n = emit_ipv6_icmp(frame, src_ip, dst_ip, 255, &repr)?;
+    write_eth(buf, dst_mac, port.link.mac, EtherType::IPV6);
+    Some(ETH_LEN + n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::tables::KernelLink;
+    use strait_wire::{Ipv4Repr, UdpRepr};
+
+    const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const WAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const HOST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
+    const HEADROOM: usize = 256;
+
+    fn tables() -> Tables {
+        let c = Config::parse(
+            r#"
+[[interface]]
+name = "lan"
+addresses = ["10.0.1.1/24", "fd00:1::1/64"]
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24", "fd00:2::1/64"]
+mtu = 1400
+[[route]]
+prefix = "198.51.100.0/24"
+via = ["192.0.2.254"]
+[[route]]
+prefix = "203.0.113.0/24"
+kind = "blackhole"
+[[route]]
+prefix = "fd00:9::/48"
+via = ["fd00:2::fe"]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        Tables::build(&c, "t.toml", 1, 3, |name| {
+            Ok(KernelLink {
+                ifindex: 2,
+                mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+                mtu: 1500,
+            })
+        })
+        .unwrap()
+    }
+
+    struct Frame {
+        buf: Vec<u8>,
+        start: usize,
+        len: usize,
+    }
+
+    impl Frame {
+        fn new(bytes: &[u8]) -> Frame {
+            let mut buf = vec![0u8; 2048];
+            buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+            Frame {
+                buf,
+                start: HEADROOM,
+                len: bytes.len(),
+            }
+        }
+
+        fn run(&mut self, p: &mut Pipeline<u32>, t: &Tables, ingress: u16) -> Verdict {
+            let mut pkt = PacketBuf::new(&mut self.buf, self.start, self.len);
+            let v = p.process(t, &mut pkt, ingress, Instant::now());
+            self.start = pkt.start();
+            self.len = pkt.len();
+            v
+        }
+
+        fn data(&self) -> &[u8] {
+            &self.buf[self.start..self.start + self.len]
+        }
+    }
+
+    fn pipeline() -> Pipeline<u32> {
+        Pipeline::new(2, 1000, 1000, Instant::now())
+    }
+
+    fn udp_frame(
+        dst_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        payload: usize,
+        df: bool,
+    ) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_LEN + 20 + 8 + payload];
+        write_eth(&mut f, dst_mac, HOST_MAC, EtherType::IPV4);
+        Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol: IpProtocol::UDP,
+            payload_len: 8 + payload,
+            ttl,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: df,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(&mut f[ETH_LEN..])
+        .unwrap();
+        UdpRepr {
+            src_port: 4000,
+            dst_port: 5000,
+        }
+        .emit(&mut f[ETH_LEN + 20..], payload)
+        .unwrap();
+        let mut udp = strait_wire::UdpPacket::new_unchecked(&mut f[ETH_LEN + 20..]);
+        udp.fill_checksum_v4(src, dst);
+        f
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwards_via_gateway_with_ttl_decremented() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("198.51.100.7"),
+            64,
+            100,
+            false,
+        ));
+        let v = f.run(&mut p, &t, 0);
+        assert_eq!(
+            v,
+            Verdict::Forward {
+                port: 1,
+                neighbour: IpAddr::V4(ip("192.0.2.254"))
+            }
+        );
+        // The window now starts at the IP header.
+        let pkt = Ipv4Packet::new_checked(f.data()).unwrap();
+        assert_eq!(pkt.ttl(), 63);
+        assert!(pkt.verify_checksum());
+        assert_eq!(f.start, HEADROOM + ETH_LEN);
+        assert_eq!(p.counters[0].forwarded, 1);
+    }
+
+    #[test]
+    fn connected_destination_is_its_own_next_hop_and_padding_is_trimmed() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut bytes = udp_frame(LAN_MAC, ip("10.0.1.2"), ip("192.0.2.9"), 64, 0, false);
+        bytes.resize(60, 0); // Ethernet minimum-size padding
+        let mut f = Frame::new(&bytes);
+        assert_eq!(
+            f.run(&mut p, &t, 0),
+            Verdict::Forward {
+                port: 1,
+                neighbour: IpAddr::V4(ip("192.0.2.9"))
+            }
+        );
+        assert_eq!(f.len, 28);
+    }
+
+    fn assert_icmp_error(
+        f: &Frame,
+        ty: Icmpv4Type,
+        code: u8,
+        from: Ipv4Addr,
+        quoted_dst: Ipv4Addr,
+    ) -> u16 {
+        let data = f.data();
+        assert_eq!(&data[0..6], &HOST_MAC, "back to the sender");
+        let ipp = Ipv4Packet::new_checked(&data[ETH_LEN..]).unwrap();
+        assert!(ipp.verify_checksum());
+        assert_eq!(ipp.src_addr(), from);
+        assert_eq!(ipp.dst_addr(), ip("10.0.1.2"));
+        let icmp = Icmpv4Packet::new_checked(ipp.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!((icmp.msg_type(), icmp.code()), (ty, code));
+        assert_eq!(icmp.invoking_packet().unwrap().dst_addr(), quoted_dst);
+        icmp.next_hop_mtu()
+    }
+
+    #[test]
+    fn ttl_expiry_sends_time_exceeded_and_counts() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("198.51.100.7"),
+            1,
+            10,
+            false,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        assert_icmp_error(
+            &f,
+            Icmpv4Type::TIME_EXCEEDED,
+            0,
+            ip("10.0.1.1"),
+            ip("198.51.100.7"),
+        );
+        assert_eq!(p.counters[0].drops[DropReason::TtlExceeded as usize], 1);
+        assert_eq!(p.counters[0].icmp_sent, 1);
+    }
+
+    #[test]
+    fn unroutable_and_blackholed_destinations() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("8.8.8.8"),
+            64,
+            10,
+            false,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        assert_icmp_error(
+            &f,
+            Icmpv4Type::DST_UNREACHABLE,
+            0,
+            ip("10.0.1.1"),
+            ip("8.8.8.8"),
+        );
+        assert_eq!(p.counters[0].drops[DropReason::NoRoute as usize], 1);
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("203.0.113.1"),
+            64,
+            10,
+            false,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Drop(DropReason::Blackhole));
+    }
+
+    #[test]
+    fn oversized_with_df_gets_frag_needed_with_the_egress_mtu() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("198.51.100.7"),
+            64,
+            1450,
+            true,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        let mtu = assert_icmp_error(
+            &f,
+            Icmpv4Type::DST_UNREACHABLE,
+            4,
+            ip("10.0.1.1"),
+            ip("198.51.100.7"),
+        );
+        assert_eq!(mtu, 1400);
+        assert_eq!(p.counters[0].drops[DropReason::Oversized as usize], 1);
+        let mut f = Frame::new(&udp_frame(
+            LAN_MAC,
+            ip("10.0.1.2"),
+            ip("198.51.100.7"),
+            64,
+            1450,
+            false,
+        ));
+        assert_eq!(
+            f.run(&mut p, &t, 0),
+            Verdict::Drop(DropReason::FragmentationNeeded)
+        );
+    }
+
+    #[test]
+    fn icmp_errors_are_rate_limited() {
+        let t = tables();
+        let mut p: Pipeline<u32> = Pipeline::new(2, 0, 2, Instant::now());
+        let mut replies = 0;
+        for _ in 0..5 {
+            let mut f = Frame::new(&udp_frame(
+                LAN_MAC,
+                ip("10.0.1.2"),
+                ip("8.8.8.8"),
+                64,
+                10,
+                false,
+            ));
+            if f.run(&mut p, &t, 0) == Verdict::Reply {
+                replies += 1;
+            }
+        }
+        assert_eq!(replies, 2);
+        assert_eq!(p.counters[0].drops[DropReason::IcmpRateLimited as usize], 3);
+        assert_eq!(p.counters[0].drops[DropReason::NoRoute as usize], 5);
+    }
+
+    #[test]
+    fn bad_input_is_dropped_with_named_reasons() {
+        let t = tables();
+        let mut p = pipeline();
+        let good = udp_frame(LAN_MAC, ip("10.0.1.2"), ip("198.51.100.7"), 64, 10, false);
+        let mut cases: Vec<(Vec<u8>, DropReason)> = Vec::new();
+        cases.push((good[..10].to_vec(), DropReason::Truncated));
+        cases.push((good[..ETH_LEN + 12].to_vec(), DropReason::Truncated));
+        let mut bad_ck = good.clone();
+        bad_ck[ETH_LEN + 10] ^= 0xff;
+        cases.push((bad_ck, DropReason::BadChecksum));
+        let mut ihl = good.clone();
+        ihl[ETH_LEN] = 0x44;
+        cases.push((ihl, DropReason::BadHeaderLength));
+        let mut ver = good.clone();
+        ver[ETH_LEN] = 0x65;
+        cases.push((ver, DropReason::BadVersion));
+        let mut long = good.clone();
+        long[ETH_LEN + 2] = 0x05;
+        cases.push((long, DropReason::BadTotalLength));
+        let mut arp_type = good.clone();
+        arp_type[12..14].copy_from_slice(&[0x88, 0xcc]);
+        cases.push((arp_type, DropReason::NotIp));
+        cases.push((
+            udp_frame(LAN_MAC, ip("127.0.0.1"), ip("198.51.100.7"), 64, 10, false),
+            DropReason::MartianSource,
+        ));
+        cases.push((
+            udp_frame(LAN_MAC, ip("10.0.1.1"), ip("198.51.100.7"), 64, 10, false),
+            DropReason::MartianSource,
+        ));
+        cases.push((
+            udp_frame(
+                [2, 9, 9, 9, 9, 9],
+                ip("10.0.1.2"),
+                ip("198.51.100.7"),
+                64,
+                10,
+                false,
+            ),
+            DropReason::NotForUs,
+        ));
+        for (i, (bytes, reason)) in cases.into_iter().enumerate() {
+            let mut f = Frame::new(&bytes);
+            assert_eq!(f.run(&mut p, &t, 0), Verdict::Drop(reason), "case {i}");
+            assert!(p.counters[0].drops[reason as usize] >= 1);
+        }
+    }
+
+    #[test]
+    fn answers_arp_for_our_address_and_learns_the_sender() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut req = [0u8; 60];
+        write_eth(&mut req, [0xff; 6], HOST_MAC, EtherType::ARP);
+        ArpRepr::request(EthernetAddress(HOST_MAC), ip("10.0.1.2"), ip("10.0.1.1"))
+            .emit(&mut req[ETH_LEN..])
+            .unwrap();
+        let mut f = Frame::new(&req);
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        let reply = ArpRepr::parse(&ArpPacket::new_checked(&f.data()[ETH_LEN..]).unwrap()).unwrap();
+        assert_eq!(reply.operation, ArpOperation::REPLY);
+        assert_eq!(reply.source_hardware_addr.0, LAN_MAC);
+        assert_eq!(reply.source_protocol_addr, ip("10.0.1.1"));
+        assert_eq!(&f.data()[0..6], &HOST_MAC);
+        // The sender is now known: a packet to it resolves immediately.
+        let key = (0, IpAddr::V4(ip("10.0.1.2")));
+        assert_eq!(
+            p.resolve(key, 1, Instant::now()),
+            Resolution::Known {
+                mac: HOST_MAC,
+                probe: None
+            }
+        );
+        // A request for someone else is learned from nothing and not answered.
+        let mut other = req;
+        ArpRepr::request(EthernetAddress(HOST_MAC), ip("10.0.1.3"), ip("10.0.1.77"))
+            .emit(&mut other[ETH_LEN..])
+            .unwrap();
+        assert_eq!(Frame::new(&other).run(&mut p, &t, 0), Verdict::Consumed);
+    }
+
+    #[test]
+    fn arp_reply_releases_held_packets() {
+        let t = tables();
+        let mut p = pipeline();
+        let key = (0, IpAddr::V4(ip("10.0.1.2")));
+        assert_eq!(
+            p.resolve(key, 41, Instant::now()),
+            Resolution::Queued { request: true }
+        );
+        let mut buf = [0u8; 64];
+        let n = arp_request(&mut buf, &t.ports[0], ip("10.0.1.2"), None).unwrap();
+        let req = ArpRepr::parse(&ArpPacket::new_checked(&buf[ETH_LEN..n]).unwrap()).unwrap();
+        let mut reply = [0u8; 60];
+        write_eth(&mut reply, LAN_MAC, HOST_MAC, EtherType::ARP);
+        ArpRepr {
+            operation: ArpOperation::REPLY,
+            source_hardware_addr: EthernetAddress(HOST_MAC),
+            source_protocol_addr: req.target_protocol_addr,
+            target_hardware_addr: req.source_hardware_addr,
+            target_protocol_addr: req.source_protocol_addr,
+        }
+        .emit(&mut reply[ETH_LEN..])
+        .unwrap();
+        assert_eq!(Frame::new(&reply).run(&mut p, &t, 0), Verdict::Punt);
+        assert_eq!(p.released, [(key, 41)]);
+    }
+
+    #[test]
+    fn answers_echo_requests_to_our_address() {
+        let t = tables();
+        let mut p = pipeline();
+        let mut f = vec![0u8; ETH_LEN + 20 + 8 + 4];
+        write_eth(&mut f, LAN_MAC, HOST_MAC, EtherType::IPV4);
+        let icmp = strait_wire::Icmpv4Repr::EchoRequest {
+            ident: 9,
+            seq_no: 3,
+            data: b"ping",
+        };
+        Ipv4Repr {
+            src_addr: ip("10.0.1.2"),
+            dst_addr: ip("10.0.1.1"),
+            protocol: IpProtocol::ICMP,
+            payload_len: icmp.buffer_len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(&mut f[ETH_LEN..])
+        .unwrap();
+        icmp.emit(&mut f[ETH_LEN + 20..]).unwrap();
+        let mut fr = Frame::new(&f);
+        assert_eq!(fr.run(&mut p, &t, 0), Verdict::Reply);
+        let ipp = Ipv4Packet::new_checked(&fr.data()[ETH_LEN..]).unwrap();
+        assert!(ipp.verify_checksum());
+        assert_eq!(
+            (ipp.src_addr(), ipp.dst_addr()),
+            (ip("10.0.1.1"), ip("10.0.1.2"))
+        );
+        let reply = Icmpv4Packet::new_checked(ipp.payload()).unwrap();
+        assert!(reply.verify_checksum());
+        assert_eq!(reply.msg_type(), Icmpv4Type::ECHO_REPLY);
+        assert_eq!(&fr.data()[0..6], &HOST_MAC);
+        assert_eq!(&fr.data()[6..12], &LAN_MAC);
+        // Anything else to our address goes to the host stack.
+        let mut tcp = udp_frame(LAN_MAC, ip("10.0.1.2"), ip("10.0.1.1"), 64, 10, false);
+        tcp[ETH_LEN + 9] = 6;
+        Ipv4Packet::new_unchecked(&mut tcp[ETH_LEN..]).fill_checksum();
+        assert_eq!(Frame::new(&tcp).run(&mut p, &t, 0), Verdict::Punt);
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn v6_frame(
+        dst_mac: [u8; 6],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hop_limit: u8,
+        icmp: &Icmpv6Repr<'_>,
+    ) -> Vec<u8> {
+        let mut f = vec![0u8; 1600];
+        write_eth(&mut f, dst_mac, HOST_MAC, EtherType::IPV6);
+        let n = emit_ipv6_icmp(&mut f[ETH_LEN..], src, dst, hop_limit, icmp).unwrap();
+        f.truncate(ETH_LEN + n);
+        f
+    }
+
+    #[test]
+    fn ipv6_forwarding_hop_limit_and_neighbour_discovery() {
+        let t = tables();
+        let mut p = pipeline();
+        let echo = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: b"x",
+        };
+        let mut f = Frame::new(&v6_frame(
+            LAN_MAC,
+            v6("fd00:1::2"),
+            v6("fd00:9::5"),
+            64,
+            &echo,
+        ));
+        assert_eq!(
+            f.run(&mut p, &t, 0),
+            Verdict::Forward {
+                port: 1,
+                neighbour: IpAddr::V6(v6("fd00:2::fe"))
+            }
+        );
+        assert_eq!(Ipv6Packet::new_checked(f.data()).unwrap().hop_limit(), 63);
+
+        let mut f = Frame::new(&v6_frame(
+            LAN_MAC,
+            v6("fd00:1::2"),
+            v6("fd00:9::5"),
+            1,
+            &echo,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        let ipp = Ipv6Packet::new_checked(&f.data()[ETH_LEN..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
+        assert_eq!(icmp.msg_type(), Icmpv6Type::TIME_EXCEEDED);
+        assert!(icmp.verify_checksum(ipp.src_addr(), ipp.dst_addr()));
+
+        let mut f = Frame::new(&v6_frame(
+            LAN_MAC,
+            v6("fd00:1::2"),
+            v6("fd00:1::1"),
+            64,
+            &echo,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        let ipp = Ipv6Packet::new_checked(&f.data()[ETH_LEN..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
+        assert_eq!(icmp.msg_type(), Icmpv6Type::ECHO_REPLY);
+        assert!(icmp.verify_checksum(ipp.src_addr(), ipp.dst_addr()));
+
+        let ns = Icmpv6Repr::NeighborSolicit {
+            target: v6("fd00:1::1"),
+            source_lladdr: Some(EthernetAddress(HOST_MAC)),
+        };
+        let mut f = Frame::new(&v6_frame(
+            [0x33, 0x33, 0xff, 0, 0, 1],
+            v6("fd00:1::2"),
+            v6("ff02::1:ff00:1"),
+            255,
+            &ns,
+        ));
+        assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+        let ipp = Ipv6Packet::new_checked(&f.data()[ETH_LEN..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
+        match Icmpv6Repr::parse(&icmp, ipp.src_addr(), ipp.dst_addr()).unwrap() {
+            Icmpv6Repr::NeighborAdvert {
+                target,
+                target_lladdr,
+                flags,
+            } => {
+                assert_eq!(target, v6("fd00:1::1"));
+                assert_eq!(target_lladdr, Some(EthernetAddress(LAN_MAC)));
+                assert!(flags.solicited);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.counters[0].neighbour_replies, 1);
+        // Our own solicitation for a next hop is well formed.
+        let mut buf = [0u8; 128];
+        let n = neighbour_solicitation(&mut buf, &t.ports[1], v6("fd00:2::fe"), None).unwrap();
+        let ipp = Ipv6Packet::new_checked(&buf[ETH_LEN..n]).unwrap();
+        assert_eq!(ipp.dst_addr(), v6("ff02::1:ff00:fe"));
+        let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
+        assert!(icmp.verify_checksum(ipp.src_addr(), ipp.dst_addr()));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let t = tables();
+        let mut p = pipeline();
+        // xorshift: deterministic, no extra dependency.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds = [
+            udp_frame(LAN_MAC, ip("10.0.1.2"), ip("198.51.100.7"), 64, 10, false),
+            udp_frame(LAN_MAC, ip("10.0.1.2"), ip("8.8.8.8"), 1, 10, false),
+        ];
+        for i in 0..20_000 {
+            let mut bytes = seeds[i % 2].clone();
+            let len = (next() % 80) as usize;
+            bytes.truncate(len.max(1));
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            let mut f = Frame::new(&bytes);
+            let _ = f.run(&mut p, &t, (i % 3) as u16);
+        }
+    }
 }
