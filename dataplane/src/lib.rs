@@ -9,3 +9,4 @@ pub mod pipeline;
 pub mod punt;
 pub mod ratelimit;
 pub mod tables;
+pub mod worker;

@@ -84,6 +84,7 @@ pub enum Resolution<P> {
     Known {
         mac: [u8; 6],
         probe: Option<[u8; 6]>,
+        packet: P,
     },
     /// The packet was queued; if `request` is true send a broadcast request
     /// now.
@@ -164,16 +165,19 @@ impl<P> NeighbourTable<P> {
                         return Resolution::Known {
                             mac: e.mac,
                             probe: Some(e.mac),
+                            packet,
                         };
                     }
                     Resolution::Known {
                         mac: e.mac,
                         probe: None,
+                        packet,
                     }
                 }
                 NeighbourState::Stale => Resolution::Known {
                     mac: e.mac,
                     probe: None,
+                    packet,
                 },
                 NeighbourState::Incomplete => match e.pending.iter_mut().find(|p| p.is_none()) {
                     Some(slot) => {
@@ -317,7 +321,8 @@ mod tests {
             n.resolve(key(2), 3, t0),
             Resolution::Known {
                 mac: MAC,
-                probe: None
+                probe: None,
+                packet: 3
             }
         );
     }
@@ -391,7 +396,8 @@ mod tests {
             n.resolve(key(2), 1, later),
             Resolution::Known {
                 mac: MAC,
-                probe: Some(MAC)
+                probe: Some(MAC),
+                packet: 1
             }
         );
         // Stale: still used, probed by unicast until max_probes, then removed.

@@ -50,11 +50,6 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// A packet waiting for its neighbour, as the pipeline sees it: whatever
-/// the worker needs to find the frame again.
-pub trait Held: Copy {}
-impl<T: Copy> Held for T {}
-
 /// Per-worker state of the per-packet path.
 #[derive(Debug)]
 pub struct Pipeline<P> {
@@ -94,7 +89,7 @@ fn martian_v6(src: Ipv6Addr) -> bool {
     src.is_multicast() || src.is_loopback()
 }
 
-impl<P: Held> Pipeline<P> {
+impl<P> Pipeline<P> {
     /// State for a worker serving `ports` ports.
     pub fn new(ports: usize, icmp_rate: u32, icmp_burst: u32, now: Instant) -> Pipeline<P> {
         Pipeline {
@@ -1181,7 +1176,8 @@ via = ["fd00:2::fe"]
             p.resolve(key, 1, Instant::now()),
             Resolution::Known {
                 mac: HOST_MAC,
-                probe: None
+                probe: None,
+                packet: 1
             }
         );
         // A request for someone else is learned from nothing and not answered.

@@ -1,0 +1,386 @@
+//! Poll-mode workers: one thread per RX queue, pinned to a core, owning its
+//! AF_XDP ports, frame pool, neighbour cache, counters and (worker 0) the
+//! host-path TAPs.
+//!
+//! The loop works in batches: receive up to a batch from every port, run
+//! each frame through the [`Pipeline`], collect frames per egress port, then
+//! one transmit (and at most one kick) per port, then completions. The table
+//! snapshot is loaded once per batch. Timers (neighbour retries, host path,
+//! counter publication) run every millisecond or so, never per packet.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_wire::EtherType;
+use strait_xdp::{FrameBatch, FrameDesc, PortId, PortSet};
+
+use crate::config::PollConfig;
+use crate::counters::{DropReason, SharedCounters};
+use crate::neigh::{RefuseReason, Resolution, TimerAction};
+use crate::packet::PacketBuf;
+use crate::pipeline::{arp_request, neighbour_solicitation, write_eth, Pipeline, Verdict, ETH_LEN};
+use crate::punt::HostTap;
+use crate::tables::{SharedTables, Tables};
+
+/// Everything a worker thread owns.
+#[derive(Debug)]
+pub struct WorkerContext {
+    /// Worker number (= RX queue served).
+    pub id: usize,
+    /// The AF_XDP ports, one per interface, sharing one UMEM.
+    pub ports: PortSet,
+    /// Published tables.
+    pub tables: Arc<SharedTables>,
+    /// Where this worker publishes its counters.
+    pub counters: Arc<SharedCounters>,
+    /// Set to stop the loop.
+    pub stop: Arc<AtomicBool>,
+    /// Core to pin to.
+    pub core: Option<usize>,
+    /// Idle behaviour.
+    pub poll: PollConfig,
+    /// Host-path TAP per port (worker 0 only).
+    pub taps: Vec<Option<HostTap>>,
+}
+
+/// How often timers run.
+const TIMER_PERIOD: Duration = Duration::from_millis(1);
+/// How often counters are published for readers.
+const PUBLISH_PERIOD: Duration = Duration::from_millis(50);
+/// Longest idle sleep in adaptive mode.
+const MAX_IDLE_SLEEP: Duration = Duration::from_micros(200);
+
+/// Runs the worker until `stop` is set.
+pub fn run(mut ctx: WorkerContext) {
+    if let Some(core) = ctx.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            tracing::warn!(worker = ctx.id, core, "could not pin worker to core");
+        }
+    }
+    let n_ports = ctx.ports.len();
+    let now = Instant::now();
+    let icmp = ctx.tables.load().icmp.clone();
+    let mut w = Worker {
+        pipeline: Pipeline::new(n_ports, icmp.errors_per_second, icmp.burst, now),
+        tx: (0..n_ports).map(|_| FrameBatch::new()).collect(),
+        generation: 0,
+    };
+    let mut rx = FrameBatch::new();
+    let mut next_timer = now;
+    let mut next_publish = now;
+    let mut idle_rounds: u32 = 0;
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let tables = ctx.tables.load_full();
+        let now = Instant::now();
+        if tables.generation != w.generation {
+            w.adopt(&tables, now);
+        }
+        let got = ctx.ports.receive(&mut rx);
+        for desc in rx.drain() {
+            w.handle(&mut ctx.ports, &ctx.taps, &tables, desc, now);
+        }
+        w.release_resolved(&mut ctx.ports, &tables, now);
+        w.flush(&mut ctx.ports);
+        ctx.ports.poll_completions();
+
+        if now >= next_timer {
+            next_timer = now + TIMER_PERIOD;
+            w.timers(&mut ctx.ports, &ctx.taps, &tables, now);
+            w.flush(&mut ctx.ports);
+            if now >= next_publish {
+                next_publish = now + PUBLISH_PERIOD;
+                w.publish(&ctx.ports, &ctx.counters);
+            }
+        }
+        if got == 0 {
+            idle_rounds = idle_rounds.saturating_add(1);
+            if ctx.poll == PollConfig::Adaptive && idle_rounds > 1000 {
+                // Back off gradually: a few µs first, then up to 200 µs.
+                let us = u64::from((idle_rounds - 1000) / 64)
+                    .clamp(1, MAX_IDLE_SLEEP.as_micros() as u64);
+                std::thread::sleep(Duration::from_micros(us));
+            } else {
+                std::hint::spin_loop();
+            }
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    w.publish(&ctx.ports, &ctx.counters);
+    for b in &mut w.tx {
+        ctx.ports.drop_batch(b);
+    }
+    w.pipeline.tick(
+        Instant::now() + Duration::from_secs(3600),
+        |_| {},
+        |desc| ctx.ports.drop_frame(desc),
+    );
+}
+
+struct Worker {
+    pipeline: Pipeline<FrameDesc>,
+    tx: Vec<FrameBatch>,
+    generation: u64,
+}
+
+impl Worker {
+    /// Picks up what a new snapshot changes for per-worker state.
+    fn adopt(&mut self, tables: &Tables, now: Instant) {
+        for n in &tables.static_neighbours {
+            self.pipeline
+                .neighbours
+                .add_static((n.port, n.ip), n.mac, now);
+        }
+        self.generation = tables.generation;
+    }
+
+    fn handle(
+        &mut self,
+        ports: &mut PortSet,
+        taps: &[Option<HostTap>],
+        tables: &Tables,
+        mut desc: FrameDesc,
+        now: Instant,
+    ) {
+        let ingress = desc.ingress().0;
+        // Open the whole UMEM frame so stages can move the packet's start
+        // and end, then shrink the descriptor to the result.
+        let umem = ports.umem();
+        let head = umem.headroom(&desc);
+        let len = desc.len();
+        let full = head + len + umem.tailroom(&desc);
+        if umem.grow_front(&mut desc, head).is_err() || umem.set_len(&mut desc, full).is_err() {
+            ports.drop_frame(desc);
+            return;
+        }
+        let (verdict, start, plen) = {
+            let mut pkt = PacketBuf::new(ports.frame_mut(&desc), head, len);
+            let v = self.pipeline.process(tables, &mut pkt, ingress, now);
+            (v, pkt.start(), pkt.len())
+        };
+        let umem = ports.umem();
+        if umem.shrink_front(&mut desc, start).is_err() || umem.set_len(&mut desc, plen).is_err() {
+            ports.drop_frame(desc);
+            return;
+        }
+        match verdict {
+            Verdict::Forward { port, neighbour } => {
+                self.forward(ports, tables, desc, port, neighbour, now)
+            }
+            Verdict::Reply => self.queue(ports, ingress, desc),
+            Verdict::Punt => {
+                match taps.get(usize::from(ingress)).and_then(Option::as_ref) {
+                    Some(tap) if tap.send(ports.frame(&desc)).is_ok() => {
+                        self.pipeline.counters[usize::from(ingress)].punted += 1;
+                    }
+                    _ => self
+                        .pipeline
+                        .count_drop(ingress, DropReason::HostPuntFailed),
+                }
+                ports.drop_frame(desc);
+            }
+            Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
+        }
+    }
+
+    /// Resolves the next hop of a routed packet and queues it, or holds it.
+    fn forward(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        desc: FrameDesc,
+        port: u16,
+        neighbour: IpAddr,
+        now: Instant,
+    ) {
+        match self.pipeline.resolve((port, neighbour), desc, now) {
+            Resolution::Known { mac, probe, packet } => {
+                self.send_l3(ports, tables, port, mac, packet);
+                if let Some(m) = probe {
+                    self.solicit(ports, tables, port, neighbour, Some(m));
+                }
+            }
+            Resolution::Queued { request } => {
+                if request {
+                    self.solicit(ports, tables, port, neighbour, None);
+                }
+            }
+            Resolution::Refused(desc, reason) => {
+                let r = match reason {
+                    RefuseReason::QueueFull => DropReason::NeighbourQueueFull,
+                    RefuseReason::TableFull => DropReason::NeighbourTableFull,
+                };
+                self.pipeline.count_drop(port, r);
+                ports.drop_frame(desc);
+            }
+        }
+    }
+
+    /// Prepends Ethernet to an L3 packet and queues it on `port`.
+    fn send_l3(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        port: u16,
+        mac: [u8; 6],
+        mut desc: FrameDesc,
+    ) {
+        let Some(p) = tables.ports.get(usize::from(port)) else {
+            ports.drop_frame(desc);
+            return;
+        };
+        if ports.umem().grow_front(&mut desc, ETH_LEN).is_err() {
+            self.pipeline.count_drop(port, DropReason::NoFrame);
+            ports.drop_frame(desc);
+            return;
+        }
+        let frame = ports.frame_mut(&desc);
+        let ethertype = if frame[ETH_LEN] >> 4 == 6 {
+            EtherType::IPV6
+        } else {
+            EtherType::IPV4
+        };
+        write_eth(frame, mac, p.link.mac, ethertype);
+        self.queue(ports, port, desc);
+    }
+
+    fn queue(&mut self, ports: &mut PortSet, port: u16, desc: FrameDesc) {
+        let Some(batch) = self.tx.get_mut(usize::from(port)) else {
+            ports.drop_frame(desc);
+            return;
+        };
+        if batch.is_full() {
+            ports.transmit(PortId(port), batch);
+        }
+        if let Err(desc) = batch.push(desc) {
+            self.pipeline.count_drop(port, DropReason::NoFrame);
+            ports.drop_frame(desc);
+        }
+    }
+
+    /// Sends an ARP request or neighbour solicitation for `target`.
+    fn solicit(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        port: u16,
+        target: IpAddr,
+        unicast: Option<[u8; 6]>,
+    ) {
+        let Some(p) = tables.ports.get(usize::from(port)) else {
+            return;
+        };
+        let Some(mut desc) = ports.alloc_frame() else {
+            self.pipeline.count_drop(port, DropReason::NoFrame);
+            return;
+        };
+        let room = ports.umem().tailroom(&desc);
+        let _ = ports.umem().set_len(&mut desc, room.min(128));
+        let frame = ports.frame_mut(&desc);
+        let n = match target {
+            IpAddr::V4(t) => arp_request(frame, p, t, unicast),
+            IpAddr::V6(t) => neighbour_solicitation(frame, p, t, unicast),
+        };
+        match n {
+            Some(n) => {
+                let _ = ports.umem().set_len(&mut desc, n);
+                self.pipeline.counters[usize::from(port)].neighbour_requests += 1;
+                self.queue(ports, port, desc);
+            }
+            None => ports.drop_frame(desc),
+        }
+    }
+
+    /// Sends the packets a neighbour answer released.
+    fn release_resolved(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
+        if self.pipeline.released.is_empty() {
+            return;
+        }
+        let mut released = std::mem::take(&mut self.pipeline.released);
+        for (key, desc) in released.drain(..) {
+            self.forward(ports, tables, desc, key.0, key.1, now);
+        }
+        self.pipeline.released = released;
+    }
+
+    fn flush(&mut self, ports: &mut PortSet) {
+        for (i, batch) in self.tx.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                ports.transmit(PortId(i as u16), batch);
+            }
+        }
+    }
+
+    fn timers(
+        &mut self,
+        ports: &mut PortSet,
+        taps: &[Option<HostTap>],
+        tables: &Tables,
+        now: Instant,
+    ) {
+        let mut requests: [Option<(u16, IpAddr, Option<[u8; 6]>)>; 16] = [None; 16];
+        let mut n_requests = 0;
+        let Pipeline {
+            neighbours,
+            counters,
+            ..
+        } = &mut self.pipeline;
+        neighbours.tick(
+            now,
+            |action| {
+                if let TimerAction::Request { key, unicast } = action {
+                    if n_requests < requests.len() {
+                        requests[n_requests] = Some((key.0, key.1, unicast));
+                        n_requests += 1;
+                    }
+                }
+            },
+            |desc| {
+                // A held frame still names the port it arrived on.
+                if let Some(c) = counters.get_mut(desc.ingress().index()) {
+                    c.drop(DropReason::NeighbourUnresolved);
+                }
+                ports.drop_frame(desc);
+            },
+        );
+        for (port, target, unicast) in requests.iter().take(n_requests).flatten() {
+            self.solicit(ports, tables, *port, *target, *unicast);
+        }
+        // Host path: frames the kernel sends through a TAP leave by its port.
+        for (port, tap) in taps.iter().enumerate() {
+            let Some(tap) = tap else { continue };
+            for _ in 0..32 {
+                let Some(mut desc) = ports.alloc_frame() else {
+                    break;
+                };
+                let room = ports.umem().tailroom(&desc);
+                let _ = ports.umem().set_len(&mut desc, room);
+                match tap.recv(ports.frame_mut(&desc)) {
+                    Ok(Some(n)) if n >= ETH_LEN => {
+                        let _ = ports.umem().set_len(&mut desc, n);
+                        self.queue(ports, port as u16, desc);
+                    }
+                    _ => {
+                        ports.drop_frame(desc);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, ports: &PortSet, shared: &SharedCounters) {
+        for (i, c) in self.pipeline.counters.iter_mut().enumerate() {
+            if let Some(x) = ports.counters(PortId(i as u16)) {
+                c.rx_packets = x.rx_packets;
+                c.rx_bytes = x.rx_bytes;
+                c.tx_packets = x.tx_packets;
+                c.tx_bytes = x.tx_bytes;
+                c.drops[DropReason::TxRingFull as usize] = x.tx_ring_full;
+            }
+        }
+        shared.publish(&self.pipeline.counters);
+    }
+}
