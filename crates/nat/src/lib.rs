@@ -1,2 +1,96 @@
 //! Sans-I/O SNAT/DNAT with connection tracking (RFC 4787, 5382, 5508).
+//!
+//! A [`NatWorker`] belongs to one dataplane worker thread. It owns its
+//! sessions, mappings, port bitmaps and counters and reads an immutable
+//! [`NatRules`] snapshot that the control thread replaces as a whole
+//! ([`NatWorker::install_rules`]). The library never reads a clock, opens a
+//! socket or takes a lock: the caller passes packets (IPv4, starting at the
+//! IP header, rewritten in place) and the current monotonic time in
+//! seconds, and acts on the returned [`Verdict`].
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use std::sync::Arc;
+//! use strait_nat::*;
+//!
+//! let rules = NatRules::new(
+//!     vec![SnatRule {
+//!         id: RuleId(1),
+//!         source: Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
+//!         destination: None,
+//!         egress: None,
+//!         target: SnatTarget::Masquerade { ports: PortRange::new(1024, 65535) },
+//!     }],
+//!     vec![],
+//!     vec![],
+//! )
+//! .unwrap();
+//! let mut nat = NatWorker::new(NatConfig::default(), Arc::new(rules)).unwrap();
+//! let wan = Egress::new(EgressId(0), Ipv4Addr::new(203, 0, 113, 1));
+//! // A UDP packet 10.0.0.2:5000 -> 192.0.2.9:53 with a zero checksum.
+//! let mut packet = [
+//!     0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 192, 0, 2, 9, //
+//!     0x13, 0x88, 0, 53, 0, 8, 0, 0,
+//! ];
+//! assert_eq!(nat.translate_outbound(&mut packet, wan, 0), Verdict::Translated);
+//! assert_eq!(&packet[12..16], &[203, 0, 113, 1]);
+//! assert_eq!(nat.session_count(), 1);
+//! ```
+//!
+//! Behaviour, by requirement:
+//!
+//! * endpoint-independent mapping (RFC 4787 REQ-1, RFC 5382 REQ-1), paired
+//!   address pooling (REQ-2), no port overloading (REQ-3), port preserved
+//!   when free, no parity preservation;
+//! * address-dependent filtering by default, endpoint-independent as an
+//!   option ([`Filtering`], REQ-8);
+//! * idle timeouts: UDP 300 s (REQ-5 floor 120 s), TCP established 7440 s
+//!   and transitory 240 s (RFC 5382 REQ-5) from a small TCP state tracker,
+//!   ICMP 60 s (RFC 5508 REQ-2); expiry by per-class LRU lists;
+//! * hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-2) for packets whose source
+//!   is translated;
+//! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),
+//!   unmatched ones dropped (`icmp_error_no_session`);
+//! * non-first fragments dropped (`fragment`): they carry no ports and are
+//!   neither reassembled nor tracked by IP ID (a known gap against RFC 4787
+//!   REQ-14);
+//! * TCP segments other than an initial SYN without a session dropped
+//!   (`tcp_not_syn`).
+//!
+//! Multi-worker steering is described in the [`worker`] module and served
+//! by [`owner_worker_for_inbound`].
 #![forbid(unsafe_code)]
+
+mod config;
+mod counters;
+mod flow;
+mod ports;
+mod rules;
+mod table;
+mod tcp;
+mod translate;
+mod transport;
+pub mod worker;
+
+pub use config::{
+    owner_worker_for_inbound, ConfigError, Filtering, NatConfig, Timeouts, WorkerPartition,
+    PORT_BLOCK,
+};
+pub use counters::{DropReason, NatCounters};
+pub use flow::{Direction, Endpoint, FlowTuple, Protocol};
+pub use rules::{
+    BackendSelection, DnatRule, Egress, EgressId, Ipv4Prefix, NatRules, PortRange, RuleError,
+    RuleId, SnatRule, SnatTarget, StaticNatRule,
+};
+pub use table::SessionKind;
+pub use tcp::{TcpFlags, TcpState};
+pub use translate::Verdict;
+pub use worker::{NatWorker, SessionInfo};
+
+/// Heap bytes per session slot the worker reserves, from the struct sizes:
+/// one session, one mapping (worst case: no two sessions share one) and one
+/// `u32` bucket head in each of the four hash indices (bucket arrays are
+/// rounded up to a power of two, so up to twice that).
+pub fn bytes_per_session_bound() -> usize {
+    table::slot_bytes_bound()
+}

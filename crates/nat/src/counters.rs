@@ -1,0 +1,163 @@
+//! Per-worker counters with stable names, VPP `show errors` style: every
+//! dropped packet is counted under exactly one reason.
+
+/// Why the translator refused a packet. Names are stable: monitoring and
+/// `straitctl` use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Truncated or inconsistent headers.
+    Malformed = 0,
+    /// A non-first IPv4 fragment: it carries no ports, so it cannot be
+    /// matched to a session (fragments are not reassembled or tracked).
+    Fragment,
+    /// A protocol other than TCP, UDP and ICMP from or to a translated
+    /// address.
+    UnsupportedProtocol,
+    /// A TCP segment other than an initial SYN for which no session exists.
+    TcpNotSyn,
+    /// Inbound packet refused by address-dependent filtering (RFC 4787 REQ-8).
+    Filtered,
+    /// Inbound packet to a pool address with no mapping, DNAT or static rule.
+    NoMapping,
+    /// Session table full or no free external port (the flow is new;
+    /// existing flows are unaffected).
+    NatExhausted,
+    /// ICMP error whose embedded packet matches no session (RFC 5508 REQ-4
+    /// and REQ-5: silently dropped; also what spoofed errors hit).
+    IcmpErrorNoSession,
+    /// ICMP error whose checksum or embedded IPv4 header checksum does not
+    /// verify (RFC 5508 REQ-3).
+    IcmpErrorChecksum,
+    /// ICMP error about an ICMP error, or with an unusable embedded packet.
+    IcmpErrorMalformed,
+    /// ICMP message type the translator does not handle (neither echo nor
+    /// destination-unreachable / time-exceeded / parameter-problem).
+    IcmpUnsupported,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 11] = [
+        Self::Malformed,
+        Self::Fragment,
+        Self::UnsupportedProtocol,
+        Self::TcpNotSyn,
+        Self::Filtered,
+        Self::NoMapping,
+        Self::NatExhausted,
+        Self::IcmpErrorNoSession,
+        Self::IcmpErrorChecksum,
+        Self::IcmpErrorMalformed,
+        Self::IcmpUnsupported,
+    ];
+
+    /// Stable counter name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Fragment => "fragment",
+            Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::TcpNotSyn => "tcp_not_syn",
+            Self::Filtered => "filtered",
+            Self::NoMapping => "no_mapping",
+            Self::NatExhausted => "nat_exhausted",
+            Self::IcmpErrorNoSession => "icmp_error_no_session",
+            Self::IcmpErrorChecksum => "icmp_error_checksum",
+            Self::IcmpErrorMalformed => "icmp_error_malformed",
+            Self::IcmpUnsupported => "icmp_unsupported",
+        }
+    }
+}
+
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters of one worker. Plain integers: only the owning worker writes
+/// them; the dataplane copies them out for export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatCounters {
+    drops: [u64; DropReason::ALL.len()],
+    /// Packets translated outbound.
+    pub translated_outbound: u64,
+    /// Packets translated inbound.
+    pub translated_inbound: u64,
+    /// Packets translated both ways back to the inside (RFC 4787 REQ-9).
+    pub hairpinned: u64,
+    /// Packets no rule applied to, passed on unchanged.
+    pub not_translated: u64,
+    /// ICMP errors whose embedded packet was translated (RFC 5508).
+    pub icmp_errors_translated: u64,
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Sessions removed by idle timeout.
+    pub sessions_expired: u64,
+    /// Mappings created.
+    pub mappings_created: u64,
+}
+
+impl NatCounters {
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Packets dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Every counter with its stable name (drops as `drop_<reason>`).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        const DROP_NAMES: [&str; DropReason::ALL.len()] = [
+            "drop_malformed",
+            "drop_fragment",
+            "drop_unsupported_protocol",
+            "drop_tcp_not_syn",
+            "drop_filtered",
+            "drop_no_mapping",
+            "drop_nat_exhausted",
+            "drop_icmp_error_no_session",
+            "drop_icmp_error_checksum",
+            "drop_icmp_error_malformed",
+            "drop_icmp_unsupported",
+        ];
+        [
+            ("translated_outbound", self.translated_outbound),
+            ("translated_inbound", self.translated_inbound),
+            ("hairpinned", self.hairpinned),
+            ("not_translated", self.not_translated),
+            ("icmp_errors_translated", self.icmp_errors_translated),
+            ("sessions_created", self.sessions_created),
+            ("sessions_expired", self.sessions_expired),
+            ("mappings_created", self.mappings_created),
+        ]
+        .into_iter()
+        .chain(DROP_NAMES.into_iter().zip(self.drops))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_names_line_up_with_reasons() {
+        let mut c = NatCounters::default();
+        for (k, reason) in DropReason::ALL.into_iter().enumerate() {
+            for _ in 0..=k {
+                c.drop(reason);
+            }
+        }
+        for (k, reason) in DropReason::ALL.into_iter().enumerate() {
+            let name = format!("drop_{}", reason.name());
+            let value = c.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+            assert_eq!(value, Some(k as u64 + 1), "{name}");
+            assert_eq!(c.drops(reason), k as u64 + 1);
+        }
+        assert_eq!(DropReason::NatExhausted.name(), "nat_exhausted");
+        assert_eq!(DropReason::Fragment.name(), "fragment");
+    }
+}

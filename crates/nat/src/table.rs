@@ -1,0 +1,740 @@
+//! Session and mapping tables of one worker.
+//!
+//! Everything is preallocated from the configured capacity: sessions and
+//! mappings live in slabs addressed by `u32` index, found through
+//! power-of-two bucket arrays with chains threaded through the entries
+//! themselves, and ordered for expiry in one LRU list per timeout class
+//! (VPP-style: within a class the timeout is the same for every entry, so
+//! the least recently used entry is always the next to expire and expiry
+//! never scans). Steady-state insert, lookup, refresh and removal touch a
+//! handful of cache lines and never allocate.
+//!
+//! * A *mapping* binds an internal endpoint to an external endpoint
+//!   (RFC 4787 section 4.1); dynamic SNAT sessions share it, which gives
+//!   endpoint-independent mapping (REQ-1). It lives while it has sessions.
+//! * A *session* is one conversation between an inside endpoint and an
+//!   outside endpoint, translated through an external endpoint.
+//!
+//! Session lookup keys: outbound `(protocol, inside, outside)`; inbound
+//! `(protocol, external, outside)`. The inbound chain is hashed on the
+//! outside *address* only, so every session of one external endpoint with
+//! one remote address shares a chain: the address-dependent filtering test
+//! (REQ-8) walks that one chain instead of all sessions of the mapping.
+
+use std::net::Ipv4Addr;
+
+use crate::flow::{Direction, Endpoint, Protocol};
+use crate::rules::RuleId;
+use crate::tcp::TcpState;
+
+/// End of a chain or list.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Timeout classes; one LRU list each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum TimerClass {
+    Udp = 0,
+    TcpEstablished = 1,
+    TcpTransitory = 2,
+    Icmp = 3,
+}
+
+pub(crate) const TIMER_CLASSES: usize = 4;
+const FREE_CLASS: u8 = u8::MAX;
+
+impl TimerClass {
+    pub(crate) fn for_flow(protocol: Protocol, tcp: TcpState) -> Self {
+        match protocol {
+            Protocol::Udp => Self::Udp,
+            Protocol::Icmp => Self::Icmp,
+            Protocol::Tcp if tcp.is_established() => Self::TcpEstablished,
+            Protocol::Tcp => Self::TcpTransitory,
+        }
+    }
+}
+
+/// How a session came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// Dynamic source NAT (pool or masquerade), through a mapping.
+    Snat,
+    /// Destination NAT / port forward.
+    Dnat,
+    /// Static 1:1 NAT.
+    Static,
+}
+
+impl SessionKind {
+    /// Short lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Snat => "snat",
+            Self::Dnat => "dnat",
+            Self::Static => "static",
+        }
+    }
+}
+
+/// One tracked conversation: 64 bytes, one cache line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Session {
+    pub(crate) inside: Endpoint,
+    pub(crate) external: Endpoint,
+    pub(crate) outside: Endpoint,
+    pub(crate) protocol: Protocol,
+    pub(crate) kind: SessionKind,
+    pub(crate) initiator: Direction,
+    pub(crate) tcp: TcpState,
+    class: u8,
+    /// The outside endpoint is one of this translator's own external
+    /// endpoints: outbound packets are hairpinned back in (RFC 4787 REQ-9).
+    pub(crate) hairpin: bool,
+    pub(crate) rule: RuleId,
+    pub(crate) mapping: u32,
+    pub(crate) created: u64,
+    pub(crate) last_seen: u64,
+    lru_prev: u32,
+    lru_next: u32,
+    out_next: u32,
+    in_next: u32,
+}
+
+/// One endpoint-independent mapping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapping {
+    pub(crate) internal: Endpoint,
+    pub(crate) external: Endpoint,
+    pub(crate) protocol: Protocol,
+    pub(crate) rule: RuleId,
+    sessions: u32,
+    int_next: u32,
+    ext_next: u32,
+}
+
+/// What a new session is made of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewSession {
+    pub(crate) inside: Endpoint,
+    pub(crate) external: Endpoint,
+    pub(crate) outside: Endpoint,
+    pub(crate) protocol: Protocol,
+    pub(crate) kind: SessionKind,
+    pub(crate) initiator: Direction,
+    pub(crate) tcp: TcpState,
+    pub(crate) hairpin: bool,
+    pub(crate) rule: RuleId,
+    pub(crate) mapping: u32,
+}
+
+/// The external endpoint freed when a mapping's last session goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReleasedMapping {
+    pub(crate) protocol: Protocol,
+    pub(crate) external: Endpoint,
+}
+
+/// Upper bound of heap bytes per session slot: session + mapping + four
+/// bucket heads, doubled for power-of-two rounding of the bucket arrays.
+pub(crate) fn slot_bytes_bound() -> usize {
+    core::mem::size_of::<Session>()
+        + core::mem::size_of::<Mapping>()
+        + 2 * 4 * core::mem::size_of::<u32>()
+}
+
+/// Folded 64x64->128 multiply: a fast keyed mixer for table indices.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// Keyed hash of two words, for choices that must be stable per flow but
+/// not predictable from outside (pool address, first port, backend).
+#[inline]
+pub(crate) fn keyed_hash(key: u64, a: u64, b: u64) -> u64 {
+    fold_mul(fold_mul(a ^ key, b ^ 0x243f_6a88_85a3_08d3), key | 1)
+}
+
+#[inline]
+pub(crate) fn endpoint_bits(e: Endpoint) -> u64 {
+    (u64::from(e.addr_u32()) << 16) | u64::from(e.port)
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionTable {
+    key: u64,
+    sessions: Vec<Session>,
+    free_session: u32,
+    live_sessions: usize,
+    out_buckets: Box<[u32]>,
+    in_buckets: Box<[u32]>,
+    lru_head: [u32; TIMER_CLASSES],
+    lru_tail: [u32; TIMER_CLASSES],
+    mappings: Vec<Mapping>,
+    free_mapping: u32,
+    live_mappings: usize,
+    int_buckets: Box<[u32]>,
+    ext_buckets: Box<[u32]>,
+    mask: usize,
+}
+
+impl SessionTable {
+    /// Allocates room for `capacity` sessions and as many mappings (one
+    /// per session in the worst case, when no two sessions share one).
+    pub(crate) fn new(capacity: usize, key: u64) -> Self {
+        let buckets = capacity.next_power_of_two();
+        Self {
+            key: key | 1,
+            sessions: Vec::with_capacity(capacity),
+            free_session: NIL,
+            live_sessions: 0,
+            out_buckets: vec![NIL; buckets].into_boxed_slice(),
+            in_buckets: vec![NIL; buckets].into_boxed_slice(),
+            lru_head: [NIL; TIMER_CLASSES],
+            lru_tail: [NIL; TIMER_CLASSES],
+            mappings: Vec::with_capacity(capacity),
+            free_mapping: NIL,
+            live_mappings: 0,
+            int_buckets: vec![NIL; buckets].into_boxed_slice(),
+            ext_buckets: vec![NIL; buckets].into_boxed_slice(),
+            mask: buckets - 1,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.sessions.capacity()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.live_sessions
+    }
+
+    pub(crate) fn mapping_count(&self) -> usize {
+        self.live_mappings
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.live_sessions >= self.sessions.capacity()
+    }
+
+    /// Heap bytes reserved by the table (fixed at construction).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.sessions.capacity() * core::mem::size_of::<Session>()
+            + self.mappings.capacity() * core::mem::size_of::<Mapping>()
+            + (self.out_buckets.len()
+                + self.in_buckets.len()
+                + self.int_buckets.len()
+                + self.ext_buckets.len())
+                * core::mem::size_of::<u32>()
+    }
+
+    #[inline]
+    fn bucket(&self, protocol: Protocol, a: u64, b: u64) -> usize {
+        let h = fold_mul(
+            a ^ self.key,
+            b ^ u64::from(protocol.number()) ^ 0x9e37_79b9_7f4a_7c15,
+        );
+        (fold_mul(h, self.key) as usize) & self.mask
+    }
+
+    fn out_bucket(&self, protocol: Protocol, inside: Endpoint, outside: Endpoint) -> usize {
+        self.bucket(protocol, endpoint_bits(inside), endpoint_bits(outside))
+    }
+
+    fn in_bucket(&self, protocol: Protocol, external: Endpoint, outside_addr: Ipv4Addr) -> usize {
+        self.bucket(
+            protocol,
+            endpoint_bits(external),
+            u64::from(u32::from(outside_addr)) << 1,
+        )
+    }
+
+    fn int_bucket(&self, protocol: Protocol, internal: Endpoint, external_addr: Ipv4Addr) -> usize {
+        self.bucket(
+            protocol,
+            endpoint_bits(internal),
+            (u64::from(u32::from(external_addr)) << 1) | 1,
+        )
+    }
+
+    fn ext_bucket(&self, protocol: Protocol, external: Endpoint) -> usize {
+        self.bucket(protocol, endpoint_bits(external), 0x5555)
+    }
+
+    // ---- sessions -------------------------------------------------------
+
+    pub(crate) fn session(&self, index: u32) -> &Session {
+        &self.sessions[index as usize]
+    }
+
+    /// Session for an outbound packet `inside -> outside`.
+    pub(crate) fn lookup_outbound(
+        &self,
+        protocol: Protocol,
+        inside: Endpoint,
+        outside: Endpoint,
+    ) -> u32 {
+        let mut i = self.out_buckets[self.out_bucket(protocol, inside, outside)];
+        while i != NIL {
+            let s = &self.sessions[i as usize];
+            if s.protocol == protocol && s.inside == inside && s.outside == outside {
+                return i;
+            }
+            i = s.out_next;
+        }
+        NIL
+    }
+
+    /// Session for an inbound packet `outside -> external`.
+    pub(crate) fn lookup_inbound(
+        &self,
+        protocol: Protocol,
+        external: Endpoint,
+        outside: Endpoint,
+    ) -> u32 {
+        let mut i = self.in_buckets[self.in_bucket(protocol, external, outside.addr)];
+        while i != NIL {
+            let s = &self.sessions[i as usize];
+            if s.protocol == protocol && s.external == external && s.outside == outside {
+                return i;
+            }
+            i = s.in_next;
+        }
+        NIL
+    }
+
+    /// Whether any live session of `external` talks to `outside_addr`: the
+    /// address-dependent filtering permission (RFC 4787 REQ-8). Expired but
+    /// not yet reaped sessions are ignored.
+    pub(crate) fn has_session_with_address(
+        &self,
+        protocol: Protocol,
+        external: Endpoint,
+        outside_addr: Ipv4Addr,
+        now: u64,
+        timeouts: &[u64; TIMER_CLASSES],
+    ) -> bool {
+        let mut i = self.in_buckets[self.in_bucket(protocol, external, outside_addr)];
+        while i != NIL {
+            let s = &self.sessions[i as usize];
+            if s.protocol == protocol
+                && s.external == external
+                && s.outside.addr == outside_addr
+                && !self.is_expired(i, now, timeouts)
+            {
+                return true;
+            }
+            i = s.in_next;
+        }
+        false
+    }
+
+    pub(crate) fn is_expired(&self, index: u32, now: u64, timeouts: &[u64; TIMER_CLASSES]) -> bool {
+        let s = &self.sessions[index as usize];
+        now.saturating_sub(s.last_seen) >= timeouts[usize::from(s.class)]
+    }
+
+    /// Inserts a session at the tail of its LRU list. `None` when full.
+    pub(crate) fn insert_session(&mut self, new: NewSession, now: u64) -> Option<u32> {
+        let class = TimerClass::for_flow(new.protocol, new.tcp) as u8;
+        let session = Session {
+            inside: new.inside,
+            external: new.external,
+            outside: new.outside,
+            protocol: new.protocol,
+            kind: new.kind,
+            initiator: new.initiator,
+            tcp: new.tcp,
+            class,
+            hairpin: new.hairpin,
+            rule: new.rule,
+            mapping: new.mapping,
+            created: now,
+            last_seen: now,
+            lru_prev: NIL,
+            lru_next: NIL,
+            out_next: NIL,
+            in_next: NIL,
+        };
+        let index = if self.free_session != NIL {
+            let i = self.free_session;
+            self.free_session = self.sessions[i as usize].lru_next;
+            self.sessions[i as usize] = session;
+            i
+        } else if self.sessions.len() < self.sessions.capacity() {
+            // Within the reserved capacity: no reallocation.
+            self.sessions.push(session);
+            (self.sessions.len() - 1) as u32
+        } else {
+            return None;
+        };
+        let ob = self.out_bucket(new.protocol, new.inside, new.outside);
+        self.sessions[index as usize].out_next = self.out_buckets[ob];
+        self.out_buckets[ob] = index;
+        let ib = self.in_bucket(new.protocol, new.external, new.outside.addr);
+        self.sessions[index as usize].in_next = self.in_buckets[ib];
+        self.in_buckets[ib] = index;
+        self.lru_push_tail(index, class);
+        if new.mapping != NIL {
+            self.mappings[new.mapping as usize].sessions += 1;
+        }
+        self.live_sessions += 1;
+        Some(index)
+    }
+
+    /// Marks activity: moves the session to the tail of the list of its
+    /// (possibly new) timeout class.
+    pub(crate) fn touch(&mut self, index: u32, now: u64, refresh: bool) {
+        let (protocol, tcp, old_class) = {
+            let s = &self.sessions[index as usize];
+            (s.protocol, s.tcp, s.class)
+        };
+        let class = TimerClass::for_flow(protocol, tcp) as u8;
+        if !refresh && class == old_class {
+            return;
+        }
+        self.lru_unlink(index);
+        let s = &mut self.sessions[index as usize];
+        if refresh {
+            s.last_seen = now;
+        }
+        self.lru_push_tail(index, class);
+    }
+
+    pub(crate) fn set_tcp_state(&mut self, index: u32, state: TcpState) {
+        self.sessions[index as usize].tcp = state;
+    }
+
+    /// The least recently used session of any class whose idle time has
+    /// reached its timeout.
+    pub(crate) fn oldest_expired(&self, now: u64, timeouts: &[u64; TIMER_CLASSES]) -> u32 {
+        for &head in &self.lru_head {
+            if head != NIL && self.is_expired(head, now, timeouts) {
+                return head;
+            }
+        }
+        NIL
+    }
+
+    /// Removes a session; returns the external endpoint to release when
+    /// this was the last session of its mapping.
+    pub(crate) fn remove_session(&mut self, index: u32) -> Option<ReleasedMapping> {
+        let s = self.sessions[index as usize];
+        debug_assert_ne!(s.class, FREE_CLASS);
+        let ob = self.out_bucket(s.protocol, s.inside, s.outside);
+        unlink_chain(&mut self.out_buckets[ob], &mut self.sessions, index, |s| {
+            &mut s.out_next
+        });
+        let ib = self.in_bucket(s.protocol, s.external, s.outside.addr);
+        unlink_chain(&mut self.in_buckets[ib], &mut self.sessions, index, |s| {
+            &mut s.in_next
+        });
+        self.lru_unlink(index);
+        let slot = &mut self.sessions[index as usize];
+        slot.class = FREE_CLASS;
+        slot.lru_next = self.free_session;
+        self.free_session = index;
+        self.live_sessions -= 1;
+        if s.mapping == NIL {
+            return None;
+        }
+        let m = &mut self.mappings[s.mapping as usize];
+        m.sessions -= 1;
+        if m.sessions > 0 {
+            return None;
+        }
+        Some(self.remove_mapping(s.mapping))
+    }
+
+    fn lru_push_tail(&mut self, index: u32, class: u8) {
+        let c = usize::from(class);
+        let tail = self.lru_tail[c];
+        {
+            let s = &mut self.sessions[index as usize];
+            s.class = class;
+            s.lru_prev = tail;
+            s.lru_next = NIL;
+        }
+        if tail == NIL {
+            self.lru_head[c] = index;
+        } else {
+            self.sessions[tail as usize].lru_next = index;
+        }
+        self.lru_tail[c] = index;
+    }
+
+    fn lru_unlink(&mut self, index: u32) {
+        let (prev, next, c) = {
+            let s = &self.sessions[index as usize];
+            (s.lru_prev, s.lru_next, usize::from(s.class))
+        };
+        if prev == NIL {
+            self.lru_head[c] = next;
+        } else {
+            self.sessions[prev as usize].lru_next = next;
+        }
+        if next == NIL {
+            self.lru_tail[c] = prev;
+        } else {
+            self.sessions[next as usize].lru_prev = prev;
+        }
+    }
+
+    /// Live sessions, least recently used first within each class.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Session> + '_ {
+        self.lru_head.iter().flat_map(move |&head| {
+            let mut i = head;
+            core::iter::from_fn(move || {
+                if i == NIL {
+                    return None;
+                }
+                let s = &self.sessions[i as usize];
+                i = s.lru_next;
+                Some(s)
+            })
+        })
+    }
+
+    // ---- mappings -------------------------------------------------------
+
+    pub(crate) fn mapping(&self, index: u32) -> &Mapping {
+        &self.mappings[index as usize]
+    }
+
+    /// The mapping of `internal` onto `external_addr` (RFC 4787 REQ-1: one
+    /// per internal endpoint and external address, whatever the
+    /// destination).
+    pub(crate) fn lookup_mapping_internal(
+        &self,
+        protocol: Protocol,
+        internal: Endpoint,
+        external_addr: Ipv4Addr,
+    ) -> u32 {
+        let mut i = self.int_buckets[self.int_bucket(protocol, internal, external_addr)];
+        while i != NIL {
+            let m = &self.mappings[i as usize];
+            if m.protocol == protocol && m.internal == internal && m.external.addr == external_addr
+            {
+                return i;
+            }
+            i = m.int_next;
+        }
+        NIL
+    }
+
+    /// The mapping that owns `external`.
+    pub(crate) fn lookup_mapping_external(&self, protocol: Protocol, external: Endpoint) -> u32 {
+        let mut i = self.ext_buckets[self.ext_bucket(protocol, external)];
+        while i != NIL {
+            let m = &self.mappings[i as usize];
+            if m.protocol == protocol && m.external == external {
+                return i;
+            }
+            i = m.ext_next;
+        }
+        NIL
+    }
+
+    /// Inserts a mapping with no sessions yet; the caller attaches one at
+    /// once (a mapping without sessions is removed by
+    /// [`Self::discard_unused_mapping`]). `None` when full.
+    pub(crate) fn insert_mapping(
+        &mut self,
+        protocol: Protocol,
+        internal: Endpoint,
+        external: Endpoint,
+        rule: RuleId,
+    ) -> Option<u32> {
+        let mapping = Mapping {
+            internal,
+            external,
+            protocol,
+            rule,
+            sessions: 0,
+            int_next: NIL,
+            ext_next: NIL,
+        };
+        let index = if self.free_mapping != NIL {
+            let i = self.free_mapping;
+            self.free_mapping = self.mappings[i as usize].int_next;
+            self.mappings[i as usize] = mapping;
+            i
+        } else if self.mappings.len() < self.mappings.capacity() {
+            self.mappings.push(mapping);
+            (self.mappings.len() - 1) as u32
+        } else {
+            return None;
+        };
+        let ib = self.int_bucket(protocol, internal, external.addr);
+        self.mappings[index as usize].int_next = self.int_buckets[ib];
+        self.int_buckets[ib] = index;
+        let eb = self.ext_bucket(protocol, external);
+        self.mappings[index as usize].ext_next = self.ext_buckets[eb];
+        self.ext_buckets[eb] = index;
+        self.live_mappings += 1;
+        Some(index)
+    }
+
+    /// Removes a mapping that never got a session (session insert failed).
+    pub(crate) fn discard_unused_mapping(&mut self, index: u32) -> Option<ReleasedMapping> {
+        if self.mappings[index as usize].sessions == 0 {
+            Some(self.remove_mapping(index))
+        } else {
+            None
+        }
+    }
+
+    fn remove_mapping(&mut self, index: u32) -> ReleasedMapping {
+        let m = self.mappings[index as usize];
+        let ib = self.int_bucket(m.protocol, m.internal, m.external.addr);
+        unlink_chain(&mut self.int_buckets[ib], &mut self.mappings, index, |m| {
+            &mut m.int_next
+        });
+        let eb = self.ext_bucket(m.protocol, m.external);
+        unlink_chain(&mut self.ext_buckets[eb], &mut self.mappings, index, |m| {
+            &mut m.ext_next
+        });
+        self.mappings[index as usize].int_next = self.free_mapping;
+        self.free_mapping = index;
+        self.live_mappings -= 1;
+        ReleasedMapping {
+            protocol: m.protocol,
+            external: m.external,
+        }
+    }
+}
+
+/// Unlinks `index` from the singly linked chain starting at `*head`;
+/// `link` selects the chain's link field of an entry.
+fn unlink_chain<E>(head: &mut u32, entries: &mut [E], index: u32, link: fn(&mut E) -> &mut u32) {
+    let after = *link(&mut entries[index as usize]);
+    if *head == index {
+        *head = after;
+        return;
+    }
+    let mut i = *head;
+    while i != NIL {
+        let l = link(&mut entries[i as usize]);
+        if *l == index {
+            *l = after;
+            return;
+        }
+        i = *l;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: [u64; TIMER_CLASSES] = [300, 7440, 240, 60];
+
+    fn ep(last: u8, port: u16) -> Endpoint {
+        Endpoint::new(Ipv4Addr::new(10, 0, 0, last), port)
+    }
+
+    fn udp(inside: Endpoint, external: Endpoint, outside: Endpoint, mapping: u32) -> NewSession {
+        NewSession {
+            inside,
+            external,
+            outside,
+            protocol: Protocol::Udp,
+            kind: SessionKind::Snat,
+            initiator: Direction::Outbound,
+            tcp: TcpState::SynSent,
+            hairpin: false,
+            rule: RuleId(1),
+            mapping,
+        }
+    }
+
+    #[test]
+    fn session_size_is_one_cache_line() {
+        assert!(core::mem::size_of::<Session>() <= 64);
+        assert!(core::mem::size_of::<Mapping>() <= 32);
+    }
+
+    #[test]
+    fn insert_lookup_remove_with_colliding_chains() {
+        // Capacity 4 gives 4 buckets, so chains are shared.
+        let mut t = SessionTable::new(4, 7);
+        let ext = ep(100, 5000);
+        let m = t
+            .insert_mapping(Protocol::Udp, ep(1, 1000), ext, RuleId(1))
+            .unwrap();
+        let ids: Vec<u32> = (0..4)
+            .map(|k| {
+                t.insert_session(udp(ep(1, 1000), ext, ep(200, 53 + k), m), k.into())
+                    .unwrap()
+            })
+            .collect();
+        assert!(t.is_full());
+        assert!(t
+            .insert_session(udp(ep(1, 1000), ext, ep(201, 1), m), 9)
+            .is_none());
+        for (k, &id) in ids.iter().enumerate() {
+            let outside = ep(200, 53 + k as u16);
+            assert_eq!(t.lookup_outbound(Protocol::Udp, ep(1, 1000), outside), id);
+            assert_eq!(t.lookup_inbound(Protocol::Udp, ext, outside), id);
+        }
+        assert_eq!(t.lookup_mapping_external(Protocol::Udp, ext), m);
+        // Remove from the middle of the chains, then the rest.
+        assert_eq!(t.remove_session(ids[1]), None);
+        assert_eq!(t.lookup_inbound(Protocol::Udp, ext, ep(200, 54)), NIL);
+        assert_eq!(t.lookup_inbound(Protocol::Udp, ext, ep(200, 55)), ids[2]);
+        assert_eq!(t.remove_session(ids[0]), None);
+        assert_eq!(t.remove_session(ids[3]), None);
+        let released = t.remove_session(ids[2]).unwrap();
+        assert_eq!(released.external, ext);
+        assert_eq!((t.len(), t.mapping_count()), (0, 0));
+        assert_eq!(t.lookup_mapping_external(Protocol::Udp, ext), NIL);
+        assert_eq!(
+            t.lookup_mapping_internal(Protocol::Udp, ep(1, 1000), ext.addr),
+            NIL
+        );
+        // Slots are reused without growing.
+        let again = t
+            .insert_session(udp(ep(2, 1), ext, ep(3, 1), NIL), 20)
+            .unwrap();
+        assert!(again < 4);
+    }
+
+    #[test]
+    fn lru_order_and_expiry() {
+        let mut t = SessionTable::new(8, 1);
+        let a = t
+            .insert_session(udp(ep(1, 1), ep(100, 1), ep(200, 1), NIL), 0)
+            .unwrap();
+        let b = t
+            .insert_session(udp(ep(1, 2), ep(100, 2), ep(200, 1), NIL), 10)
+            .unwrap();
+        assert_eq!(t.oldest_expired(299, &TIMEOUTS), NIL);
+        assert_eq!(t.oldest_expired(300, &TIMEOUTS), a);
+        t.touch(a, 100, true);
+        assert_eq!(t.oldest_expired(310, &TIMEOUTS), b);
+        t.remove_session(b);
+        assert_eq!(t.oldest_expired(399, &TIMEOUTS), NIL);
+        assert_eq!(t.oldest_expired(400, &TIMEOUTS), a);
+        assert_eq!(t.iter().count(), 1);
+    }
+
+    #[test]
+    fn address_dependent_permission_uses_address_only() {
+        let mut t = SessionTable::new(8, 3);
+        let ext = ep(100, 7);
+        t.insert_session(udp(ep(1, 1), ext, ep(200, 1), NIL), 0)
+            .unwrap();
+        let outside = Ipv4Addr::new(10, 0, 0, 200);
+        assert!(t.has_session_with_address(Protocol::Udp, ext, outside, 1, &TIMEOUTS));
+        assert!(!t.has_session_with_address(
+            Protocol::Udp,
+            ext,
+            Ipv4Addr::new(10, 0, 0, 201),
+            1,
+            &TIMEOUTS
+        ));
+        assert!(!t.has_session_with_address(Protocol::Tcp, ext, outside, 1, &TIMEOUTS));
+        assert!(!t.has_session_with_address(Protocol::Udp, ext, outside, 300, &TIMEOUTS));
+    }
+}

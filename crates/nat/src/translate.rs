@@ -1,0 +1,532 @@
+//! In-place translation of IPv4 packets.
+//!
+//! The dataplane passes the L3 packet inside its UMEM frame; addresses,
+//! ports and ICMP identifiers are rewritten where they are and every
+//! checksum is patched with RFC 1624 incremental updates (IPv4 header,
+//! TCP/UDP including the pseudo-header, ICMP, and for ICMP errors the
+//! embedded IPv4 header, embedded transport checksum and outer ICMP
+//! checksum, RFC 5508 section 4). A UDP checksum of zero ("none") stays
+//! zero. Non-first fragments carry no ports and are dropped with the
+//! `fragment` counter; first fragments are translated (their transport
+//! checksum covers the whole datagram, which an incremental update keeps
+//! right).
+
+use std::net::Ipv4Addr;
+
+use strait_wire::checksum::{update16, update16_udp, update32, update32_udp};
+use strait_wire::Ipv4Packet;
+
+use crate::counters::DropReason;
+use crate::flow::{Direction, Endpoint, Protocol};
+use crate::rules::Egress;
+use crate::tcp::TcpFlags;
+use crate::transport::{self, icmp_class, IcmpClass};
+use crate::worker::{Leg, NatWorker, Opening};
+
+/// What the dataplane should do with a packet after translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Rewritten; forward it on in its direction.
+    Translated,
+    /// Outbound packet addressed to one of the translator's own external
+    /// endpoints: both source and destination were rewritten and it must be
+    /// routed back inside (RFC 4787 REQ-9, RFC 5382 REQ-2, RFC 5508 REQ-7).
+    Hairpin,
+    /// No rule applies; forward (or deliver locally) unchanged.
+    NotTranslated,
+    /// Drop; the reason has been counted.
+    Drop(DropReason),
+}
+
+/// Offsets of a validated IPv4 packet.
+#[derive(Debug, Clone, Copy)]
+struct Parsed {
+    header_len: usize,
+    end: usize,
+    more_fragments: bool,
+    protocol: Option<Protocol>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+fn parse(packet: &[u8]) -> Result<Parsed, DropReason> {
+    let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::Malformed)?;
+    if ip.is_non_initial_fragment() {
+        return Err(DropReason::Fragment);
+    }
+    Ok(Parsed {
+        header_len: ip.header_len(),
+        end: usize::from(ip.total_len()),
+        more_fragments: ip.more_frags(),
+        protocol: Protocol::from_number(ip.protocol().0),
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+    })
+}
+
+/// Endpoints of one leg as the session table keys them. ICMP echo carries
+/// the identifier on the host side and port 0 on the remote side, so the
+/// identifier is bound like a source port (RFC 5508 REQ-1).
+fn leg_endpoints(
+    protocol: Protocol,
+    direction: Direction,
+    src: Ipv4Addr,
+    src_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+) -> (Endpoint, Endpoint) {
+    match (protocol, direction) {
+        (Protocol::Icmp, Direction::Outbound) => {
+            (Endpoint::new(src, src_port), Endpoint::new(dst, 0))
+        }
+        (Protocol::Icmp, Direction::Inbound) => {
+            (Endpoint::new(src, 0), Endpoint::new(dst, dst_port))
+        }
+        _ => (Endpoint::new(src, src_port), Endpoint::new(dst, dst_port)),
+    }
+}
+
+/// Rewrites the source (or destination) address and port of the packet,
+/// patching the IPv4 and transport checksums.
+fn rewrite(packet: &mut [u8], p: &Parsed, protocol: Protocol, source_side: bool, new: Endpoint) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+    let old_addr = if source_side {
+        ip.rewrite_src_addr(new.addr)
+    } else {
+        ip.rewrite_dst_addr(new.addr)
+    };
+    let l4 = &mut packet[p.header_len..p.end];
+    let port_at = transport::port_offset(protocol, source_side);
+    let old_port = transport::word(l4, port_at);
+    transport::set_word(l4, port_at, new.port);
+    if let Some(at) = transport::checksum_offset(protocol, l4.len()) {
+        let hc = transport::word(l4, at);
+        let (old_a, new_a) = (old_addr.to_bits(), new.addr.to_bits());
+        let updated = match protocol {
+            Protocol::Udp => update16_udp(update32_udp(hc, old_a, new_a), old_port, new.port),
+            Protocol::Tcp => update16(update32(hc, old_a, new_a), old_port, new.port),
+            // ICMP has no pseudo-header.
+            Protocol::Icmp => update16(hc, old_port, new.port),
+        };
+        transport::set_word(l4, at, updated);
+    }
+}
+
+/// Offset of the quoted IPv4 header inside an ICMP error message.
+const ICMP_ERROR_QUOTE: usize = 8;
+const ICMP_CHECKSUM: usize = 2;
+
+/// Writes a 16-bit word of an ICMP message and folds the change into the
+/// running ICMP checksum `sum` (RFC 1624 eqn. 3). Every field touched is at
+/// an even offset from the start of the message.
+fn put(icmp: &mut [u8], sum: &mut u16, at: usize, new: u16) {
+    let old = transport::word(icmp, at);
+    if old != new {
+        transport::set_word(icmp, at, new);
+        *sum = update16(*sum, old, new);
+    }
+}
+
+/// Rewrites one side of the packet quoted in an ICMP error: address (and
+/// the quoted IPv4 checksum), port or identifier (and the quoted transport
+/// checksum when the quote reaches it), keeping the ICMP checksum right.
+fn rewrite_quoted(
+    icmp: &mut [u8],
+    quoted_hl: usize,
+    protocol: Protocol,
+    source_side: bool,
+    new: Endpoint,
+) {
+    let mut sum = transport::word(icmp, ICMP_CHECKSUM);
+    let addr_at = ICMP_ERROR_QUOTE + if source_side { 12 } else { 16 };
+    let old_addr = u32::from_be_bytes([
+        icmp[addr_at],
+        icmp[addr_at + 1],
+        icmp[addr_at + 2],
+        icmp[addr_at + 3],
+    ]);
+    let new_addr = new.addr.to_bits();
+    let ip_checksum_at = ICMP_ERROR_QUOTE + 10;
+    let ip_checksum = update32(transport::word(icmp, ip_checksum_at), old_addr, new_addr);
+    put(icmp, &mut sum, addr_at, (new_addr >> 16) as u16);
+    put(icmp, &mut sum, addr_at + 2, new_addr as u16);
+    put(icmp, &mut sum, ip_checksum_at, ip_checksum);
+    let l4 = ICMP_ERROR_QUOTE + quoted_hl;
+    let port_at = l4 + transport::port_offset(protocol, source_side);
+    let old_port = transport::word(icmp, port_at);
+    put(icmp, &mut sum, port_at, new.port);
+    if let Some(at) = transport::checksum_offset(protocol, icmp.len() - l4) {
+        let at = l4 + at;
+        let hc = transport::word(icmp, at);
+        let updated = match protocol {
+            Protocol::Udp => update16_udp(update32_udp(hc, old_addr, new_addr), old_port, new.port),
+            Protocol::Tcp => update16(update32(hc, old_addr, new_addr), old_port, new.port),
+            Protocol::Icmp => update16(hc, old_port, new.port),
+        };
+        put(icmp, &mut sum, at, updated);
+    }
+    transport::set_word(icmp, ICMP_CHECKSUM, sum);
+}
+
+impl NatWorker {
+    /// Translates an IPv4 packet going from the inside out through
+    /// `egress`, in place. `now` is monotonic time in seconds.
+    pub fn translate_outbound(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> Verdict {
+        let verdict = self.outbound_packet(packet, egress, now);
+        self.count(verdict, Direction::Outbound);
+        verdict
+    }
+
+    /// Translates an IPv4 packet arriving from the outside, in place.
+    pub fn translate_inbound(&mut self, packet: &mut [u8], now: u64) -> Verdict {
+        let verdict = self.inbound_packet(packet, now);
+        self.count(verdict, Direction::Inbound);
+        verdict
+    }
+
+    /// [`Self::translate_outbound`] or [`Self::translate_inbound`] by
+    /// direction (`egress` is ignored inbound).
+    pub fn translate(
+        &mut self,
+        direction: Direction,
+        packet: &mut [u8],
+        egress: Egress,
+        now: u64,
+    ) -> Verdict {
+        match direction {
+            Direction::Outbound => self.translate_outbound(packet, egress, now),
+            Direction::Inbound => self.translate_inbound(packet, now),
+        }
+    }
+
+    fn count(&mut self, verdict: Verdict, direction: Direction) {
+        let c = &mut self.counters;
+        match (verdict, direction) {
+            (Verdict::Translated, Direction::Outbound) => c.translated_outbound += 1,
+            (Verdict::Translated, Direction::Inbound) => c.translated_inbound += 1,
+            (Verdict::Hairpin, _) => c.hairpinned += 1,
+            (Verdict::NotTranslated, _) => c.not_translated += 1,
+            (Verdict::Drop(reason), _) => c.drop(reason),
+        }
+    }
+
+    /// Whether a rule claims this traffic: decides between dropping what
+    /// cannot be translated and passing on what is none of NAT's business
+    /// (tunnel traffic, the host's own traffic).
+    fn claimed(
+        &self,
+        direction: Direction,
+        inside_or_src: Ipv4Addr,
+        other: Ipv4Addr,
+        egress: Egress,
+    ) -> bool {
+        let rules = self.rules();
+        match direction {
+            Direction::Outbound => {
+                rules.match_static_internal(inside_or_src).is_some()
+                    || rules.match_snat(inside_or_src, other, egress.id).is_some()
+            }
+            Direction::Inbound => {
+                rules.is_pool_address(other) || rules.match_static_external(other).is_some()
+            }
+        }
+    }
+
+    fn refuse(
+        &self,
+        direction: Direction,
+        p: &Parsed,
+        egress: Egress,
+        reason: DropReason,
+    ) -> Verdict {
+        if self.claimed(direction, p.src, p.dst, egress) {
+            Verdict::Drop(reason)
+        } else {
+            Verdict::NotTranslated
+        }
+    }
+
+    /// Protocol, TCP flags and whether a new session may be opened.
+    fn classify(
+        protocol: Protocol,
+        l4: &[u8],
+        direction: Direction,
+    ) -> (TcpFlags, Result<Opening, IcmpClass>) {
+        match protocol {
+            Protocol::Tcp => {
+                let flags = transport::tcp_flags(l4);
+                let opening = if flags.is_initial_syn() {
+                    Opening::Allowed
+                } else {
+                    Opening::Refused(DropReason::TcpNotSyn)
+                };
+                (flags, Ok(opening))
+            }
+            Protocol::Udp => (TcpFlags::default(), Ok(Opening::Allowed)),
+            Protocol::Icmp => {
+                let class = icmp_class(transport::icmp_type_of(l4));
+                let opening = match (class, direction) {
+                    (IcmpClass::EchoRequest, _) => Ok(Opening::Allowed),
+                    // Replies only ever answer an existing session.
+                    (IcmpClass::EchoReply, _) => Ok(Opening::Refused(DropReason::NoMapping)),
+                    (other, _) => Err(other),
+                };
+                (TcpFlags::default(), opening)
+            }
+        }
+    }
+
+    fn outbound_packet(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> Verdict {
+        let p = match parse(packet) {
+            Ok(p) => p,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let Some(protocol) = p.protocol else {
+            return self.refuse(
+                Direction::Outbound,
+                &p,
+                egress,
+                DropReason::UnsupportedProtocol,
+            );
+        };
+        let l4 = &packet[p.header_len..p.end];
+        if l4.len() < transport::min_header(protocol) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let (tcp, opening) = Self::classify(protocol, l4, Direction::Outbound);
+        let opening = match opening {
+            Ok(opening) => opening,
+            Err(IcmpClass::Error) => {
+                return self.icmp_error(packet, &p, Direction::Outbound, egress, now)
+            }
+            Err(_) => {
+                return self.refuse(Direction::Outbound, &p, egress, DropReason::IcmpUnsupported)
+            }
+        };
+        let (sport, dport) = transport::ports(protocol, l4);
+        let (src, dst) = leg_endpoints(protocol, Direction::Outbound, p.src, sport, p.dst, dport);
+        let binding = match self.outbound(
+            Leg {
+                protocol,
+                source: src,
+                destination: dst,
+                tcp,
+                opening,
+            },
+            egress,
+            now,
+        ) {
+            Ok(Some(binding)) => binding,
+            Ok(None) => return Verdict::NotTranslated,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        rewrite(packet, &p, protocol, true, binding.external);
+        if !binding.hairpin {
+            return Verdict::Translated;
+        }
+        // RFC 4787 REQ-9: the packet now leaves from our external endpoint
+        // towards another of our external endpoints; translate it in again.
+        let (src, dst) = leg_endpoints(
+            protocol,
+            Direction::Inbound,
+            binding.external.addr,
+            binding.external.port,
+            p.dst,
+            if protocol == Protocol::Icmp {
+                binding.external.port
+            } else {
+                dport
+            },
+        );
+        match self.inbound(
+            Leg {
+                protocol,
+                source: src,
+                destination: dst,
+                tcp,
+                opening,
+            },
+            true,
+            now,
+        ) {
+            Ok(Some(back)) => {
+                rewrite(packet, &p, protocol, false, back.inside);
+                Verdict::Hairpin
+            }
+            Ok(None) => Verdict::Translated,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    fn inbound_packet(&mut self, packet: &mut [u8], now: u64) -> Verdict {
+        let egress_unused = Egress::new(crate::rules::EgressId(0), Ipv4Addr::UNSPECIFIED);
+        let p = match parse(packet) {
+            Ok(p) => p,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let Some(protocol) = p.protocol else {
+            return self.refuse(
+                Direction::Inbound,
+                &p,
+                egress_unused,
+                DropReason::UnsupportedProtocol,
+            );
+        };
+        let l4 = &packet[p.header_len..p.end];
+        if l4.len() < transport::min_header(protocol) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let (tcp, opening) = Self::classify(protocol, l4, Direction::Inbound);
+        let opening = match opening {
+            Ok(opening) => opening,
+            Err(IcmpClass::Error) => {
+                return self.icmp_error(packet, &p, Direction::Inbound, egress_unused, now)
+            }
+            Err(_) => {
+                return self.refuse(
+                    Direction::Inbound,
+                    &p,
+                    egress_unused,
+                    DropReason::IcmpUnsupported,
+                )
+            }
+        };
+        let (sport, dport) = transport::ports(protocol, l4);
+        let (src, dst) = leg_endpoints(protocol, Direction::Inbound, p.src, sport, p.dst, dport);
+        match self.inbound(
+            Leg {
+                protocol,
+                source: src,
+                destination: dst,
+                tcp,
+                opening,
+            },
+            false,
+            now,
+        ) {
+            Ok(Some(binding)) => {
+                rewrite(packet, &p, protocol, false, binding.inside);
+                Verdict::Translated
+            }
+            Ok(None) => Verdict::NotTranslated,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// RFC 5508 section 4: an ICMP error about a translated flow gets the
+    /// quoted packet reverted to what its sender saw, and the outer address
+    /// on our side translated.
+    fn icmp_error(
+        &mut self,
+        packet: &mut [u8],
+        p: &Parsed,
+        direction: Direction,
+        egress: Egress,
+        now: u64,
+    ) -> Verdict {
+        // A fragmented error cannot have its checksum verified.
+        if p.more_fragments {
+            return Verdict::Drop(DropReason::Fragment);
+        }
+        let icmp = &packet[p.header_len..p.end];
+        // RFC 5508 REQ-3: drop errors whose ICMP checksum fails.
+        if strait_wire::checksum::sum(icmp) != 0xffff {
+            return Verdict::Drop(DropReason::IcmpErrorChecksum);
+        }
+        let Some(quote) = icmp.get(ICMP_ERROR_QUOTE..) else {
+            return Verdict::Drop(DropReason::IcmpErrorMalformed);
+        };
+        let Ok(quoted) = Ipv4Packet::new_header_checked(quote) else {
+            return Verdict::Drop(DropReason::IcmpErrorMalformed);
+        };
+        // REQ-3 a): the quoted IPv4 header checksum must verify.
+        if !quoted.verify_checksum() {
+            return Verdict::Drop(DropReason::IcmpErrorChecksum);
+        }
+        if quoted.is_non_initial_fragment() {
+            return Verdict::Drop(DropReason::IcmpErrorMalformed);
+        }
+        // REQ-3 b): the transport header starts after the quoted options.
+        let quoted_hl = quoted.header_len();
+        let (q_src, q_dst) = (quoted.src_addr(), quoted.dst_addr());
+        let Some(q_protocol) = Protocol::from_number(quoted.protocol().0) else {
+            return self.error_without_session(direction, p, q_src, q_dst, egress);
+        };
+        let q_l4 = &quote[quoted_hl..];
+        if q_l4.len() < transport::MIN_QUOTED {
+            return Verdict::Drop(DropReason::IcmpErrorMalformed);
+        }
+        if q_protocol == Protocol::Icmp {
+            match icmp_class(transport::icmp_type_of(q_l4)) {
+                IcmpClass::EchoRequest | IcmpClass::EchoReply => {}
+                // No error is ever sent about an error (RFC 1122 3.2.2).
+                IcmpClass::Error => return Verdict::Drop(DropReason::IcmpErrorMalformed),
+                IcmpClass::Other => {
+                    return self.error_without_session(direction, p, q_src, q_dst, egress)
+                }
+            }
+        }
+        let (sport, dport) = transport::ports(q_protocol, q_l4);
+        // The quoted packet travelled the other way.
+        let (e_src, e_dst) =
+            leg_endpoints(q_protocol, direction.reverse(), q_src, sport, q_dst, dport);
+        let Some(binding) = self.session_for_error(direction, q_protocol, e_src, e_dst, now) else {
+            return self.error_without_session(direction, p, q_src, q_dst, egress);
+        };
+        let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+        let icmp_start = p.header_len;
+        let end = p.end;
+        match direction {
+            Direction::Inbound => {
+                // REQ-4 c): the outer destination becomes the quoted source
+                // after translation.
+                ip.rewrite_dst_addr(binding.inside.addr);
+                rewrite_quoted(
+                    &mut packet[icmp_start..end],
+                    quoted_hl,
+                    q_protocol,
+                    true,
+                    binding.inside,
+                );
+            }
+            Direction::Outbound => {
+                // REQ-5 c): the error leaves from the public address of the
+                // session (the internal sender, host or router, is hidden).
+                ip.rewrite_src_addr(binding.external.addr);
+                rewrite_quoted(
+                    &mut packet[icmp_start..end],
+                    quoted_hl,
+                    q_protocol,
+                    false,
+                    binding.external,
+                );
+            }
+        }
+        self.counters.icmp_errors_translated += 1;
+        Verdict::Translated
+    }
+
+    /// An ICMP error that matches no session: dropped when it concerns a
+    /// translated address (REQ-4/REQ-5 "silently drop", which is also what
+    /// stops spoofed errors), passed on otherwise (errors about the host's
+    /// own or tunnel traffic).
+    fn error_without_session(
+        &self,
+        direction: Direction,
+        p: &Parsed,
+        q_src: Ipv4Addr,
+        q_dst: Ipv4Addr,
+        egress: Egress,
+    ) -> Verdict {
+        let claimed = match direction {
+            Direction::Inbound => self.claimed(Direction::Inbound, p.src, p.dst, egress),
+            // The quoted packet came in to the inside host `q_dst`.
+            Direction::Outbound => self.claimed(Direction::Outbound, q_dst, q_src, egress),
+        };
+        if claimed {
+            Verdict::Drop(DropReason::IcmpErrorNoSession)
+        } else {
+            Verdict::NotTranslated
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! One worker's translator: rules snapshot, session table, port bitmaps and
+//! counters, owned by a single thread (no locks).
+//!
+//! # Steering both directions to the owning worker
+//!
+//! Sessions are per worker, so the dataplane must hand every packet of a
+//! session to the worker that owns it, even when all traffic arrives on one
+//! RX queue (veth). The external port space is cut into 64-port blocks dealt
+//! round-robin to workers ([`crate::owner_worker_for_inbound`]):
+//!
+//! * inbound packets go to the owner of their destination port (ICMP echo:
+//!   identifier; ICMP errors: the source port of the embedded packet);
+//! * outbound packets go to the owner of their source port (ICMP errors:
+//!   the destination port of the embedded packet), or, when the source is a
+//!   DNAT backend, to the owner of the rule's public port
+//!   ([`NatRules::dnat_for_backend`]).
+//!
+//! A worker keeps the source port when it is free (it owns it, since the
+//! packet was steered by it) and otherwise allocates only ports it owns, so
+//! return traffic lands on the same worker. Endpoint-independent mapping
+//! holds because every flow of one internal endpoint reaches one worker.
+
+use std::sync::Arc;
+
+use crate::config::{ConfigError, NatConfig};
+use crate::counters::{DropReason, NatCounters};
+use crate::flow::{Direction, Endpoint, FlowTuple, Protocol};
+use crate::ports::PortAllocator;
+use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
+use crate::table::{
+    endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TimerClass, NIL,
+    TIMER_CLASSES,
+};
+use crate::tcp::{TcpFlags, TcpState};
+
+/// Whether a packet without a session may open one, and if not, why it is
+/// dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// May create a session (initial SYN, any UDP, echo request).
+    Allowed,
+    /// Must find an existing session or be dropped for this reason.
+    Refused(DropReason),
+}
+
+/// The facts of one packet leg the session logic needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Leg {
+    pub(crate) protocol: Protocol,
+    pub(crate) source: Endpoint,
+    pub(crate) destination: Endpoint,
+    pub(crate) tcp: TcpFlags,
+    pub(crate) opening: Opening,
+}
+
+/// A session found or created for a packet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding {
+    pub(crate) inside: Endpoint,
+    pub(crate) external: Endpoint,
+    pub(crate) hairpin: bool,
+}
+
+/// The translator of one worker.
+#[derive(Debug)]
+pub struct NatWorker {
+    pub(crate) config: NatConfig,
+    timeouts: [u64; TIMER_CLASSES],
+    rules: Arc<NatRules>,
+    round_robin: Vec<u32>,
+    pub(crate) table: SessionTable,
+    ports: PortAllocator,
+    pub(crate) counters: NatCounters,
+}
+
+impl NatWorker {
+    /// Builds a worker, allocating every table up front.
+    pub fn new(config: NatConfig, rules: Arc<NatRules>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let t = config.timeouts;
+        let mut timeouts = [0; TIMER_CLASSES];
+        timeouts[TimerClass::Udp as usize] = t.udp;
+        timeouts[TimerClass::TcpEstablished as usize] = t.tcp_established;
+        timeouts[TimerClass::TcpTransitory as usize] = t.tcp_transitory;
+        timeouts[TimerClass::Icmp as usize] = t.icmp;
+        let mut worker = Self {
+            config,
+            timeouts,
+            rules: Arc::new(NatRules::default()),
+            round_robin: Vec::new(),
+            table: SessionTable::new(config.max_sessions, config.hash_key),
+            ports: PortAllocator::new(config.max_external_addresses),
+            counters: NatCounters::default(),
+        };
+        worker.install_rules(rules);
+        Ok(worker)
+    }
+
+    /// Switches to a new rule snapshot. Existing sessions keep their
+    /// translation (and rule id) until they expire; new flows use the new
+    /// rules. Called from the worker loop when the control thread has
+    /// published a new snapshot; allocates only for new pool addresses.
+    pub fn install_rules(&mut self, rules: Arc<NatRules>) {
+        for rule in rules.snat() {
+            if let SnatTarget::Pool { addresses, .. } = &rule.target {
+                for &addr in addresses {
+                    for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Icmp] {
+                        // Past the address budget the pool address simply
+                        // yields `nat_exhausted` for its new flows.
+                        let _ = self.ports.ensure(addr, protocol);
+                    }
+                }
+            }
+        }
+        self.round_robin.clear();
+        self.round_robin.resize(rules.dnat().len(), 0);
+        self.rules = rules;
+    }
+
+    /// The rule snapshot in force.
+    pub fn rules(&self) -> &Arc<NatRules> {
+        &self.rules
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &NatCounters {
+        &self.counters
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Live endpoint-independent mappings.
+    pub fn mapping_count(&self) -> usize {
+        self.table.mapping_count()
+    }
+
+    /// External ports currently held by mappings.
+    pub fn ports_in_use(&self) -> u64 {
+        self.ports.ports_in_use()
+    }
+
+    /// Session capacity.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    /// Heap bytes held by the tables and port bitmaps. Fixed after
+    /// construction except for port bitmaps of newly seen addresses.
+    pub fn memory_bytes(&self) -> usize {
+        self.table.heap_bytes() + self.ports.heap_bytes()
+    }
+
+    /// Removes up to `budget` sessions whose idle timeout has passed at
+    /// `now`; returns how many. Call once per batch with a small budget
+    /// (expiry never scans: it pops the heads of the LRU lists). Lookups
+    /// also treat expired sessions as gone, so a late call never lets a
+    /// session outlive its timeout.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        let mut removed = 0;
+        while removed < budget {
+            let i = self.table.oldest_expired(now, &self.timeouts);
+            if i == NIL {
+                break;
+            }
+            self.remove_session(i);
+            self.counters.sessions_expired += 1;
+            removed += 1;
+        }
+        removed
+    }
+
+    fn remove_session(&mut self, index: u32) {
+        if let Some(released) = self.table.remove_session(index) {
+            self.ports.release(
+                released.external.addr,
+                released.protocol,
+                released.external.port,
+            );
+        }
+    }
+
+    /// A live session index, reaping it first if its timeout has passed.
+    fn live(&mut self, index: u32, now: u64) -> u32 {
+        if index != NIL && self.table.is_expired(index, now, &self.timeouts) {
+            self.remove_session(index);
+            self.counters.sessions_expired += 1;
+            return NIL;
+        }
+        index
+    }
+
+    fn binding(&self, index: u32) -> Binding {
+        let s = self.table.session(index);
+        Binding {
+            inside: s.inside,
+            external: s.external,
+            hairpin: s.hairpin,
+        }
+    }
+
+    fn track(&mut self, index: u32, direction: Direction, tcp: TcpFlags, now: u64) {
+        let s = self.table.session(index);
+        let protocol = s.protocol;
+        if protocol == Protocol::Tcp {
+            let next = s.tcp.on_segment(direction, s.initiator, tcp);
+            self.table.set_tcp_state(index, next);
+        }
+        // RFC 4787 REQ-6: outbound traffic always refreshes; inbound UDP
+        // only when configured. TCP and ICMP refresh both ways.
+        let refresh = direction == Direction::Outbound
+            || protocol != Protocol::Udp
+            || self.config.inbound_refresh;
+        self.table.touch(index, now, refresh);
+    }
+
+    /// Room for one more session, reclaiming an expired one if needed.
+    fn has_room(&mut self, now: u64) -> bool {
+        if self.table.is_full() {
+            self.expire(now, 1);
+        }
+        !self.table.is_full()
+    }
+
+    /// Session for an outbound packet `source -> destination`, created if a
+    /// static or SNAT rule applies. `Ok(None)`: no rule, pass unchanged.
+    pub(crate) fn outbound(
+        &mut self,
+        leg: Leg,
+        egress: Egress,
+        now: u64,
+    ) -> Result<Option<Binding>, DropReason> {
+        let Leg {
+            protocol,
+            source,
+            destination,
+            tcp,
+            opening,
+        } = leg;
+        let found = self.table.lookup_outbound(protocol, source, destination);
+        let index = self.live(found, now);
+        if index != NIL {
+            self.track(index, Direction::Outbound, tcp, now);
+            return Ok(Some(self.binding(index)));
+        }
+        let rules = Arc::clone(&self.rules);
+        let (rule, kind, external, mapping) =
+            if let Some(one) = rules.match_static_internal(source.addr) {
+                if let Opening::Refused(reason) = opening {
+                    return Err(reason);
+                }
+                if !self.has_room(now) {
+                    return Err(DropReason::NatExhausted);
+                }
+                let external = Endpoint::new(one.external, source.port);
+                (one.id, SessionKind::Static, external, NIL)
+            } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
+                if let Opening::Refused(reason) = opening {
+                    return Err(reason);
+                }
+                if !self.has_room(now) {
+                    return Err(DropReason::NatExhausted);
+                }
+                let mapping = self.mapping_for(protocol, source, snat.id, &snat.target, egress)?;
+                let external = self.table.mapping(mapping).external;
+                (snat.id, SessionKind::Snat, external, mapping)
+            } else {
+                return Ok(None);
+            };
+        let hairpin = self.is_own_external(protocol, destination);
+        let new = NewSession {
+            inside: source,
+            external,
+            outside: destination,
+            protocol,
+            kind,
+            initiator: Direction::Outbound,
+            tcp: TcpState::SynSent,
+            hairpin,
+            rule,
+            mapping,
+        };
+        self.create(new, now).map(Some)
+    }
+
+    fn create(&mut self, new: NewSession, now: u64) -> Result<Binding, DropReason> {
+        match self.table.insert_session(new, now) {
+            Some(index) => {
+                self.counters.sessions_created += 1;
+                Ok(self.binding(index))
+            }
+            None => {
+                if new.mapping != NIL {
+                    if let Some(released) = self.table.discard_unused_mapping(new.mapping) {
+                        self.ports.release(
+                            released.external.addr,
+                            released.protocol,
+                            released.external.port,
+                        );
+                    }
+                }
+                Err(DropReason::NatExhausted)
+            }
+        }
+    }
+
+    /// Whether `endpoint` is one this worker translates inbound traffic for:
+    /// then an outbound packet to it must hairpin (RFC 4787 REQ-9,
+    /// RFC 5382 REQ-2).
+    fn is_own_external(&self, protocol: Protocol, endpoint: Endpoint) -> bool {
+        self.table.lookup_mapping_external(protocol, endpoint) != NIL
+            || self.rules.match_dnat(protocol, endpoint).is_some()
+            || self.rules.match_static_external(endpoint.addr).is_some()
+    }
+
+    /// The endpoint-independent mapping for `internal` under an SNAT rule,
+    /// reused if it exists (RFC 4787 REQ-1), else created with a new port.
+    fn mapping_for(
+        &mut self,
+        protocol: Protocol,
+        internal: Endpoint,
+        rule: RuleId,
+        target: &SnatTarget,
+        egress: Egress,
+    ) -> Result<u32, DropReason> {
+        let key = self.config.hash_key;
+        let external_addr = match target {
+            // RFC 4787 REQ-2 "paired" pooling: the pool address depends on
+            // the internal address only.
+            SnatTarget::Pool { addresses, .. } => {
+                let h = keyed_hash(key, u64::from(internal.addr_u32()), 0);
+                addresses[(h % addresses.len() as u64) as usize]
+            }
+            SnatTarget::Masquerade { .. } => egress.addr,
+        };
+        let existing = self
+            .table
+            .lookup_mapping_internal(protocol, internal, external_addr);
+        if existing != NIL {
+            return Ok(existing);
+        }
+        let map = self
+            .ports
+            .ensure(external_addr, protocol)
+            .ok_or(DropReason::NatExhausted)?;
+        let range = target.ports();
+        let rules = &self.rules;
+        let reserved = |port| rules.is_reserved(external_addr, protocol, port);
+        // Port preservation when the port is free, in range and ours; no
+        // parity preservation (RFC 4787 section 4.2.2 makes it optional).
+        let preserved = range.contains(internal.port)
+            && self.config.partition.owns(internal.port)
+            && !reserved(internal.port)
+            && self.ports.try_take(map, internal.port);
+        let port = if preserved {
+            internal.port
+        } else {
+            let hint = keyed_hash(key, endpoint_bits(internal), 1) as u32;
+            self.ports
+                .allocate(map, range, self.config.partition, hint, reserved)
+                .ok_or(DropReason::NatExhausted)?
+        };
+        let external = Endpoint::new(external_addr, port);
+        match self
+            .table
+            .insert_mapping(protocol, internal, external, rule)
+        {
+            Some(index) => {
+                self.counters.mappings_created += 1;
+                Ok(index)
+            }
+            None => {
+                self.ports.release(external_addr, protocol, port);
+                Err(DropReason::NatExhausted)
+            }
+        }
+    }
+
+    /// Session for an inbound packet `source -> destination`, created
+    /// through a mapping (subject to filtering), a DNAT rule or a static
+    /// rule. `Ok(None)`: not addressed to anything translated. `hairpin`:
+    /// the packet is the inbound leg of a hairpinned outbound packet, so
+    /// the new session's replies must hairpin too.
+    pub(crate) fn inbound(
+        &mut self,
+        leg: Leg,
+        hairpin: bool,
+        now: u64,
+    ) -> Result<Option<Binding>, DropReason> {
+        let Leg {
+            protocol,
+            source,
+            destination,
+            tcp,
+            opening,
+        } = leg;
+        let found = self.table.lookup_inbound(protocol, destination, source);
+        let index = self.live(found, now);
+        if index != NIL {
+            self.track(index, Direction::Inbound, tcp, now);
+            return Ok(Some(self.binding(index)));
+        }
+        let mapping = self.table.lookup_mapping_external(protocol, destination);
+        if mapping != NIL {
+            // ICMP identifiers are only answered, never called: an echo
+            // request to a dynamic mapping is not forwarded inside.
+            if protocol == Protocol::Icmp {
+                return Err(DropReason::NoMapping);
+            }
+            let permitted = match self.config.filtering {
+                crate::config::Filtering::EndpointIndependent => true,
+                crate::config::Filtering::AddressDependent => self.table.has_session_with_address(
+                    protocol,
+                    destination,
+                    source.addr,
+                    now,
+                    &self.timeouts,
+                ),
+            };
+            if !permitted {
+                return Err(DropReason::Filtered);
+            }
+            if let Opening::Refused(reason) = opening {
+                return Err(reason);
+            }
+            if !self.has_room(now) {
+                return Err(DropReason::NatExhausted);
+            }
+            // The room check may have expired the mapping's last session.
+            let mapping = self.table.lookup_mapping_external(protocol, destination);
+            if mapping == NIL {
+                return Err(DropReason::NoMapping);
+            }
+            let m = *self.table.mapping(mapping);
+            let new = NewSession {
+                inside: m.internal,
+                external: destination,
+                outside: source,
+                protocol,
+                kind: SessionKind::Snat,
+                initiator: Direction::Inbound,
+                tcp: TcpState::SynSent,
+                hairpin,
+                rule: m.rule,
+                mapping,
+            };
+            return self.create(new, now).map(Some);
+        }
+        let rules = Arc::clone(&self.rules);
+        let (rule, kind, inside) = if let Some((at, dnat)) = rules.match_dnat(protocol, destination)
+        {
+            let backend = match dnat.selection {
+                BackendSelection::ClientHash => {
+                    let h = keyed_hash(self.config.hash_key, endpoint_bits(source), 2);
+                    dnat.backends[(h % dnat.backends.len() as u64) as usize]
+                }
+                BackendSelection::RoundRobin => {
+                    let turn = &mut self.round_robin[at];
+                    let backend = dnat.backends[*turn as usize % dnat.backends.len()];
+                    *turn = turn.wrapping_add(1);
+                    backend
+                }
+            };
+            (dnat.id, SessionKind::Dnat, backend)
+        } else if let Some(one) = rules.match_static_external(destination.addr) {
+            (
+                one.id,
+                SessionKind::Static,
+                Endpoint::new(one.internal, destination.port),
+            )
+        } else if rules.is_pool_address(destination.addr) {
+            return Err(DropReason::NoMapping);
+        } else {
+            return Ok(None);
+        };
+        if let Opening::Refused(reason) = opening {
+            return Err(reason);
+        }
+        if !self.has_room(now) {
+            return Err(DropReason::NatExhausted);
+        }
+        let new = NewSession {
+            inside,
+            external: destination,
+            outside: source,
+            protocol,
+            kind,
+            initiator: Direction::Inbound,
+            tcp: TcpState::SynSent,
+            hairpin,
+            rule,
+            mapping: NIL,
+        };
+        self.create(new, now).map(Some)
+    }
+
+    /// The session an ICMP error refers to, without refreshing it
+    /// (RFC 5508 REQ-6; RFC 4787 REQ-12: ICMP never ends a mapping).
+    /// `embedded` is the quoted packet as it travelled: for an inbound
+    /// error it went outbound after translation (`external -> outside`);
+    /// for an outbound error it came inbound after translation
+    /// (`outside -> inside`).
+    pub(crate) fn session_for_error(
+        &mut self,
+        direction: Direction,
+        protocol: Protocol,
+        embedded_source: Endpoint,
+        embedded_destination: Endpoint,
+        now: u64,
+    ) -> Option<Binding> {
+        let found = match direction {
+            Direction::Inbound => {
+                self.table
+                    .lookup_inbound(protocol, embedded_source, embedded_destination)
+            }
+            Direction::Outbound => {
+                self.table
+                    .lookup_outbound(protocol, embedded_destination, embedded_source)
+            }
+        };
+        let index = self.live(found, now);
+        (index != NIL).then(|| self.binding(index))
+    }
+
+    /// Sessions for inspection (`straitctl show nat sessions`), least
+    /// recently used first within each timeout class.
+    pub fn sessions(&self, now: u64) -> impl Iterator<Item = SessionInfo> + '_ {
+        let timeouts = self.timeouts;
+        self.table.iter().map(move |s| {
+            let idle = now.saturating_sub(s.last_seen);
+            let class = TimerClass::for_flow(s.protocol, s.tcp) as usize;
+            SessionInfo {
+                rule: s.rule,
+                kind: s.kind,
+                protocol: s.protocol,
+                inside: s.inside,
+                external: s.external,
+                outside: s.outside,
+                initiator: s.initiator,
+                tcp_state: (s.protocol == Protocol::Tcp).then_some(s.tcp),
+                age: now.saturating_sub(s.created),
+                idle,
+                expires_in: timeouts[class].saturating_sub(idle),
+            }
+        })
+    }
+
+    /// Live sessions per rule, sorted by rule id.
+    pub fn session_count_by_rule(&self) -> Vec<(RuleId, usize)> {
+        let mut rules: Vec<RuleId> = self.table.iter().map(|s| s.rule).collect();
+        rules.sort_unstable();
+        let mut counts: Vec<(RuleId, usize)> = Vec::new();
+        for rule in rules {
+            match counts.last_mut() {
+                Some((last, n)) if *last == rule => *n += 1,
+                _ => counts.push((rule, 1)),
+            }
+        }
+        counts
+    }
+}
+
+/// One session as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Rule that created the session.
+    pub rule: RuleId,
+    /// SNAT, DNAT or static.
+    pub kind: SessionKind,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Private-side endpoint.
+    pub inside: Endpoint,
+    /// The endpoint the outside sees for `inside`.
+    pub external: Endpoint,
+    /// Remote endpoint.
+    pub outside: Endpoint,
+    /// Which way the first packet went.
+    pub initiator: Direction,
+    /// TCP state, for TCP sessions.
+    pub tcp_state: Option<TcpState>,
+    /// Seconds since creation.
+    pub age: u64,
+    /// Seconds since the last refreshing packet.
+    pub idle: u64,
+    /// Seconds until the idle timeout removes it.
+    pub expires_in: u64,
+}
+
+impl SessionInfo {
+    /// The first packet's tuple before translation.
+    pub fn original(&self) -> FlowTuple {
+        match self.initiator {
+            Direction::Outbound => FlowTuple {
+                protocol: self.protocol,
+                source: self.inside,
+                destination: self.outside,
+            },
+            Direction::Inbound => FlowTuple {
+                protocol: self.protocol,
+                source: self.outside,
+                destination: self.external,
+            },
+        }
+    }
+
+    /// The first packet's tuple after translation.
+    pub fn translated(&self) -> FlowTuple {
+        match self.initiator {
+            Direction::Outbound => FlowTuple {
+                protocol: self.protocol,
+                source: self.external,
+                destination: self.outside,
+            },
+            Direction::Inbound => FlowTuple {
+                protocol: self.protocol,
+                source: self.outside,
+                destination: self.inside,
+            },
+        }
+    }
+}
