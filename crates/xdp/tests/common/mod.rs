@@ -155,7 +155,7 @@ impl RawSocket {
             if n <= 0 {
                 continue;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let frame = &buf[..n as usize];
