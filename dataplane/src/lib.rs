@@ -2,7 +2,9 @@
 //! poll-mode workers, and exposes the embedding API.
 
 pub mod config;
+pub mod control;
 pub mod counters;
+pub mod engine;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;
@@ -10,3 +12,8 @@ pub mod punt;
 pub mod ratelimit;
 pub mod tables;
 pub mod worker;
+
+pub use config::{Config, ConfigError};
+pub use counters::{DropReason, PortCounters};
+pub use engine::{Engine, EngineError};
+pub use tables::Tables;

@@ -1,0 +1,97 @@
+//! `straitd`: the Strait dataplane daemon.
+//!
+//! ```text
+//! straitd --config /etc/strait/strait.toml [--control /run/strait/straitd.sock] [--check]
+//! ```
+//!
+//! SIGINT/SIGTERM stop it cleanly (rings drained, programs detached, UMEM
+//! freed); SIGHUP reloads the configuration file, keeping the running one
+//! if the new one is refused.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use strait_dataplane::control::{self, DEFAULT_SOCKET};
+use strait_dataplane::{Config, Engine};
+
+/// Strait dataplane daemon.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: String,
+    /// Control socket path.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    control: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = Config::load(&args.config)?;
+    if args.check {
+        strait_dataplane::Tables::build(
+            &config,
+            &args.config,
+            0,
+            0,
+            strait_dataplane::tables::kernel_link,
+        )?;
+        println!("{}: ok", args.config);
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("installing signal handlers")?;
+
+    let engine = Arc::new(Engine::start(config, &args.config)?);
+    for r in engine.bind_reports() {
+        tracing::info!("{r}");
+    }
+    let control_thread = control::serve(Arc::clone(&engine), &args.control, Arc::clone(&stop))
+        .with_context(|| format!("control socket {}", args.control.display()))?;
+    tracing::info!(
+        config = %args.config,
+        control = %args.control.display(),
+        workers = engine.workers(),
+        "forwarding"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            let answer = control::execute(&engine, "reload");
+            if answer.starts_with("error:") {
+                tracing::error!("{}", answer.trim());
+            } else {
+                tracing::info!("{}", answer.trim());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("stopping");
+    let _ = control_thread.join();
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.stop(),
+        Err(_) => tracing::warn!("engine still referenced at exit"),
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The embedding API: build an engine from a configuration, start its
+//! workers, change its tables while it forwards, read its counters, stop it.
+//!
+//! ```no_run
+//! use strait_dataplane::{Config, Engine};
+//! let config = Config::load("/etc/strait/strait.toml")?;
+//! let engine = Engine::start(config, "/etc/strait/strait.toml")?;
+//! for (iface, c) in engine.counters() {
+//!     println!("{iface}: rx {} tx {} dropped {}", c.rx_packets, c.tx_packets, c.total_drops());
+//! }
+//! engine.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use strait_xdp::{BindPolicy, PortSet, PortSetConfig, PortSpec, UmemConfig, XdpMode, XdpProgram};
+
+use crate::config::{BindConfig, Config, ConfigError, XdpModeConfig};
+use crate::counters::{PortCounters, SharedCounters};
+use crate::punt::HostTap;
+use crate::tables::{kernel_link, SharedTables, Tables};
+use crate::worker::{self, WorkerContext};
+
+/// Why an engine could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An AF_XDP port could not be opened.
+    #[error("interface {interface}: {source}")]
+    Xdp {
+        interface: String,
+        #[source]
+        source: strait_xdp::Error,
+    },
+    /// The host-path TAP could not be created.
+    #[error("host path for {interface}: {source}")]
+    HostPath {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("worker {0}: {1}")]
+    Thread(usize, std::io::Error),
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<SharedCounters>,
+}
+
+/// A running dataplane.
+#[derive(Debug)]
+pub struct Engine {
+    path: String,
+    tables: Arc<SharedTables>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<WorkerHandle>,
+    /// The configuration in force and the next generation number; only the
+    /// control side touches it.
+    control: Mutex<(Config, u64)>,
+    flow_seed: u64,
+    reports: Vec<String>,
+}
+
+impl Engine {
+    /// Validates `config`, takes over its interfaces with AF_XDP and starts
+    /// the workers. `path` names the configuration in messages.
+    pub fn start(config: Config, path: &str) -> Result<Engine, EngineError> {
+        let flow_seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let tables = Tables::build(&config, path, 1, flow_seed, kernel_link)?;
+        let e = &config.engine;
+        let pcfg = PortSetConfig {
+            umem: UmemConfig {
+                frame_count: e.frames,
+                ..UmemConfig::default()
+            },
+            bind: match e.bind {
+                BindConfig::Auto => BindPolicy::Auto,
+                BindConfig::Copy => BindPolicy::ForceCopy,
+                BindConfig::ZeroCopy => BindPolicy::ForceZeroCopy,
+            },
+            xdp_mode: match e.xdp_mode {
+                XdpModeConfig::Native => XdpMode::Native,
+                XdpModeConfig::Generic => XdpMode::Generic,
+            },
+            rx_batch: e.batch as u32,
+            ..PortSetConfig::default()
+        };
+        // One program per interface, shared by the workers serving its
+        // queues; attached before any socket so nothing is lost meanwhile
+        // (frames pass to the kernel until a queue's socket is in the map).
+        let mut programs = Vec::with_capacity(tables.ports.len());
+        for p in &tables.ports {
+            let prog = XdpProgram::attach(p.link.ifindex, pcfg.xdp_mode, &pcfg.pass_ethertypes)
+                .map_err(|source| EngineError::Xdp {
+                    interface: p.name.clone(),
+                    source,
+                })?;
+            programs.push(Arc::new(prog));
+        }
+        let shared = Arc::new(SharedTables::new(tables));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::with_capacity(e.workers);
+        let mut reports = Vec::new();
+        let mut contexts = Vec::with_capacity(e.workers);
+        for w in 0..e.workers {
+            let snapshot = shared.load_full();
+            let specs: Vec<PortSpec> = snapshot
+                .ports
+                .iter()
+                .zip(&programs)
+                .map(|(p, prog)| {
+                    PortSpec::new(p.link.ifindex, w as u32).with_program(Arc::clone(prog))
+                })
+                .collect();
+            let ports = PortSet::open(&pcfg, &specs).map_err(|source| EngineError::Xdp {
+                interface: snapshot
+                    .ports
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                source,
+            })?;
+            reports.push(format!("worker {w}: {}", ports.report()));
+            let taps = if w == 0 && e.host_punt {
+                let mut taps = Vec::with_capacity(snapshot.ports.len());
+                for p in &snapshot.ports {
+                    let addrs: Vec<String> =
+                        p.v4.iter()
+                            .map(|(a, l)| format!("{a}/{l}"))
+                            .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}")))
+                            .collect();
+                    let tap =
+                        HostTap::open(&p.name, p.link.mac, p.mtu, &addrs).map_err(|source| {
+                            EngineError::HostPath {
+                                interface: p.name.clone(),
+                                source,
+                            }
+                        })?;
+                    taps.push(Some(tap));
+                }
+                taps
+            } else {
+                (0..snapshot.ports.len()).map(|_| None).collect()
+            };
+            let counters = Arc::new(SharedCounters::new(snapshot.ports.len()));
+            contexts.push(WorkerContext {
+                id: w,
+                ports,
+                tables: Arc::clone(&shared),
+                counters: Arc::clone(&counters),
+                stop: Arc::clone(&stop),
+                core: e.cores.get(w).copied(),
+                poll: e.poll,
+                taps,
+            });
+            workers.push(WorkerHandle {
+                thread: None,
+                counters,
+            });
+        }
+        // The programs stay attached while any port set holds them.
+        drop(programs);
+        for (w, ctx) in contexts.into_iter().enumerate() {
+            let thread = std::thread::Builder::new()
+                .name(format!("strait-w{w}"))
+                .spawn(move || worker::run(ctx))
+                .map_err(|e| EngineError::Thread(w, e))?;
+            workers[w].thread = Some(thread);
+        }
+        Ok(Engine {
+            path: path.to_owned(),
+            tables: shared,
+            stop,
+            workers,
+            control: Mutex::new((config, 2)),
+            flow_seed,
+            reports,
+        })
+    }
+
+    /// How each worker's ports were bound (zero-copy or copy, XDP mode).
+    pub fn bind_reports(&self) -> &[String] {
+        &self.reports
+    }
+
+    /// The configuration file's name, as given at start.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The tables in force.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.load_full()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.control.lock().expect("control lock").0.clone()
+    }
+
+    /// Validates `config` completely and publishes its tables; workers move
+    /// to them at their next batch without stopping. The interfaces and the
+    /// `[engine]` section are fixed for the engine's life: changing them is
+    /// refused (restart instead). On error nothing changes.
+    pub fn apply(&self, config: Config) -> Result<u64, ConfigError> {
+        let mut control = self.control.lock().expect("control lock");
+        let (current, next_gen) = &mut *control;
+        if config.engine != current.engine {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                item: "[engine]".into(),
+                reason: "changes to workers, cores, XDP or polling need a restart".into(),
+            });
+        }
+        let names = |c: &Config| {
+            c.interfaces
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(&config) != names(current) {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                item: "[[interface]]".into(),
+                reason: "adding, removing or reordering interfaces needs a restart".into(),
+            });
+        }
+        let old = self.tables.load_full();
+        let tables = Tables::build(&config, &self.path, *next_gen, self.flow_seed, |name| {
+            old.port_by_name(name)
+                .map(|p| p.link.clone())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        })?;
+        let generation = tables.generation;
+        self.tables.publish(tables);
+        *next_gen += 1;
+        *current = config;
+        Ok(generation)
+    }
+
+    /// Counters per interface, summed over the workers (a few ms old).
+    pub fn counters(&self) -> Vec<(String, PortCounters)> {
+        let tables = self.tables.load_full();
+        tables
+            .ports
+            .iter()
+            .map(|p| {
+                let mut sum = PortCounters::default();
+                for w in &self.workers {
+                    sum.add(&w.counters.read(usize::from(p.id)));
+                }
+                (p.name.clone(), sum)
+            })
+            .collect()
+    }
+
+    /// Counters per worker and interface.
+    pub fn worker_counters(&self) -> Vec<Vec<PortCounters>> {
+        let n = self.tables.load().ports.len();
+        self.workers
+            .iter()
+            .map(|w| (0..n).map(|i| w.counters.read(i)).collect())
+            .collect()
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stops the workers, drains their rings, detaches the programs and
+    /// frees the UMEMs.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
