@@ -1,0 +1,498 @@
+//! End-to-end: `straitd` forwarding between two host namespaces through
+//! real veths and AF_XDP, with ARP resolved by the dataplane itself.
+//!
+//! Topology (scripts/topologies/forward.topo):
+//! h1 10.1.0.2 — [left 10.1.0.1] dp [right 10.2.0.1] — h2 10.2.0.2
+//!
+//! Needs root (namespaces, veth, XDP) and iputils-ping / ethtool.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+
+const CONFIG: &str = r#"
+[engine]
+workers = 1
+poll = "adaptive"
+
+[[interface]]
+name = "left"
+addresses = ["10.1.0.1/24", "fd01::1/64"]
+
+[[interface]]
+name = "right"
+addresses = ["10.2.0.1/24", "fd02::1/64"]
+"#;
+
+struct Bed {
+    daemon: Option<Child>,
+    sock: PathBuf,
+    config: PathBuf,
+    h1: Netns,
+    dp: Netns,
+    h2: Netns,
+    // Dropped last: deletes the namespaces.
+    _tb: Testbed,
+}
+
+fn topology() -> Topology {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
+    Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+impl Bed {
+    fn new(tag: &str) -> Bed {
+        require_root();
+        require_program("ping", "iputils-ping");
+        require_program("ethtool", "ethtool");
+        let mut tb = Testbed::new(tag);
+        let ns = topology().build(&mut tb).unwrap();
+        let dir = std::env::temp_dir().join(tb.prefix());
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("strait.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let mut bed = Bed {
+            daemon: None,
+            sock: dir.join("straitd.sock"),
+            config,
+            h1: ns["h1"].clone(),
+            dp: ns["dp"].clone(),
+            h2: ns["h2"].clone(),
+            _tb: tb,
+        };
+        bed.start();
+        bed
+    }
+
+    fn start(&mut self) {
+        let child = self
+            .dp
+            .command(&[
+                env!("CARGO_BIN_EXE_straitd"),
+                "--config",
+                self.config.to_str().unwrap(),
+                "--control",
+                self.sock.to_str().unwrap(),
+            ])
+            .env("STRAIT_LOG", "warn")
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ctl(&["show", "interfaces"]).is_ok() {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("straitd exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("straitd did not open its control socket");
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn drops(&self) -> serde_json::Value {
+        // Counters are published every 50 ms.
+        std::thread::sleep(Duration::from_millis(150));
+        serde_json::from_str(&self.ctl(&["show", "drops", "--json"]).unwrap()).unwrap()
+    }
+
+    fn ping(&self, from: &Netns, args: &[&str]) -> (bool, String) {
+        let mut argv = vec!["ping", "-n", "-W", "2"];
+        argv.extend_from_slice(args);
+        let out = from.output(&argv).unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn ping_both_families_and_icmp_errors() {
+    let bed = Bed::new("fwd-ping");
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "3", "-i", "0.2", "10.2.0.2"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ttl=63"), "one hop decremented the TTL: {out}");
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "2", "-i", "0.2", "fd02::2"]);
+    assert!(ok, "{out}");
+    // The dataplane answers for its own addresses.
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.1.0.1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = bed.ping(&bed.h2, &["-c", "1", "fd02::1"]);
+    assert!(ok, "{out}");
+    // TTL expiry and unroutable destinations come back as ICMP errors from
+    // the ingress interface's address.
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "-t", "1", "10.2.0.2"]);
+    assert!(!ok);
+    assert!(
+        out.contains("From 10.1.0.1") && out.contains("Time to live exceeded"),
+        "{out}"
+    );
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
+    assert!(!ok);
+    assert!(out.contains("Destination Net Unreachable"), "{out}");
+    let (_, out) = bed.ping(&bed.h1, &["-c", "1", "-t", "1", "fd02::2"]);
+    assert!(out.contains("Time exceeded"), "{out}");
+    // ARP was answered by the dataplane: h1 knows the dataplane's MAC.
+    let mac = bed.dp.mac("left").unwrap();
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let neigh = bed.h1.ip(&["neigh", "show", "10.1.0.1"]).unwrap();
+    assert!(neigh.contains(&mac), "{neigh} lacks {mac}");
+    let drops = bed.drops();
+    assert_eq!(drops["left"]["ttl_exceeded"], 2, "{drops}");
+    assert_eq!(drops["left"]["no_route"], 1, "{drops}");
+    let counters: serde_json::Value =
+        serde_json::from_str(&bed.ctl(&["show", "counters", "--json"]).unwrap()).unwrap();
+    assert!(
+        counters["left"]["forwarded"].as_u64().unwrap() >= 5,
+        "{counters}"
+    );
+    assert!(
+        counters["right"]["neighbour_requests"].as_u64().unwrap() >= 1,
+        "{counters}"
+    );
+}
+
+/// FNV-1a, to compare what was sent with what arrived.
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+#[test]
+fn tcp_and_udp_cross_the_forwarder_intact() {
+    let bed = Bed::new("fwd-data");
+    // TCP: 8 MiB of patterned data, checksummed at both ends.
+    const TOTAL: usize = 8 << 20;
+    let h2 = bed.h2.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        h2.enter(move || {
+            let l = TcpListener::bind("10.2.0.2:5201").unwrap();
+            tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            loop {
+                let k = s.read(&mut buf).unwrap();
+                if k == 0 {
+                    break;
+                }
+                fnv(&mut h, &buf[..k]);
+                n += k;
+            }
+            (n, h)
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let sent_hash = bed
+        .h1
+        .enter(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.2.0.2:5201".parse().unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            let mut chunk = vec![0u8; 65536];
+            let mut sent = 0;
+            let mut x = 7u32;
+            while sent < TOTAL {
+                for b in chunk.iter_mut() {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *b = (x >> 24) as u8;
+                }
+                s.write_all(&chunk).unwrap();
+                fnv(&mut h, &chunk);
+                sent += chunk.len();
+            }
+            h
+        })
+        .unwrap();
+    let (received, recv_hash) = server.join().unwrap();
+    assert_eq!(received, TOTAL);
+    assert_eq!(recv_hash, sent_hash, "payload changed on the way");
+
+    // UDP: numbered datagrams, paced, every one must arrive exactly once.
+    const COUNT: u32 = 2000;
+    let h2 = bed.h2.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        h2.enter(move || {
+            let s = UdpSocket::bind("10.2.0.2:5202").unwrap();
+            // A burst must not overflow the default socket buffer while this
+            // thread waits for a CPU: the test is about the dataplane.
+            let size: libc::c_int = 16 << 20;
+            // SAFETY: valid fd and a c_int option value.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            tx.send(()).unwrap();
+            let mut seen = vec![0u32; COUNT as usize];
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = s.recv(&mut buf) {
+                assert_eq!(n, 1000);
+                let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                assert!(
+                    buf[4..n].iter().all(|b| *b == (seq as u8)),
+                    "payload of {seq} intact"
+                );
+                seen[seq as usize] += 1;
+            }
+            seen
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    bed.h1
+        .enter(|| {
+            let s = UdpSocket::bind("10.1.0.2:0").unwrap();
+            let to: SocketAddr = "10.2.0.2:5202".parse().unwrap();
+            let mut buf = [0u8; 1000];
+            for seq in 0..COUNT {
+                buf[..4].copy_from_slice(&seq.to_be_bytes());
+                buf[4..].fill(seq as u8);
+                s.send_to(&buf, to).unwrap();
+                if seq % 20 == 19 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        })
+        .unwrap();
+    let seen = server.join().unwrap();
+    let lost = seen.iter().filter(|c| **c == 0).count();
+    let dup = seen.iter().filter(|c| **c > 1).count();
+    assert_eq!(
+        (lost, dup),
+        (0, 0),
+        "UDP lost {lost}, duplicated {dup} of {COUNT}"
+    );
+}
+
+/// Sends raw Ethernet frames from `ns`'s `eth0`.
+fn inject(ns: &Netns, frames: Vec<Vec<u8>>) {
+    let ifindex = ns.ifindex("eth0").unwrap();
+    ns.enter(move || {
+        // SAFETY: plain socket call.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        for f in &frames {
+            // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&f[..6]);
+            // SAFETY: f and sll are valid for the lengths passed.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(n, f.len() as isize, "{}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+    })
+    .unwrap();
+}
+
+fn ipv4_udp(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 36, 0, 1, 0, 0, ttl, 17, 0, 0];
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let ck = strait_wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x10, 0x00, 0x20, 0x00, 0, 16, 0, 0]);
+    f.extend_from_slice(b"strait-e2e");
+    f.resize(60, 0);
+    f
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted_by_reason() {
+    let bed = Bed::new("fwd-bad");
+    let dp_mac = bed.dp.mac("left").unwrap();
+    let h1_mac = bed.h1.mac("eth0").unwrap();
+    let good = ipv4_udp(dp_mac, h1_mac, [10, 1, 0, 2], [10, 2, 0, 2], 64);
+    let mut frames = Vec::new();
+    let mut bad_ck = good.clone();
+    bad_ck[14 + 10] ^= 0x55;
+    frames.push(bad_ck);
+    let mut ihl = good.clone();
+    ihl[14] = 0x43;
+    frames.push(ihl);
+    let mut version = good.clone();
+    version[14] = 0x55;
+    frames.push(version);
+    let mut too_long = good.clone();
+    too_long[14 + 2] = 0x10; // total length 4096 in a 60-byte frame
+    frames.push(too_long);
+    let mut truncated = good.clone();
+    truncated.truncate(14 + 8);
+    frames.push(truncated);
+    let mut not_ip = good.clone();
+    not_ip[12..14].copy_from_slice(&[0x88, 0xb5]);
+    frames.push(not_ip);
+    frames.push(ipv4_udp(dp_mac, h1_mac, [127, 0, 0, 1], [10, 2, 0, 2], 64));
+    frames.push(ipv4_udp(dp_mac, h1_mac, [10, 1, 0, 2], [10, 2, 0, 2], 1));
+    inject(&bed.h1, frames);
+    let drops = bed.drops();
+    let left = &drops["left"];
+    for (reason, at_least) in [
+        ("bad_checksum", 1),
+        ("bad_header_length", 1),
+        ("bad_version", 1),
+        ("bad_total_length", 1),
+        ("truncated", 1),
+        ("not_ip", 1),
+        ("martian_source", 1),
+        ("ttl_exceeded", 1),
+    ] {
+        assert!(
+            left[reason].as_u64().unwrap() >= at_least,
+            "{reason} not counted: {drops}"
+        );
+    }
+    // The worker survived all of it.
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn sigkill_leaves_no_program_attached_and_restart_works() {
+    let mut bed = Bed::new("fwd-kill");
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    assert!(ok, "{out}");
+    assert!(bed.dp.has_xdp("left").unwrap());
+    let mut child = bed.daemon.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    bed.dp
+        .wait_until("XDP programs detached", Duration::from_secs(5), |ns| {
+            !ns.has_xdp("left").unwrap() && !ns.has_xdp("right").unwrap()
+        })
+        .unwrap();
+    let links = bed.dp.ip(&["-br", "link"]).unwrap();
+    assert!(
+        !links.contains("st-left"),
+        "host-path TAP left behind: {links}"
+    );
+    let _ = std::fs::remove_file(&bed.sock);
+    bed.start();
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
+    assert!(ok, "after restart: {out}");
+}
+
+#[test]
+fn traffic_for_the_box_reaches_the_host_stack() {
+    let bed = Bed::new("fwd-host");
+    // A kernel service in the dataplane's namespace, reached through the
+    // host-path TAP (like SSH to the box).
+    let dp = bed.dp.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        dp.enter(move || {
+            let l = TcpListener::bind("0.0.0.0:2222").unwrap();
+            tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"hello from the box\n").unwrap();
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let greeting = bed
+        .h1
+        .enter(|| {
+            let mut s = TcpStream::connect_timeout(
+                &"10.1.0.1:2222".parse().unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).unwrap();
+            buf
+        })
+        .unwrap();
+    server.join().unwrap();
+    assert_eq!(greeting, "hello from the box\n");
+    std::thread::sleep(Duration::from_millis(150));
+    let counters: serde_json::Value =
+        serde_json::from_str(&bed.ctl(&["show", "counters", "--json"]).unwrap()).unwrap();
+    assert!(
+        counters["left"]["punted"].as_u64().unwrap() >= 2,
+        "{counters}"
+    );
+}
