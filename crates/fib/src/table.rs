@@ -66,6 +66,32 @@ impl Fib {
         }
     }
 
+    /// Lookups for a batch of IPv4 destinations (one flow hash each), walked
+    /// in lockstep so their cache misses overlap; the dataplane works on
+    /// batches anyway. Same answers as calling [`Fib::lookup_v4`] per address.
+    #[inline]
+    pub fn lookup_batch_v4<const N: usize>(
+        &self,
+        destinations: &[Ipv4Addr; N],
+        flow_hashes: &[u32; N],
+    ) -> [Option<Disposition>; N] {
+        let keys = destinations.map(key_v4);
+        let actions = self.v4.lookup_many(&keys);
+        core::array::from_fn(|i| self.actions[actions[i] as usize].resolve(flow_hashes[i]))
+    }
+
+    /// [`Fib::lookup_batch_v4`] for IPv6.
+    #[inline]
+    pub fn lookup_batch_v6<const N: usize>(
+        &self,
+        destinations: &[Ipv6Addr; N],
+        flow_hashes: &[u32; N],
+    ) -> [Option<Disposition>; N] {
+        let keys = destinations.map(key_v6);
+        let actions = self.v6.lookup_many(&keys);
+        core::array::from_fn(|i| self.actions[actions[i] as usize].resolve(flow_hashes[i]))
+    }
+
     /// How many routes the snapshot was built from.
     pub fn route_count(&self) -> usize {
         self.routes

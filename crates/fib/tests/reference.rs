@@ -137,14 +137,51 @@ fn check(
     routes: &HashMap<IpPrefix, RouteKind>,
     addrs: &[IpAddr],
 ) -> Result<(), TestCaseError> {
+    let hash = |i: usize| (i as u32).wrapping_mul(0x9e37_79b9);
     for (i, &addr) in addrs.iter().enumerate() {
-        let hash = (i as u32).wrapping_mul(0x9e37_79b9);
         prop_assert_eq!(
-            fib.lookup(addr, hash),
-            reference(routes, addr, hash),
+            fib.lookup(addr, hash(i)),
+            reference(routes, addr, hash(i)),
             "address {}",
             addr
         );
+    }
+    // The batched walk answers exactly as the single one.
+    let v4: Vec<Ipv4Addr> = addrs
+        .iter()
+        .filter_map(|a| {
+            if let IpAddr::V4(a) = a {
+                Some(*a)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let v6: Vec<Ipv6Addr> = addrs
+        .iter()
+        .filter_map(|a| {
+            if let IpAddr::V6(a) = a {
+                Some(*a)
+            } else {
+                None
+            }
+        })
+        .collect();
+    for (c, batch) in v4.chunks_exact(8).enumerate() {
+        let batch: [Ipv4Addr; 8] = batch.try_into().unwrap();
+        let hashes: [u32; 8] = core::array::from_fn(|i| hash(c * 8 + i));
+        let got = fib.lookup_batch_v4(&batch, &hashes);
+        for i in 0..8 {
+            prop_assert_eq!(got[i], fib.lookup_v4(batch[i], hashes[i]));
+        }
+    }
+    for (c, batch) in v6.chunks_exact(8).enumerate() {
+        let batch: [Ipv6Addr; 8] = batch.try_into().unwrap();
+        let hashes: [u32; 8] = core::array::from_fn(|i| hash(c * 8 + i));
+        let got = fib.lookup_batch_v6(&batch, &hashes);
+        for i in 0..8 {
+            prop_assert_eq!(got[i], fib.lookup_v6(batch[i], hashes[i]));
+        }
     }
     Ok(())
 }
