@@ -1,1 +1,8 @@
 //! Strait's traffic generator and end-to-end benchmark harness.
+//!
+//! [`gen`] is the library behind the `strait-gen` binary: traffic
+//! specifications, frame templates, paced senders (AF_PACKET, UDP socket,
+//! AF_XDP), a probe-counting receiver with loss/reorder/duplicate detection
+//! and one-way latency, reports and an RFC 2544 NDR/PDR search.
+
+pub mod gen;

@@ -1,0 +1,309 @@
+//! The result of a run: a table for people, JSON with a stable schema for
+//! scripts (documented in `docs/GENERATOR.md`; bump [`SCHEMA_VERSION`] on
+//! any incompatible change).
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+use super::receiver::RxStats;
+use super::sender::{rate, TxStats};
+use super::spec::{TrafficSpec, FCS_LEN, WIRE_OVERHEAD};
+
+/// Version of the JSON schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Said in every report of a max-rate run.
+pub const SATURATION_NOTE: &str = "latency measured at saturation is queueing delay in \
+     the generator, the device and the receiver, not a figure to quote; measure latency \
+     at a fraction of the maximum rate (--latency-at)";
+
+/// One frame size of the mix.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SizeShare {
+    /// Frame size in bytes, FCS included.
+    pub bytes: usize,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// Transmit side.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TxReport {
+    /// Frames sent in the measured period.
+    pub packets: u64,
+    /// Frame bytes, FCS included.
+    pub bytes: u64,
+    /// Bytes on the wire including preamble, SFD and inter-frame gap.
+    pub wire_bytes: u64,
+    /// Packets per second.
+    pub pps: f64,
+    /// Gbit/s on the wire (framing overhead included).
+    pub wire_gbps: f64,
+    /// Warm-up frames (not in the other counters).
+    pub warmup_packets: u64,
+    /// Frames written but never taken by the kernel.
+    pub unsent: u64,
+}
+
+/// Receive side.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RxReport {
+    /// Probe frames received in the measured period, duplicates included.
+    pub packets: u64,
+    /// Distinct probe frames (`packets − duplicates`).
+    pub unique: u64,
+    /// Frame bytes, FCS included.
+    pub bytes: u64,
+    /// Distinct packets per second over the sender's measured period.
+    pub pps: f64,
+    /// Gbit/s on the wire (framing overhead included).
+    pub wire_gbps: f64,
+    /// Warm-up probe frames.
+    pub warmup_packets: u64,
+    /// Frames without the probe (other traffic).
+    pub foreign: u64,
+}
+
+/// One-way latency percentiles in nanoseconds.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LatencyReport {
+    /// Number of samples.
+    pub samples: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    /// JSON schema version.
+    pub schema_version: u32,
+    /// Sender port kind.
+    pub sender: String,
+    /// Receiver port kind.
+    pub receiver: String,
+    /// `udp`, `tcp-syn` or `icmp`.
+    pub protocol: String,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// Frame size mix.
+    pub sizes: Vec<SizeShare>,
+    /// Number of flows.
+    pub flows: u64,
+    /// The requested rate as given (`max`, `1000pps`, `500000000bps`).
+    pub rate_requested: String,
+    /// The requested packet rate, `null` at max rate.
+    pub offered_pps: Option<f64>,
+    /// Warm-up seconds (excluded).
+    pub warmup_s: f64,
+    /// Measured period in seconds.
+    pub duration_s: f64,
+    /// Transmit counters.
+    pub tx: TxReport,
+    /// Receive counters.
+    pub rx: RxReport,
+    /// `tx.packets − rx.unique` (negative would mean probe frames from another source).
+    pub lost: i64,
+    /// `lost / tx.packets` in percent.
+    pub loss_percent: f64,
+    /// Frames that arrived after a higher sequence number.
+    pub reordered: u64,
+    /// Frames whose sequence number arrived before.
+    pub duplicates: u64,
+    /// Frames too old for the reorder window (neither classified).
+    pub late: u64,
+    /// One-way latency, `null` without samples.
+    pub latency_ns: Option<LatencyReport>,
+    /// True when the run was at max rate: latency is then queueing delay.
+    pub latency_at_saturation: bool,
+    /// With `--latency-at`: the receive rate (pps) of the max-rate trial
+    /// this run's rate is a fraction of; `null` otherwise.
+    pub reference_max_pps: Option<f64>,
+    /// Caveats about the figures, `null` if none.
+    pub note: Option<String>,
+}
+
+fn gbps(wire_bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        wire_bytes as f64 * 8.0 / secs / 1e9
+    } else {
+        0.0
+    }
+}
+
+impl Report {
+    /// Combines both sides of a run.
+    pub fn new(spec: &TrafficSpec, tx: &TxStats, rx: &RxStats) -> Self {
+        let secs = tx.elapsed.as_secs_f64();
+        let unique = rx.received.saturating_sub(rx.duplicates);
+        let rx_bytes = rx.bytes + rx.received * FCS_LEN as u64;
+        let rx_wire = rx_bytes + rx.received * WIRE_OVERHEAD as u64;
+        let lost = tx.sent as i64 - unique as i64;
+        let h = &rx.latency;
+        let latency_ns = (!h.is_empty()).then(|| LatencyReport {
+            samples: h.len(),
+            min: h.min(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        });
+        let saturated = matches!(spec.rate, super::spec::Rate::Max);
+        let mut notes = Vec::new();
+        if saturated {
+            notes.push(SATURATION_NOTE.to_owned());
+        }
+        if rx.late > 0 {
+            notes.push(format!(
+                "{} frames arrived more than {} sequence numbers late and could not be classified",
+                rx.late,
+                super::receiver::REORDER_WINDOW
+            ));
+        }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            sender: tx.port.to_owned(),
+            receiver: rx.port.to_owned(),
+            protocol: spec.protocol.name().to_owned(),
+            ip_version: if spec.src_ip.is_ipv6() { 6 } else { 4 },
+            sizes: spec
+                .sizes
+                .entries()
+                .iter()
+                .map(|&(bytes, weight)| SizeShare { bytes, weight })
+                .collect(),
+            flows: spec.flows.count(),
+            rate_requested: spec.rate.to_string(),
+            offered_pps: spec.rate.pps(spec.sizes.mean_size()),
+            warmup_s: spec.warmup.as_secs_f64(),
+            duration_s: secs,
+            tx: TxReport {
+                packets: tx.sent,
+                bytes: tx.bytes,
+                wire_bytes: tx.wire_bytes,
+                pps: tx.pps(),
+                wire_gbps: gbps(tx.wire_bytes, secs),
+                warmup_packets: tx.warmup_sent,
+                unsent: tx.unsent,
+            },
+            rx: RxReport {
+                packets: rx.received,
+                unique,
+                bytes: rx_bytes,
+                pps: rate(unique as f64, tx.elapsed),
+                wire_gbps: gbps(rx_wire, secs),
+                warmup_packets: rx.warmup_received,
+                foreign: rx.foreign,
+            },
+            lost,
+            loss_percent: if tx.sent > 0 {
+                lost as f64 * 100.0 / tx.sent as f64
+            } else {
+                0.0
+            },
+            reordered: rx.reordered,
+            duplicates: rx.duplicates,
+            late: rx.late,
+            latency_ns,
+            latency_at_saturation: saturated,
+            reference_max_pps: None,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1000.0)
+}
+
+impl fmt::Display for Report {
+    /// The final table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let sizes: Vec<String> = self
+            .sizes
+            .iter()
+            .map(|s| {
+                if self.sizes.len() == 1 {
+                    s.bytes.to_string()
+                } else {
+                    format!("{}:{}", s.bytes, s.weight)
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} IPv{} {} B, {} flow(s), rate {}, {:.2} s measured ({} -> {})",
+            self.protocol,
+            self.ip_version,
+            sizes.join(","),
+            self.flows,
+            self.rate_requested,
+            self.duration_s,
+            self.sender,
+            self.receiver
+        );
+        let _ = writeln!(
+            out,
+            "{:>12} {:>12} {:>9} {:>9} {:>6} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9}",
+            "sent",
+            "received",
+            "loss %",
+            "reorder",
+            "dup",
+            "tx pps",
+            "rx pps",
+            "rx Gb/s",
+            "p50 us",
+            "p99 us",
+            "p99.9 us"
+        );
+        let (p50, p99, p999, max) = match &self.latency_ns {
+            Some(l) => (us(l.p50), us(l.p99), us(l.p999), us(l.max)),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "{:>12} {:>12} {:>9.4} {:>9} {:>6} {:>11.0} {:>11.0} {:>9.3} {:>9} {:>9} {:>9}",
+            self.tx.packets,
+            self.rx.unique,
+            self.loss_percent,
+            self.reordered,
+            self.duplicates,
+            self.tx.pps,
+            self.rx.pps,
+            self.rx.wire_gbps,
+            p50,
+            p99,
+            p999
+        );
+        let _ = writeln!(
+            out,
+            "latency max {max} us; Gb/s count Ethernet framing (frame + 20 B preamble/SFD/IFG)"
+        );
+        if let Some(note) = &self.note {
+            let _ = writeln!(out, "note: {note}");
+        }
+        f.write_str(&out)
+    }
+}
