@@ -26,6 +26,112 @@ pub struct Config {
     /// ICMP generation.
     #[serde(default)]
     pub icmp: IcmpConfig,
+    /// ESP tunnels to peers.
+    #[serde(default, rename = "tunnel")]
+    pub tunnels: Vec<TunnelConfig>,
+}
+
+/// Key material in the configuration: never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn default_nat_t_port() -> u16 {
+    4500
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_keepalive() -> u64 {
+    20
+}
+
+/// How ESP travels between the tunnel endpoints.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncapConfig {
+    /// UDP-encapsulated ESP on port 4500 (RFC 3948): crosses NATs.
+    #[default]
+    Udp,
+    /// Plain ESP, IP protocol 50.
+    Esp,
+}
+
+/// `[[tunnel]]`: an ESP tunnel-mode connection to one peer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// Name, for show commands and messages.
+    pub name: String,
+    /// Our outer address (one of the interfaces' addresses).
+    pub local: String,
+    /// The peer's outer address.
+    pub remote: String,
+    /// Follow the peer's outer address and port as seen on authenticated
+    /// packets (the peer sits behind a NAT that may change its mapping).
+    #[serde(default)]
+    pub float: bool,
+    /// Encapsulation.
+    #[serde(default)]
+    pub encap: EncapConfig,
+    /// Our UDP port.
+    #[serde(default = "default_nat_t_port")]
+    pub local_port: u16,
+    /// The peer's UDP port.
+    #[serde(default = "default_nat_t_port")]
+    pub remote_port: u16,
+    /// Prefixes behind the peer: routed into the tunnel, and the only inner
+    /// sources accepted from it.
+    pub prefixes: Vec<String>,
+    /// Prefixes on our side the peer may reach (default: any).
+    #[serde(default)]
+    pub local_prefixes: Vec<String>,
+    /// Inner MTU; the egress MTU less the encapsulation when absent.
+    pub mtu: Option<u16>,
+    /// Lower the MSS of TCP SYNs entering the tunnel to fit its MTU.
+    #[serde(default = "default_true")]
+    pub mss_clamp: bool,
+    /// NAT-keepalive interval in seconds (RFC 3948 §2.3); 0 turns them off.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    /// The SA we seal with.
+    pub outbound: SaEntryConfig,
+    /// The SA the peer seals with.
+    pub inbound: SaEntryConfig,
+}
+
+/// One direction's Security Association.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaEntryConfig {
+    /// SPI (256 and above).
+    pub spi: u32,
+    /// `aes128-gcm`, `aes256-gcm` or `chacha20-poly1305`.
+    pub cipher: String,
+    /// Key followed by the 4-byte salt, in hex (RFC 4106 §8.1).
+    pub key: Secret,
+    /// 64-bit extended sequence numbers.
+    #[serde(default = "default_true")]
+    pub esn: bool,
+    /// Anti-replay window (inbound), packets; multiple of 64 up to 4096.
+    pub replay_window: Option<u32>,
+    /// Soft/hard lifetimes in seconds and bytes (0 = none).
+    #[serde(default)]
+    pub soft_seconds: u64,
+    #[serde(default)]
+    pub hard_seconds: u64,
+    #[serde(default)]
+    pub soft_bytes: u64,
+    #[serde(default)]
+    pub hard_bytes: u64,
 }
 
 /// How packets reach the workers.

@@ -77,7 +77,7 @@ impl Engine {
         let flow_seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        let tables = Tables::build(&config, path, 1, flow_seed, kernel_link)?;
+        let tables = Tables::build(&config, path, 1, flow_seed, None, kernel_link)?;
         let e = &config.engine;
         let pcfg = PortSetConfig {
             umem: UmemConfig {
@@ -238,7 +238,7 @@ impl Engine {
             });
         }
         let old = self.tables.load_full();
-        let tables = Tables::build(&config, &self.path, *next_gen, self.flow_seed, |name| {
+        let tables = Tables::build(&config, &self.path, *next_gen, self.flow_seed, Some(&old), |name| {
             old.port_by_name(name)
                 .map(|p| p.link.clone())
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))

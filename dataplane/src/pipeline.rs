@@ -841,7 +841,7 @@ via = ["fd00:2::fe"]
             "t.toml",
         )
         .unwrap();
-        Tables::build(&c, "t.toml", 1, 3, |name| {
+        Tables::build(&c, "t.toml", 1, 3, None, |name| {
             Ok(KernelLink {
                 ifindex: 2,
                 mac: if name == "lan" { LAN_MAC } else { WAN_MAC },

@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             &args.config,
             0,
             0,
+            None,
             strait_dataplane::tables::kernel_link,
         )?;
         println!("{}: ok", args.config);
