@@ -58,11 +58,23 @@ pub enum DropReason {
     TxRingFull,
     /// IPv4 fragment where the stage needs ports.
     Fragment,
+    /// ESP for an SPI we have no inbound SA for.
+    EspBadSpi,
+    /// ESP whose integrity check failed (RFC 4303 §3.4.4).
+    EspAuthFailed,
+    /// ESP sequence number already seen inside the window.
+    EspReplay,
+    /// ESP sequence number left of the window.
+    EspReplayOld,
+    /// ESP that failed otherwise (padding, inner packet, selectors, lifetime).
+    EspInvalid,
+    /// A packet could not be sealed (selectors, sequence exhausted, expired SA).
+    EspSealFailed,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Truncated,
         DropReason::NotIp,
         DropReason::BadVersion,
@@ -85,6 +97,12 @@ impl DropReason {
         DropReason::NoFrame,
         DropReason::TxRingFull,
         DropReason::Fragment,
+        DropReason::EspBadSpi,
+        DropReason::EspAuthFailed,
+        DropReason::EspReplay,
+        DropReason::EspReplayOld,
+        DropReason::EspInvalid,
+        DropReason::EspSealFailed,
     ];
 
     /// Number of reasons.
@@ -115,6 +133,12 @@ impl DropReason {
             DropReason::NoFrame => "no_frame",
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::Fragment => "fragment",
+            DropReason::EspBadSpi => "esp_bad_spi",
+            DropReason::EspAuthFailed => "esp_auth_failed",
+            DropReason::EspReplay => "esp_replay",
+            DropReason::EspReplayOld => "esp_replay_old",
+            DropReason::EspInvalid => "esp_invalid",
+            DropReason::EspSealFailed => "esp_seal_failed",
         }
     }
 
@@ -145,6 +169,10 @@ pub struct PortCounters {
     pub neighbour_requests: u64,
     /// ICMP errors and echo replies generated.
     pub icmp_sent: u64,
+    /// ESP packets sealed into a tunnel leaving by this port.
+    pub esp_sealed: u64,
+    /// ESP packets opened after arriving on this port.
+    pub esp_opened: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -172,13 +200,15 @@ impl PortCounters {
         self.neighbour_replies += other.neighbour_replies;
         self.neighbour_requests += other.neighbour_requests;
         self.icmp_sent += other.icmp_sent;
+        self.esp_sealed += other.esp_sealed;
+        self.esp_opened += other.esp_opened;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
         }
     }
 }
 
-const SCALARS: usize = 9;
+const SCALARS: usize = 11;
 const SLOTS: usize = SCALARS + DropReason::COUNT;
 
 /// The readable mirror of one worker's counters.
@@ -210,6 +240,8 @@ impl SharedCounters {
                 c.neighbour_replies,
                 c.neighbour_requests,
                 c.icmp_sent,
+                c.esp_sealed,
+                c.esp_opened,
             ];
             for (slot, v) in slots.iter().zip(scalars.iter().chain(c.drops.iter())) {
                 slot.store(*v, Ordering::Relaxed);
@@ -233,6 +265,8 @@ impl SharedCounters {
             neighbour_replies: v(6),
             neighbour_requests: v(7),
             icmp_sent: v(8),
+            esp_sealed: v(9),
+            esp_opened: v(10),
             drops: std::array::from_fn(|i| v(SCALARS + i)),
         }
     }

@@ -238,11 +238,18 @@ impl Engine {
             });
         }
         let old = self.tables.load_full();
-        let tables = Tables::build(&config, &self.path, *next_gen, self.flow_seed, Some(&old), |name| {
-            old.port_by_name(name)
-                .map(|p| p.link.clone())
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-        })?;
+        let tables = Tables::build(
+            &config,
+            &self.path,
+            *next_gen,
+            self.flow_seed,
+            Some(&old),
+            |name| {
+                old.port_by_name(name)
+                    .map(|p| p.link.clone())
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+            },
+        )?;
         let generation = tables.generation;
         self.tables.publish(tables);
         *next_gen += 1;

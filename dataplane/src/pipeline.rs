@@ -21,7 +21,12 @@ use crate::counters::{DropReason, PortCounters};
 use crate::neigh::{NeighbourConfig, NeighbourKey, NeighbourTable, Resolution, TimerAction};
 use crate::packet::PacketBuf;
 use crate::ratelimit::TokenBucket;
-use crate::tables::{Port, Tables};
+use crate::tables::{Port, SaSpec, Tables, Tunnel};
+use std::sync::Arc;
+use strait_esp::{
+    classify_outer, ArrivalKind, DropReason as EspDrop, InboundSa, OutboundWorker, OuterHeader,
+    OuterIpv4, UdpEncap,
+};
 
 /// Ethernet header length (untagged; frames are sent untagged).
 pub const ETH_LEN: usize = 14;
@@ -63,6 +68,78 @@ pub struct Pipeline<P> {
     /// Room to build generated packets (ICMP errors, NDP answers) before
     /// they replace the frame.
     scratch: Box<[u8; 1600]>,
+    /// This worker's ESP state.
+    esp: EspState,
+}
+
+/// One worker's ESP state: its outbound sequence blocks and its inbound
+/// replay windows, per tunnel. Kept across table swaps as long as the SA
+/// stays the same.
+#[derive(Debug, Default)]
+struct EspState {
+    generation: Option<u64>,
+    out: Vec<OutboundWorker>,
+    inbound: Vec<InboundEntry>,
+}
+
+#[derive(Debug)]
+struct InboundEntry {
+    spi: u32,
+    tunnel: u16,
+    spec: Arc<SaSpec>,
+    sa: InboundSa,
+}
+
+impl EspState {
+    fn sync(&mut self, t: &Tables) {
+        let mut old_out = std::mem::take(&mut self.out);
+        let mut old_in = std::mem::take(&mut self.inbound);
+        for tun in &t.tunnels {
+            let out = match old_out
+                .iter()
+                .position(|w| Arc::ptr_eq(w.sa(), &tun.out_sa))
+            {
+                Some(i) => old_out.swap_remove(i),
+                None => tun.out_sa.worker(),
+            };
+            self.out.push(out);
+            let entry = match old_in
+                .iter()
+                .position(|e| Arc::ptr_eq(&e.spec, &tun.in_spec))
+            {
+                Some(i) => {
+                    let mut e = old_in.swap_remove(i);
+                    e.tunnel = tun.id;
+                    Some(e)
+                }
+                // Validated when the tables were built.
+                None => InboundSa::new(&tun.in_spec.sa_config())
+                    .ok()
+                    .map(|sa| InboundEntry {
+                        spi: tun.in_spec.spi,
+                        tunnel: tun.id,
+                        spec: Arc::clone(&tun.in_spec),
+                        sa,
+                    }),
+            };
+            self.inbound.extend(entry);
+        }
+        for mut w in old_out {
+            w.flush();
+        }
+        self.generation = Some(t.generation);
+    }
+}
+
+fn esp_drop(e: EspDrop) -> DropReason {
+    match e {
+        EspDrop::BadSpi => DropReason::EspBadSpi,
+        EspDrop::AuthFailed => DropReason::EspAuthFailed,
+        EspDrop::Replay => DropReason::EspReplay,
+        EspDrop::ReplayOld => DropReason::EspReplayOld,
+        EspDrop::Truncated => DropReason::Truncated,
+        _ => DropReason::EspInvalid,
+    }
 }
 
 fn wire_drop(e: WireError) -> DropReason {
@@ -98,6 +175,7 @@ impl<P> Pipeline<P> {
             released: Vec::with_capacity(crate::neigh::PENDING_PER_NEIGHBOUR * 4),
             icmp_bucket: TokenBucket::new(icmp_rate, icmp_burst, now),
             scratch: Box::new([0; 1600]),
+            esp: EspState::default(),
         }
     }
 
@@ -117,7 +195,10 @@ impl<P> Pipeline<P> {
         ingress: u16,
         now: Instant,
     ) -> Verdict {
-        let verdict = self.classify(t, pkt, ingress, now);
+        if self.esp.generation != Some(t.generation) {
+            self.esp.sync(t);
+        }
+        let verdict = self.classify(t, pkt, ingress, now, false);
         if let Verdict::Drop(reason) = verdict {
             self.count_drop(ingress, reason);
         }
@@ -130,6 +211,7 @@ impl<P> Pipeline<P> {
         pkt: &mut PacketBuf<'_>,
         ingress: u16,
         now: Instant,
+        decapsulated: bool,
     ) -> Verdict {
         let Some(port) = t.ports.get(usize::from(ingress)) else {
             return Verdict::Drop(DropReason::Malformed);
@@ -150,7 +232,7 @@ impl<P> Pipeline<P> {
         }
         match ethertype {
             EtherType::ARP => self.arp(port, pkt, l3, now),
-            EtherType::IPV4 => self.ipv4(t, port, pkt, l3, now),
+            EtherType::IPV4 => self.ipv4(t, port, pkt, l3, now, decapsulated),
             EtherType::IPV6 => self.ipv6(t, port, pkt, l3, now),
             _ => Verdict::Drop(DropReason::NotIp),
         }
@@ -212,6 +294,7 @@ impl<P> Pipeline<P> {
         pkt: &mut PacketBuf<'_>,
         l3: usize,
         now: Instant,
+        decapsulated: bool,
     ) -> Verdict {
         let (src, dst, ttl, total, dont_frag, proto, hash) = {
             let ip = match Ipv4Packet::new_checked(&pkt.data()[l3..]) {
@@ -258,7 +341,59 @@ impl<P> Pipeline<P> {
                 Icmpv4Error::DstUnreachable(1),
                 DropReason::NoRoute,
             ),
-            Some(Disposition::Local) => self.local_v4(port, pkt, l3, proto),
+            Some(Disposition::Local) => {
+                let esp_candidate = proto == IpProtocol::UDP || proto == IpProtocol::ESP;
+                if esp_candidate && !t.tunnels.is_empty() {
+                    if decapsulated {
+                        // ESP inside ESP: never peel more than one layer.
+                        return Verdict::Drop(DropReason::Malformed);
+                    }
+                    if let Some(v) = self.esp_input(t, port, pkt, l3, now) {
+                        return v;
+                    }
+                }
+                self.local_v4(port, pkt, l3, proto)
+            }
+            Some(Disposition::Forward(nh)) if nh.egress.0 as usize >= t.ports.len() => {
+                let Some(tun) = t.tunnels.get(nh.egress.0 as usize - t.ports.len()) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                if ttl <= 1 {
+                    return self.icmpv4_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv4Error::TimeExceeded(0),
+                        DropReason::TtlExceeded,
+                    );
+                }
+                if total > usize::from(tun.mtu) {
+                    if dont_frag {
+                        return self.icmpv4_error(
+                            port,
+                            pkt,
+                            l3,
+                            now,
+                            Icmpv4Error::FragmentationNeeded {
+                                next_hop_mtu: tun.mtu,
+                            },
+                            DropReason::Oversized,
+                        );
+                    }
+                    return Verdict::Drop(DropReason::FragmentationNeeded);
+                }
+                let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
+                if ip.decrement_ttl().is_err() {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                if let (Some(mss), IpProtocol::TCP) = (tun.mss, proto) {
+                    clamp_mss(ip.payload_mut(), mss);
+                }
+                pkt.pull_front(l3);
+                self.counters[usize::from(port.id)].forwarded += 1;
+                self.esp_output(t, tun, pkt, now)
+            }
             Some(Disposition::Forward(nh)) => {
                 let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -460,6 +595,41 @@ impl<P> Pipeline<P> {
                 DropReason::NoRoute,
             ),
             Some(Disposition::Local) => self.local_v6(port, pkt, l3, next_header),
+            Some(Disposition::Forward(nh)) if nh.egress.0 as usize >= t.ports.len() => {
+                let Some(tun) = t.tunnels.get(nh.egress.0 as usize - t.ports.len()) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                if hop_limit <= 1 {
+                    return self.icmpv6_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv6Error::TimeExceeded(0),
+                        DropReason::TtlExceeded,
+                    );
+                }
+                if total > usize::from(tun.mtu) {
+                    return self.icmpv6_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv6Error::PacketTooBig {
+                            mtu: u32::from(tun.mtu),
+                        },
+                        DropReason::Oversized,
+                    );
+                }
+                let mut ip = Ipv6Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
+                ip.set_hop_limit(hop_limit - 1);
+                if let (Some(mss), IpProtocol::TCP) = (tun.mss, next_header) {
+                    clamp_mss(ip.payload_mut(), mss);
+                }
+                pkt.pull_front(l3);
+                self.counters[usize::from(port.id)].forwarded += 1;
+                self.esp_output(t, tun, pkt, now)
+            }
             Some(Disposition::Forward(nh)) => {
                 let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -656,6 +826,175 @@ impl<P> Pipeline<P> {
         self.reply_from_scratch(port, pkt, n, EtherType::IPV6)
     }
 
+    // ---------------------------------------------------------------- ESP
+
+    /// Seals the L3 packet in the window into `tun` (RFC 4303 tunnel mode),
+    /// adds the outer IPv4 (+ UDP, RFC 3948) header and routes the result.
+    fn esp_output(
+        &mut self,
+        t: &Tables,
+        tun: &Tunnel,
+        pkt: &mut PacketBuf<'_>,
+        now: Instant,
+    ) -> Verdict {
+        let clock = now.saturating_duration_since(t.epoch);
+        let Some(out) = self.esp.out.get_mut(usize::from(tun.id)) else {
+            return Verdict::Drop(DropReason::EspSealFailed);
+        };
+        // RFC 4301 §5.1.2.1: the outer DSCP is copied from the inner header;
+        // ECN is not propagated (RFC 6040's compatibility mode).
+        let tos = match pkt.data().first().map(|b| b >> 4) {
+            Some(4) => pkt.data().get(1).copied().unwrap_or(0) & 0xfc,
+            Some(6) => {
+                let d = pkt.data();
+                ((u16::from_be_bytes([d[0], d[1]]) >> 4) as u8) & 0xfc
+            }
+            _ => 0,
+        };
+        let (buf, start, end) = pkt.raw_mut();
+        let sealed = match out.seal(buf, start..end, clock) {
+            Ok(s) => s,
+            Err(e) => {
+                return Verdict::Drop(match e {
+                    EspDrop::NoRoom => DropReason::NoFrame,
+                    _ => DropReason::EspSealFailed,
+                })
+            }
+        };
+        let (dst, dst_port) = tun.peer();
+        let header = OuterHeader::V4(OuterIpv4 {
+            src: tun.local,
+            dst,
+            ttl: 64,
+            tos,
+            ident: 0,
+            // RFC 4301 §8.1: set DF and let PMTU discovery work on the
+            // outer path.
+            dont_fragment: true,
+            udp: tun.local_port.map(|p| UdpEncap {
+                src_port: p,
+                dst_port,
+            }),
+        });
+        let outer = match header.write(buf, sealed.esp) {
+            Ok(r) => r,
+            Err(_) => return Verdict::Drop(DropReason::NoFrame),
+        };
+        if !pkt.set_window(outer.start, outer.len()) {
+            return Verdict::Drop(DropReason::NoFrame);
+        }
+        match t.fib.lookup(IpAddr::V4(dst), 0) {
+            Some(Disposition::Forward(nh)) if (nh.egress.0 as usize) < t.ports.len() => {
+                let port = nh.egress.0 as u16;
+                self.counters[usize::from(port)].esp_sealed += 1;
+                Verdict::Forward {
+                    port,
+                    neighbour: nh.neighbour(IpAddr::V4(dst)),
+                }
+            }
+            // A tunnel endpoint behind another tunnel, or no route at all.
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    /// ESP (UDP/4500 or protocol 50) to one of our addresses: open it and
+    /// forward the inner packet. `None` when it is not tunnel traffic.
+    fn esp_input(
+        &mut self,
+        t: &Tables,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+    ) -> Option<Verdict> {
+        let arrival = match classify_outer(&pkt.data()[l3..]) {
+            Ok(a) => a,
+            Err(_) => return Some(Verdict::Drop(DropReason::Truncated)),
+        };
+        let esp = match arrival.kind {
+            ArrivalKind::Other => return None,
+            ArrivalKind::Keepalive => return Some(Verdict::Consumed),
+            // Key exchange belongs to the control plane in the host stack.
+            ArrivalKind::Ike(_) => return Some(Verdict::Punt),
+            ArrivalKind::Esp(r) => r,
+        };
+        let clock = now.saturating_duration_since(t.epoch);
+        let base = pkt.start() + l3;
+        let abs = base + esp.start..base + esp.end;
+        let (buf, _, _) = pkt.raw_mut();
+        let Ok(spi) = strait_esp::peek_spi(&buf[abs.clone()]) else {
+            return Some(Verdict::Drop(DropReason::Truncated));
+        };
+        let Some(entry) = self.esp.inbound.iter_mut().find(|e| e.spi == spi) else {
+            return Some(Verdict::Drop(DropReason::EspBadSpi));
+        };
+        let opened = match entry.sa.open(buf, abs, clock) {
+            Ok(o) => o,
+            Err(e) => return Some(Verdict::Drop(esp_drop(e))),
+        };
+        let Some(tun) = t.tunnels.get(usize::from(entry.tunnel)) else {
+            return Some(Verdict::Drop(DropReason::EspBadSpi));
+        };
+        // NAT traversal: answer where authenticated traffic comes from.
+        if let (IpAddr::V4(src), Some((sport, _))) = (arrival.src, arrival.udp) {
+            tun.learn_peer(src, sport);
+        }
+        self.counters[usize::from(port.id)].esp_opened += 1;
+        // The inner packet continues as if it had arrived on this port,
+        // behind a synthetic Ethernet header.
+        let inner = opened.inner;
+        let Some(frame_start) = inner.start.checked_sub(ETH_LEN) else {
+            return Some(Verdict::Drop(DropReason::NoFrame));
+        };
+        if !pkt.set_window(frame_start, ETH_LEN + inner.len()) {
+            return Some(Verdict::Drop(DropReason::NoFrame));
+        }
+        let ethertype = match pkt.data().get(ETH_LEN).map(|b| b >> 4) {
+            Some(6) => EtherType::IPV6,
+            _ => EtherType::IPV4,
+        };
+        write_eth(pkt.data_mut(), port.link.mac, port.link.mac, ethertype);
+        let verdict = self.classify(t, pkt, port.id, now, true);
+        Some(match verdict {
+            // Answers to tunnelled packets (echo replies, ICMP errors) are
+            // routed, so they go back through the tunnel encrypted.
+            Verdict::Reply => {
+                pkt.pull_front(ETH_LEN);
+                self.output(t, pkt, now)
+            }
+            // The host stack would answer in clear on the wire: refuse.
+            Verdict::Punt => Verdict::Drop(DropReason::HostPuntFailed),
+            other => other,
+        })
+    }
+
+    /// Routes a packet the dataplane generated itself (L3 at the window).
+    fn output(&mut self, t: &Tables, pkt: &mut PacketBuf<'_>, now: Instant) -> Verdict {
+        let dst = match pkt.data().first().map(|b| b >> 4) {
+            Some(4) => Ipv4Packet::new_checked(pkt.data()).map(|ip| IpAddr::V4(ip.dst_addr())),
+            Some(6) => Ipv6Packet::new_checked(pkt.data()).map(|ip| IpAddr::V6(ip.dst_addr())),
+            _ => return Verdict::Drop(DropReason::Malformed),
+        };
+        let Ok(dst) = dst else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        match t.fib.lookup(dst, 0) {
+            Some(Disposition::Forward(nh)) => {
+                match (nh.egress.0 as usize).checked_sub(t.ports.len()) {
+                    None => Verdict::Forward {
+                        port: nh.egress.0 as u16,
+                        neighbour: nh.neighbour(dst),
+                    },
+                    Some(i) => match t.tunnels.get(i) {
+                        Some(tun) => self.esp_output(t, tun, pkt, now),
+                        None => Verdict::Drop(DropReason::NoRoute),
+                    },
+                }
+            }
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
     // ------------------------------------------------------- neighbours
 
     /// Finds the MAC for a forwarded packet's next hop, holding `held` if
@@ -694,6 +1033,16 @@ fn emit_ipv6_icmp(
     icmp.emit(out.get_mut(IPV6_LEN..IPV6_LEN + len)?, src, dst)
         .ok()?;
     Some(IPV6_LEN + len)
+}
+
+/// Lowers the MSS option of a TCP SYN (RFC 879/6691: a tunnel lowers the
+/// path MTU; clamping keeps TCP from depending on ICMP frag-needed).
+fn clamp_mss(segment: &mut [u8], mss: u16) {
+    if let Ok(mut tcp) = strait_wire::TcpPacket::new_checked(segment) {
+        if tcp.flags().contains(strait_wire::TcpFlags::SYN) {
+            tcp.clamp_mss(mss);
+        }
+    }
 }
 
 /// Writes an untagged Ethernet header at the start of `frame`.
@@ -982,8 +1331,8 @@ via = ["fd00:2::fe"]
         let ipp = Ipv4Packet::new_checked(&data[ETH_LEN..]).unwrap();
         assert!(ipp.verify_checksum());
         assert_eq!(ipp.src_addr(), from);
-        assert_eq!(ipp.dst_addr(), ip("10.0.1.2"));
         let icmp = Icmpv4Packet::new_checked(ipp.payload()).unwrap();
+        assert_eq!(ipp.dst_addr(), icmp.invoking_packet().unwrap().src_addr());
         assert!(icmp.verify_checksum());
         assert_eq!((icmp.msg_type(), icmp.code()), (ty, code));
         assert_eq!(icmp.invoking_packet().unwrap().dst_addr(), quoted_dst);
@@ -1365,6 +1714,276 @@ via = ["fd00:2::fe"]
         assert_eq!(ipp.dst_addr(), v6("ff02::1:ff00:fe"));
         let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
         assert!(icmp.verify_checksum(ipp.src_addr(), ipp.dst_addr()));
+    }
+
+    const BRANCH: &str = r#"
+[[interface]]
+name = "lan"
+addresses = ["10.1.0.1/24"]
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24"]
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.254"]
+[[tunnel]]
+name = "hub"
+local = "192.0.2.1"
+remote = "198.51.100.1"
+prefixes = ["10.2.0.0/16"]
+outbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c0d0e0f10111213" }
+inbound = { spi = 8194, cipher = "aes128-gcm", key = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff10111213" }
+"#;
+
+    const HUB: &str = r#"
+[[interface]]
+name = "lan"
+addresses = ["10.2.0.1/24"]
+[[interface]]
+name = "wan"
+addresses = ["198.51.100.1/24"]
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["198.51.100.254"]
+[[tunnel]]
+name = "branch"
+local = "198.51.100.1"
+remote = "192.0.2.1"
+float = true
+prefixes = ["10.1.0.0/16"]
+outbound = { spi = 8194, cipher = "aes128-gcm", key = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff10111213" }
+inbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c0d0e0f10111213" }
+"#;
+
+    fn site(text: &str) -> Tables {
+        let c = Config::parse(text, "site.toml").unwrap();
+        Tables::build(&c, "site.toml", 1, 3, None, |name| {
+            Ok(KernelLink {
+                ifindex: 2,
+                mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+                mtu: 1500,
+            })
+        })
+        .unwrap()
+    }
+
+    /// Seals a LAN packet at the branch; returns the WAN frame (Ethernet
+    /// to the hub) and the original inner packet.
+    fn seal_at_branch(
+        branch: &Tables,
+        p: &mut Pipeline<u32>,
+        payload: usize,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let lan = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, payload, false);
+        let mut f = Frame::new(&lan);
+        let v = f.run(p, branch, 0);
+        assert_eq!(
+            v,
+            Verdict::Forward {
+                port: 1,
+                neighbour: IpAddr::V4(ip("192.0.2.254"))
+            }
+        );
+        let outer = Ipv4Packet::new_checked(f.data()).unwrap();
+        assert_eq!(
+            (outer.src_addr(), outer.dst_addr()),
+            (ip("192.0.2.1"), ip("198.51.100.1"))
+        );
+        assert!(outer.verify_checksum());
+        assert!(outer.dont_frag());
+        assert_eq!(outer.protocol(), IpProtocol::UDP);
+        let udp = strait_wire::UdpPacket::new_checked(outer.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (4500, 4500));
+        assert_eq!(udp.checksum(), 0, "RFC 3948 §3.1: zero UDP checksum");
+        // No plaintext on the wire.
+        assert!(
+            !f.data()
+                .windows(8)
+                .any(|w| w == &lan[ETH_LEN + 28..ETH_LEN + 36])
+                || payload == 0
+        );
+        let mut wire = vec![0u8; ETH_LEN];
+        write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+        wire.extend_from_slice(f.data());
+        (wire, lan[ETH_LEN..].to_vec())
+    }
+
+    #[test]
+    fn branch_seals_and_hub_opens_the_same_packet() {
+        let (branch, hub) = (site(BRANCH), site(HUB));
+        let (mut pb, mut ph) = (pipeline(), pipeline());
+        for i in 0..3 {
+            let (wire, inner) = seal_at_branch(&branch, &mut pb, 100 + i);
+            let mut f = Frame::new(&wire);
+            assert_eq!(
+                f.run(&mut ph, &hub, 1),
+                Verdict::Forward {
+                    port: 0,
+                    neighbour: IpAddr::V4(ip("10.2.0.2"))
+                }
+            );
+            let got = f.data();
+            assert_eq!(got.len(), inner.len());
+            // TTL went down once at each end; everything else is intact.
+            assert_eq!(got[8], inner[8] - 2);
+            assert_eq!(&got[12..], &inner[12..]);
+            assert!(Ipv4Packet::new_checked(got).unwrap().verify_checksum());
+        }
+        assert_eq!(pb.counters[1].esp_sealed, 3);
+        assert_eq!(ph.counters[1].esp_opened, 3);
+    }
+
+    #[test]
+    fn tampered_and_replayed_esp_is_dropped_by_name() {
+        let (branch, hub) = (site(BRANCH), site(HUB));
+        let (mut pb, mut ph) = (pipeline(), pipeline());
+        let (wire, _) = seal_at_branch(&branch, &mut pb, 64);
+        // Flip one byte of the ciphertext.
+        let mut bad = wire.clone();
+        let at = bad.len() - 30;
+        bad[at] ^= 1;
+        assert_eq!(
+            Frame::new(&bad).run(&mut ph, &hub, 1),
+            Verdict::Drop(DropReason::EspAuthFailed)
+        );
+        // The genuine one still opens (the forgery did not move the window)…
+        assert!(matches!(
+            Frame::new(&wire).run(&mut ph, &hub, 1),
+            Verdict::Forward { .. }
+        ));
+        // …once.
+        assert_eq!(
+            Frame::new(&wire).run(&mut ph, &hub, 1),
+            Verdict::Drop(DropReason::EspReplay)
+        );
+        // Unknown SPI.
+        let mut spi = wire.clone();
+        spi[ETH_LEN + 28..ETH_LEN + 32].copy_from_slice(&[0, 0, 0x99, 0x99]);
+        assert_eq!(
+            Frame::new(&spi).run(&mut ph, &hub, 1),
+            Verdict::Drop(DropReason::EspBadSpi)
+        );
+        assert_eq!(ph.counters[1].drops[DropReason::EspReplay as usize], 1);
+    }
+
+    #[test]
+    fn tunnel_mtu_and_mss_clamping() {
+        let branch = site(BRANCH);
+        let mut pb = pipeline();
+        let mtu = branch.tunnels[0].mtu;
+        assert_eq!(mtu, 1500 - crate::tables::TUNNEL_OVERHEAD_UDP);
+        let big = udp_frame(
+            LAN_MAC,
+            ip("10.1.0.2"),
+            ip("10.2.0.2"),
+            64,
+            usize::from(mtu) - 27,
+            true,
+        );
+        let mut f = Frame::new(&big);
+        assert_eq!(f.run(&mut pb, &branch, 0), Verdict::Reply);
+        let icmp_mtu = assert_icmp_error(
+            &f,
+            Icmpv4Type::DST_UNREACHABLE,
+            4,
+            ip("10.1.0.1"),
+            ip("10.2.0.2"),
+        );
+        assert_eq!(icmp_mtu, mtu);
+        // A SYN with MSS 1460 leaves clamped to fit the tunnel.
+        let mut syn = vec![0u8; ETH_LEN + 20 + 24];
+        write_eth(&mut syn, LAN_MAC, HOST_MAC, EtherType::IPV4);
+        Ipv4Repr {
+            src_addr: ip("10.1.0.2"),
+            dst_addr: ip("10.2.0.2"),
+            protocol: IpProtocol::TCP,
+            payload_len: 24,
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(&mut syn[ETH_LEN..])
+        .unwrap();
+        let tcp = &mut syn[ETH_LEN + 20..];
+        tcp[0..4].copy_from_slice(&[0x30, 0x39, 0x00, 0x50]);
+        tcp[12] = 6 << 4;
+        tcp[13] = 0x02; // SYN
+        tcp[14..16].copy_from_slice(&[0xff, 0xff]);
+        tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+        strait_wire::TcpPacket::new_checked(&mut syn[ETH_LEN + 20..])
+            .unwrap()
+            .fill_checksum_v4(ip("10.1.0.2"), ip("10.2.0.2"))
+            .unwrap();
+        let mut f = Frame::new(&syn);
+        assert!(matches!(
+            f.run(&mut pb, &branch, 0),
+            Verdict::Forward { .. }
+        ));
+        // Open it at the hub to look at the clamped SYN.
+        let hub = site(HUB);
+        let mut ph = pipeline();
+        let mut wire = vec![0u8; ETH_LEN];
+        write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+        wire.extend_from_slice(f.data());
+        let mut g = Frame::new(&wire);
+        assert!(matches!(g.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
+        let inner = Ipv4Packet::new_checked(g.data()).unwrap();
+        let seg = strait_wire::TcpPacket::new_checked(inner.payload()).unwrap();
+        assert_eq!(seg.mss(), branch.tunnels[0].mss);
+        assert!(seg.verify_checksum_v4(inner.src_addr(), inner.dst_addr()));
+    }
+
+    #[test]
+    fn echo_to_the_hub_through_the_tunnel_is_answered_through_the_tunnel() {
+        let (branch, hub) = (site(BRANCH), site(HUB));
+        let (mut pb, mut ph) = (pipeline(), pipeline());
+        let mut f = vec![0u8; ETH_LEN + 20 + 8 + 4];
+        write_eth(&mut f, LAN_MAC, HOST_MAC, EtherType::IPV4);
+        let icmp = strait_wire::Icmpv4Repr::EchoRequest {
+            ident: 9,
+            seq_no: 3,
+            data: b"ping",
+        };
+        Ipv4Repr {
+            src_addr: ip("10.1.0.2"),
+            dst_addr: ip("10.2.0.1"),
+            protocol: IpProtocol::ICMP,
+            payload_len: icmp.buffer_len(),
+            ttl: 64,
+            dscp: 0,
+            ecn: 0,
+            ident: 1,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+        .emit(&mut f[ETH_LEN..])
+        .unwrap();
+        icmp.emit(&mut f[ETH_LEN + 20..]).unwrap();
+        let mut fr = Frame::new(&f);
+        assert!(matches!(
+            fr.run(&mut pb, &branch, 0),
+            Verdict::Forward { port: 1, .. }
+        ));
+        let mut wire = vec![0u8; ETH_LEN];
+        write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+        wire.extend_from_slice(fr.data());
+        let mut at_hub = Frame::new(&wire);
+        // The reply leaves by the WAN, sealed, towards the branch.
+        assert_eq!(
+            at_hub.run(&mut ph, &hub, 1),
+            Verdict::Forward {
+                port: 1,
+                neighbour: IpAddr::V4(ip("198.51.100.254"))
+            }
+        );
+        let outer = Ipv4Packet::new_checked(at_hub.data()).unwrap();
+        assert_eq!(outer.dst_addr(), ip("192.0.2.1"));
+        assert_eq!(ph.counters[1].esp_sealed, 1);
     }
 
     #[test]

@@ -285,13 +285,35 @@ fn esp_prefix(p: &IpPrefix) -> EspPrefix {
 /// Selectors from the sender's side: inner sources in `src`, destinations
 /// in `dst` (empty = any of the family).
 fn selectors(src: &[IpPrefix], dst: &[IpPrefix]) -> TrafficSelectors {
-    let any = |v4: bool| if v4 { EspPrefix::ANY_V4 } else { EspPrefix::ANY_V6 };
+    let any = |v4: bool| {
+        if v4 {
+            EspPrefix::ANY_V4
+        } else {
+            EspPrefix::ANY_V6
+        }
+    };
     let mut list = Vec::new();
     for v4 in [true, false] {
-        let s: Vec<EspPrefix> = src.iter().filter(|p| p.addr().is_ipv4() == v4).map(esp_prefix).collect();
-        let d: Vec<EspPrefix> = dst.iter().filter(|p| p.addr().is_ipv4() == v4).map(esp_prefix).collect();
-        let s = if s.is_empty() && src.is_empty() { vec![any(v4)] } else { s };
-        let d = if d.is_empty() && dst.is_empty() { vec![any(v4)] } else { d };
+        let s: Vec<EspPrefix> = src
+            .iter()
+            .filter(|p| p.addr().is_ipv4() == v4)
+            .map(esp_prefix)
+            .collect();
+        let d: Vec<EspPrefix> = dst
+            .iter()
+            .filter(|p| p.addr().is_ipv4() == v4)
+            .map(esp_prefix)
+            .collect();
+        let s = if s.is_empty() && src.is_empty() {
+            vec![any(v4)]
+        } else {
+            s
+        };
+        let d = if d.is_empty() && dst.is_empty() {
+            vec![any(v4)]
+        } else {
+            d
+        };
         for a in &s {
             for b in &d {
                 if let Ok(ts) = TrafficSelector::new(*a, *b) {
@@ -398,7 +420,8 @@ impl Tables {
                 return Err(invalid(item, "listed twice".into()));
             }
             let old = previous.and_then(|p| p.tunnels.iter().find(|t| t.name == tc.name));
-            let tunnel = build_tunnel(i, tc, &ports, epoch, old).map_err(|reason| invalid(item.clone(), reason))?;
+            let tunnel = build_tunnel(i, tc, &ports, epoch, old)
+                .map_err(|reason| invalid(item.clone(), reason))?;
             for prefix in &tunnel.prefixes {
                 if routes.get(*prefix).is_some() {
                     return Err(invalid(
@@ -540,7 +563,11 @@ impl Tables {
     }
 }
 
-fn sa_spec(sa: &SaEntryConfig, selectors: TrafficSelectors, created: Duration) -> Result<SaSpec, String> {
+fn sa_spec(
+    sa: &SaEntryConfig,
+    selectors: TrafficSelectors,
+    created: Duration,
+) -> Result<SaSpec, String> {
     let cipher = parse_cipher(&sa.cipher).ok_or_else(|| {
         format!(
             "SPI {}: cipher {:?} is not one of aes128-gcm, aes256-gcm, chacha20-poly1305",
@@ -554,7 +581,9 @@ fn sa_spec(sa: &SaEntryConfig, selectors: TrafficSelectors, created: Duration) -
         cipher,
         key,
         esn: sa.esn,
-        replay_window: sa.replay_window.unwrap_or(strait_esp::DEFAULT_REPLAY_WINDOW),
+        replay_window: sa
+            .replay_window
+            .unwrap_or(strait_esp::DEFAULT_REPLAY_WINDOW),
         lifetime: Lifetime {
             soft_bytes: nz(sa.soft_bytes),
             hard_bytes: nz(sa.hard_bytes),
@@ -576,27 +605,42 @@ fn build_tunnel(
     epoch: Instant,
     old: Option<&Tunnel>,
 ) -> Result<Tunnel, String> {
-    let local: Ipv4Addr = tc
-        .local
-        .parse()
-        .map_err(|_| format!("local {:?} is not an IPv4 address (outer IPv6 is not supported yet)", tc.local))?;
+    let local: Ipv4Addr = tc.local.parse().map_err(|_| {
+        format!(
+            "local {:?} is not an IPv4 address (outer IPv6 is not supported yet)",
+            tc.local
+        )
+    })?;
     let remote: Ipv4Addr = tc
         .remote
         .parse()
         .map_err(|_| format!("remote {:?} is not an IPv4 address", tc.remote))?;
+    if tc.encap == EncapConfig::Udp && tc.local_port != strait_esp::NAT_T_PORT {
+        return Err(format!(
+            "local_port {} unsupported: UDP-encapsulated ESP is received on port {} (RFC 3948)",
+            tc.local_port,
+            strait_esp::NAT_T_PORT
+        ));
+    }
     let Some(port) = ports.iter().find(|p| p.owns_v4(local)) else {
         return Err(format!("local {local} is not an address of any interface"));
     };
     let mut prefixes = Vec::with_capacity(tc.prefixes.len());
     for p in &tc.prefixes {
-        prefixes.push(p.parse::<IpPrefix>().map_err(|e| format!("prefix {p}: {e}"))?);
+        prefixes.push(
+            p.parse::<IpPrefix>()
+                .map_err(|e| format!("prefix {p}: {e}"))?,
+        );
     }
     if prefixes.is_empty() {
         return Err("needs at least one prefix behind the peer".into());
     }
     let mut local_prefixes = Vec::with_capacity(tc.local_prefixes.len());
     for p in &tc.local_prefixes {
-        local_prefixes.push(p.parse::<IpPrefix>().map_err(|e| format!("local prefix {p}: {e}"))?);
+        local_prefixes.push(
+            p.parse::<IpPrefix>()
+                .map_err(|e| format!("local prefix {p}: {e}"))?,
+        );
     }
     let overhead = match tc.encap {
         EncapConfig::Udp => TUNNEL_OVERHEAD_UDP,
@@ -618,9 +662,12 @@ fn build_tunnel(
     // An unchanged SA keeps its state across reloads: a new OutboundSa
     // would restart the sequence at 1 and reuse nonces under the same key.
     let (out_sa, out_spec) = match old {
-        Some(o) if o.out_spec.same_sa(&out_spec) => (Arc::clone(&o.out_sa), Arc::clone(&o.out_spec)),
+        Some(o) if o.out_spec.same_sa(&out_spec) => {
+            (Arc::clone(&o.out_sa), Arc::clone(&o.out_spec))
+        }
         _ => {
-            let sa = OutboundSa::new(&out_spec.sa_config()).map_err(|e| format!("outbound SPI {}: {e}", out_spec.spi))?;
+            let sa = OutboundSa::new(&out_spec.sa_config())
+                .map_err(|e| format!("outbound SPI {}: {e}", out_spec.spi))?;
             (sa, Arc::new(out_spec))
         }
     };
@@ -628,7 +675,11 @@ fn build_tunnel(
         Some(o) if o.in_spec.same_sa(&in_spec) => Arc::clone(&o.in_spec),
         _ => Arc::new(in_spec),
     };
-    let ip_overhead = if prefixes.iter().any(|p| !p.addr().is_ipv4()) { 60 } else { 40 };
+    let ip_overhead = if prefixes.iter().any(|p| !p.addr().is_ipv4()) {
+        60
+    } else {
+        40
+    };
     Ok(Tunnel {
         id: i as u16,
         name: tc.name.clone(),
@@ -640,7 +691,8 @@ fn build_tunnel(
         peer: old.map_or_else(|| Arc::new(AtomicU64::new(0)), |o| Arc::clone(&o.peer)),
         mtu,
         mss: tc.mss_clamp.then_some(mtu - ip_overhead),
-        keepalive: (tc.keepalive > 0 && tc.encap == EncapConfig::Udp).then(|| Duration::from_secs(tc.keepalive)),
+        keepalive: (tc.keepalive > 0 && tc.encap == EncapConfig::Udp)
+            .then(|| Duration::from_secs(tc.keepalive)),
         out_sa,
         out_spec,
         in_spec,
