@@ -147,10 +147,11 @@ pub fn search_rates(
         let (tx, rx) = ports()?;
         let report = run_trial(&trial, tx, rx, &mut |_| {})?;
         on_trial(&report);
-        Ok(if report.tx.packets == 0 {
+        let loss = if report.tx.packets == 0 {
             1.0
         } else {
             (report.lost.max(0) as f64) / report.tx.packets as f64
-        })
+        };
+        Ok((report.tx.pps, loss))
     })
 }

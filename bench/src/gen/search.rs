@@ -40,8 +40,11 @@ impl Default for SearchConfig {
 /// One trial of a search.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Trial {
-    /// Offered rate (pps).
+    /// Rate the search asked for (pps).
     pub offered_pps: f64,
+    /// Rate the sender actually achieved (pps); the trial counts at this
+    /// rate, so a sender that cannot keep up never inflates the result.
+    pub achieved_pps: f64,
     /// Measured loss ratio (0..=1).
     pub loss_ratio: f64,
 }
@@ -119,15 +122,20 @@ impl RateSearch {
         None
     }
 
-    /// Records a trial's result.
-    pub fn record(&mut self, offered_pps: f64, loss_ratio: f64) {
+    /// Records a trial's result: asked for `offered_pps`, sent at
+    /// `achieved_pps`, lost `loss_ratio`. A pass counts at the achieved
+    /// rate (a slow sender proves nothing above it); a failure at the
+    /// offered one.
+    pub fn record(&mut self, offered_pps: f64, achieved_pps: f64, loss_ratio: f64) {
         self.trials.push(Trial {
             offered_pps,
+            achieved_pps,
             loss_ratio,
         });
+        let passed_at = achieved_pps.min(offered_pps);
         let update = |i: &mut Interval, pass: bool| {
             if pass {
-                i.lo = Some(i.lo.map_or(offered_pps, |lo| lo.max(offered_pps)));
+                i.lo = Some(i.lo.map_or(passed_at, |lo| lo.max(passed_at)));
             } else {
                 i.hi = Some(i.hi.map_or(offered_pps, |hi| hi.min(offered_pps)));
             }
@@ -146,14 +154,14 @@ impl RateSearch {
         update(&mut self.pdr, loss_ratio <= self.cfg.pdr_loss);
     }
 
-    /// Runs the search with `trial(rate) -> loss ratio`.
+    /// Runs the search with `trial(rate) -> (achieved rate, loss ratio)`.
     pub fn run<E>(
         mut self,
-        mut trial: impl FnMut(f64) -> Result<f64, E>,
+        mut trial: impl FnMut(f64) -> Result<(f64, f64), E>,
     ) -> Result<SearchResult, E> {
         while let Some(rate) = self.next_rate() {
-            let loss = trial(rate)?;
-            self.record(rate, loss);
+            let (achieved, loss) = trial(rate)?;
+            self.record(rate, achieved, loss);
         }
         Ok(self.result())
     }
@@ -177,7 +185,7 @@ mod tests {
     /// A device that forwards up to `capacity` pps losslessly, then drops
     /// the excess, plus a constant background loss below the PDR ratio
     /// from `noisy_above` pps.
-    fn model(capacity: f64, noisy_above: f64) -> impl FnMut(f64) -> Result<f64, ()> {
+    fn model(capacity: f64, noisy_above: f64) -> impl FnMut(f64) -> Result<(f64, f64), ()> {
         move |r| {
             let excess = if r > capacity {
                 (r - capacity) / r
@@ -185,7 +193,7 @@ mod tests {
                 0.0
             };
             let background = if r > noisy_above { 0.0005 } else { 0.0 };
-            Ok(excess + background)
+            Ok((r, excess + background))
         }
     }
 
@@ -238,9 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_that_cannot_keep_up_does_not_inflate_the_ndr() {
+        // The sender tops out at 300 kpps; the device would forward 1 Mpps.
+        let cfg = SearchConfig {
+            max_pps: 1_000_000.0,
+            ..SearchConfig::default()
+        };
+        let r = RateSearch::new(cfg)
+            .run(|rate: f64| Ok::<_, ()>((rate.min(300_000.0), 0.0)))
+            .unwrap();
+        assert_eq!(r.ndr_pps, Some(300_000.0), "{r:?}");
+        assert!(r.trials.len() <= cfg.max_trials as usize);
+    }
+
+    #[test]
     fn device_dead_at_minimum_reports_none() {
         let cfg = SearchConfig::default();
-        let r = RateSearch::new(cfg).run(|_| Ok::<_, ()>(1.0)).unwrap();
+        let r = RateSearch::new(cfg).run(|r| Ok::<_, ()>((r, 1.0))).unwrap();
         assert_eq!((r.ndr_pps, r.pdr_pps), (None, None));
         assert!(r.converged);
         assert!(r.trials.len() < 20);
