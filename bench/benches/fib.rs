@@ -174,7 +174,8 @@ fn bench_lookups(c: &mut Criterion, family: &str, fib: &Fib, random: &[IpAddr], 
                 let mut i = 0usize;
                 b.iter(|| {
                     i = (i + BATCH) & (PROBES - 1);
-                    let batch: &[Ipv4Addr; BATCH] = routed[i..i + BATCH].try_into().expect("16 addresses");
+                    let batch: &[Ipv4Addr; BATCH] =
+                        routed[i..i + BATCH].try_into().expect("16 addresses");
                     black_box(fib.lookup_batch_v4(black_box(batch), &hashes))
                 })
             });
@@ -191,7 +192,8 @@ fn bench_lookups(c: &mut Criterion, family: &str, fib: &Fib, random: &[IpAddr], 
                 let mut i = 0usize;
                 b.iter(|| {
                     i = (i + BATCH) & (PROBES - 1);
-                    let batch: &[Ipv6Addr; BATCH] = routed[i..i + BATCH].try_into().expect("16 addresses");
+                    let batch: &[Ipv6Addr; BATCH] =
+                        routed[i..i + BATCH].try_into().expect("16 addresses");
                     black_box(fib.lookup_batch_v6(black_box(batch), &hashes))
                 })
             });
