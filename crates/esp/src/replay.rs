@@ -106,7 +106,8 @@ impl ReplayWindow {
         let w = self.size as u32;
         let seq_high = if tl >= w - 1 {
             // Case A: window lies within one 2^32 subspace.
-            if seq_low >= tl - w + 1 {
+            // `tl - (w - 1)`: never below zero here (tl >= w - 1).
+            if seq_low >= tl - (w - 1) {
                 Some(th)
             } else {
                 th.checked_add(1)
@@ -172,6 +173,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn esn_inference_at_the_window_edge() {
+        // top = w - 1 is where case A starts (RFC 4303 A2.1): the lower
+        // bound of the window is exactly 0.
+        let mut w = ReplayWindow::new(1024).unwrap();
+        for seq in 1..=1023 {
+            w.accept(seq).unwrap();
+        }
+        assert_eq!(w.infer_esn(1024).unwrap(), 1024);
+        assert_eq!(w.infer_esn(0).unwrap(), 0);
+        assert_eq!(w.infer_esn(5).unwrap(), 5);
+    }
 
     #[test]
     fn sizes_are_validated() {
