@@ -214,6 +214,7 @@ fn show_counters(engine: &Engine, json: bool) -> String {
                         "neighbour_requests": c.neighbour_requests,
                         "neighbour_replies": c.neighbour_replies,
                         "icmp_sent": c.icmp_sent, "dropped": c.total_drops(),
+                        "esp_sealed": c.esp_sealed, "esp_opened": c.esp_opened,
                     }),
                 )
             })
@@ -221,19 +222,29 @@ fn show_counters(engine: &Engine, json: bool) -> String {
         return format!("{}\n", serde_json::Value::Object(v));
     }
     let mut s = format!(
-        "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>10}\n",
-        "interface", "rx packets", "tx packets", "forwarded", "punted", "icmp", "dropped"
+        "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12} {:>12} {:>10}\n",
+        "interface",
+        "rx packets",
+        "tx packets",
+        "forwarded",
+        "punted",
+        "icmp",
+        "esp sealed",
+        "esp opened",
+        "dropped"
     );
     for (n, c) in &counters {
         let _ = writeln!(
             s,
-            "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>10}",
+            "{:<12} {:>12} {:>12} {:>12} {:>10} {:>8} {:>12} {:>12} {:>10}",
             n,
             c.rx_packets,
             c.tx_packets,
             c.forwarded,
             c.punted,
             c.icmp_sent,
+            c.esp_sealed,
+            c.esp_opened,
             c.total_drops()
         );
     }

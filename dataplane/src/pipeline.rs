@@ -968,6 +968,43 @@ impl<P> Pipeline<P> {
         })
     }
 
+    /// Turns the (empty) window into a NAT-keepalive for `tun` (RFC 3948
+    /// §2.3: one 0xFF byte in UDP to the peer) and routes it.
+    pub fn keepalive(&mut self, t: &Tables, tun: &Tunnel, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let Some(src_port) = tun.local_port else {
+            return Verdict::Consumed;
+        };
+        let start = pkt.start();
+        if !pkt.set_window(start, 1) {
+            return Verdict::Drop(DropReason::NoFrame);
+        }
+        pkt.data_mut()[0] = strait_esp::KEEPALIVE_PAYLOAD;
+        let (dst, dst_port) = tun.peer();
+        let header = OuterHeader::V4(OuterIpv4 {
+            src: tun.local,
+            dst,
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_fragment: true,
+            udp: Some(UdpEncap { src_port, dst_port }),
+        });
+        let (buf, start, end) = pkt.raw_mut();
+        let Ok(outer) = header.write(buf, start..end) else {
+            return Verdict::Drop(DropReason::NoFrame);
+        };
+        pkt.set_window(outer.start, outer.len());
+        match t.fib.lookup(IpAddr::V4(dst), 0) {
+            Some(Disposition::Forward(nh)) if (nh.egress.0 as usize) < t.ports.len() => {
+                Verdict::Forward {
+                    port: nh.egress.0 as u16,
+                    neighbour: nh.neighbour(IpAddr::V4(dst)),
+                }
+            }
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
     /// Routes a packet the dataplane generated itself (L3 at the window).
     fn output(&mut self, t: &Tables, pkt: &mut PacketBuf<'_>, now: Instant) -> Verdict {
         let dst = match pkt.data().first().map(|b| b >> 4) {

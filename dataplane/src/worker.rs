@@ -66,6 +66,8 @@ pub fn run(mut ctx: WorkerContext) {
         pipeline: Pipeline::new(n_ports, icmp.errors_per_second, icmp.burst, now),
         tx: (0..n_ports).map(|_| FrameBatch::new()).collect(),
         generation: 0,
+        keepalives: Vec::new(),
+        sends_keepalives: ctx.id == 0,
     };
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
@@ -123,6 +125,9 @@ struct Worker {
     pipeline: Pipeline<FrameDesc>,
     tx: Vec<FrameBatch>,
     generation: u64,
+    /// When each tunnel's next NAT-keepalive is due (worker 0 only).
+    keepalives: Vec<Option<Instant>>,
+    sends_keepalives: bool,
 }
 
 impl Worker {
@@ -134,6 +139,53 @@ impl Worker {
                 .add_static((n.port, n.ip), n.mac, now);
         }
         self.generation = tables.generation;
+        self.keepalives = tables
+            .tunnels
+            .iter()
+            .map(|t| t.keepalive.filter(|_| self.sends_keepalives).map(|_| now))
+            .collect();
+    }
+
+    /// Sends the NAT-keepalives that are due.
+    fn send_keepalives(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
+        for (i, tun) in tables.tunnels.iter().enumerate() {
+            let (Some(due), Some(every)) =
+                (self.keepalives.get(i).copied().flatten(), tun.keepalive)
+            else {
+                continue;
+            };
+            if now < due {
+                continue;
+            }
+            self.keepalives[i] = Some(now + every);
+            let Some(mut desc) = ports.alloc_frame() else {
+                continue;
+            };
+            let umem = ports.umem();
+            let head = umem.headroom(&desc);
+            let full = head + umem.tailroom(&desc);
+            if umem.grow_front(&mut desc, head).is_err() || umem.set_len(&mut desc, full).is_err() {
+                ports.drop_frame(desc);
+                continue;
+            }
+            let (verdict, start, len) = {
+                let mut pkt = PacketBuf::new(ports.frame_mut(&desc), head, 0);
+                let v = self.pipeline.keepalive(tables, tun, &mut pkt);
+                (v, pkt.start(), pkt.len())
+            };
+            let umem = ports.umem();
+            if umem.shrink_front(&mut desc, start).is_err() || umem.set_len(&mut desc, len).is_err()
+            {
+                ports.drop_frame(desc);
+                continue;
+            }
+            match verdict {
+                Verdict::Forward { port, neighbour } => {
+                    self.forward(ports, tables, desc, port, neighbour, now)
+                }
+                _ => ports.drop_frame(desc),
+            }
+        }
     }
 
     fn handle(
@@ -348,6 +400,7 @@ impl Worker {
         for (port, target, unicast) in requests.iter().take(n_requests).flatten() {
             self.solicit(ports, tables, *port, *target, *unicast);
         }
+        self.send_keepalives(ports, tables, now);
         // Host path: frames the kernel sends through a TAP leave by its port.
         for (port, tap) in taps.iter().enumerate() {
             let Some(tap) = tap else { continue };

@@ -1,0 +1,420 @@
+//! End-to-end: a branch vCPE and a cloud hub, both `straitd`, carry LAN
+//! traffic through an ESP tunnel (AES-GCM, UDP-encapsulated) across a home
+//! router that NATs like a real one (nftables masquerade).
+//!
+//! Topology (scripts/topologies/site-to-hub.topo):
+//! lana 10.1.0.2 — branch — home (NAT) — hub — lanb 10.2.0.2
+//!
+//! Needs root (namespaces, veth, XDP, nftables) and iputils-ping, ethtool, nft.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+
+const KEY_A: &str = "000102030405060708090a0b0c0d0e0f10111213";
+const KEY_B: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+
+fn branch_config() -> String {
+    format!(
+        r#"
+[engine]
+workers = 1
+
+[[interface]]
+name = "lan"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "wan"
+addresses = ["192.168.77.2/24"]
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["192.168.77.1"]
+
+[[tunnel]]
+name = "hub"
+local = "192.168.77.2"
+remote = "203.0.113.1"
+prefixes = ["10.2.0.0/16"]
+keepalive = 1
+outbound = {{ spi = 4097, cipher = "aes128-gcm", key = "{KEY_A}" }}
+inbound = {{ spi = 8194, cipher = "aes128-gcm", key = "{KEY_B}" }}
+"#
+    )
+}
+
+fn hub_config() -> String {
+    format!(
+        r#"
+[engine]
+workers = 1
+
+[[interface]]
+name = "wan"
+addresses = ["203.0.113.1/24"]
+
+[[interface]]
+name = "lan"
+addresses = ["10.2.0.1/24"]
+
+[[tunnel]]
+name = "branch"
+local = "203.0.113.1"
+remote = "203.0.113.2"
+float = true
+prefixes = ["10.1.0.0/16"]
+outbound = {{ spi = 8194, cipher = "aes128-gcm", key = "{KEY_B}" }}
+inbound = {{ spi = 4097, cipher = "aes128-gcm", key = "{KEY_A}" }}
+"#
+    )
+}
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Daemon {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let sock = dir.join(format!("{name}.sock"));
+        let mut child = ns
+            .command(&[
+                env!("CARGO_BIN_EXE_straitd"),
+                "--config",
+                path.to_str().unwrap(),
+                "--control",
+                sock.to_str().unwrap(),
+            ])
+            .env("STRAIT_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "{name}: no control socket");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{name}: straitd exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon { child, sock }
+    }
+
+    fn json(&self, what: &str) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(150));
+        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(["show", what, "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw capture of every frame on one interface, on its own thread.
+struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Vec<u8>>>>,
+}
+
+impl Capture {
+    fn start(ns: &Netns, ifname: &str) -> Capture {
+        let ifindex = ns.ifindex(ifname).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ns = ns.clone();
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            ns.enter(move || {
+                let proto = (libc::ETH_P_ALL as u16).to_be();
+                // SAFETY: plain socket calls with valid arguments.
+                let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+                assert!(fd >= 0);
+                // SAFETY: sockaddr_ll is plain data.
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = proto;
+                sll.sll_ifindex = ifindex as i32;
+                // SAFETY: sll is valid for its size.
+                let rc = unsafe {
+                    libc::bind(
+                        fd,
+                        (&sll as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                assert_eq!(rc, 0);
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 50_000,
+                };
+                // SAFETY: valid option value.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&tv as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as u32,
+                    )
+                };
+                ready_tx.send(()).unwrap();
+                let mut frames = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                while !flag.load(Ordering::Relaxed) && frames.len() < 200_000 {
+                    // SAFETY: buf is valid for writes of its length.
+                    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    if n > 0 {
+                        frames.push(buf[..n as usize].to_vec());
+                    }
+                }
+                // SAFETY: fd is ours.
+                unsafe { libc::close(fd) };
+                frames
+            })
+            .unwrap()
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Capture {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+const MARKER: &[u8] = b"STRAIT-PLAINTEXT-MARKER";
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// Sends `total` bytes of patterned data (with markers) over TCP from
+/// `client` to `server_addr` served in `server`; checks both hashes.
+fn tcp_transfer(client: &Netns, server: &Netns, listen: &'static str, total: usize) {
+    let srv = server.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        srv.enter(move || {
+            let l = TcpListener::bind(listen).unwrap();
+            tx.send(()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            loop {
+                let k = s.read(&mut buf).unwrap();
+                if k == 0 {
+                    break;
+                }
+                fnv(&mut h, &buf[..k]);
+                n += k;
+            }
+            (n, h)
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let sent = client
+        .enter(move || {
+            let mut s =
+                TcpStream::connect_timeout(&listen.parse().unwrap(), Duration::from_secs(5))
+                    .unwrap();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            let mut chunk = vec![0u8; 32768];
+            let mut x = 11u32;
+            let mut sent = 0;
+            while sent < total {
+                for b in chunk.iter_mut() {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *b = (x >> 24) as u8;
+                }
+                chunk[..MARKER.len()].copy_from_slice(MARKER);
+                s.write_all(&chunk).unwrap();
+                fnv(&mut h, &chunk);
+                sent += chunk.len();
+            }
+            h
+        })
+        .unwrap();
+    let (n, h) = handle.join().unwrap();
+    assert_eq!(n, total);
+    assert_eq!(h, sent, "payload changed inside the tunnel");
+}
+
+fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let mut argv = vec!["ping", "-n", "-W", "2"];
+    argv.extend_from_slice(args);
+    let out = ns.output(&argv).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
+    require_root();
+    require_program("ping", "iputils-ping");
+    require_program("nft", "nftables");
+    require_program("ethtool", "ethtool");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new("tunnel");
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lana, lanb, home) = (&ns["lana"], &ns["lanb"], &ns["home"]);
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config());
+    let branch = Daemon::start(&ns["branch"], &dir, "branch", &branch_config());
+
+    let capture = Capture::start(home, "wan");
+
+    // The branch speaks first (it is behind the NAT); then both ways.
+    let (ok, out) = ping(lana, &["-c", "3", "-i", "0.2", "10.2.0.2"]);
+    assert!(ok, "lana -> lanb: {out}");
+    let (ok, out) = ping(lanb, &["-c", "3", "-i", "0.2", "10.1.0.2"]);
+    assert!(ok, "lanb -> lana: {out}");
+    // The hub's own LAN address answers through the tunnel too.
+    let (ok, out) = ping(lana, &["-c", "1", "10.2.0.1"]);
+    assert!(ok, "lana -> hub lan address: {out}");
+
+    // TCP both directions, 4 MiB each, verified end to end.
+    tcp_transfer(lana, lanb, "10.2.0.2:5301", 4 << 20);
+    tcp_transfer(lanb, lana, "10.1.0.2:5302", 4 << 20);
+
+    // UDP, numbered and paced: every datagram exactly once.
+    const COUNT: u32 = 1000;
+    let srv = lanb.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        srv.enter(move || {
+            let s = UdpSocket::bind("10.2.0.2:5303").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            tx.send(()).unwrap();
+            let mut seen = vec![0u32; COUNT as usize];
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = s.recv(&mut buf) {
+                let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                assert_eq!(&buf[4..4 + MARKER.len()], MARKER);
+                assert_eq!(n, 1200);
+                seen[seq as usize] += 1;
+            }
+            seen
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    lana.enter(|| {
+        let s = UdpSocket::bind("10.1.0.2:0").unwrap();
+        let mut buf = [0u8; 1200];
+        buf[4..4 + MARKER.len()].copy_from_slice(MARKER);
+        for seq in 0..COUNT {
+            buf[..4].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(&buf, "10.2.0.2:5303").unwrap();
+            if seq % 10 == 9 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+    })
+    .unwrap();
+    let seen = server.join().unwrap();
+    assert!(
+        seen.iter().all(|c| *c == 1),
+        "UDP through the tunnel lost or duplicated datagrams"
+    );
+
+    // Keepalives (1 s here) keep the NAT mapping warm.
+    std::thread::sleep(Duration::from_millis(1500));
+    let frames = capture.finish();
+
+    // On the WAN between the home router and the hub: only UDP/4500 (and
+    // ARP), never the inner plaintext.
+    let mut esp = 0;
+    let mut keepalives = 0;
+    for f in &frames {
+        assert!(
+            !f.windows(MARKER.len()).any(|w| w == MARKER),
+            "plaintext leaked onto the WAN"
+        );
+        let ethertype = u16::from_be_bytes([f[12], f[13]]);
+        // ARP, and the kernel's own IPv6 multicast (ND, MLD) on the veths.
+        if ethertype == 0x0806 || (ethertype == 0x86dd && f[0..2] == [0x33, 0x33]) {
+            continue;
+        }
+        assert_eq!(
+            ethertype,
+            0x0800,
+            "unexpected frame on the WAN: {:02x?}",
+            &f[..f.len().min(64)]
+        );
+        let ip = &f[14..];
+        assert_eq!(
+            ip[9],
+            17,
+            "non-UDP packet on the WAN: {:02x?}",
+            &ip[..ip.len().min(40)]
+        );
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let udp = &ip[ihl..];
+        let (sport, dport) = (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+        );
+        assert!(
+            sport == 4500 || dport == 4500,
+            "UDP {sport}->{dport} on the WAN"
+        );
+        assert!(
+            !f.windows(MARKER.len()).any(|w| w == MARKER),
+            "plaintext leaked onto the WAN"
+        );
+        if udp.len() == 9 && udp[8] == 0xff {
+            keepalives += 1;
+        } else {
+            esp += 1;
+        }
+    }
+    assert!(esp > 1000, "only {esp} ESP packets captured");
+    assert!(keepalives >= 1, "no NAT keepalive seen");
+
+    let b = branch.json("counters");
+    let h = hub.json("counters");
+    assert!(b["wan"]["esp_sealed"].as_u64().unwrap() > 1000, "{b}");
+    assert!(h["wan"]["esp_opened"].as_u64().unwrap() > 1000, "{h}");
+    let hd = hub.json("drops");
+    assert_eq!(hd["wan"]["esp_auth_failed"], 0, "{hd}");
+}
