@@ -121,6 +121,9 @@ pub fn run(mut ctx: WorkerContext) {
     );
 }
 
+/// A neighbour request to send: port, target, unicast MAC when re-probing.
+type Solicitation = (u16, IpAddr, Option<[u8; 6]>);
+
 struct Worker {
     pipeline: Pipeline<FrameDesc>,
     tx: Vec<FrameBatch>,
@@ -372,7 +375,7 @@ impl Worker {
         tables: &Tables,
         now: Instant,
     ) {
-        let mut requests: [Option<(u16, IpAddr, Option<[u8; 6]>)>; 16] = [None; 16];
+        let mut requests: [Option<Solicitation>; 16] = [None; 16];
         let mut n_requests = 0;
         let Pipeline {
             neighbours,
