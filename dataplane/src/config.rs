@@ -29,6 +29,122 @@ pub struct Config {
     /// ESP tunnels to peers.
     #[serde(default, rename = "tunnel")]
     pub tunnels: Vec<TunnelConfig>,
+    /// NAT rules, matched in the order given (SNAT/masquerade) or by
+    /// public endpoint (DNAT) and address (static).
+    #[serde(default, rename = "nat")]
+    pub nat: Vec<NatRuleConfig>,
+    /// NAT capacities, timeouts and filtering.
+    #[serde(default)]
+    pub nat_settings: NatSettingsConfig,
+}
+
+/// What a `[[nat]]` rule does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatKindConfig {
+    /// Source NAT to a pool of addresses (`addresses`).
+    Snat,
+    /// Source NAT to the address of `out_interface`.
+    Masquerade,
+    /// Destination NAT / port forward of `public` to `backends`.
+    Dnat,
+    /// Static 1:1 NAT between `internal` and `external`.
+    Static,
+}
+
+/// How a DNAT rule with several backends picks one.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendSelectionConfig {
+    /// A keyed hash of the client's address and port: a client sticks to
+    /// one backend.
+    #[default]
+    Hash,
+    /// Each new flow takes the next backend (per worker).
+    RoundRobin,
+}
+
+/// `[[nat]]`: one translation rule. Which fields apply depends on `kind`;
+/// a field that does not apply to the kind is refused.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatRuleConfig {
+    /// Name, unique among the rules; shown with the sessions it created.
+    pub name: String,
+    /// snat, masquerade, dnat or static.
+    pub kind: NatKindConfig,
+    /// snat/masquerade: internal source prefix, `addr/len`.
+    pub source: Option<String>,
+    /// snat/masquerade: only for destinations in this prefix.
+    pub destination: Option<String>,
+    /// snat/masquerade: only for packets leaving by this interface or
+    /// tunnel (required for masquerade: its address is the new source).
+    pub out_interface: Option<String>,
+    /// snat: the pool of egress addresses.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// snat/masquerade: external port range `first-last`.
+    pub ports: Option<String>,
+    /// dnat: `tcp` or `udp`.
+    pub protocol: Option<String>,
+    /// dnat: published `addr:port`.
+    pub public: Option<String>,
+    /// dnat: private servers, `addr:port` each.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// dnat: backend choice for new flows.
+    pub selection: Option<BackendSelectionConfig>,
+    /// static: the private address.
+    pub internal: Option<String>,
+    /// static: the public address.
+    pub external: Option<String>,
+}
+
+/// Inbound filtering of dynamic mappings (RFC 4787 §5).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatFilteringConfig {
+    /// Only hosts the inside endpoint has sent to may answer.
+    #[default]
+    AddressDependent,
+    /// Anyone may reach a mapped endpoint (best for peer-to-peer).
+    EndpointIndependent,
+}
+
+/// `[nat_settings]`. Fixed for the engine's life: sessions are sized and
+/// keyed from it, so a change needs a restart.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSettingsConfig {
+    /// Sessions each worker can hold (memory is reserved up front).
+    pub max_sessions: usize,
+    /// Filtering behaviour for dynamic mappings.
+    pub filtering: NatFilteringConfig,
+    /// UDP idle timeout, seconds (RFC 4787 REQ-5: at least 120).
+    pub udp_timeout: u64,
+    /// Established TCP idle timeout, seconds (RFC 5382 REQ-5: at least 7440).
+    pub tcp_established_timeout: u64,
+    /// Opening or closing TCP idle timeout, seconds (at least 240).
+    pub tcp_transitory_timeout: u64,
+    /// ICMP echo idle timeout, seconds (RFC 5508 REQ-2: at least 60).
+    pub icmp_timeout: u64,
+    /// Inbound UDP packets refresh the session too (RFC 4787 REQ-6 allows it).
+    pub inbound_refresh: bool,
+}
+
+impl Default for NatSettingsConfig {
+    fn default() -> Self {
+        let lib = strait_nat::NatConfig::default();
+        NatSettingsConfig {
+            max_sessions: lib.max_sessions,
+            filtering: NatFilteringConfig::AddressDependent,
+            udp_timeout: lib.timeouts.udp,
+            tcp_established_timeout: lib.timeouts.tcp_established,
+            tcp_transitory_timeout: lib.timeouts.tcp_transitory,
+            icmp_timeout: lib.timeouts.icmp,
+            inbound_refresh: lib.inbound_refresh,
+        }
+    }
 }
 
 /// Key material in the configuration: never printed.

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, NatKindConfig};
 use crate::counters::DropReason;
 use crate::engine::Engine;
+use crate::nat;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
@@ -119,6 +120,9 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         ["show", "counters"] => show_counters(engine, json),
         ["show", "drops"] => show_drops(engine, json),
         ["show", "workers"] => show_workers(engine, json),
+        ["show", "nat", "sessions"] => show_nat_sessions(engine, json),
+        ["show", "nat", "rules"] => show_nat_rules(engine, json),
+        ["show", "nat"] => show_nat(engine, json),
         ["reload"] => match Config::load(engine.path()).map_err(|e| e.to_string()).and_then(|c| {
             engine.apply(c).map_err(|e| e.to_string())
         }) {
@@ -126,7 +130,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
             Err(e) => format!("error: {e} (running configuration kept)\n"),
         },
         _ => format!(
-            "error: unknown command {command:?}; try: show interfaces|routes|counters|drops|workers [--json], reload\n"
+            "error: unknown command {command:?}; try: show interfaces|routes|counters|drops|workers|nat|nat rules|nat sessions [--json], reload\n"
         ),
     }
 }
@@ -311,6 +315,153 @@ fn show_workers(engine: &Engine, json: bool) -> String {
     }
     for line in engine.bind_reports() {
         let _ = writeln!(s, "{line}");
+    }
+    s
+}
+
+fn show_nat_rules(engine: &Engine, json: bool) -> String {
+    let t = engine.tables();
+    let snaps = t.nat.status.snapshots();
+    let sessions = |id| {
+        snaps
+            .iter()
+            .flat_map(|s| &s.sessions)
+            .filter(|x| x.rule == id)
+            .count()
+    };
+    let kind = |k| match k {
+        NatKindConfig::Snat => "snat",
+        NatKindConfig::Masquerade => "masquerade",
+        NatKindConfig::Dnat => "dnat",
+        NatKindConfig::Static => "static",
+    };
+    if json {
+        let v: Vec<_> = t
+            .nat
+            .infos
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name, "id": r.id.0, "kind": kind(r.kind),
+                    "rule": r.summary, "sessions": sessions(r.id),
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = format!("{:<16} {:<11} {:>8}  rule\n", "name", "kind", "sessions");
+    for r in &t.nat.infos {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<11} {:>8}  {}",
+            r.name,
+            kind(r.kind),
+            sessions(r.id),
+            r.summary
+        );
+    }
+    s
+}
+
+fn show_nat_sessions(engine: &Engine, json: bool) -> String {
+    let t = engine.tables();
+    let snaps = t.nat.status.snapshots();
+    let rule = |id| t.nat.rule_name(id).unwrap_or("(removed)").to_owned();
+    let total: usize = snaps.iter().map(|s| s.session_count).sum();
+    let listed: usize = snaps.iter().map(|s| s.sessions.len()).sum();
+    if json {
+        let v: Vec<_> = snaps
+            .iter()
+            .enumerate()
+            .flat_map(|(w, snap)| snap.sessions.iter().map(move |x| (w, x)))
+            .map(|(w, x)| {
+                let (o, tr) = (x.original(), x.translated());
+                json!({
+                    "worker": w, "rule": rule(x.rule), "rule_id": x.rule.0,
+                    "kind": x.kind.name(), "protocol": x.protocol.name(),
+                    "original": { "source": o.source.to_string(),
+                                  "destination": o.destination.to_string() },
+                    "translated": { "source": tr.source.to_string(),
+                                    "destination": tr.destination.to_string() },
+                    "inside": x.inside.to_string(), "external": x.external.to_string(),
+                    "outside": x.outside.to_string(),
+                    "initiator": match x.initiator {
+                        strait_nat::Direction::Outbound => "inside",
+                        strait_nat::Direction::Inbound => "outside",
+                    },
+                    "state": nat::session_state(x),
+                    "age": x.age, "idle": x.idle, "expires_in": x.expires_in,
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = format!(
+        "{:<5} {:<24} {:<24} {:<24} {:<24} {:<12} {:>7} {:>6}  rule\n",
+        "proto",
+        "original source",
+        "original destination",
+        "translated source",
+        "translated dest",
+        "state",
+        "age",
+        "idle"
+    );
+    for snap in &snaps {
+        for x in &snap.sessions {
+            let (o, tr) = (x.original(), x.translated());
+            let _ = writeln!(
+                s,
+                "{:<5} {:<24} {:<24} {:<24} {:<24} {:<12} {:>7} {:>6}  {}",
+                x.protocol.name(),
+                o.source.to_string(),
+                o.destination.to_string(),
+                tr.source.to_string(),
+                tr.destination.to_string(),
+                nat::session_state(x),
+                x.age,
+                x.idle,
+                rule(x.rule)
+            );
+        }
+    }
+    let _ = writeln!(s, "{total} sessions ({listed} listed)");
+    s
+}
+
+fn show_nat(engine: &Engine, json: bool) -> String {
+    let t = engine.tables();
+    let snaps = t.nat.status.snapshots();
+    if json {
+        let v: Vec<_> = snaps
+            .iter()
+            .enumerate()
+            .map(|(w, snap)| {
+                let counters: serde_json::Map<String, serde_json::Value> = snap
+                    .counters
+                    .iter()
+                    .map(|(n, v)| (n.to_owned(), json!(v)))
+                    .collect();
+                json!({
+                    "worker": w, "sessions": snap.session_count, "capacity": snap.capacity,
+                    "memory_bytes": snap.memory_bytes, "counters": counters,
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = String::new();
+    for (w, snap) in snaps.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "worker {w}: {} of {} sessions, {} KiB",
+            snap.session_count,
+            snap.capacity,
+            snap.memory_bytes / 1024
+        );
+        for (name, v) in snap.counters.iter().filter(|(_, v)| *v > 0) {
+            let _ = writeln!(s, "  {name:<28} {v:>12}");
+        }
     }
     s
 }

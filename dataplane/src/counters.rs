@@ -70,11 +70,36 @@ pub enum DropReason {
     EspInvalid,
     /// A packet could not be sealed (selectors, sequence exhausted, expired SA).
     EspSealFailed,
+    /// NAT: transport header too short to translate.
+    NatMalformed,
+    /// NAT: a non-first fragment of a translated flow (no ports to match;
+    /// fragments are not reassembled).
+    NatFragment,
+    /// NAT: a protocol other than TCP, UDP or ICMP to or from a translated
+    /// address.
+    NatUnsupportedProtocol,
+    /// NAT: a TCP segment other than a SYN without a session.
+    NatTcpNotSyn,
+    /// NAT: refused by address-dependent filtering (RFC 4787 REQ-8).
+    NatFiltered,
+    /// NAT: inbound packet to a translated address with no session, mapping
+    /// or rule behind it.
+    NatNoSession,
+    /// NAT: session table full or no free external port for a new flow.
+    NatExhausted,
+    /// NAT: ICMP error about no known session (RFC 5508 REQ-4/5).
+    NatIcmpErrorNoSession,
+    /// NAT: ICMP error whose checksums do not verify (RFC 5508 REQ-3).
+    NatIcmpErrorChecksum,
+    /// NAT: ICMP error about an error, or with an unusable quoted packet.
+    NatIcmpErrorMalformed,
+    /// NAT: ICMP type the translator does not handle.
+    NatIcmpUnsupported,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 39] = [
         DropReason::Truncated,
         DropReason::NotIp,
         DropReason::BadVersion,
@@ -103,6 +128,17 @@ impl DropReason {
         DropReason::EspReplayOld,
         DropReason::EspInvalid,
         DropReason::EspSealFailed,
+        DropReason::NatMalformed,
+        DropReason::NatFragment,
+        DropReason::NatUnsupportedProtocol,
+        DropReason::NatTcpNotSyn,
+        DropReason::NatFiltered,
+        DropReason::NatNoSession,
+        DropReason::NatExhausted,
+        DropReason::NatIcmpErrorNoSession,
+        DropReason::NatIcmpErrorChecksum,
+        DropReason::NatIcmpErrorMalformed,
+        DropReason::NatIcmpUnsupported,
     ];
 
     /// Number of reasons.
@@ -139,6 +175,17 @@ impl DropReason {
             DropReason::EspReplayOld => "esp_replay_old",
             DropReason::EspInvalid => "esp_invalid",
             DropReason::EspSealFailed => "esp_seal_failed",
+            DropReason::NatMalformed => "nat_malformed",
+            DropReason::NatFragment => "nat_fragment",
+            DropReason::NatUnsupportedProtocol => "nat_unsupported_protocol",
+            DropReason::NatTcpNotSyn => "nat_tcp_not_syn",
+            DropReason::NatFiltered => "nat_filtered",
+            DropReason::NatNoSession => "nat_no_session",
+            DropReason::NatExhausted => "nat_exhausted",
+            DropReason::NatIcmpErrorNoSession => "nat_icmp_error_no_session",
+            DropReason::NatIcmpErrorChecksum => "nat_icmp_error_checksum",
+            DropReason::NatIcmpErrorMalformed => "nat_icmp_error_malformed",
+            DropReason::NatIcmpUnsupported => "nat_icmp_unsupported",
         }
     }
 
@@ -149,7 +196,7 @@ impl DropReason {
 }
 
 /// Plain per-interface counters of one worker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortCounters {
     /// Frames received.
     pub rx_packets: u64,
@@ -175,6 +222,26 @@ pub struct PortCounters {
     pub esp_opened: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
+}
+
+// Written out: `Default` is derived for arrays of at most 32 elements.
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            forwarded: 0,
+            punted: 0,
+            neighbour_replies: 0,
+            neighbour_requests: 0,
+            icmp_sent: 0,
+            esp_sealed: 0,
+            esp_opened: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortCounters {

@@ -19,6 +19,7 @@ use strait_esp::{
 };
 
 use crate::config::{Config, ConfigError, EncapConfig, IcmpConfig, SaEntryConfig, TunnelConfig};
+use crate::nat::NatTables;
 
 /// Interface attributes the kernel knows and the dataplane needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,8 +138,11 @@ pub struct Tables {
     pub flow_hasher: FlowHasher,
     /// ESP tunnels; tunnel `i` is FIB egress `ports.len() + i`.
     pub tunnels: Vec<Tunnel>,
-    /// The clock origin SA lifetimes count from (fixed for the engine's life).
+    /// The clock origin SA lifetimes and NAT timeouts count from (fixed
+    /// for the engine's life).
     pub epoch: Instant,
+    /// NAT rules, settings and the workers' session snapshots.
+    pub nat: NatTables,
 }
 
 /// Everything needed to (re)build one direction's SA.
@@ -549,7 +553,16 @@ impl Tables {
                 "must be between 1 and 256".into(),
             ));
         }
+        let nat = NatTables::build(
+            config,
+            &ports,
+            &tunnels,
+            flow_seed,
+            previous.map(|p| &p.nat),
+        )
+        .map_err(|(item, reason)| invalid(item, reason))?;
         Ok(Tables {
+            nat,
             generation,
             fib: routes.snapshot(),
             routes,
@@ -839,6 +852,56 @@ addresses = ["192.0.2.1/24"]
             ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac"),
             ("[engine]\nworkers = 0\n", "engine.workers"),
             ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores"),
+            (
+                "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\n",
+                "nat rule m: masquerade needs out_interface",
+            ),
+            (
+                "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\nout_interface = \"eth9\"\n",
+                "out_interface eth9 is not a configured interface or tunnel",
+            ),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/33\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: source: prefix 10.0.1.0/33",
+            ),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\n",
+                "snat needs addresses",
+            ),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\naddresses = [\"192.0.2.9\"]\nports = \"2000-1000\"\n",
+                "ports \"2000-1000\"",
+            ),
+            (
+                "[[nat]]\nname = \"x\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\nsource = \"10.0.0.0/8\"\n",
+                "nat rule x: source does not apply to a static rule",
+            ),
+            (
+                "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"icmp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n",
+                "protocol \"icmp\" is not tcp or udp",
+            ),
+            (
+                "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2\"]\n",
+                "nat rule d: backend: \"10.0.1.2\" is not an IPv4 addr:port",
+            ),
+            (
+                "[[nat]]\nname = \"a\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n\
+                 [[nat]]\nname = \"b\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.3:80\"]\n",
+                "nat rule b: public endpoint tcp 192.0.2.1:80 already published by nat rule a",
+            ),
+            (
+                "[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n\
+                 [[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.6\"\nexternal = \"192.0.2.6\"\n",
+                "nat rule a: listed twice",
+            ),
+            (
+                "[nat_settings]\nudp_timeout = 30\n",
+                "[nat_settings]: udp timeout 30 s is below the 120 s required by RFC 4787 REQ-5",
+            ),
+            (
+                "[engine]\nworkers = 2\n[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n",
+                "[[nat]]: NAT needs engine.workers = 1",
+            ),
         ];
         for (extra, want) in cases {
             let err = build(extra).unwrap_err().to_string();

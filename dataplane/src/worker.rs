@@ -49,6 +49,8 @@ pub struct WorkerContext {
 const TIMER_PERIOD: Duration = Duration::from_millis(1);
 /// How often counters are published for readers.
 const PUBLISH_PERIOD: Duration = Duration::from_millis(50);
+/// How often the NAT session snapshot is published for `show nat`.
+const NAT_PUBLISH_PERIOD: Duration = Duration::from_millis(500);
 /// Longest idle sleep in adaptive mode.
 const MAX_IDLE_SLEEP: Duration = Duration::from_micros(200);
 
@@ -62,8 +64,10 @@ pub fn run(mut ctx: WorkerContext) {
     let n_ports = ctx.ports.len();
     let now = Instant::now();
     let icmp = ctx.tables.load().icmp.clone();
+    let mut pipeline = Pipeline::new(n_ports, icmp.errors_per_second, icmp.burst, now);
+    pipeline.set_worker_index(ctx.id);
     let mut w = Worker {
-        pipeline: Pipeline::new(n_ports, icmp.errors_per_second, icmp.burst, now),
+        pipeline,
         tx: (0..n_ports).map(|_| FrameBatch::new()).collect(),
         generation: 0,
         keepalives: Vec::new(),
@@ -72,6 +76,7 @@ pub fn run(mut ctx: WorkerContext) {
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
     let mut next_publish = now;
+    let mut next_nat_publish = now;
     let mut idle_rounds: u32 = 0;
     while !ctx.stop.load(Ordering::Relaxed) {
         let tables = ctx.tables.load_full();
@@ -91,9 +96,14 @@ pub fn run(mut ctx: WorkerContext) {
             next_timer = now + TIMER_PERIOD;
             w.timers(&mut ctx.ports, &ctx.taps, &tables, now);
             w.flush(&mut ctx.ports);
+            w.pipeline.nat_timer(&tables, now);
             if now >= next_publish {
                 next_publish = now + PUBLISH_PERIOD;
                 w.publish(&ctx.ports, &ctx.counters);
+            }
+            if now >= next_nat_publish {
+                next_nat_publish = now + NAT_PUBLISH_PERIOD;
+                w.pipeline.nat_publish(&tables, ctx.id, now);
             }
         }
         if got == 0 {
@@ -111,6 +121,8 @@ pub fn run(mut ctx: WorkerContext) {
         }
     }
     w.publish(&ctx.ports, &ctx.counters);
+    w.pipeline
+        .nat_publish(&ctx.tables.load_full(), ctx.id, Instant::now());
     for b in &mut w.tx {
         ctx.ports.drop_batch(b);
     }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! straitctl [--socket PATH] show interfaces|routes|counters|drops|workers [--json]
+//! straitctl [--socket PATH] show nat [rules|sessions] [--json]
 //! straitctl [--socket PATH] reload
 //! ```
 

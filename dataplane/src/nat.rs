@@ -1,0 +1,842 @@
+//! NAT in the engine: the rule snapshot built from `[[nat]]` and
+//! `[nat_settings]`, the per-worker translation stage the pipeline calls,
+//! and the session snapshots `straitctl show nat` reads.
+//!
+//! Translation itself is `strait-nat`'s: a sans-I/O [`NatWorker`] per
+//! worker that rewrites IPv4 packets in place. This module decides *when*
+//! the pipeline calls it (see `docs/ARCHITECTURE.md`, data path):
+//!
+//! * inbound, before the route lookup, for packets addressed to an address
+//!   NAT may answer for (interface, pool, static or DNAT address): replies
+//!   to a masquerade address would otherwise be taken as local;
+//! * outbound, after the route lookup and the TTL/MTU checks, with the
+//!   egress (interface or tunnel) the route chose, before the TTL is
+//!   decremented and before ESP encapsulation;
+//! * a packet translated inbound skips the outbound stage, so no packet is
+//!   translated twice; packets decapsulated from a tunnel run through the
+//!   same two stages as any other.
+//!
+//! # Workers
+//!
+//! Sessions belong to one worker. With one RX queue per interface (veth,
+//! the test bed) there is one worker and nothing to steer. With several
+//! queues, RSS spreads flows by a hash the NAT does not control, so a reply
+//! could reach a worker that does not hold its session. The library cuts
+//! the external port space into 64-port blocks dealt to workers
+//! ([`strait_nat::owner_worker_for_inbound`]): inbound packets belong to the
+//! owner of their destination port, outbound ones to the owner of their
+//! source port. Handing a frame to its owner needs a cross-worker queue
+//! (or an XDP program that picks the socket by port block) which is not
+//! wired yet, so a configuration with NAT rules and more than one worker is
+//! refused. Each worker's translator is nevertheless built with its
+//! [`WorkerPartition`], so only the steering is missing.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+
+use strait_fib::Disposition;
+use strait_nat::{
+    BackendSelection, DnatRule, Egress, EgressId, Endpoint, Filtering, Ipv4Prefix, NatConfig,
+    NatCounters, NatRules, NatWorker, PortRange, Protocol, RuleError, RuleId, SessionInfo,
+    SnatRule, SnatTarget, StaticNatRule, Timeouts, Verdict as NatVerdict, WorkerPartition,
+};
+use strait_wire::{IpProtocol, Ipv4Packet};
+
+use crate::config::{
+    BackendSelectionConfig, Config, NatFilteringConfig, NatKindConfig, NatRuleConfig,
+    NatSettingsConfig,
+};
+use crate::counters::DropReason;
+use crate::tables::{Port, Tables, Tunnel};
+
+/// External ports rules use when `ports` is not given. Port 0 is not a
+/// port, and ports below 1024 are left to services published by DNAT.
+pub const DEFAULT_PORTS: PortRange = PortRange::new(1024, 65535);
+
+/// Most sessions a worker copies into its snapshot for `show nat sessions`
+/// (the count of all sessions is always exact).
+pub const SNAPSHOT_LIMIT: usize = 10_000;
+
+/// Sessions expired per timer tick at most: the timer runs every
+/// millisecond, so this bounds both the pause and the expiry rate
+/// (256 000 sessions per second).
+pub const EXPIRE_BUDGET: usize = 256;
+
+/// Distinct external addresses one worker allocates ports on (each costs
+/// 24 KiB of port bitmaps, allocated when first used).
+const MAX_EXTERNAL_ADDRESSES: usize = 256;
+
+/// A rule as operators know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatRuleInfo {
+    /// The library's identifier (stable across reloads for a given name).
+    pub id: RuleId,
+    /// The configured name.
+    pub name: String,
+    /// Its kind.
+    pub kind: NatKindConfig,
+    /// One line describing what it matches and what it translates to.
+    pub summary: String,
+}
+
+/// The NAT part of a table snapshot.
+#[derive(Debug)]
+pub struct NatTables {
+    /// The validated rules the workers install.
+    pub rules: Arc<NatRules>,
+    /// Names and descriptions, in configuration order.
+    pub infos: Vec<NatRuleInfo>,
+    /// The settings in force (fixed for the engine's life).
+    pub settings: NatSettingsConfig,
+    config: NatConfig,
+    workers: u16,
+    /// Addresses inbound translation may concern, sorted: every other
+    /// destination skips the inbound stage without a table lookup. Kept
+    /// across reloads (sessions outlive the rules that created them).
+    external: Vec<Ipv4Addr>,
+    /// What the workers publish for the control thread; the same object
+    /// across reloads.
+    pub status: Arc<NatStatus>,
+}
+
+impl NatTables {
+    /// True when no rule is configured.
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    /// The rule's name, for sessions and messages.
+    pub fn rule_name(&self, id: RuleId) -> Option<&str> {
+        self.infos
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.name.as_str())
+    }
+
+    /// Whether inbound translation may concern packets to `addr`.
+    #[inline]
+    pub fn is_external(&self, addr: Ipv4Addr) -> bool {
+        self.external.binary_search(&addr).is_ok()
+    }
+
+    /// The translator configuration of worker `index`.
+    pub fn worker_config(&self, index: u16) -> NatConfig {
+        NatConfig {
+            partition: WorkerPartition {
+                index: index.min(self.workers.saturating_sub(1)),
+                count: self.workers.max(1),
+            },
+            ..self.config
+        }
+    }
+
+    /// Builds the NAT tables from `config`, resolving interface and tunnel
+    /// names against `ports` and `tunnels`. On error: the item and the
+    /// reason.
+    pub fn build(
+        config: &Config,
+        ports: &[Port],
+        tunnels: &[Tunnel],
+        flow_seed: u64,
+        previous: Option<&NatTables>,
+    ) -> Result<NatTables, (String, String)> {
+        let settings = config.nat_settings.clone();
+        let workers = u16::try_from(config.engine.workers).unwrap_or(u16::MAX);
+        if let Some(prev) = previous {
+            if prev.settings != settings {
+                return Err((
+                    "[nat_settings]".into(),
+                    "changes need a restart (session tables are sized and keyed at start)".into(),
+                ));
+            }
+        }
+        let lib_config = NatConfig {
+            max_sessions: settings.max_sessions,
+            max_external_addresses: MAX_EXTERNAL_ADDRESSES,
+            timeouts: Timeouts {
+                udp: settings.udp_timeout,
+                tcp_established: settings.tcp_established_timeout,
+                tcp_transitory: settings.tcp_transitory_timeout,
+                icmp: settings.icmp_timeout,
+            },
+            filtering: match settings.filtering {
+                NatFilteringConfig::AddressDependent => Filtering::AddressDependent,
+                NatFilteringConfig::EndpointIndependent => Filtering::EndpointIndependent,
+            },
+            inbound_refresh: settings.inbound_refresh,
+            // Keyed from the device's random flow seed so remote hosts
+            // cannot aim hash collisions at the session table; the same
+            // for the engine's life.
+            hash_key: flow_seed.rotate_left(29) ^ 0x6e61_745f_6b65_7921,
+            partition: WorkerPartition::SINGLE,
+        };
+        lib_config
+            .validate()
+            .map_err(|e| ("[nat_settings]".to_owned(), e.to_string()))?;
+        if !config.nat.is_empty() && workers > 1 {
+            return Err((
+                "[[nat]]".into(),
+                format!(
+                    "NAT needs engine.workers = 1 (got {workers}): steering each session's \
+                     packets to the worker that owns it is not available yet"
+                ),
+            ));
+        }
+
+        let egress_of = |name: &str| -> Option<(EgressId, Option<Ipv4Addr>)> {
+            if let Some(p) = ports.iter().find(|p| p.name == name) {
+                return Some((EgressId(p.id), p.icmp_source_v4()));
+            }
+            tunnels
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| (EgressId(t.egress as u16), Some(t.local)))
+        };
+
+        let mut infos: Vec<NatRuleInfo> = Vec::with_capacity(config.nat.len());
+        let mut snat = Vec::new();
+        let mut dnat = Vec::new();
+        let mut static_nat = Vec::new();
+        let mut external: Vec<Ipv4Addr> = previous.map_or_else(Vec::new, |p| p.external.clone());
+        for p in ports {
+            external.extend(p.v4.iter().map(|(a, _)| *a));
+        }
+        let mut used: Vec<RuleId> = Vec::new();
+        for (i, rc) in config.nat.iter().enumerate() {
+            let item = format!("nat rule {}", rc.name);
+            if rc.name.is_empty() {
+                return Err((format!("nat rule #{}", i + 1), "name is empty".into()));
+            }
+            if config.nat[..i].iter().any(|o| o.name == rc.name) {
+                return Err((item, "listed twice".into()));
+            }
+            check_fields(rc).map_err(|reason| (item.clone(), reason))?;
+            // A name keeps its identifier across reloads, so sessions
+            // created under the old snapshot are still attributed to it.
+            let kept = previous
+                .and_then(|p| p.infos.iter().find(|r| r.name == rc.name))
+                .map(|r| r.id)
+                .filter(|id| !used.contains(id));
+            let id = match kept {
+                Some(id) => id,
+                None => fresh_id(&used, previous, config)
+                    .ok_or_else(|| (item.clone(), "too many rules (at most 65535)".to_owned()))?,
+            };
+            used.push(id);
+            let summary = match rc.kind {
+                NatKindConfig::Snat | NatKindConfig::Masquerade => {
+                    let source = prefix(rc.source.as_deref().unwrap_or_default())
+                        .map_err(|r| (item.clone(), format!("source: {r}")))?;
+                    let destination = rc
+                        .destination
+                        .as_deref()
+                        .map(prefix)
+                        .transpose()
+                        .map_err(|r| (item.clone(), format!("destination: {r}")))?;
+                    let out = match rc.out_interface.as_deref() {
+                        None => None,
+                        Some(name) => Some(egress_of(name).ok_or_else(|| {
+                            (
+                                item.clone(),
+                                format!(
+                                    "out_interface {name} is not a configured interface or tunnel"
+                                ),
+                            )
+                        })?),
+                    };
+                    let ports = match rc.ports.as_deref() {
+                        None => DEFAULT_PORTS,
+                        Some(s) => port_range(s).map_err(|r| (item.clone(), r))?,
+                    };
+                    let target = if rc.kind == NatKindConfig::Masquerade {
+                        match out {
+                            None => return Err((
+                                item,
+                                "masquerade needs out_interface (its address is the new source)"
+                                    .into(),
+                            )),
+                            Some((_, None)) => {
+                                return Err((
+                                    item,
+                                    format!(
+                                        "out_interface {} has no IPv4 address to masquerade as",
+                                        rc.out_interface.as_deref().unwrap_or_default()
+                                    ),
+                                ))
+                            }
+                            Some((_, Some(_))) => SnatTarget::Masquerade { ports },
+                        }
+                    } else {
+                        if rc.addresses.is_empty() {
+                            return Err((item, "snat needs addresses (the pool)".into()));
+                        }
+                        let mut pool = Vec::with_capacity(rc.addresses.len());
+                        for a in &rc.addresses {
+                            let addr: Ipv4Addr = a.parse().map_err(|_| {
+                                (
+                                    item.clone(),
+                                    format!("address {a:?} is not an IPv4 address"),
+                                )
+                            })?;
+                            if pool.contains(&addr) {
+                                return Err((item, format!("address {addr} listed twice")));
+                            }
+                            pool.push(addr);
+                        }
+                        external.extend(&pool);
+                        SnatTarget::Pool {
+                            addresses: pool,
+                            ports,
+                        }
+                    };
+                    let summary = format!(
+                        "from {source}{}{} to {} ports {}-{}",
+                        destination.map_or_else(String::new, |d| format!(" to {d}")),
+                        rc.out_interface
+                            .as_deref()
+                            .map_or_else(String::new, |o| format!(" out {o}")),
+                        match &target {
+                            SnatTarget::Pool { addresses, .. } => addresses
+                                .iter()
+                                .map(Ipv4Addr::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            SnatTarget::Masquerade { .. } => "interface address".into(),
+                        },
+                        ports.first,
+                        ports.last
+                    );
+                    snat.push(SnatRule {
+                        id,
+                        source,
+                        destination,
+                        egress: out.map(|(e, _)| e),
+                        target,
+                    });
+                    summary
+                }
+                NatKindConfig::Dnat => {
+                    let protocol = match rc.protocol.as_deref() {
+                        Some("tcp") => Protocol::Tcp,
+                        Some("udp") => Protocol::Udp,
+                        Some(other) => {
+                            return Err((item, format!("protocol {other:?} is not tcp or udp")))
+                        }
+                        None => return Err((item, "dnat needs protocol (tcp or udp)".into())),
+                    };
+                    let public = endpoint(rc.public.as_deref().unwrap_or_default())
+                        .map_err(|r| (item.clone(), format!("public: {r}")))?;
+                    if rc.backends.is_empty() {
+                        return Err((item, "dnat needs at least one backend".into()));
+                    }
+                    let mut backends = Vec::with_capacity(rc.backends.len());
+                    for b in &rc.backends {
+                        backends.push(
+                            endpoint(b).map_err(|r| (item.clone(), format!("backend: {r}")))?,
+                        );
+                    }
+                    external.push(public.addr);
+                    let selection = match rc.selection.unwrap_or_default() {
+                        BackendSelectionConfig::Hash => BackendSelection::ClientHash,
+                        BackendSelectionConfig::RoundRobin => BackendSelection::RoundRobin,
+                    };
+                    let summary = format!(
+                        "{protocol} {public} to {} ({})",
+                        backends
+                            .iter()
+                            .map(Endpoint::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        match selection {
+                            BackendSelection::ClientHash => "hash",
+                            BackendSelection::RoundRobin => "round-robin",
+                        }
+                    );
+                    dnat.push(DnatRule {
+                        id,
+                        protocol,
+                        public,
+                        backends,
+                        selection,
+                    });
+                    summary
+                }
+                NatKindConfig::Static => {
+                    let addr = |field: &str,
+                                v: Option<&str>|
+                     -> Result<Ipv4Addr, (String, String)> {
+                        let v = v.ok_or_else(|| (item.clone(), format!("static needs {field}")))?;
+                        v.parse().map_err(|_| {
+                            (
+                                item.clone(),
+                                format!("{field} {v:?} is not an IPv4 address"),
+                            )
+                        })
+                    };
+                    let internal = addr("internal", rc.internal.as_deref())?;
+                    let ext = addr("external", rc.external.as_deref())?;
+                    external.push(ext);
+                    static_nat.push(StaticNatRule {
+                        id,
+                        internal,
+                        external: ext,
+                    });
+                    format!("{internal} <-> {ext}")
+                }
+            };
+            infos.push(NatRuleInfo {
+                id,
+                name: rc.name.clone(),
+                kind: rc.kind,
+                summary,
+            });
+        }
+        let rules = NatRules::new(snat, dnat, static_nat).map_err(|e| rule_error(&infos, &e))?;
+        external.sort_unstable();
+        external.dedup();
+        let status = match previous {
+            Some(p) => Arc::clone(&p.status),
+            None => Arc::new(NatStatus::new(usize::from(workers.max(1)))),
+        };
+        Ok(NatTables {
+            rules: Arc::new(rules),
+            infos,
+            settings,
+            config: lib_config,
+            workers,
+            external,
+            status,
+        })
+    }
+}
+
+/// The smallest identifier neither assigned in this build nor held by a
+/// rule of the previous snapshot that this configuration still names.
+fn fresh_id(used: &[RuleId], previous: Option<&NatTables>, config: &Config) -> Option<RuleId> {
+    let reserved = |id: RuleId| {
+        previous.is_some_and(|p| {
+            p.infos
+                .iter()
+                .any(|r| r.id == id && config.nat.iter().any(|c| c.name == r.name))
+        })
+    };
+    (1..=u16::MAX)
+        .map(RuleId)
+        .find(|id| !used.contains(id) && !reserved(*id))
+}
+
+/// Refuses fields that do not belong to the rule's kind: a typo'd kind
+/// must not silently drop half of a rule.
+fn check_fields(rc: &NatRuleConfig) -> Result<(), String> {
+    let present = [
+        ("source", rc.source.is_some()),
+        ("destination", rc.destination.is_some()),
+        ("out_interface", rc.out_interface.is_some()),
+        ("addresses", !rc.addresses.is_empty()),
+        ("ports", rc.ports.is_some()),
+        ("protocol", rc.protocol.is_some()),
+        ("public", rc.public.is_some()),
+        ("backends", !rc.backends.is_empty()),
+        ("selection", rc.selection.is_some()),
+        ("internal", rc.internal.is_some()),
+        ("external", rc.external.is_some()),
+    ];
+    let (kind, allowed): (&str, &[&str]) = match rc.kind {
+        NatKindConfig::Snat => (
+            "snat",
+            &[
+                "source",
+                "destination",
+                "out_interface",
+                "addresses",
+                "ports",
+            ],
+        ),
+        NatKindConfig::Masquerade => (
+            "masquerade",
+            &["source", "destination", "out_interface", "ports"],
+        ),
+        NatKindConfig::Dnat => ("dnat", &["protocol", "public", "backends", "selection"]),
+        NatKindConfig::Static => ("static", &["internal", "external"]),
+    };
+    if let Some((field, _)) = present
+        .iter()
+        .find(|(field, set)| *set && !allowed.contains(field))
+    {
+        return Err(format!("{field} does not apply to a {kind} rule"));
+    }
+    if matches!(rc.kind, NatKindConfig::Snat | NatKindConfig::Masquerade) && rc.source.is_none() {
+        return Err(format!("{kind} needs source (an IPv4 prefix)"));
+    }
+    Ok(())
+}
+
+/// The library's message with rule numbers replaced by names.
+fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
+    let name = |id: RuleId| {
+        infos
+            .iter()
+            .find(|r| r.id == id)
+            .map_or_else(|| id.to_string(), |r| r.name.clone())
+    };
+    let (rule, other) = match e {
+        RuleError::PortRange { rule, .. }
+        | RuleError::EmptyPool { rule }
+        | RuleError::NoBackends { rule }
+        | RuleError::DnatPortZero { rule, .. }
+        | RuleError::DnatProtocol { rule, .. }
+        | RuleError::DuplicateRuleId { rule } => (Some(*rule), None),
+        RuleError::DuplicatePublicEndpoint { rule, other, .. }
+        | RuleError::DuplicateStaticAddress { rule, other, .. } => (Some(*rule), Some(*other)),
+        RuleError::StaticInPool {
+            rule, pool_rule, ..
+        } => (Some(*rule), Some(*pool_rule)),
+        _ => (None, None),
+    };
+    let mut msg = e.to_string();
+    if let Some(rule) = rule {
+        let head = format!("{rule}: ");
+        if let Some(rest) = msg.strip_prefix(&head) {
+            msg = rest.to_owned();
+        }
+    }
+    if let Some(other) = other {
+        msg = msg.replace(&other.to_string(), &format!("nat rule {}", name(other)));
+    }
+    let item = rule.map_or_else(|| "[[nat]]".to_owned(), |r| format!("nat rule {}", name(r)));
+    (item, msg)
+}
+
+fn prefix(s: &str) -> Result<Ipv4Prefix, String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not an IPv4 prefix addr/len"))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+    let len: u8 = l
+        .parse()
+        .map_err(|_| format!("prefix length {l:?} is not a number"))?;
+    Ipv4Prefix::new(addr, len).map_err(|e| e.to_string())
+}
+
+fn endpoint(s: &str) -> Result<Endpoint, String> {
+    let sa: SocketAddrV4 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 addr:port"))?;
+    if sa.port() == 0 {
+        return Err(format!("{s}: port 0 cannot be forwarded"));
+    }
+    Ok(Endpoint::new(*sa.ip(), sa.port()))
+}
+
+fn port_range(s: &str) -> Result<PortRange, String> {
+    let bad = || format!("ports {s:?} is not first-last with 1 <= first <= last <= 65535");
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let first: u16 = a.trim().parse().map_err(|_| bad())?;
+    let last: u16 = b.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok(PortRange::new(first, last))
+}
+
+/// Maps the library's drop reasons onto the engine's counters.
+pub fn drop_reason(r: strait_nat::DropReason) -> DropReason {
+    use strait_nat::DropReason as N;
+    match r {
+        N::Malformed => DropReason::NatMalformed,
+        N::Fragment => DropReason::NatFragment,
+        N::UnsupportedProtocol => DropReason::NatUnsupportedProtocol,
+        N::TcpNotSyn => DropReason::NatTcpNotSyn,
+        N::Filtered => DropReason::NatFiltered,
+        N::NoMapping => DropReason::NatNoSession,
+        N::NatExhausted => DropReason::NatExhausted,
+        N::IcmpErrorNoSession => DropReason::NatIcmpErrorNoSession,
+        N::IcmpErrorChecksum => DropReason::NatIcmpErrorChecksum,
+        N::IcmpErrorMalformed => DropReason::NatIcmpErrorMalformed,
+        N::IcmpUnsupported => DropReason::NatIcmpUnsupported,
+    }
+}
+
+// ------------------------------------------------------------- snapshots
+
+/// What one worker last published about its translator.
+#[derive(Debug, Clone, Default)]
+pub struct NatSnapshot {
+    /// When, in seconds on the tables' epoch; `None` before the first.
+    pub taken_at: Option<u64>,
+    /// Live sessions (exact).
+    pub session_count: usize,
+    /// Session capacity.
+    pub capacity: usize,
+    /// Heap bytes held by the translator.
+    pub memory_bytes: usize,
+    /// Up to [`SNAPSHOT_LIMIT`] sessions.
+    pub sessions: Vec<SessionInfo>,
+    /// The translator's counters.
+    pub counters: NatCounters,
+}
+
+/// Per-worker snapshots, read by the control thread. A worker only ever
+/// `try_lock`s its slot and skips a publication when the control thread
+/// holds it, so the data path never waits.
+#[derive(Debug)]
+pub struct NatStatus {
+    workers: Box<[Mutex<NatSnapshot>]>,
+}
+
+impl NatStatus {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> NatStatus {
+        NatStatus {
+            workers: (0..workers)
+                .map(|_| Mutex::new(NatSnapshot::default()))
+                .collect(),
+        }
+    }
+
+    /// Copies of every worker's last snapshot (control thread).
+    pub fn snapshots(&self) -> Vec<NatSnapshot> {
+        self.workers
+            .iter()
+            .map(|m| match m.lock() {
+                Ok(s) => s.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            })
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------- the stage
+
+/// What the inbound stage did to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Not NAT's business: route it as it is (outbound stage still runs).
+    Untouched,
+    /// Rewritten (un-SNAT, DNAT, static or hairpin): route the new
+    /// destination; the outbound stage must not run again.
+    Translated,
+    /// Refused by the translator.
+    Drop(DropReason),
+}
+
+/// One worker's NAT state: the translator (built when the first rules
+/// arrive) and its place among the workers. Survives table swaps: a new
+/// rule snapshot is installed into the same translator, sessions stay.
+#[derive(Debug, Default)]
+pub struct NatStage {
+    worker: Option<NatWorker>,
+    generation: Option<u64>,
+    index: u16,
+    active: bool,
+}
+
+impl NatStage {
+    /// Sets the worker's index among the workers (before the first packet).
+    pub fn set_index(&mut self, index: u16) {
+        self.index = index;
+    }
+
+    /// The translator, once built.
+    pub fn worker(&self) -> Option<&NatWorker> {
+        self.worker.as_ref()
+    }
+
+    /// Whether the stages run at all: there are rules, or sessions left
+    /// from earlier rules. Without NAT the data path pays one branch.
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Adopts the snapshot `t` if it is new.
+    #[inline]
+    pub fn sync(&mut self, t: &Tables) {
+        if self.generation != Some(t.generation) {
+            self.install(t);
+        }
+    }
+
+    fn install(&mut self, t: &Tables) {
+        self.generation = Some(t.generation);
+        match &mut self.worker {
+            Some(w) => w.install_rules(Arc::clone(&t.nat.rules)),
+            None if !t.nat.is_empty() => {
+                // Validated when the tables were built; allocates the
+                // session table once, here, not per packet.
+                match NatWorker::new(t.nat.worker_config(self.index), Arc::clone(&t.nat.rules)) {
+                    Ok(w) => self.worker = Some(w),
+                    Err(e) => tracing::error!(error = %e, "NAT translator not built"),
+                }
+            }
+            None => {}
+        }
+        self.active = self
+            .worker
+            .as_ref()
+            .is_some_and(|w| !t.nat.is_empty() || w.session_count() > 0);
+    }
+
+    /// The inbound stage, before the route lookup. `packet` is the IPv4
+    /// packet (validated by the caller), `ingress` where it came from (the
+    /// interface, or the tunnel it was decapsulated from).
+    pub fn inbound(
+        &mut self,
+        t: &Tables,
+        packet: &mut [u8],
+        ingress: EgressId,
+        decapsulated: bool,
+        now: u64,
+    ) -> Inbound {
+        let Some(nat) = self.worker.as_mut() else {
+            return Inbound::Untouched;
+        };
+        let (src, dst, proto, dport) = {
+            let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
+                return Inbound::Untouched;
+            };
+            let dport = ip
+                .payload()
+                .get(2..4)
+                .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+            (ip.src_addr(), ip.dst_addr(), ip.protocol(), dport)
+        };
+        if !t.nat.is_external(dst) {
+            return Inbound::Untouched;
+        }
+        // The tunnel's own ESP belongs to the ESP stage, whatever mapping
+        // may hold the same address and port.
+        if !decapsulated && is_tunnel_arrival(&t.tunnels, dst, proto, dport) {
+            return Inbound::Untouched;
+        }
+        // An inside host addressing one of our external endpoints (a port
+        // forward or another inside host's mapping): translate it as
+        // outbound so the library hairpins it (RFC 4787 REQ-9, RFC 5382
+        // REQ-2) and both ends see public endpoints.
+        if let Some(egress) = hairpin_egress(t, src, dst, ingress) {
+            return match nat.translate_outbound(packet, egress, now) {
+                NatVerdict::Hairpin | NatVerdict::Translated => Inbound::Translated,
+                NatVerdict::NotTranslated => Inbound::Untouched,
+                NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
+            };
+        }
+        match nat.translate_inbound(packet, now) {
+            NatVerdict::Translated | NatVerdict::Hairpin => Inbound::Translated,
+            NatVerdict::NotTranslated => Inbound::Untouched,
+            NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
+        }
+    }
+
+    /// The outbound stage, after the route lookup: `egress` is where the
+    /// route sends the packet.
+    #[inline]
+    pub fn outbound(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> NatVerdict {
+        match self.worker.as_mut() {
+            Some(nat) => nat.translate_outbound(packet, egress, now),
+            None => NatVerdict::NotTranslated,
+        }
+    }
+
+    /// Expires idle sessions, at most [`EXPIRE_BUDGET`] (worker timer).
+    pub fn expire(&mut self, t: &Tables, now: u64) -> usize {
+        let Some(nat) = self.worker.as_mut() else {
+            return 0;
+        };
+        let n = nat.expire(now, EXPIRE_BUDGET);
+        if t.nat.is_empty() && nat.session_count() == 0 {
+            self.active = false;
+        }
+        n
+    }
+
+    /// Publishes this worker's snapshot into `slot` unless the control
+    /// thread is reading it right now.
+    pub fn publish(&self, status: &NatStatus, worker: usize, now: u64) {
+        let Some(slot) = status.workers.get(worker) else {
+            return;
+        };
+        let Ok(mut s) = slot.try_lock() else {
+            return;
+        };
+        s.taken_at = Some(now);
+        s.sessions.clear();
+        match &self.worker {
+            Some(nat) => {
+                s.session_count = nat.session_count();
+                s.capacity = nat.capacity();
+                s.memory_bytes = nat.memory_bytes();
+                s.sessions.extend(nat.sessions(now).take(SNAPSHOT_LIMIT));
+                s.counters.clone_from(nat.counters());
+            }
+            None => {
+                s.session_count = 0;
+                s.capacity = 0;
+                s.memory_bytes = 0;
+                s.counters = NatCounters::default();
+            }
+        }
+    }
+}
+
+/// ESP or NAT-T traffic to one of our tunnel endpoints.
+fn is_tunnel_arrival(tunnels: &[Tunnel], dst: Ipv4Addr, proto: IpProtocol, dport: u16) -> bool {
+    tunnels.iter().any(|t| {
+        t.local == dst
+            && (proto == IpProtocol::ESP
+                || (proto == IpProtocol::UDP && t.local_port == Some(dport)))
+    })
+}
+
+/// The egress through which `dst` (one of our external addresses) is
+/// published when `src` would itself be translated outbound there and the
+/// packet did not come in through that same egress: then it is an inside
+/// host talking to our outside, and must hairpin.
+fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -> Option<Egress> {
+    let rules = &t.nat.rules;
+    // Cheap test first: most inbound traffic comes from addresses no rule
+    // would translate.
+    let inside_source = rules.match_static_internal(src).is_some()
+        || rules.snat().iter().any(|r| r.source.contains(src));
+    if !inside_source {
+        return None;
+    }
+    let egress = match t.ports.iter().find(|p| p.owns_v4(dst)) {
+        Some(p) => Egress::new(EgressId(p.id), p.icmp_source_v4()?),
+        None => match t.fib.lookup(std::net::IpAddr::V4(dst), 0) {
+            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress.0)?,
+            _ => return None,
+        },
+    };
+    if egress.id == ingress {
+        return None;
+    }
+    let claimed = rules.match_static_internal(src).is_some()
+        || rules.match_snat(src, dst, egress.id).is_some();
+    claimed.then_some(egress)
+}
+
+/// The NAT view of a FIB egress: its id and the address masquerade uses.
+#[inline]
+pub fn egress_for(t: &Tables, fib_egress: u32) -> Option<Egress> {
+    let id = EgressId(u16::try_from(fib_egress).ok()?);
+    match t.ports.get(fib_egress as usize) {
+        Some(p) => Some(Egress::new(
+            id,
+            p.icmp_source_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        )),
+        None => t
+            .tunnels
+            .get(fib_egress as usize - t.ports.len())
+            .map(|tun| Egress::new(id, tun.local)),
+    }
+}
+
+/// Operators' name of a session's protocol and state.
+pub fn session_state(s: &SessionInfo) -> &'static str {
+    match s.tcp_state {
+        Some(state) => state.name(),
+        None => "active",
+    }
+}
