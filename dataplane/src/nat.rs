@@ -301,7 +301,7 @@ impl NatTables {
                                 .map(Ipv4Addr::to_string)
                                 .collect::<Vec<_>>()
                                 .join(","),
-                            SnatTarget::Masquerade { .. } => "interface address".into(),
+                            SnatTarget::Masquerade { .. } => "the interface address".into(),
                         },
                         ports.first,
                         ports.last
