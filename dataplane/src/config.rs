@@ -222,6 +222,70 @@ pub struct TunnelConfig {
     pub outbound: SaEntryConfig,
     /// The SA the peer seals with.
     pub inbound: SaEntryConfig,
+    /// Further inbound SAs accepted at the same time: during a rekey the
+    /// new one is installed here before the peer switches to it
+    /// (RFC 7296 §2.8: install inbound first, switch outbound, retire the
+    /// old inbound). See `Engine::install_inbound_sa`.
+    #[serde(default)]
+    pub inbound_extra: Vec<SaEntryConfig>,
+}
+
+/// A step of a lossless rekey, applied to a configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RekeyStep {
+    /// Accept a new inbound SA alongside the current ones.
+    InstallInbound(SaEntryConfig),
+    /// Seal with a new outbound SA from now on.
+    SwitchOutbound(SaEntryConfig),
+    /// Stop accepting the inbound SA with this SPI.
+    RetireInbound(u32),
+}
+
+impl Config {
+    /// The configuration after one rekey step on tunnel `name`; the
+    /// result still has to pass validation when applied.
+    pub fn with_rekey(&self, name: &str, step: RekeyStep) -> Result<Config, String> {
+        let mut next = self.clone();
+        let tunnel = next
+            .tunnels
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| format!("no tunnel named {name:?}"))?;
+        match step {
+            RekeyStep::InstallInbound(sa) => {
+                let taken = std::iter::once(&tunnel.inbound)
+                    .chain(&tunnel.inbound_extra)
+                    .any(|s| s.spi == sa.spi);
+                if taken {
+                    return Err(format!("inbound SPI {} is already installed", sa.spi));
+                }
+                tunnel.inbound_extra.push(sa);
+            }
+            RekeyStep::SwitchOutbound(sa) => {
+                if sa.spi == tunnel.outbound.spi {
+                    return Err(format!("outbound SPI {} is already in use", sa.spi));
+                }
+                tunnel.outbound = sa;
+            }
+            RekeyStep::RetireInbound(spi) => {
+                if tunnel.inbound.spi == spi {
+                    // The newest installed SA becomes the primary one.
+                    let newest = tunnel.inbound_extra.pop().ok_or_else(|| {
+                        format!("inbound SPI {spi} is the tunnel's only inbound SA")
+                    })?;
+                    tunnel.inbound = newest;
+                } else {
+                    let at = tunnel
+                        .inbound_extra
+                        .iter()
+                        .position(|s| s.spi == spi)
+                        .ok_or_else(|| format!("no inbound SPI {spi} on tunnel {name}"))?;
+                    tunnel.inbound_extra.remove(at);
+                }
+            }
+        }
+        Ok(next)
+    }
 }
 
 /// One direction's Security Association.

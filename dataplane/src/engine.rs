@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use strait_xdp::{BindPolicy, PortSet, PortSetConfig, PortSpec, UmemConfig, XdpMode, XdpProgram};
 
-use crate::config::{BindConfig, Config, ConfigError, XdpModeConfig};
+use crate::config::{BindConfig, Config, ConfigError, RekeyStep, XdpModeConfig};
 use crate::counters::{PortCounters, SharedCounters};
 use crate::punt::HostTap;
 use crate::tables::{kernel_link, SharedTables, Tables};
@@ -216,7 +216,32 @@ impl Engine {
     /// refused (restart instead). On error nothing changes.
     pub fn apply(&self, config: Config) -> Result<u64, ConfigError> {
         let mut control = self.control.lock().expect("control lock");
-        let (current, next_gen) = &mut *control;
+        self.apply_locked(&mut control, config)
+    }
+
+    /// One step of a lossless rekey of `tunnel` (what key exchange calls):
+    /// install the new inbound SA, let the peer switch, switch outbound,
+    /// retire the old inbound SA. Each step is a table swap; packets sealed
+    /// with either SA keep opening while both are installed.
+    pub fn rekey(&self, tunnel: &str, step: RekeyStep) -> Result<u64, ConfigError> {
+        let mut control = self.control.lock().expect("control lock");
+        let next = control
+            .0
+            .with_rekey(tunnel, step)
+            .map_err(|reason| ConfigError::Invalid {
+                path: self.path.clone(),
+                item: format!("tunnel {tunnel}"),
+                reason,
+            })?;
+        self.apply_locked(&mut control, next)
+    }
+
+    fn apply_locked(
+        &self,
+        control: &mut (Config, u64),
+        config: Config,
+    ) -> Result<u64, ConfigError> {
+        let (current, next_gen) = control;
         if config.engine != current.engine {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),

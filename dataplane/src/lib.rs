@@ -14,7 +14,7 @@ pub mod ratelimit;
 pub mod tables;
 pub mod worker;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, RekeyStep};
 pub use counters::{DropReason, PortCounters};
 pub use engine::{Engine, EngineError};
 pub use tables::Tables;

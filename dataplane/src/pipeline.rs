@@ -109,26 +109,25 @@ impl EspState {
                 None => tun.out_sa.worker(),
             };
             self.out.push(out);
-            let entry = match old_in
-                .iter()
-                .position(|e| Arc::ptr_eq(&e.spec, &tun.in_spec))
-            {
-                Some(i) => {
-                    let mut e = old_in.swap_remove(i);
-                    e.tunnel = tun.id;
-                    Some(e)
-                }
-                // Validated when the tables were built.
-                None => InboundSa::new(&tun.in_spec.sa_config())
-                    .ok()
-                    .map(|sa| InboundEntry {
-                        spi: tun.in_spec.spi,
-                        tunnel: tun.id,
-                        spec: Arc::clone(&tun.in_spec),
-                        sa,
-                    }),
-            };
-            self.inbound.extend(entry);
+            for spec in &tun.in_specs {
+                let entry = match old_in.iter().position(|e| Arc::ptr_eq(&e.spec, spec)) {
+                    Some(i) => {
+                        let mut e = old_in.swap_remove(i);
+                        e.tunnel = tun.id;
+                        Some(e)
+                    }
+                    // Validated when the tables were built.
+                    None => InboundSa::new(&spec.sa_config())
+                        .ok()
+                        .map(|sa| InboundEntry {
+                            spi: spec.spi,
+                            tunnel: tun.id,
+                            spec: Arc::clone(spec),
+                            sa,
+                        }),
+                };
+                self.inbound.extend(entry);
+            }
         }
         for mut w in old_out {
             w.flush();
@@ -2438,6 +2437,118 @@ backends = ["10.0.1.80:80"]
         assert_eq!(udp_tuple(home.data()), (server, client));
         let nat = pb.nat().worker().unwrap().counters();
         assert_eq!((nat.translated_outbound, nat.translated_inbound), (1, 1));
+    }
+
+    #[test]
+    fn lossless_rekey_install_inbound_switch_outbound_retire() {
+        use crate::config::{RekeyStep, SaEntryConfig, Secret};
+        let new_sa = SaEntryConfig {
+            spi: 5001,
+            cipher: "aes256-gcm".into(),
+            key: Secret("11".repeat(36)),
+            esn: true,
+            replay_window: None,
+            soft_seconds: 0,
+            hard_seconds: 0,
+            soft_bytes: 0,
+            hard_bytes: 0,
+        };
+        let build = |c: &Config, prev: Option<&Tables>, g: u64| {
+            Tables::build(c, "site.toml", g, 3, prev, |name| {
+                Ok(KernelLink {
+                    ifindex: 2,
+                    mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+                    mtu: 1500,
+                })
+            })
+            .unwrap()
+        };
+        let hub_c = Config::parse(HUB, "hub.toml").unwrap();
+        let branch_c = Config::parse(BRANCH, "branch.toml").unwrap();
+        let hub1 = build(&hub_c, None, 1);
+        let branch1 = build(&branch_c, None, 1);
+        let (mut pb, mut ph) = (pipeline(), pipeline());
+        let opens =
+            |ph: &mut Pipeline<u32>, hub: &Tables, wire: &[u8]| Frame::new(wire).run(ph, hub, 1);
+
+        let (old1, _) = seal_at_branch(&branch1, &mut pb, 10);
+        assert!(matches!(
+            opens(&mut ph, &hub1, &old1),
+            Verdict::Forward { .. }
+        ));
+
+        // 1. The hub installs the new inbound SA next to the old one.
+        let hub_c2 = hub_c
+            .with_rekey("branch", RekeyStep::InstallInbound(new_sa.clone()))
+            .unwrap();
+        let hub2 = build(&hub_c2, Some(&hub1), 2);
+        assert!(Arc::ptr_eq(
+            &hub1.tunnels[0].in_specs[0],
+            &hub2.tunnels[0].in_specs[0]
+        ));
+        let (old2, _) = seal_at_branch(&branch1, &mut pb, 11);
+        assert!(matches!(
+            opens(&mut ph, &hub2, &old2),
+            Verdict::Forward { .. }
+        ));
+        // The replay window survived the swap.
+        assert_eq!(
+            opens(&mut ph, &hub2, &old1),
+            Verdict::Drop(DropReason::EspReplay)
+        );
+
+        // 2. The branch switches outbound; its old outbound sequence is gone.
+        let branch_c2 = branch_c
+            .with_rekey("hub", RekeyStep::SwitchOutbound(new_sa.clone()))
+            .unwrap();
+        let branch2 = build(&branch_c2, Some(&branch1), 2);
+        assert!(!Arc::ptr_eq(
+            &branch1.tunnels[0].out_sa,
+            &branch2.tunnels[0].out_sa
+        ));
+        let (new1, _) = seal_at_branch(&branch2, &mut pb, 12);
+        assert_eq!(&new1[ETH_LEN + 28..ETH_LEN + 32], &5001u32.to_be_bytes());
+        assert!(matches!(
+            opens(&mut ph, &hub2, &new1),
+            Verdict::Forward { .. }
+        ));
+        // A late packet under the old SA still opens during the overlap.
+        let (late, _) = seal_at_branch(&branch1, &mut pb, 13);
+        assert!(matches!(
+            opens(&mut ph, &hub2, &late),
+            Verdict::Forward { .. }
+        ));
+
+        // 3. The hub retires the old inbound SA.
+        let hub_c3 = hub_c2
+            .with_rekey("branch", RekeyStep::RetireInbound(4097))
+            .unwrap();
+        assert_eq!(hub_c3.tunnels[0].inbound.spi, 5001);
+        let hub3 = build(&hub_c3, Some(&hub2), 3);
+        let (new2, _) = seal_at_branch(&branch2, &mut pb, 14);
+        assert!(matches!(
+            opens(&mut ph, &hub3, &new2),
+            Verdict::Forward { .. }
+        ));
+        let (stale, _) = seal_at_branch(&branch1, &mut pb, 15);
+        assert_eq!(
+            opens(&mut ph, &hub3, &stale),
+            Verdict::Drop(DropReason::EspBadSpi)
+        );
+
+        // Refused steps name the reason.
+        assert!(hub_c3
+            .with_rekey("branch", RekeyStep::RetireInbound(5001))
+            .unwrap_err()
+            .contains("only inbound SA"));
+        assert!(hub_c3
+            .with_rekey("nope", RekeyStep::RetireInbound(1))
+            .unwrap_err()
+            .contains("no tunnel"));
+        assert!(hub_c2
+            .with_rekey("branch", RekeyStep::InstallInbound(new_sa))
+            .unwrap_err()
+            .contains("already installed"));
     }
 
     #[test]

@@ -227,8 +227,9 @@ pub struct Tunnel {
     pub out_sa: Arc<OutboundSa>,
     /// Its parameters.
     pub out_spec: Arc<SaSpec>,
-    /// Inbound SA parameters; each worker keeps its own replay window.
-    pub in_spec: Arc<SaSpec>,
+    /// Inbound SAs accepted (the configured one first, then those installed
+    /// for a rekey); each worker keeps its own replay window per SA.
+    pub in_specs: Vec<Arc<SaSpec>>,
     /// Prefixes behind the peer.
     pub prefixes: Vec<IpPrefix>,
 }
@@ -434,6 +435,17 @@ impl Tables {
                     ));
                 }
                 routes.insert(Route::connected(*prefix, EgressId(tunnel.egress)));
+            }
+            for spec in &tunnel.in_specs {
+                if tunnels
+                    .iter()
+                    .any(|t: &Tunnel| t.in_specs.iter().any(|s| s.spi == spec.spi))
+                {
+                    return Err(invalid(
+                        item.clone(),
+                        format!("inbound SPI {} is used by another tunnel", spec.spi),
+                    ));
+                }
             }
             tunnels.push(tunnel);
         }
@@ -671,7 +683,13 @@ fn build_tunnel(
     let out_sel = selectors(&local_prefixes, &prefixes);
     let in_sel = selectors(&prefixes, &local_prefixes);
     let out_spec = sa_spec(&tc.outbound, out_sel, now).map_err(|e| format!("outbound {e}"))?;
-    let in_spec = sa_spec(&tc.inbound, in_sel, now).map_err(|e| format!("inbound {e}"))?;
+    let mut in_new = Vec::with_capacity(1 + tc.inbound_extra.len());
+    for sa in std::iter::once(&tc.inbound).chain(&tc.inbound_extra) {
+        if in_new.iter().any(|s: &SaSpec| s.spi == sa.spi) {
+            return Err(format!("inbound SPI {} listed twice", sa.spi));
+        }
+        in_new.push(sa_spec(sa, in_sel.clone(), now).map_err(|e| format!("inbound {e}"))?);
+    }
     // An unchanged SA keeps its state across reloads: a new OutboundSa
     // would restart the sequence at 1 and reuse nonces under the same key.
     let (out_sa, out_spec) = match old {
@@ -684,10 +702,13 @@ fn build_tunnel(
             (sa, Arc::new(out_spec))
         }
     };
-    let in_spec = match old {
-        Some(o) if o.in_spec.same_sa(&in_spec) => Arc::clone(&o.in_spec),
-        _ => Arc::new(in_spec),
-    };
+    let in_specs = in_new
+        .into_iter()
+        .map(|spec| {
+            old.and_then(|o| o.in_specs.iter().find(|s| s.same_sa(&spec)))
+                .map_or_else(|| Arc::new(spec), Arc::clone)
+        })
+        .collect();
     let ip_overhead = if prefixes.iter().any(|p| !p.addr().is_ipv4()) {
         60
     } else {
@@ -708,7 +729,7 @@ fn build_tunnel(
             .then(|| Duration::from_secs(tc.keepalive)),
         out_sa,
         out_spec,
-        in_spec,
+        in_specs,
         prefixes,
     })
 }
