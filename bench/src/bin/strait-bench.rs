@@ -1,0 +1,888 @@
+//! `strait-bench`: the end-to-end benchmark. On namespace beds it measures,
+//! in one invocation and with the same generated traffic:
+//!
+//! 1. plain forwarding, Strait (one pinned poll-mode worker) against the
+//!    kernel (`ip_forward`, RPS), at each frame size: maximum rate, loss,
+//!    latency at half the maximum, CPU per GB, iperf3 TCP;
+//! 2. ESP: one Strait instance encrypting (the generator opens the ESP it
+//!    emits), one decrypting (the generator seals what it sends), and a
+//!    branch/hub pair site to site (generator and iperf3 TCP), as ratios to
+//!    Strait's own plain forwarding measured minutes earlier.
+//!
+//! Every figure is the median and range of `--reps` trials. Run it through
+//! `scripts/bench`, which installs what it needs and builds release.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use strait_bench::harness::daemon::{Binaries, Straitd};
+use strait_bench::harness::stats::{ratio, show, Spread};
+use strait_bench::harness::trial::{
+    measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
+};
+use strait_bench::harness::tunnel::{key_from_hex, outbound_sa, TunnelLeg};
+use strait_esp::CipherSuite;
+use strait_testbed::{Netns, Testbed, Topology};
+
+/// Keys of the static SAs (key || 4-byte salt, RFC 4106 §8.1). Benchmark
+/// keys only: they are printed in the configs the harness writes.
+const KEY_OUT: &str = "000102030405060708090a0b0c0d0e0f10111213";
+const KEY_IN: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+const SPI_OUT: u32 = 4097;
+const SPI_IN: u32 = 8194;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Plain forwarding, Strait vs kernel.
+    Forward,
+    /// ESP: encrypt, decrypt, site to site.
+    Esp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SenderArg {
+    AfXdp,
+    AfPacket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReceiverArg {
+    AfXdp,
+    AfPacket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum PollArg {
+    Spin,
+    Adaptive,
+}
+
+impl PollArg {
+    fn toml(self) -> &'static str {
+        match self {
+            PollArg::Spin => "spin",
+            PollArg::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// Strait vs the kernel, and Strait as an ESP endpoint, on netns beds.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Smoke run: one repetition of 1 s per figure, no TCP.
+    #[arg(long)]
+    quick: bool,
+    /// Parts to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Repetitions of every figure.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Measured seconds per generator trial.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up seconds before each trial.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Seconds per iperf3 TCP run (0: skip TCP).
+    #[arg(long)]
+    tcp_duration: Option<u64>,
+    /// Frame sizes (FCS included) for plain forwarding.
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
+    sizes: Vec<usize>,
+    /// Inner frame sizes for the ESP cases.
+    #[arg(long, value_delimiter = ',', default_values_t = [1024usize])]
+    esp_sizes: Vec<usize>,
+    /// Latency is measured at this fraction of the median maximum rate.
+    #[arg(long, default_value_t = 0.5)]
+    latency_at: f64,
+    /// Generator sender.
+    #[arg(long, value_enum, default_value = "af-xdp")]
+    sender: SenderArg,
+    /// Generator receiver.
+    #[arg(long, value_enum, default_value = "af-xdp")]
+    receiver: ReceiverArg,
+    /// CPU for the generator threads (`none`: let the scheduler place them).
+    #[arg(long, default_value = "0")]
+    gen_cpu: String,
+    /// CPU for Strait's worker in single-instance cases (and the kernel's
+    /// RPS target).
+    #[arg(long, default_value_t = 1)]
+    dut_cpu: usize,
+    /// Steer the kernel's receive processing to --dut-cpu with RPS.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    kernel_rps: bool,
+    /// Poll mode of the branch and hub in the site-to-site case (both on a
+    /// 2-vCPU host with the generator: spin leaves it no CPU of its own).
+    #[arg(long, value_enum, default_value = "adaptive")]
+    site_poll: PollArg,
+    /// Directory holding straitd and straitctl.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Directory of the .topo files.
+    #[arg(long, default_value = "scripts/topologies")]
+    topologies: PathBuf,
+    /// Where results (JSON, Markdown, daemon logs) go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Wait (up to 3 min) for the 1-minute load average to fall below this
+    /// before starting; 0 disables the wait.
+    #[arg(long, default_value_t = 1.0)]
+    idle_load: f64,
+}
+
+/// A generator figure with a name, for the results.
+#[derive(Debug, serde::Serialize)]
+struct Case {
+    section: &'static str,
+    system: String,
+    size: usize,
+    figure: Figure,
+    tcp_gbps: Vec<f64>,
+    tcp_retransmits: Vec<u64>,
+}
+
+impl Case {
+    fn tcp(&self) -> Option<Spread> {
+        Spread::of(&self.tcp_gbps)
+    }
+}
+
+struct Bench {
+    args: Args,
+    plan: Plan,
+    bins: Binaries,
+    out: PathBuf,
+    tcp_secs: u64,
+    cases: Vec<Case>,
+    notes: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    strait_testbed::require_root();
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has no directory")?
+            .to_path_buf(),
+    };
+    let bins = Binaries::in_dir(&bin_dir)?;
+    for (prog, pkg) in [("iperf3", "iperf3"), ("ethtool", "ethtool")] {
+        strait_testbed::require_program(prog, pkg);
+    }
+    let stamp = utc_stamp("%Y%m%d-%H%M%S");
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench-results/{stamp}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let quick = args.quick;
+    let plan = Plan {
+        reps: args.reps.unwrap_or(if quick { 1 } else { 3 }).max(1),
+        duration: Duration::from_secs_f64(args.duration.unwrap_or(if quick { 1.0 } else { 3.0 })),
+        warmup: Duration::from_secs_f64(if quick {
+            args.warmup.min(0.3)
+        } else {
+            args.warmup
+        }),
+        latency_at: args.latency_at,
+        sender: match args.sender {
+            SenderArg::AfXdp => SenderKind::AfXdp,
+            SenderArg::AfPacket => SenderKind::AfPacket,
+        },
+        receiver: match args.receiver {
+            ReceiverArg::AfXdp => ReceiverKind::AfXdp,
+            ReceiverArg::AfPacket => ReceiverKind::AfPacket,
+        },
+        gen_cpu: match args.gen_cpu.as_str() {
+            "none" => None,
+            c => Some(c.parse().context("--gen-cpu: a CPU number or `none`")?),
+        },
+    };
+    let tcp_secs = args.tcp_duration.unwrap_or(if quick { 0 } else { 4 });
+    let mut bench = Bench {
+        args,
+        plan,
+        bins,
+        out,
+        tcp_secs,
+        cases: Vec::new(),
+        notes: Vec::new(),
+    };
+    bench.wait_idle();
+    let started = Instant::now();
+    let parts = if bench.args.only.is_empty() {
+        vec![Part::Forward, Part::Esp]
+    } else {
+        bench.args.only.clone()
+    };
+    let mut failure = None;
+    for part in parts {
+        let r = match part {
+            Part::Forward => bench.forwarding(),
+            Part::Esp => bench.esp(),
+        };
+        if let Err(e) = r {
+            eprintln!("strait-bench: {part:?} failed: {e:#}");
+            failure.get_or_insert(e);
+        }
+    }
+    let text = bench.render(started.elapsed());
+    println!("{text}");
+    std::fs::write(bench.out.join("results.md"), &text)?;
+    let json = serde_json::json!({
+        "date": utc_stamp("%Y-%m-%d %H:%M UTC"),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": machine_notes(),
+        "notes": bench.notes,
+        "cases": bench.cases,
+    });
+    std::fs::write(
+        bench.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    eprintln!("results in {}", bench.out.display());
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Bench {
+    fn wait_idle(&mut self) {
+        if self.args.idle_load <= 0.0 {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let load = load_average();
+            if load < self.args.idle_load {
+                return;
+            }
+            if Instant::now() > deadline {
+                let note = format!(
+                    "load average {load:.2} at start (wanted < {}): other work shared the CPUs",
+                    self.args.idle_load
+                );
+                eprintln!("strait-bench: {note}");
+                self.notes.push(note);
+                return;
+            }
+            eprintln!("waiting for an idle machine (load {load:.2})…");
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    }
+
+    fn bed(&self, file: &str, tag: &str) -> Result<(Testbed, BTreeMap<String, Netns>)> {
+        let path = self.args.topologies.join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading topology {}", path.display()))?;
+        let topo = Topology::parse(&text).with_context(|| path.display().to_string())?;
+        let mut tb = Testbed::new(tag);
+        let nets = topo.build(&mut tb)?;
+        Ok((tb, nets))
+    }
+
+    fn progress(label: &str) -> impl FnMut(&str, &TrialFigures) + '_ {
+        move |kind, t| {
+            eprintln!(
+                "  {label:<28} {kind:<8} tx {:>9.0} pps  rx {:>9.0} pps  {:>6.3} Gb/s  loss {:>7.3} %  p50 {:>8} us  p99 {:>8} us",
+                t.tx_pps,
+                t.rx_pps,
+                t.rx_gbps,
+                t.loss_pct,
+                t.p50_us.map_or("—".into(), |x| format!("{x:.1}")),
+                t.p99_us.map_or("—".into(), |x| format!("{x:.1}")),
+            );
+        }
+    }
+
+    fn tcp(&self, client: &Netns, server: &Netns, server_ip: &str) -> Result<Option<(f64, u64)>> {
+        if self.tcp_secs == 0 {
+            return Ok(None);
+        }
+        iperf_tcp(client, server, server_ip, self.tcp_secs).map(Some)
+    }
+
+    fn tcp_into(&self, case: &mut Case, client: &Netns, server: &Netns, ip: &str) {
+        if self.tcp_secs == 0 {
+            return;
+        }
+        for _ in 0..self.plan.reps {
+            match self.tcp(client, server, ip) {
+                Ok(Some((g, r))) => {
+                    eprintln!(
+                        "  {:<28} tcp      {g:.3} Gbit/s, {r} retransmits",
+                        case.system
+                    );
+                    case.tcp_gbps.push(g);
+                    case.tcp_retransmits.push(r);
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("  {:<28} tcp      failed: {e:#}", case.system),
+            }
+        }
+    }
+
+    /// Plain forwarding: kernel then Strait on the same bed.
+    fn forwarding(&mut self) -> Result<()> {
+        eprintln!("== forwarding: kernel vs Strait (scripts/topologies/forward.topo)");
+        let (_tb, nets) = self.bed("forward.topo", "bench-fwd")?;
+        let (h1, dp, h2) = (ns(&nets, "h1")?, ns(&nets, "dp")?, ns(&nets, "h2")?);
+        let path = Path {
+            tx: Attachment {
+                netns: h1.name().into(),
+                iface: "eth0".into(),
+            },
+            rx: Attachment {
+                netns: h2.name().into(),
+                iface: "eth0".into(),
+            },
+            src_mac: h1.mac("eth0")?,
+            dst_mac: dp.mac("left")?,
+            src_ip: ip("10.1.0.2"),
+            dst_ip: ip("10.2.0.2"),
+            seal: None,
+            open: None,
+        };
+
+        // The kernel: addresses on the router, forwarding on, and RPS so
+        // its receive processing runs on the CPU Strait's worker gets.
+        dp.addr("left", "10.1.0.1/24")?;
+        dp.addr("right", "10.2.0.1/24")?;
+        dp.sysctl("net.ipv4.ip_forward", "1")?;
+        let rps = format!("{:x}", 1u64 << self.args.dut_cpu);
+        if self.args.kernel_rps {
+            set_rps(dp, &["left", "right"], &rps)?;
+        }
+        let label = format!(
+            "kernel ip_forward{}",
+            if self.args.kernel_rps { " + RPS" } else { "" }
+        );
+        for &size in &self.args.sizes.clone() {
+            let fig = measure(&path, &self.plan, size, &mut Self::progress(&label))?;
+            self.cases.push(Case {
+                section: "forward",
+                system: label.clone(),
+                size,
+                figure: fig,
+                tcp_gbps: vec![],
+                tcp_retransmits: vec![],
+            });
+        }
+        let mut case = Case {
+            section: "forward-tcp",
+            system: label.clone(),
+            size: 0,
+            figure: Figure::default(),
+            tcp_gbps: vec![],
+            tcp_retransmits: vec![],
+        };
+        self.tcp_into(&mut case, h1, h2, "10.2.0.2");
+        self.cases.push(case);
+        set_rps(dp, &["left", "right"], "0")?;
+        dp.sysctl("net.ipv4.ip_forward", "0")?;
+        dp.ip(&["addr", "flush", "dev", "left"])?;
+        dp.ip(&["addr", "flush", "dev", "right"])?;
+        h1.ip(&["neigh", "flush", "all"])?;
+        h2.ip(&["neigh", "flush", "all"])?;
+
+        // Strait: one worker, spinning, pinned.
+        let config = format!(
+            r#"[engine]
+workers = 1
+cores = [{cpu}]
+poll = "spin"
+
+[[interface]]
+name = "left"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "right"
+addresses = ["10.2.0.1/24"]
+"#,
+            cpu = self.args.dut_cpu
+        );
+        let d = Straitd::start(dp, &self.bins, &self.out, "forward", &config)?;
+        let label = "Strait (1 worker, spin)".to_owned();
+        for &size in &self.args.sizes.clone() {
+            let fig = measure(&path, &self.plan, size, &mut Self::progress(&label))?;
+            self.cases.push(Case {
+                section: "forward",
+                system: label.clone(),
+                size,
+                figure: fig,
+                tcp_gbps: vec![],
+                tcp_retransmits: vec![],
+            });
+        }
+        save_counters(&d, &self.out, "forward");
+        let mut case = Case {
+            section: "forward-tcp",
+            system: label,
+            size: 0,
+            figure: Figure::default(),
+            tcp_gbps: vec![],
+            tcp_retransmits: vec![],
+        };
+        self.tcp_into(&mut case, h1, h2, "10.2.0.2");
+        self.cases.push(case);
+        Ok(())
+    }
+
+    /// ESP: one instance encrypting, one decrypting, then site to site.
+    fn esp(&mut self) -> Result<()> {
+        eprintln!(
+            "== ESP: one endpoint encrypting / decrypting (scripts/topologies/bench-esp.topo)"
+        );
+        {
+            let (_tb, nets) = self.bed("bench-esp.topo", "bench-esp")?;
+            let (lan, dut, peer) = (ns(&nets, "lan")?, ns(&nets, "dut")?, ns(&nets, "peer")?);
+            let peer_mac = peer.mac("eth0")?;
+            let config = format!(
+                r#"[engine]
+workers = 1
+cores = [{cpu}]
+poll = "spin"
+
+[[interface]]
+name = "lan"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "wan"
+addresses = ["203.0.113.1/24"]
+
+# The peer gateway is the generator: it answers no ARP.
+[[neighbour]]
+interface = "wan"
+ip = "203.0.113.2"
+mac = "{mac}"
+
+[[tunnel]]
+name = "peer"
+local = "203.0.113.1"
+remote = "203.0.113.2"
+prefixes = ["10.2.0.0/16"]
+keepalive = 0
+outbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
+inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
+"#,
+                cpu = self.args.dut_cpu,
+                mac = fmt_mac(peer_mac),
+            );
+            let d = Straitd::start(dut, &self.bins, &self.out, "esp-endpoint", &config)?;
+            let dut_wan = dut.mac("wan")?;
+            let peer_leg = |spi, key: &str| -> Result<TunnelLeg> {
+                Ok(TunnelLeg {
+                    spi,
+                    cipher: CipherSuite::Aes128Gcm,
+                    key: key_from_hex(key)?,
+                    outer_src: Ipv4Addr::new(203, 0, 113, 2),
+                    outer_dst: Ipv4Addr::new(203, 0, 113, 1),
+                    src_mac: peer_mac,
+                    dst_mac: dut_wan,
+                })
+            };
+            // (i) Encrypt: clear LAN traffic in, ESP out to the peer, which
+            // opens it and counts the probes.
+            let encrypt = Path {
+                tx: Attachment {
+                    netns: lan.name().into(),
+                    iface: "eth0".into(),
+                },
+                rx: Attachment {
+                    netns: peer.name().into(),
+                    iface: "eth0".into(),
+                },
+                src_mac: lan.mac("eth0")?,
+                dst_mac: dut.mac("lan")?,
+                src_ip: ip("10.1.0.2"),
+                dst_ip: ip("10.2.0.2"),
+                seal: None,
+                open: Some(peer_leg(SPI_OUT, KEY_OUT)?),
+            };
+            // (ii) Decrypt: the peer seals with fresh sequence numbers (one
+            // SA for the whole run: the endpoint's replay window remembers).
+            let leg = peer_leg(SPI_IN, KEY_IN)?;
+            let sa = outbound_sa(&leg)?;
+            let decrypt = Path {
+                tx: Attachment {
+                    netns: peer.name().into(),
+                    iface: "eth0".into(),
+                },
+                rx: Attachment {
+                    netns: lan.name().into(),
+                    iface: "eth0".into(),
+                },
+                src_mac: peer_mac,
+                dst_mac: dut_wan,
+                src_ip: ip("10.2.0.2"),
+                dst_ip: ip("10.1.0.2"),
+                seal: Some((leg, Arc::clone(&sa))),
+                open: None,
+            };
+            for &size in &self.args.esp_sizes.clone() {
+                let label = "Strait encrypt (AES-128-GCM)";
+                let fig = measure(&encrypt, &self.plan, size, &mut Self::progress(label))?;
+                self.push_fig("esp", label, size, fig);
+                let label = "Strait decrypt (AES-128-GCM)";
+                let fig = measure(&decrypt, &self.plan, size, &mut Self::progress(label))?;
+                self.push_fig("esp", label, size, fig);
+            }
+            save_counters(&d, &self.out, "esp-endpoint");
+        }
+
+        eprintln!("== ESP: site to site, branch encrypts, hub decrypts (scripts/topologies/bench-site.topo)");
+        let (_tb, nets) = self.bed("bench-site.topo", "bench-site")?;
+        let (lana, branch, hub, lanb) = (
+            ns(&nets, "lana")?,
+            ns(&nets, "branch")?,
+            ns(&nets, "hub")?,
+            ns(&nets, "lanb")?,
+        );
+        let poll = self.args.site_poll.toml();
+        let (cpu_b, cpu_h) = (1 - self.args.dut_cpu.min(1), self.args.dut_cpu.min(1));
+        let branch_cfg = format!(
+            r#"[engine]
+workers = 1
+cores = [{cpu_b}]
+poll = "{poll}"
+
+[[interface]]
+name = "lan"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "wan"
+addresses = ["203.0.113.2/24"]
+
+[[tunnel]]
+name = "hub"
+local = "203.0.113.2"
+remote = "203.0.113.1"
+prefixes = ["10.2.0.0/16"]
+keepalive = 0
+outbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
+inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
+"#
+        );
+        let hub_cfg = format!(
+            r#"[engine]
+workers = 1
+cores = [{cpu_h}]
+poll = "{poll}"
+
+[[interface]]
+name = "wan"
+addresses = ["203.0.113.1/24"]
+
+[[interface]]
+name = "lan"
+addresses = ["10.2.0.1/24"]
+
+[[tunnel]]
+name = "branch"
+local = "203.0.113.1"
+remote = "203.0.113.2"
+prefixes = ["10.1.0.0/16"]
+keepalive = 0
+outbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
+inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
+"#
+        );
+        let db = Straitd::start(branch, &self.bins, &self.out, "site-branch", &branch_cfg)?;
+        let dh = Straitd::start(hub, &self.bins, &self.out, "site-hub", &hub_cfg)?;
+        // The first packet makes the branch resolve the hub and the hub
+        // resolve the sink; ping until the path works (bounded).
+        let ready = (0..20).any(|_| {
+            lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
+                .is_ok_and(|o| o.status.success())
+        });
+        if !ready {
+            bail!("site to site: lana cannot reach lanb through the tunnel");
+        }
+        let site = Path {
+            tx: Attachment {
+                netns: lana.name().into(),
+                iface: "eth0".into(),
+            },
+            rx: Attachment {
+                netns: lanb.name().into(),
+                iface: "eth0".into(),
+            },
+            src_mac: lana.mac("eth0")?,
+            dst_mac: branch.mac("lan")?,
+            src_ip: ip("10.1.0.2"),
+            dst_ip: ip("10.2.0.2"),
+            seal: None,
+            open: None,
+        };
+        let label = format!("Strait site to site ({poll})");
+        for &size in &self.args.esp_sizes.clone() {
+            let fig = measure(&site, &self.plan, size, &mut Self::progress(&label))?;
+            self.push_fig("esp", &label, size, fig);
+        }
+        let mut case = Case {
+            section: "esp-tcp",
+            system: label,
+            size: 0,
+            figure: Figure::default(),
+            tcp_gbps: vec![],
+            tcp_retransmits: vec![],
+        };
+        self.tcp_into(&mut case, lana, lanb, "10.2.0.2");
+        self.cases.push(case);
+        save_counters(&db, &self.out, "site-branch");
+        save_counters(&dh, &self.out, "site-hub");
+        Ok(())
+    }
+
+    fn push_fig(&mut self, section: &'static str, system: &str, size: usize, figure: Figure) {
+        let failures: u64 = figure
+            .max
+            .iter()
+            .chain(&figure.latency)
+            .map(|t| t.tunnel_failures)
+            .sum();
+        if failures > 0 {
+            self.notes.push(format!(
+                "{system}, {size} B: {failures} frames failed to seal/open at the generator"
+            ));
+        }
+        self.cases.push(Case {
+            section,
+            system: system.to_owned(),
+            size,
+            figure,
+            tcp_gbps: vec![],
+            tcp_retransmits: vec![],
+        });
+    }
+
+    fn find(&self, section: &str, prefix: &str, size: usize) -> Option<&Case> {
+        self.cases
+            .iter()
+            .find(|c| c.section == section && c.system.starts_with(prefix) && c.size == size)
+    }
+
+    /// The results as Markdown tables, ready for docs/BENCHMARKS.md.
+    fn render(&self, elapsed: Duration) -> String {
+        let mut s = String::new();
+        let p = &self.plan;
+        let _ = writeln!(
+            s,
+            "strait-bench, {} — {} rep(s) × {:.1} s per trial (+{:.1} s warm-up), latency at {:.0} % of the median max rate; sender {:?}, receiver {:?}, generator CPU {}; took {:.0} s",
+            utc_stamp("%Y-%m-%d %H:%M UTC"),
+            p.reps,
+            p.duration.as_secs_f64(),
+            p.warmup.as_secs_f64(),
+            p.latency_at * 100.0,
+            p.sender,
+            p.receiver,
+            p.gen_cpu.map_or("any".into(), |c| c.to_string()),
+            elapsed.as_secs_f64()
+        );
+        let _ = writeln!(s, "machine: {}", machine_notes());
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | ratio |\n|---|---|---|---|---|---|---|---|---|";
+        let row = |s: &mut String, c: &Case, r: Option<f64>| {
+            let f = &c.figure;
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} |",
+                c.system,
+                c.size,
+                show(f.pps().map(|x| x.scaled(1e-6)), 3),
+                show(f.gbps(), 2),
+                show(f.loss(), 2),
+                show(f.p50(), 0),
+                show(f.p99(), 0),
+                show(f.cpu_per_gb(), 1),
+                r.map_or("—".into(), |r| format!("{r:.2}×")),
+            );
+        };
+        if self.cases.iter().any(|c| c.section == "forward") {
+            let _ = writeln!(
+                s,
+                "\n### Forwarding (ratio: Strait / kernel, median pps)\n\n{header}"
+            );
+            for c in self.cases.iter().filter(|c| c.section == "forward") {
+                let r = if c.system.starts_with("Strait") {
+                    self.find("forward", "kernel", c.size)
+                        .and_then(|k| ratio(c.figure.pps(), k.figure.pps()))
+                } else {
+                    None
+                };
+                row(&mut s, c, r);
+            }
+        }
+        if self.cases.iter().any(|c| c.section == "esp") {
+            let _ = writeln!(
+                s,
+                "\n### ESP, AES-128-GCM, UDP-encapsulated (ratio: / Strait plain forwarding at the same frame size, this run)\n\n{header}"
+            );
+            for c in self.cases.iter().filter(|c| c.section == "esp") {
+                let r = self
+                    .find("forward", "Strait", c.size)
+                    .and_then(|k| ratio(c.figure.pps(), k.figure.pps()));
+                row(&mut s, c, r);
+            }
+        }
+        let tcp: Vec<&Case> = self
+            .cases
+            .iter()
+            .filter(|c| c.section.ends_with("-tcp") && !c.tcp_gbps.is_empty())
+            .collect();
+        if !tcp.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### iperf3 TCP, one stream, {} s\n\n| path | Gbit/s | retransmits (median) |\n|---|---|---|",
+                self.tcp_secs
+            );
+            for c in tcp {
+                let mut r = c.tcp_retransmits.clone();
+                r.sort_unstable();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    c.system,
+                    show(c.tcp(), 2),
+                    r.get(r.len() / 2).map_or("—".into(), u64::to_string)
+                );
+            }
+        }
+        s
+    }
+}
+
+fn ns<'a>(nets: &'a BTreeMap<String, Netns>, short: &str) -> Result<&'a Netns> {
+    nets.get(short)
+        .with_context(|| format!("topology has no namespace {short}"))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn set_rps(dp: &Netns, ifaces: &[&str], mask: &str) -> Result<()> {
+    for i in ifaces {
+        dp.run(&[
+            "sh",
+            "-c",
+            &format!("echo {mask} > /sys/class/net/{i}/queues/rx-0/rps_cpus"),
+        ])?;
+    }
+    Ok(())
+}
+
+fn save_counters(d: &Straitd, out: &FsPath, name: &str) {
+    let mut text = String::new();
+    for what in ["counters", "drops", "workers"] {
+        match d.query(&format!("show {what}")) {
+            Ok(t) => {
+                let _ = writeln!(text, "== show {what}\n{t}");
+            }
+            Err(e) => {
+                let _ = writeln!(text, "== show {what}: {e:#}");
+            }
+        }
+    }
+    let _ = std::fs::write(out.join(format!("{name}.counters.txt")), text);
+}
+
+/// One iperf3 TCP run; Gbit/s received and retransmits.
+fn iperf_tcp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Result<(f64, u64)> {
+    let mut srv = server
+        .command(&["iperf3", "-s", "-1", "-B", server_ip, "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let limit = (secs + 10).to_string();
+    let out = client
+        .command(&[
+            "timeout",
+            &limit,
+            "iperf3",
+            "-c",
+            server_ip,
+            "-p",
+            "5201",
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ])
+        .output();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = out.context("running iperf3 -c")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("iperf3: {e}");
+    }
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3: no sum_received")?;
+    let retr = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok((bps / 1e9, retr))
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn utc_stamp(format: &str) -> String {
+    Command::new("date")
+        .args(["-u", &format!("+{format}")])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine_notes() -> String {
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} vCPU {model}, Linux {}, load average {:.2} now",
+        kernel.trim(),
+        load_average()
+    )
+}

@@ -1,0 +1,19 @@
+//! The end-to-end benchmark harness behind `strait-bench`.
+//!
+//! It measures Strait and the kernel on the same namespace bed, in one
+//! invocation, with the same generated traffic, and reports every figure as
+//! the median and range of repeated trials ([`stats::Spread`]); what counts
+//! is the ratio measured in one run, because the shared 2-vCPU hosts vary
+//! by ±15–20 % between runs.
+//!
+//! * [`trial`]: generator trials against a device under test (maximum
+//!   rate, latency at a fraction of it, CPU per GB).
+//! * [`tunnel`]: generator ports that seal or open ESP, so one Strait
+//!   instance can be measured encrypting or decrypting on its own.
+//! * [`daemon`]: a `straitd` per case, stopped on drop.
+//! * [`stats`]: median and range.
+
+pub mod daemon;
+pub mod stats;
+pub mod trial;
+pub mod tunnel;

@@ -1,0 +1,388 @@
+//! Repeated generator trials against one device under test: the maximum
+//! rate (pps, Gbit/s, loss) and latency at a fraction of it, each repeated
+//! and summarised as median and range.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use strait_esp::OutboundSa;
+use strait_wire::EthernetAddress;
+use strait_xdp::XdpMode;
+
+use super::stats::Spread;
+use super::tunnel::{OpeningRx, SealingTx, TunnelLeg, TunnelPortStats, SEAL_OVERHEAD};
+use crate::gen::{
+    in_netns, run_trial, AfPacketRx, AfPacketTx, Rate, Report, RxPort, TrafficSpec, TxPort, XdpRx,
+    XdpTx, FCS_LEN,
+};
+
+/// Which generator port sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SenderKind {
+    /// AF_XDP TX (copy mode on veth): the only sender that saturates the
+    /// device under test on a 2-vCPU host.
+    AfXdp,
+    /// Raw AF_PACKET with qdisc bypass.
+    AfPacket,
+}
+
+/// Which generator port receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReceiverKind {
+    /// AF_XDP RX: frames never become skbs in the sink namespace.
+    AfXdp,
+    /// AF_PACKET RX.
+    AfPacket,
+}
+
+/// One side of the generator: a namespace and an interface in it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Full namespace name.
+    pub netns: String,
+    /// Interface name inside it.
+    pub iface: String,
+}
+
+/// Everything about one traffic path through a device under test.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// Where frames are sent.
+    pub tx: Attachment,
+    /// Where they are counted.
+    pub rx: Attachment,
+    /// Ethernet source of the generated frames.
+    pub src_mac: [u8; 6],
+    /// Ethernet destination (the device under test's MAC on that link).
+    pub dst_mac: [u8; 6],
+    /// Inner source address.
+    pub src_ip: IpAddr,
+    /// Inner destination address.
+    pub dst_ip: IpAddr,
+    /// Seal frames as this tunnel leg before sending (the generator plays
+    /// the peer gateway).
+    pub seal: Option<(TunnelLeg, Arc<OutboundSa>)>,
+    /// Open ESP of this leg at the receiver (the generator plays the peer
+    /// gateway that decrypts).
+    pub open: Option<TunnelLeg>,
+}
+
+/// How trials run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Repetitions of every figure.
+    pub reps: usize,
+    /// Measured seconds per trial.
+    pub duration: Duration,
+    /// Warm-up before measuring (neighbour resolution, caches, rings).
+    pub warmup: Duration,
+    /// Latency is measured at this fraction of the median maximum rate.
+    pub latency_at: f64,
+    /// Sender.
+    pub sender: SenderKind,
+    /// Receiver.
+    pub receiver: ReceiverKind,
+    /// CPU the generator's threads are pinned to, if any.
+    pub gen_cpu: Option<usize>,
+}
+
+/// The numbers kept from one trial.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TrialFigures {
+    /// Requested rate (pps), `None` at max.
+    pub offered_pps: Option<f64>,
+    /// Rate the sender achieved.
+    pub tx_pps: f64,
+    /// Unique probe frames received per second.
+    pub rx_pps: f64,
+    /// Received rate in Gbit/s including Ethernet framing (frame + FCS +
+    /// 20 B preamble/IFG), inner frames for tunnels.
+    pub rx_gbps: f64,
+    /// Loss in percent of the frames sent.
+    pub loss_pct: f64,
+    /// One-way latency percentiles, µs.
+    pub p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub p99_us: Option<f64>,
+    /// Busy CPU seconds of the whole machine per GB received (inner bytes).
+    pub cpu_s_per_gb: Option<f64>,
+    /// Frames the tunnel port could not seal or open.
+    pub tunnel_failures: u64,
+}
+
+impl TrialFigures {
+    fn from_report(r: &Report, cpu_s: Option<f64>, tunnel_failures: u64) -> TrialFigures {
+        let gb = r.rx.bytes as f64 / 1e9;
+        TrialFigures {
+            offered_pps: r.offered_pps,
+            tx_pps: r.tx.pps,
+            rx_pps: r.rx.pps,
+            rx_gbps: r.rx.wire_gbps,
+            loss_pct: r.loss_percent,
+            p50_us: r.latency_ns.as_ref().map(|l| l.p50 as f64 / 1e3),
+            p99_us: r.latency_ns.as_ref().map(|l| l.p99 as f64 / 1e3),
+            cpu_s_per_gb: cpu_s.filter(|_| gb > 0.0).map(|s| s / gb),
+            tunnel_failures,
+        }
+    }
+}
+
+/// A figure: repeated max-rate trials and repeated latency trials.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Figure {
+    /// Trials at the maximum rate.
+    pub max: Vec<TrialFigures>,
+    /// Trials at `latency_at` × the median maximum.
+    pub latency: Vec<TrialFigures>,
+}
+
+fn spread(v: impl Iterator<Item = f64>) -> Option<Spread> {
+    Spread::of(&v.collect::<Vec<_>>())
+}
+
+impl Figure {
+    /// Received packets per second at the maximum.
+    pub fn pps(&self) -> Option<Spread> {
+        spread(self.max.iter().map(|t| t.rx_pps))
+    }
+    /// Received Gbit/s at the maximum.
+    pub fn gbps(&self) -> Option<Spread> {
+        spread(self.max.iter().map(|t| t.rx_gbps))
+    }
+    /// Loss at the maximum, percent.
+    pub fn loss(&self) -> Option<Spread> {
+        spread(self.max.iter().map(|t| t.loss_pct))
+    }
+    /// CPU seconds per GB at the maximum.
+    pub fn cpu_per_gb(&self) -> Option<Spread> {
+        spread(self.max.iter().filter_map(|t| t.cpu_s_per_gb))
+    }
+    /// p50 latency at the reduced rate, µs.
+    pub fn p50(&self) -> Option<Spread> {
+        spread(self.latency.iter().filter_map(|t| t.p50_us))
+    }
+    /// p99 latency at the reduced rate, µs.
+    pub fn p99(&self) -> Option<Spread> {
+        spread(self.latency.iter().filter_map(|t| t.p99_us))
+    }
+    /// Loss during the latency trials, percent.
+    pub fn latency_loss(&self) -> Option<Spread> {
+        spread(self.latency.iter().map(|t| t.loss_pct))
+    }
+}
+
+/// Busy and total jiffies of the machine (`/proc/stat`, first line).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Pins the calling thread (and the threads it starts afterwards) to `cpu`,
+/// or to every CPU with `None`.
+pub fn pin_current_thread(cpu: Option<usize>) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Not available_parallelism: that reads the current (maybe pinned)
+    // affinity, and unpinning must restore every configured CPU.
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.clamp(1, 1024) as usize;
+    for c in 0..n {
+        if cpu.is_none_or(|want| want == c) {
+            // SAFETY: c is below the number of CPUs, well inside the set.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: set is a valid cpu_set_t of the size given; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+    }
+    Ok(())
+}
+
+/// The ports of one trial and the counters of their tunnel wrappers.
+struct TrialPorts {
+    tx: Box<dyn TxPort>,
+    rx: Box<dyn RxPort>,
+    tunnel: Arc<TunnelPortStats>,
+}
+
+/// Opens fresh generator ports for one trial.
+fn open_ports(path: &Path, plan: &Plan, frame: usize) -> Result<TrialPorts> {
+    let stats = Arc::new(TunnelPortStats::default());
+    let sender = plan.sender;
+    let max_frame = (frame
+        + if path.seal.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        })
+    .min(1792);
+    let iface = path.tx.iface.clone();
+    let mut tx: Box<dyn TxPort> = in_netns(&path.tx.netns, move || {
+        Ok(match sender {
+            SenderKind::AfXdp => Box::new(XdpTx::open(&iface, max_frame, XdpMode::Native)?) as _,
+            SenderKind::AfPacket => Box::new(AfPacketTx::open(&iface, 64, false)?) as _,
+        })
+    })
+    .with_context(|| format!("opening the sender on {}:{}", path.tx.netns, path.tx.iface))?;
+    if let Some((leg, sa)) = &path.seal {
+        tx = Box::new(SealingTx::new(tx, sa, leg, Arc::clone(&stats)));
+    }
+    let receiver = plan.receiver;
+    let iface = path.rx.iface.clone();
+    let mut rx: Box<dyn RxPort> = in_netns(&path.rx.netns, move || {
+        Ok(match receiver {
+            ReceiverKind::AfXdp => Box::new(XdpRx::open(&iface, XdpMode::Native)?) as _,
+            ReceiverKind::AfPacket => Box::new(AfPacketRx::open(&iface)?) as _,
+        })
+    })
+    .with_context(|| {
+        format!(
+            "opening the receiver on {}:{}",
+            path.rx.netns, path.rx.iface
+        )
+    })?;
+    if let Some(leg) = &path.open {
+        rx = Box::new(OpeningRx::new(rx, leg, Arc::clone(&stats))?);
+    }
+    Ok(TrialPorts {
+        tx,
+        rx,
+        tunnel: stats,
+    })
+}
+
+/// Runs one trial of `size`-byte frames (FCS included) at `rate`.
+pub fn run_once(path: &Path, plan: &Plan, size: usize, rate: Rate) -> Result<TrialFigures> {
+    let mut spec = TrafficSpec::new(
+        EthernetAddress(path.src_mac),
+        EthernetAddress(path.dst_mac),
+        path.src_ip,
+        path.dst_ip,
+    );
+    spec.sizes = format!("{size}").parse()?;
+    spec.rate = rate;
+    spec.duration = plan.duration;
+    spec.warmup = plan.warmup;
+    let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, size - FCS_LEN)?;
+    pin_current_thread(plan.gen_cpu)?;
+    let before = cpu_jiffies();
+    let report = run_trial(&spec, tx, rx, &mut |_| {});
+    let after = cpu_jiffies();
+    pin_current_thread(None)?;
+    let report = report?;
+    // The whole trial (warm-up and linger included) against the bytes
+    // counted: an upper bound on CPU per GB, the same for every system.
+    let cpu_s = before
+        .zip(after)
+        .map(|(b, a)| (a.0 - b.0) as f64 / ticks_per_second());
+    let (_, failed, _) = tunnel.snapshot();
+    Ok(TrialFigures::from_report(&report, cpu_s, failed))
+}
+
+/// Measures one figure: `plan.reps` trials at the maximum rate, then
+/// `plan.reps` trials at `plan.latency_at` × their median receive rate
+/// (RFC 2544 §26.2: latency at a known sustainable rate, not queueing at
+/// saturation). `progress` hears about every trial.
+pub fn measure(
+    path: &Path,
+    plan: &Plan,
+    size: usize,
+    progress: &mut dyn FnMut(&str, &TrialFigures),
+) -> Result<Figure> {
+    let mut fig = Figure::default();
+    for _ in 0..plan.reps {
+        let t = run_once(path, plan, size, Rate::Max)?;
+        progress("max", &t);
+        fig.max.push(t);
+    }
+    if let Some(max) = fig.pps().filter(|s| s.median > 0.0) {
+        let pps = (max.median * plan.latency_at).max(1000.0);
+        for _ in 0..plan.reps {
+            let t = run_once(path, plan, size, Rate::Pps(pps))?;
+            progress("latency", &t);
+            fig.latency.push(t);
+        }
+    }
+    Ok(fig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(rx_pps: f64, p50: Option<f64>) -> TrialFigures {
+        TrialFigures {
+            offered_pps: None,
+            tx_pps: rx_pps,
+            rx_pps,
+            rx_gbps: rx_pps * 1e-6,
+            loss_pct: 0.5,
+            p50_us: p50,
+            p99_us: p50.map(|x| x * 2.0),
+            cpu_s_per_gb: None,
+            tunnel_failures: 0,
+        }
+    }
+
+    #[test]
+    fn figure_summaries_use_the_right_trials() {
+        let fig = Figure {
+            max: vec![trial(3.0, None), trial(1.0, None), trial(2.0, None)],
+            latency: vec![trial(1.0, Some(10.0)), trial(1.0, Some(30.0))],
+        };
+        assert_eq!(fig.pps().unwrap().median, 2.0);
+        assert_eq!(fig.p50().unwrap().median, 20.0);
+        assert_eq!(fig.p99().unwrap().max, 60.0);
+        assert!(fig.cpu_per_gb().is_none());
+    }
+
+    #[test]
+    fn cpu_counters_move_forward() {
+        let (busy_a, total_a) = cpu_jiffies().unwrap();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(50) {
+            std::hint::spin_loop();
+        }
+        let (busy_b, total_b) = cpu_jiffies().unwrap();
+        assert!(busy_b >= busy_a && total_b >= total_a);
+        assert!(busy_b - busy_a <= total_b - total_a);
+    }
+
+    #[test]
+    fn pinning_to_one_cpu_and_back() {
+        pin_current_thread(Some(0)).unwrap();
+        // SAFETY: sched_getcpu has no preconditions.
+        assert_eq!(unsafe { libc::sched_getcpu() }, 0);
+        pin_current_thread(None).unwrap();
+        let all = std::thread::available_parallelism().unwrap().get();
+        // SAFETY: sysconf has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as usize;
+        assert_eq!(all, online, "unpinning restores every CPU");
+    }
+}
