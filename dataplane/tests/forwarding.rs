@@ -8,9 +8,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
@@ -28,10 +27,11 @@ name = "right"
 addresses = ["10.2.0.1/24", "fd02::1/64"]
 "#;
 
+mod common;
+use common::{fnv, ping, Daemon};
+
 struct Bed {
-    daemon: Option<Child>,
-    sock: PathBuf,
-    config: PathBuf,
+    daemon: Daemon,
     h1: Netns,
     dp: Netns,
     h2: Netns,
@@ -53,98 +53,21 @@ impl Bed {
         let ns = topology().build(&mut tb).unwrap();
         let dir = std::env::temp_dir().join(tb.prefix());
         std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("strait.toml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let mut bed = Bed {
-            daemon: None,
-            sock: dir.join("straitd.sock"),
-            config,
+        Bed {
+            daemon: Daemon::start(&ns["dp"], &dir, "strait", CONFIG),
             h1: ns["h1"].clone(),
             dp: ns["dp"].clone(),
             h2: ns["h2"].clone(),
             _tb: tb,
-        };
-        bed.start();
-        bed
-    }
-
-    fn start(&mut self) {
-        let child = self
-            .dp
-            .command(&[
-                env!("CARGO_BIN_EXE_straitd"),
-                "--config",
-                self.config.to_str().unwrap(),
-                "--control",
-                self.sock.to_str().unwrap(),
-            ])
-            .env("STRAIT_LOG", "warn")
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.ctl(&["show", "interfaces"]).is_ok() {
-                return;
-            }
-            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("straitd exited early: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("straitd did not open its control socket");
-    }
-
-    fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
-            .arg("--socket")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
         }
     }
 
     fn drops(&self) -> serde_json::Value {
-        // Counters are published every 50 ms.
-        std::thread::sleep(Duration::from_millis(150));
-        serde_json::from_str(&self.ctl(&["show", "drops", "--json"]).unwrap()).unwrap()
+        self.daemon.json(&["show", "drops"])
     }
 
     fn ping(&self, from: &Netns, args: &[&str]) -> (bool, String) {
-        let mut argv = vec!["ping", "-n", "-W", "2"];
-        argv.extend_from_slice(args);
-        let out = from.output(&argv).unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        ping(from, args)
     }
 }
 
@@ -186,8 +109,7 @@ fn ping_both_families_and_icmp_errors() {
     let drops = bed.drops();
     assert_eq!(drops["left"]["ttl_exceeded"], 2, "{drops}");
     assert_eq!(drops["left"]["no_route"], 1, "{drops}");
-    let counters: serde_json::Value =
-        serde_json::from_str(&bed.ctl(&["show", "counters", "--json"]).unwrap()).unwrap();
+    let counters = bed.daemon.json(&["show", "counters"]);
     assert!(
         counters["left"]["forwarded"].as_u64().unwrap() >= 5,
         "{counters}"
@@ -196,14 +118,6 @@ fn ping_both_families_and_icmp_errors() {
         counters["right"]["neighbour_requests"].as_u64().unwrap() >= 1,
         "{counters}"
     );
-}
-
-/// FNV-1a, to compare what was sent with what arrived.
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x100_0000_01b3);
-    }
 }
 
 #[test]
@@ -436,9 +350,7 @@ fn sigkill_leaves_no_program_attached_and_restart_works() {
     let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
     assert!(ok, "{out}");
     assert!(bed.dp.has_xdp("left").unwrap());
-    let mut child = bed.daemon.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    bed.daemon.kill_hard();
     bed.dp
         .wait_until("XDP programs detached", Duration::from_secs(5), |ns| {
             !ns.has_xdp("left").unwrap() && !ns.has_xdp("right").unwrap()
@@ -449,8 +361,7 @@ fn sigkill_leaves_no_program_attached_and_restart_works() {
         !links.contains("st-left"),
         "host-path TAP left behind: {links}"
     );
-    let _ = std::fs::remove_file(&bed.sock);
-    bed.start();
+    bed.daemon.spawn();
     let (ok, out) = bed.ping(&bed.h1, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
     assert!(ok, "after restart: {out}");
 }
@@ -488,9 +399,7 @@ fn traffic_for_the_box_reaches_the_host_stack() {
         .unwrap();
     server.join().unwrap();
     assert_eq!(greeting, "hello from the box\n");
-    std::thread::sleep(Duration::from_millis(150));
-    let counters: serde_json::Value =
-        serde_json::from_str(&bed.ctl(&["show", "counters", "--json"]).unwrap()).unwrap();
+    let counters = bed.daemon.json(&["show", "counters"]);
     assert!(
         counters["left"]["punted"].as_u64().unwrap() >= 2,
         "{counters}"

@@ -13,8 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
@@ -59,80 +58,8 @@ backends = ["10.0.0.2:5353"]
 const WAN: &str = "198.51.100.1";
 const SERVER: &str = "198.51.100.2";
 
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, dir: &Path) -> Daemon {
-        let path = dir.join("strait.toml");
-        std::fs::write(&path, CONFIG).unwrap();
-        let sock = dir.join("straitd.sock");
-        let mut child = ns
-            .command(&[
-                env!("CARGO_BIN_EXE_straitd"),
-                "--config",
-                path.to_str().unwrap(),
-                "--control",
-                sock.to_str().unwrap(),
-            ])
-            .env("STRAIT_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "straitd: no control socket");
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("straitd exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Daemon { child, sock }
-    }
-
-    fn ctl(&self, command: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
-            .arg("--socket")
-            .arg(&self.sock)
-            .args(command)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "straitctl {command:?}: {text}");
-        text
-    }
-
-    fn json(&self, command: &[&str]) -> serde_json::Value {
-        let mut argv = command.to_vec();
-        argv.push("--json");
-        let text = self.ctl(&argv);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x100_0000_01b3);
-    }
-}
+mod common;
+use common::{fnv, Daemon};
 
 fn pattern(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed;
@@ -278,7 +205,7 @@ fn lan_behind_masquerade_with_port_forwards() {
     let dir = std::env::temp_dir().join(tb.prefix());
     std::fs::create_dir_all(&dir).unwrap();
     let (client, server) = (&ns["client"], &ns["server"]);
-    let daemon = Daemon::start(&ns["strait"], &dir);
+    let daemon = Daemon::start(&ns["strait"], &dir, "strait", CONFIG);
 
     // Ping through (ICMP echo identifiers are mapped like ports).
     let out = client

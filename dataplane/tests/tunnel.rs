@@ -9,11 +9,10 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
@@ -76,65 +75,8 @@ inbound = {{ spi = 4097, cipher = "aes128-gcm", key = "{KEY_A}" }}
     )
 }
 
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Daemon {
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let sock = dir.join(format!("{name}.sock"));
-        let mut child = ns
-            .command(&[
-                env!("CARGO_BIN_EXE_straitd"),
-                "--config",
-                path.to_str().unwrap(),
-                "--control",
-                sock.to_str().unwrap(),
-            ])
-            .env("STRAIT_LOG", "warn")
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "{name}: no control socket");
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("{name}: straitd exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Daemon { child, sock }
-    }
-
-    fn json(&self, what: &str) -> serde_json::Value {
-        std::thread::sleep(Duration::from_millis(150));
-        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
-            .arg("--socket")
-            .arg(&self.sock)
-            .args(["show", what, "--json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{fnv, ping, Daemon};
 
 /// A raw capture of every frame on one interface, on its own thread.
 struct Capture {
@@ -214,13 +156,6 @@ impl Capture {
 
 const MARKER: &[u8] = b"STRAIT-PLAINTEXT-MARKER";
 
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x100_0000_01b3);
-    }
-}
-
 /// Sends `total` bytes of patterned data (with markers) over TCP from
 /// `client` to `server_addr` served in `server`; checks both hashes.
 fn tcp_transfer(client: &Netns, server: &Netns, listen: &'static str, total: usize) {
@@ -273,16 +208,6 @@ fn tcp_transfer(client: &Netns, server: &Netns, listen: &'static str, total: usi
     let (n, h) = handle.join().unwrap();
     assert_eq!(n, total);
     assert_eq!(h, sent, "payload changed inside the tunnel");
-}
-
-fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
-    let mut argv = vec!["ping", "-n", "-W", "2"];
-    argv.extend_from_slice(args);
-    let out = ns.output(&argv).unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[test]
@@ -411,10 +336,10 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     assert!(esp > 1000, "only {esp} ESP packets captured");
     assert!(keepalives >= 1, "no NAT keepalive seen");
 
-    let b = branch.json("counters");
-    let h = hub.json("counters");
+    let b = branch.json(&["show", "counters"]);
+    let h = hub.json(&["show", "counters"]);
     assert!(b["wan"]["esp_sealed"].as_u64().unwrap() > 1000, "{b}");
     assert!(h["wan"]["esp_opened"].as_u64().unwrap() > 1000, "{h}");
-    let hd = hub.json("drops");
+    let hd = hub.json(&["show", "drops"]);
     assert_eq!(hd["wan"]["esp_auth_failed"], 0, "{hd}");
 }

@@ -1,0 +1,146 @@
+//! What the end-to-end tests share: a `straitd` process in a namespace with
+//! its control socket, and small helpers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use strait_testbed::Netns;
+
+/// A running `straitd`, stopped with SIGTERM (then SIGKILL) on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub sock: PathBuf,
+    pub config: PathBuf,
+    ns: Netns,
+}
+
+impl Daemon {
+    /// Writes `config` to `dir/<name>.toml` and starts `straitd` with it in
+    /// `ns`; returns once the control socket answers.
+    pub fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Daemon {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut d = Daemon {
+            child: None,
+            sock: dir.join(format!("{name}.sock")),
+            config: path,
+            ns: ns.clone(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the process with the same configuration and socket.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let mut child = self
+            .ns
+            .command(&[
+                env!("CARGO_BIN_EXE_straitd"),
+                "--config",
+                self.config.to_str().unwrap(),
+                "--control",
+                self.sock.to_str().unwrap(),
+            ])
+            .env("STRAIT_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.sock.exists() && self.try_ctl(&["show", "interfaces"]).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "straitd: no control socket at {:?}",
+                self.sock
+            );
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("straitd exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// `straitctl ARGS`: stdout on success, stdout+stderr otherwise.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_straitctl"))
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// `straitctl ARGS`, which must succeed.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        self.try_ctl(args)
+            .unwrap_or_else(|e| panic!("straitctl {args:?}: {e}"))
+    }
+
+    /// `straitctl ARGS --json`, parsed, after the workers' next counter
+    /// publication (every 50 ms).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut argv = args.to_vec();
+        argv.push("--json");
+        let text = self.ctl(&argv);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Kills the process without letting it clean up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// FNV-1a, to compare what was sent with what arrived.
+pub fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// `ping -n -W 2 ARGS` in `ns`: success and stdout.
+pub fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let mut argv = vec!["ping", "-n", "-W", "2"];
+    argv.extend_from_slice(args);
+    let out = ns.output(&argv).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
