@@ -312,6 +312,18 @@ impl Engine {
         self.workers.len()
     }
 
+    /// Workers whose thread ended while the engine runs (a bug: the
+    /// daemon exits so a supervisor restarts it rather than silently
+    /// forwarding nothing).
+    pub fn dead_workers(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.thread.as_ref().is_some_and(|t| t.is_finished()))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Stops the workers, drains their rings, detaches the programs and
     /// frees the UMEMs.
     pub fn stop(mut self) {

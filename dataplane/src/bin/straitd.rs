@@ -77,7 +77,15 @@ fn main() -> anyhow::Result<()> {
         workers = engine.workers(),
         "forwarding"
     );
+    let mut failed = false;
     while !stop.load(Ordering::Relaxed) {
+        let dead = engine.dead_workers();
+        if !dead.is_empty() {
+            tracing::error!(?dead, "worker thread ended; stopping");
+            failed = true;
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
         if reload.swap(false, Ordering::Relaxed) {
             let answer = control::execute(&engine, "reload");
             if answer.starts_with("error:") {
@@ -93,6 +101,9 @@ fn main() -> anyhow::Result<()> {
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.stop(),
         Err(_) => tracing::warn!("engine still referenced at exit"),
+    }
+    if failed {
+        anyhow::bail!("a worker failed");
     }
     Ok(())
 }
