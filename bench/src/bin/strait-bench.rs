@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use strait_bench::harness::daemon::{Binaries, Straitd};
+use strait_bench::harness::daemon::{Binaries, SchedTime, Straitd};
 use strait_bench::harness::stats::{ratio, show, Spread};
 use strait_bench::harness::trial::{
     measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
@@ -147,6 +147,9 @@ struct Case {
     system: String,
     size: usize,
     figure: Figure,
+    /// Per Strait worker: percent of its runnable time it was on a CPU
+    /// during the figure (below ~95 %: something else shared its core).
+    worker_on_cpu: Vec<f64>,
     tcp_gbps: Vec<f64>,
     tcp_retransmits: Vec<u64>,
 }
@@ -308,6 +311,25 @@ impl Bench {
         }
     }
 
+    /// Measures a figure with Strait daemons in the path, recording how
+    /// much of their cores their workers really had.
+    fn measure_dut(
+        &self,
+        path: &Path,
+        size: usize,
+        label: &str,
+        daemons: &[&Straitd],
+    ) -> Result<(Figure, Vec<f64>)> {
+        let before: Vec<Option<SchedTime>> = daemons.iter().map(|d| d.worker_sched()).collect();
+        let fig = measure(path, &self.plan, size, &mut Self::progress(label))?;
+        let share = daemons
+            .iter()
+            .zip(before)
+            .filter_map(|(d, b)| d.worker_sched()?.on_cpu_percent_since(&b?))
+            .collect();
+        Ok((fig, share))
+    }
+
     fn tcp(&self, client: &Netns, server: &Netns, server_ip: &str) -> Result<Option<(f64, u64)>> {
         if self.tcp_secs == 0 {
             return Ok(None);
@@ -377,6 +399,7 @@ impl Bench {
                 system: label.clone(),
                 size,
                 figure: fig,
+                worker_on_cpu: vec![],
                 tcp_gbps: vec![],
                 tcp_retransmits: vec![],
             });
@@ -386,6 +409,7 @@ impl Bench {
             system: label.clone(),
             size: 0,
             figure: Figure::default(),
+            worker_on_cpu: vec![],
             tcp_gbps: vec![],
             tcp_retransmits: vec![],
         };
@@ -418,12 +442,13 @@ addresses = ["10.2.0.1/24"]
         let d = Straitd::start(dp, &self.bins, &self.out, "forward", &config)?;
         let label = "Strait (1 worker, spin)".to_owned();
         for &size in &self.args.sizes.clone() {
-            let fig = measure(&path, &self.plan, size, &mut Self::progress(&label))?;
+            let (fig, share) = self.measure_dut(&path, size, &label, &[&d])?;
             self.cases.push(Case {
                 section: "forward",
                 system: label.clone(),
                 size,
                 figure: fig,
+                worker_on_cpu: share,
                 tcp_gbps: vec![],
                 tcp_retransmits: vec![],
             });
@@ -434,6 +459,7 @@ addresses = ["10.2.0.1/24"]
             system: label,
             size: 0,
             figure: Figure::default(),
+            worker_on_cpu: vec![],
             tcp_gbps: vec![],
             tcp_retransmits: vec![],
         };
@@ -536,11 +562,11 @@ inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
             };
             for &size in &self.args.esp_sizes.clone() {
                 let label = "Strait encrypt (AES-128-GCM)";
-                let fig = measure(&encrypt, &self.plan, size, &mut Self::progress(label))?;
-                self.push_fig("esp", label, size, fig);
+                let (fig, share) = self.measure_dut(&encrypt, size, label, &[&d])?;
+                self.push_fig("esp", label, size, fig, share);
                 let label = "Strait decrypt (AES-128-GCM)";
-                let fig = measure(&decrypt, &self.plan, size, &mut Self::progress(label))?;
-                self.push_fig("esp", label, size, fig);
+                let (fig, share) = self.measure_dut(&decrypt, size, label, &[&d])?;
+                self.push_fig("esp", label, size, fig, share);
             }
             save_counters(&d, &self.out, "esp-endpoint");
         }
@@ -632,14 +658,15 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         };
         let label = format!("Strait site to site ({poll})");
         for &size in &self.args.esp_sizes.clone() {
-            let fig = measure(&site, &self.plan, size, &mut Self::progress(&label))?;
-            self.push_fig("esp", &label, size, fig);
+            let (fig, share) = self.measure_dut(&site, size, &label, &[&db, &dh])?;
+            self.push_fig("esp", &label, size, fig, share);
         }
         let mut case = Case {
             section: "esp-tcp",
             system: label,
             size: 0,
             figure: Figure::default(),
+            worker_on_cpu: vec![],
             tcp_gbps: vec![],
             tcp_retransmits: vec![],
         };
@@ -650,7 +677,14 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         Ok(())
     }
 
-    fn push_fig(&mut self, section: &'static str, system: &str, size: usize, figure: Figure) {
+    fn push_fig(
+        &mut self,
+        section: &'static str,
+        system: &str,
+        size: usize,
+        figure: Figure,
+        worker_on_cpu: Vec<f64>,
+    ) {
         let failures: u64 = figure
             .max
             .iter()
@@ -667,6 +701,7 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
             system: system.to_owned(),
             size,
             figure,
+            worker_on_cpu,
             tcp_gbps: vec![],
             tcp_retransmits: vec![],
         });
@@ -699,12 +734,12 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | ratio |\n|---|---|---|---|---|---|---|---|---|";
+        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | worker on CPU | ratio |\n|---|---|---|---|---|---|---|---|---|---|";
         let row = |s: &mut String, c: &Case, r: Option<f64>| {
             let f = &c.figure;
             let _ = writeln!(
                 s,
-                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.system,
                 c.size,
                 show(f.pps().map(|x| x.scaled(1e-6)), 3),
@@ -713,6 +748,15 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
                 show(f.p50(), 0),
                 show(f.p99(), 0),
                 show(f.cpu_per_gb(), 1),
+                if c.worker_on_cpu.is_empty() {
+                    "—".to_owned()
+                } else {
+                    c.worker_on_cpu
+                        .iter()
+                        .map(|p| format!("{p:.0} %"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                },
                 r.map_or("—".into(), |r| format!("{r:.2}×")),
             );
         };

@@ -128,6 +128,56 @@ impl Straitd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Scheduler accounting of the worker threads, summed.
+    pub fn worker_sched(&self) -> Option<SchedTime> {
+        sched_time(self.pid(), "strait-w")
+    }
+}
+
+/// Time threads spent running and runnable-but-waiting for a CPU
+/// (`/proc/<pid>/task/<tid>/schedstat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedTime {
+    /// Nanoseconds on a CPU.
+    pub run_ns: u64,
+    /// Nanoseconds waiting on a run queue.
+    pub wait_ns: u64,
+}
+
+impl SchedTime {
+    /// Share of the runnable time spent running, in percent, between
+    /// `earlier` and `self`. A spinning worker is always runnable, so this
+    /// says how much of its core it really had.
+    pub fn on_cpu_percent_since(&self, earlier: &SchedTime) -> Option<f64> {
+        let run = self.run_ns.checked_sub(earlier.run_ns)?;
+        let wait = self.wait_ns.checked_sub(earlier.wait_ns)?;
+        (run + wait > 0).then(|| 100.0 * run as f64 / (run + wait) as f64)
+    }
+}
+
+/// Sums the schedstat of `pid`'s threads whose name starts with `prefix`.
+pub fn sched_time(pid: u32, prefix: &str) -> Option<SchedTime> {
+    let mut total = SchedTime::default();
+    let mut found = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        let mut f = stat.split_whitespace().map(|x| x.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(wait))) = (f.next(), f.next()) {
+            total.run_ns += run;
+            total.wait_ns += wait;
+            found = true;
+        }
+    }
+    found.then_some(total)
 }
 
 impl Drop for Straitd {
@@ -144,5 +194,43 @@ impl Drop for Straitd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_cpu_share() {
+        let a = SchedTime {
+            run_ns: 100,
+            wait_ns: 100,
+        };
+        let b = SchedTime {
+            run_ns: 400,
+            wait_ns: 200,
+        };
+        assert_eq!(b.on_cpu_percent_since(&a), Some(75.0));
+        assert_eq!(a.on_cpu_percent_since(&a), None);
+        assert_eq!(a.on_cpu_percent_since(&b), None);
+    }
+
+    #[test]
+    fn reads_this_process_threads() {
+        let name = "strait-w-test";
+        let h = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(|| {
+                let t = std::time::Instant::now();
+                while t.elapsed() < Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+                sched_time(std::process::id(), "strait-w-test")
+            })
+            .unwrap();
+        let s = h.join().unwrap().expect("own thread found");
+        assert!(s.run_ns >= 10_000_000, "{s:?}");
+        assert!(sched_time(std::process::id(), "no-such-thread").is_none());
     }
 }
