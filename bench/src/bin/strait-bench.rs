@@ -134,6 +134,10 @@ struct Args {
     /// Where results (JSON, Markdown, daemon logs) go.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Repeat a trial (at most twice) when other programs were runnable in
+    /// more than this percentage of its samples.
+    #[arg(long, default_value_t = 10.0)]
+    max_foreign: f64,
     /// Wait (up to 3 min) for the 1-minute load average to fall below this
     /// before starting; 0 disables the wait.
     #[arg(long, default_value_t = 1.0)]
@@ -212,6 +216,7 @@ fn main() -> Result<()> {
             "none" => None,
             c => Some(c.parse().context("--gen-cpu: a CPU number or `none`")?),
         },
+        max_foreign_pct: args.max_foreign,
     };
     let tcp_secs = args.tcp_duration.unwrap_or(if quick { 0 } else { 4 });
     let mut bench = Bench {
@@ -300,13 +305,14 @@ impl Bench {
     fn progress(label: &str) -> impl FnMut(&str, &TrialFigures) + '_ {
         move |kind, t| {
             eprintln!(
-                "  {label:<28} {kind:<8} tx {:>9.0} pps  rx {:>9.0} pps  {:>6.3} Gb/s  loss {:>7.3} %  p50 {:>8} us  p99 {:>8} us",
+                "  {label:<28} {kind:<8} tx {:>9.0} pps  rx {:>9.0} pps  {:>6.3} Gb/s  loss {:>7.3} %  p50 {:>8} us  p99 {:>8} us  shared {:>3.0} %",
                 t.tx_pps,
                 t.rx_pps,
                 t.rx_gbps,
                 t.loss_pct,
                 t.p50_us.map_or("—".into(), |x| format!("{x:.1}")),
                 t.p99_us.map_or("—".into(), |x| format!("{x:.1}")),
+                t.foreign_pct,
             );
         }
     }
@@ -321,7 +327,8 @@ impl Bench {
         daemons: &[&Straitd],
     ) -> Result<(Figure, Vec<f64>)> {
         let before: Vec<Option<SchedTime>> = daemons.iter().map(|d| d.worker_sched()).collect();
-        let fig = measure(path, &self.plan, size, &mut Self::progress(label))?;
+        let own: Vec<u32> = daemons.iter().map(|d| d.pid()).collect();
+        let fig = measure(path, &self.plan, size, &own, &mut Self::progress(label))?;
         let share = daemons
             .iter()
             .zip(before)
@@ -393,7 +400,7 @@ impl Bench {
             if self.args.kernel_rps { " + RPS" } else { "" }
         );
         for &size in &self.args.sizes.clone() {
-            let fig = measure(&path, &self.plan, size, &mut Self::progress(&label))?;
+            let fig = measure(&path, &self.plan, size, &[], &mut Self::progress(&label))?;
             self.cases.push(Case {
                 section: "forward",
                 system: label.clone(),
@@ -734,12 +741,12 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | worker on CPU | ratio |\n|---|---|---|---|---|---|---|---|---|---|";
+        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | worker on CPU | box shared | ratio |\n|---|---|---|---|---|---|---|---|---|---|---|";
         let row = |s: &mut String, c: &Case, r: Option<f64>| {
             let f = &c.figure;
             let _ = writeln!(
                 s,
-                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.system,
                 c.size,
                 show(f.pps().map(|x| x.scaled(1e-6)), 3),
@@ -757,6 +764,14 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
                         .collect::<Vec<_>>()
                         .join(" / ")
                 },
+                f.foreign().map_or("—".into(), |x| {
+                    let retried = if f.retried > 0 {
+                        format!(", {} retried", f.retried)
+                    } else {
+                        String::new()
+                    };
+                    format!("{:.0} %{retried}", x.max)
+                }),
                 r.map_or("—".into(), |r| format!("{r:.2}×")),
             );
         };
@@ -786,6 +801,22 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
                     .and_then(|k| ratio(c.figure.pps(), k.figure.pps()));
                 row(&mut s, c, r);
             }
+        }
+        if self
+            .cases
+            .iter()
+            .any(|c| c.section == "forward" || c.section == "esp")
+        {
+            let _ = writeln!(
+                s,
+                "\nMpps/Gbit/s/loss: at the maximum rate (Gbit/s with Ethernet framing, inner frames for ESP); \
+                 p50/p99: one-way latency at {:.0} % of the median maximum; CPU s/GB: busy CPU seconds of the whole \
+                 machine (generator included) per GB received; worker on CPU: share of its runnable time each \
+                 Strait worker ran; box shared: largest share of samples in a trial that found another program \
+                 runnable (trials above {:.0} % are repeated, at most twice).",
+                self.plan.latency_at * 100.0,
+                self.plan.max_foreign_pct
+            );
         }
         let tcp: Vec<&Case> = self
             .cases
