@@ -52,6 +52,13 @@ pub enum Verdict {
     Punt,
     /// Used up inside the pipeline (an ARP reply learned); free the frame.
     Consumed,
+    /// The window holds an inner IPv4 packet (TTL already decremented, DF
+    /// clear) too big for `tunnel`: split it with [`fragment_ipv4`] and seal
+    /// each fragment with [`Pipeline::tunnel_output`].
+    TunnelFragments {
+        /// Tunnel index.
+        tunnel: u16,
+    },
     /// Dropped and counted.
     Drop(DropReason),
 }
@@ -424,20 +431,18 @@ impl<P> Pipeline<P> {
                         DropReason::TtlExceeded,
                     );
                 }
-                if total > usize::from(tun.mtu) {
-                    if dont_frag {
-                        return self.icmpv4_error(
-                            port,
-                            pkt,
-                            l3,
-                            now,
-                            Icmpv4Error::FragmentationNeeded {
-                                next_hop_mtu: tun.mtu,
-                            },
-                            DropReason::Oversized,
-                        );
-                    }
-                    return Verdict::Drop(DropReason::FragmentationNeeded);
+                let fragment = total > usize::from(tun.mtu);
+                if fragment && dont_frag {
+                    return self.icmpv4_error(
+                        port,
+                        pkt,
+                        l3,
+                        now,
+                        Icmpv4Error::FragmentationNeeded {
+                            next_hop_mtu: tun.mtu,
+                        },
+                        DropReason::Oversized,
+                    );
                 }
                 // NAT before encapsulation: the peer sees translated inner
                 // packets.
@@ -455,6 +460,12 @@ impl<P> Pipeline<P> {
                 }
                 pkt.pull_front(l3);
                 self.counters[usize::from(port.id)].forwarded += 1;
+                if fragment {
+                    // DF clear and too big for the tunnel: fragment the inner
+                    // packet before sealing (RFC 4459 §3 pre-fragmentation),
+                    // so the peer never reassembles; the final host does.
+                    return Verdict::TunnelFragments { tunnel: tun.id };
+                }
                 self.esp_output(t, tun, pkt, now)
             }
             Some(Disposition::Forward(nh)) => {
@@ -1111,6 +1122,24 @@ impl<P> Pipeline<P> {
         })
     }
 
+    /// Seals the IPv4/IPv6 packet in the window into tunnel `tunnel` and
+    /// routes the result (used for fragments the worker split).
+    pub fn tunnel_output(
+        &mut self,
+        t: &Tables,
+        tunnel: u16,
+        pkt: &mut PacketBuf<'_>,
+        now: Instant,
+    ) -> Verdict {
+        if self.esp.generation != Some(t.generation) {
+            self.esp.sync(t);
+        }
+        match t.tunnels.get(usize::from(tunnel)) {
+            Some(tun) => self.esp_output(t, tun, pkt, now),
+            None => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
     /// Turns the (empty) window into a NAT-keepalive for `tun` (RFC 3948
     /// §2.3: one 0xFF byte in UDP to the peer) and routes it.
     pub fn keepalive(&mut self, t: &Tables, tun: &Tunnel, pkt: &mut PacketBuf<'_>) -> Verdict {
@@ -1219,6 +1248,44 @@ fn emit_ipv6_icmp(
     icmp.emit(out.get_mut(IPV6_LEN..IPV6_LEN + len)?, src, dst)
         .ok()?;
     Some(IPV6_LEN + len)
+}
+
+/// Where the fragments of an IPv4 packet go (RFC 791 §3.2): payload bytes
+/// per fragment (a multiple of 8, all but the last) and their number.
+pub fn fragment_plan(header_len: usize, total_len: usize, mtu: usize) -> Option<(usize, usize)> {
+    let per = mtu.checked_sub(header_len)? & !7;
+    if per == 0 || total_len < header_len {
+        return None;
+    }
+    let payload = total_len - header_len;
+    Some((per, payload.div_ceil(per)))
+}
+
+/// Writes fragment `index` of the IPv4 packet `original` into `out`
+/// (header copied, then its slice of the payload) and returns its length.
+/// Offsets add to the original's own, and MF stays set on the last
+/// fragment of an already fragmented packet.
+pub fn fragment_ipv4(original: &[u8], mtu: usize, index: usize, out: &mut [u8]) -> Option<usize> {
+    let ip = Ipv4Packet::new_checked(original).ok()?;
+    let hl = ip.header_len();
+    let total = usize::from(ip.total_len());
+    let (per, count) = fragment_plan(hl, total, mtu)?;
+    if index >= count {
+        return None;
+    }
+    let start = hl + index * per;
+    let end = (start + per).min(total);
+    let len = hl + (end - start);
+    let out = out.get_mut(..len)?;
+    out[..hl].copy_from_slice(&original[..hl]);
+    out[hl..].copy_from_slice(&original[start..end]);
+    let offset = u16::try_from(usize::from(ip.frag_offset()) + index * per).ok()?;
+    let more = index + 1 < count || ip.more_frags();
+    let mut frag = Ipv4Packet::new_unchecked(out);
+    frag.set_total_len(len as u16);
+    frag.set_frag(false, more, offset);
+    frag.fill_checksum();
+    Some(len)
 }
 
 /// Lowers the MSS option of a TCP SYN (RFC 879/6691: a tunnel lowers the
@@ -2549,6 +2616,61 @@ backends = ["10.0.1.80:80"]
             .with_rekey("branch", RekeyStep::InstallInbound(new_sa))
             .unwrap_err()
             .contains("already installed"));
+    }
+
+    #[test]
+    fn oversized_packets_without_df_are_fragmented_before_sealing() {
+        let (branch, hub) = (site(BRANCH), site(HUB));
+        let (mut pb, mut ph) = (pipeline(), pipeline());
+        let mtu = usize::from(branch.tunnels[0].mtu);
+        let payload = mtu + 300;
+        let lan = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, payload, false);
+        let mut f = Frame::new(&lan);
+        assert_eq!(
+            f.run(&mut pb, &branch, 0),
+            Verdict::TunnelFragments { tunnel: 0 }
+        );
+        let inner = f.data().to_vec();
+        let (per, count) = fragment_plan(20, inner.len(), mtu).unwrap();
+        assert_eq!(count, 2);
+        let mut reassembled = vec![0u8; inner.len() - 20];
+        let mut seen = 0;
+        for index in 0..count {
+            let mut buf = vec![0u8; 2048];
+            let n = fragment_ipv4(&inner, mtu, index, &mut buf[HEADROOM..]).unwrap();
+            assert!(n <= mtu);
+            let mut fr = Frame {
+                buf,
+                start: HEADROOM,
+                len: n,
+            };
+            let mut pkt = PacketBuf::new(&mut fr.buf, fr.start, fr.len);
+            let v = pb.tunnel_output(&branch, 0, &mut pkt, Instant::now());
+            assert!(matches!(v, Verdict::Forward { port: 1, .. }), "{v:?}");
+            let (s0, l0) = (pkt.start(), pkt.len());
+            // Carry the sealed fragment to the hub.
+            let mut wire = vec![0u8; ETH_LEN];
+            write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+            wire.extend_from_slice(&fr.buf[s0..s0 + l0]);
+            let mut at_hub = Frame::new(&wire);
+            assert!(matches!(
+                at_hub.run(&mut ph, &hub, 1),
+                Verdict::Forward { port: 0, .. }
+            ));
+            let frag = Ipv4Packet::new_checked(at_hub.data()).unwrap();
+            assert!(frag.verify_checksum());
+            assert_eq!(frag.more_frags(), index + 1 < count);
+            let off = usize::from(frag.frag_offset());
+            assert_eq!(off, index * per);
+            reassembled[off..off + frag.payload().len()].copy_from_slice(frag.payload());
+            seen += frag.payload().len();
+        }
+        assert_eq!(seen, inner.len() - 20);
+        assert_eq!(
+            &reassembled[..],
+            &inner[20..],
+            "the final host reassembles the original"
+        );
     }
 
     #[test]

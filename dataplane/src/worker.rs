@@ -20,7 +20,10 @@ use crate::config::PollConfig;
 use crate::counters::{DropReason, SharedCounters};
 use crate::neigh::{RefuseReason, Resolution, TimerAction};
 use crate::packet::PacketBuf;
-use crate::pipeline::{arp_request, neighbour_solicitation, write_eth, Pipeline, Verdict, ETH_LEN};
+use crate::pipeline::{
+    arp_request, fragment_ipv4, fragment_plan, neighbour_solicitation, write_eth, Pipeline,
+    Verdict, ETH_LEN,
+};
 use crate::punt::HostTap;
 use crate::tables::{SharedTables, Tables};
 
@@ -72,6 +75,7 @@ pub fn run(mut ctx: WorkerContext) {
         generation: 0,
         keepalives: Vec::new(),
         sends_keepalives: ctx.id == 0,
+        copy: Box::new([0; 2048]),
     };
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
@@ -133,6 +137,35 @@ pub fn run(mut ctx: WorkerContext) {
     );
 }
 
+/// Runs `stage` on the packet of `desc` with the whole UMEM frame open
+/// (so it may move the packet's start and end), then shrinks the
+/// descriptor to the result. `None` if the frame had to be dropped.
+fn on_frame(
+    ports: &mut PortSet,
+    mut desc: FrameDesc,
+    stage: impl FnOnce(&mut PacketBuf<'_>) -> Verdict,
+) -> Option<(FrameDesc, Verdict)> {
+    let umem = ports.umem();
+    let head = umem.headroom(&desc);
+    let len = desc.len();
+    let full = head + len + umem.tailroom(&desc);
+    if umem.grow_front(&mut desc, head).is_err() || umem.set_len(&mut desc, full).is_err() {
+        ports.drop_frame(desc);
+        return None;
+    }
+    let (verdict, start, plen) = {
+        let mut pkt = PacketBuf::new(ports.frame_mut(&desc), head, len);
+        let v = stage(&mut pkt);
+        (v, pkt.start(), pkt.len())
+    };
+    let umem = ports.umem();
+    if umem.shrink_front(&mut desc, start).is_err() || umem.set_len(&mut desc, plen).is_err() {
+        ports.drop_frame(desc);
+        return None;
+    }
+    Some((desc, verdict))
+}
+
 /// A neighbour request to send: port, target, unicast MAC when re-probing.
 type Solicitation = (u16, IpAddr, Option<[u8; 6]>);
 
@@ -140,6 +173,9 @@ struct Worker {
     pipeline: Pipeline<FrameDesc>,
     tx: Vec<FrameBatch>,
     generation: u64,
+    /// Copy of a packet being fragmented (the fragments are written into
+    /// frames of the same UMEM).
+    copy: Box<[u8; 2048]>,
     /// When each tunnel's next NAT-keepalive is due (worker 0 only).
     keepalives: Vec<Option<Instant>>,
     sends_keepalives: bool,
@@ -173,27 +209,15 @@ impl Worker {
                 continue;
             }
             self.keepalives[i] = Some(now + every);
-            let Some(mut desc) = ports.alloc_frame() else {
+            let Some(desc) = ports.alloc_frame() else {
                 continue;
             };
-            let umem = ports.umem();
-            let head = umem.headroom(&desc);
-            let full = head + umem.tailroom(&desc);
-            if umem.grow_front(&mut desc, head).is_err() || umem.set_len(&mut desc, full).is_err() {
-                ports.drop_frame(desc);
+            let pipeline = &mut self.pipeline;
+            let Some((desc, verdict)) =
+                on_frame(ports, desc, |pkt| pipeline.keepalive(tables, tun, pkt))
+            else {
                 continue;
-            }
-            let (verdict, start, len) = {
-                let mut pkt = PacketBuf::new(ports.frame_mut(&desc), head, 0);
-                let v = self.pipeline.keepalive(tables, tun, &mut pkt);
-                (v, pkt.start(), pkt.len())
             };
-            let umem = ports.umem();
-            if umem.shrink_front(&mut desc, start).is_err() || umem.set_len(&mut desc, len).is_err()
-            {
-                ports.drop_frame(desc);
-                continue;
-            }
             match verdict {
                 Verdict::Forward { port, neighbour } => {
                     self.forward(ports, tables, desc, port, neighbour, now)
@@ -208,30 +232,16 @@ impl Worker {
         ports: &mut PortSet,
         taps: &[Option<HostTap>],
         tables: &Tables,
-        mut desc: FrameDesc,
+        desc: FrameDesc,
         now: Instant,
     ) {
         let ingress = desc.ingress().0;
-        // Open the whole UMEM frame so stages can move the packet's start
-        // and end, then shrink the descriptor to the result.
-        let umem = ports.umem();
-        let head = umem.headroom(&desc);
-        let len = desc.len();
-        let full = head + len + umem.tailroom(&desc);
-        if umem.grow_front(&mut desc, head).is_err() || umem.set_len(&mut desc, full).is_err() {
-            ports.drop_frame(desc);
+        let pipeline = &mut self.pipeline;
+        let Some((desc, verdict)) = on_frame(ports, desc, |pkt| {
+            pipeline.process(tables, pkt, ingress, now)
+        }) else {
             return;
-        }
-        let (verdict, start, plen) = {
-            let mut pkt = PacketBuf::new(ports.frame_mut(&desc), head, len);
-            let v = self.pipeline.process(tables, &mut pkt, ingress, now);
-            (v, pkt.start(), pkt.len())
         };
-        let umem = ports.umem();
-        if umem.shrink_front(&mut desc, start).is_err() || umem.set_len(&mut desc, plen).is_err() {
-            ports.drop_frame(desc);
-            return;
-        }
         match verdict {
             Verdict::Forward { port, neighbour } => {
                 self.forward(ports, tables, desc, port, neighbour, now)
@@ -248,7 +258,82 @@ impl Worker {
                 }
                 ports.drop_frame(desc);
             }
+            Verdict::TunnelFragments { tunnel } => {
+                self.fragment_into_tunnel(ports, tables, desc, tunnel, ingress, now)
+            }
             Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
+        }
+    }
+
+    /// Splits an inner IPv4 packet too big for `tunnel` into fragments
+    /// (RFC 791), each sealed and sent on its own.
+    fn fragment_into_tunnel(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        desc: FrameDesc,
+        tunnel: u16,
+        ingress: u16,
+        now: Instant,
+    ) {
+        let Some(tun) = tables.tunnels.get(usize::from(tunnel)) else {
+            ports.drop_frame(desc);
+            return;
+        };
+        let mtu = usize::from(tun.mtu);
+        let original_len = desc.len();
+        self.copy[..original_len].copy_from_slice(ports.frame(&desc));
+        let original = &self.copy[..original_len];
+        let count = strait_wire::Ipv4Packet::new_checked(original)
+            .ok()
+            .and_then(|ip| fragment_plan(ip.header_len(), usize::from(ip.total_len()), mtu))
+            .map_or(0, |(_, count)| count);
+        if count == 0 {
+            self.pipeline.count_drop(ingress, DropReason::Malformed);
+            ports.drop_frame(desc);
+            return;
+        }
+        // The original frame carries the first fragment; the others get
+        // fresh frames from the pool.
+        let mut frames = Some(desc);
+        for index in 0..count {
+            let frame = match frames.take() {
+                Some(d) => Some(d),
+                None => ports.alloc_frame(),
+            };
+            let Some(mut frame) = frame else {
+                self.pipeline.count_drop(ingress, DropReason::NoFrame);
+                return;
+            };
+            let room = ports.umem().tailroom(&frame) + frame.len();
+            let _ = ports.umem().set_len(&mut frame, room);
+            let Some(n) = fragment_ipv4(
+                &self.copy[..original_len],
+                mtu,
+                index,
+                ports.frame_mut(&frame),
+            ) else {
+                self.pipeline.count_drop(ingress, DropReason::Malformed);
+                ports.drop_frame(frame);
+                return;
+            };
+            let _ = ports.umem().set_len(&mut frame, n);
+            let pipeline = &mut self.pipeline;
+            let Some((frame, verdict)) = on_frame(ports, frame, |pkt| {
+                pipeline.tunnel_output(tables, tunnel, pkt, now)
+            }) else {
+                continue;
+            };
+            match verdict {
+                Verdict::Forward { port, neighbour } => {
+                    self.forward(ports, tables, frame, port, neighbour, now)
+                }
+                Verdict::Drop(reason) => {
+                    self.pipeline.count_drop(ingress, reason);
+                    ports.drop_frame(frame);
+                }
+                _ => ports.drop_frame(frame),
+            }
         }
     }
 

@@ -237,6 +237,25 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     let (ok, out) = ping(lana, &["-c", "1", "10.2.0.1"]);
     assert!(ok, "lana -> hub lan address: {out}");
 
+    // Bigger than the tunnel MTU: with DF clear the branch fragments the
+    // inner packet before sealing and lanb reassembles; with DF set the
+    // sender learns the tunnel MTU (RFC 1191).
+    let (ok, out) = ping(
+        lana,
+        &[
+            "-c", "2", "-i", "0.2", "-M", "dont", "-s", "1472", "10.2.0.2",
+        ],
+    );
+    assert!(ok, "1500-byte ping, DF clear: {out}");
+    let (_, out) = ping(
+        lana,
+        &["-c", "2", "-i", "0.2", "-M", "do", "-s", "1472", "10.2.0.2"],
+    );
+    assert!(
+        out.contains("mtu = 1435") || out.contains("mtu=1435"),
+        "1500-byte ping, DF set: {out}"
+    );
+
     // TCP both directions, 4 MiB each, verified end to end.
     tcp_transfer(lana, lanb, "10.2.0.2:5301", 4 << 20);
     tcp_transfer(lanb, lana, "10.1.0.2:5302", 4 << 20);
