@@ -645,27 +645,61 @@ impl<P> Pipeline<P> {
         error: Icmpv4Error,
         reason: DropReason,
     ) -> Verdict {
+        self.icmp_error(port, pkt, l3, now, IcmpError::V4(error), reason)
+    }
+
+    /// Like [`Self::icmpv4_error`] for IPv6 (RFC 4443 §2.4).
+    fn icmpv6_error(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+        error: Icmpv6Error,
+        reason: DropReason,
+    ) -> Verdict {
+        self.icmp_error(port, pkt, l3, now, IcmpError::V6(error), reason)
+    }
+
+    fn icmp_error(
+        &mut self,
+        port: &Port,
+        pkt: &mut PacketBuf<'_>,
+        l3: usize,
+        now: Instant,
+        error: IcmpError,
+        reason: DropReason,
+    ) -> Verdict {
         self.count_drop(port.id, reason);
-        let Some(our_addr) = port.icmp_source_v4() else {
-            return Verdict::Consumed;
+        let has_source = match error {
+            IcmpError::V4(_) => port.icmp_source_v4().is_some(),
+            IcmpError::V6(_) => port.icmp_source_v6().is_some(),
         };
+        if !has_source {
+            return Verdict::Consumed;
+        }
         if !self.icmp_bucket.take(now) {
             self.count_drop(port.id, DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
-        let Ok(n) = emit_icmpv4_error(
-            &pkt.data()[l3..],
-            error,
-            our_addr,
-            64,
-            &mut self.scratch[..],
-        ) else {
-            // Suppressed by RFC 1812 §4.3.2.7 (error about an error, a
-            // non-initial fragment, a broadcast) or malformed.
+        let offending = &pkt.data()[l3..];
+        let out = &mut self.scratch[..];
+        let built = match (error, port.icmp_source_v4(), port.icmp_source_v6()) {
+            (IcmpError::V4(e), Some(src), _) => {
+                emit_icmpv4_error(offending, e, src, 64, out).map(|n| (n, EtherType::IPV4))
+            }
+            (IcmpError::V6(e), _, Some(src)) => {
+                emit_icmpv6_error(offending, e, src, 64, out).map(|n| (n, EtherType::IPV6))
+            }
+            _ => return Verdict::Consumed,
+        };
+        // Suppressed by RFC 1812 §4.3.2.7 / RFC 4443 §2.4(e) (an error about
+        // an error, a non-initial fragment, a broadcast) or malformed.
+        let Ok((n, ethertype)) = built else {
             return Verdict::Consumed;
         };
         self.counters[usize::from(port.id)].icmp_sent += 1;
-        self.reply_from_scratch(port, pkt, n, EtherType::IPV4)
+        self.reply_from_scratch(port, pkt, n, ethertype)
     }
 
     /// Replaces the frame by an Ethernet header back to the sender followed
@@ -948,36 +982,6 @@ impl<P> Pipeline<P> {
         self.reply_from_scratch(port, pkt, n, EtherType::IPV6)
     }
 
-    fn icmpv6_error(
-        &mut self,
-        port: &Port,
-        pkt: &mut PacketBuf<'_>,
-        l3: usize,
-        now: Instant,
-        error: Icmpv6Error,
-        reason: DropReason,
-    ) -> Verdict {
-        self.count_drop(port.id, reason);
-        let Some(our_addr) = port.icmp_source_v6() else {
-            return Verdict::Consumed;
-        };
-        if !self.icmp_bucket.take(now) {
-            self.count_drop(port.id, DropReason::IcmpRateLimited);
-            return Verdict::Consumed;
-        }
-        let Ok(n) = emit_icmpv6_error(
-            &pkt.data()[l3..],
-            error,
-            our_addr,
-            64,
-            &mut self.scratch[..],
-        ) else {
-            return Verdict::Consumed;
-        };
-        self.counters[usize::from(port.id)].icmp_sent += 1;
-        self.reply_from_scratch(port, pkt, n, EtherType::IPV6)
-    }
-
     // ---------------------------------------------------------------- ESP
 
     /// Seals the L3 packet in the window into `tun` (RFC 4303 tunnel mode),
@@ -1223,6 +1227,13 @@ impl<P> Pipeline<P> {
 #[inline]
 fn nat_clock(t: &Tables, now: Instant) -> u64 {
     now.saturating_duration_since(t.epoch).as_secs()
+}
+
+/// An ICMP error of either family.
+#[derive(Debug, Clone, Copy)]
+enum IcmpError {
+    V4(Icmpv4Error),
+    V6(Icmpv6Error),
 }
 
 /// Writes an IPv6 header and an ICMPv6 message into `out`; its length.
