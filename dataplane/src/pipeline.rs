@@ -781,44 +781,18 @@ impl<P> Pipeline<P> {
                 DropReason::NoRoute,
             ),
             Some(Disposition::Local) => self.local_v6(port, pkt, l3, next_header),
-            Some(Disposition::Forward(nh)) if nh.egress.0 as usize >= t.ports.len() => {
-                let Some(tun) = t.tunnels.get(nh.egress.0 as usize - t.ports.len()) else {
-                    return Verdict::Drop(DropReason::NoRoute);
-                };
-                if hop_limit <= 1 {
-                    return self.icmpv6_error(
-                        port,
-                        pkt,
-                        l3,
-                        now,
-                        Icmpv6Error::TimeExceeded(0),
-                        DropReason::TtlExceeded,
-                    );
-                }
-                if total > usize::from(tun.mtu) {
-                    return self.icmpv6_error(
-                        port,
-                        pkt,
-                        l3,
-                        now,
-                        Icmpv6Error::PacketTooBig {
-                            mtu: u32::from(tun.mtu),
-                        },
-                        DropReason::Oversized,
-                    );
-                }
-                let mut ip = Ipv6Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
-                ip.set_hop_limit(hop_limit - 1);
-                if let (Some(mss), IpProtocol::TCP) = (tun.mss, next_header) {
-                    clamp_mss(ip.payload_mut(), mss);
-                }
-                pkt.pull_front(l3);
-                self.counters[usize::from(port.id)].forwarded += 1;
-                self.esp_output(t, tun, pkt, now)
-            }
             Some(Disposition::Forward(nh)) => {
-                let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
-                    return Verdict::Drop(DropReason::NoRoute);
+                let egress = nh.egress.0 as usize;
+                // A port, or a tunnel (egress ids past the ports).
+                let (mtu, tunnel) = match egress.checked_sub(t.ports.len()) {
+                    None => match t.ports.get(egress) {
+                        Some(p) => (p.mtu, None),
+                        None => return Verdict::Drop(DropReason::NoRoute),
+                    },
+                    Some(i) => match t.tunnels.get(i) {
+                        Some(tun) => (tun.mtu, Some(tun)),
+                        None => return Verdict::Drop(DropReason::NoRoute),
+                    },
                 };
                 if hop_limit <= 1 {
                     return self.icmpv6_error(
@@ -830,24 +804,33 @@ impl<P> Pipeline<P> {
                         DropReason::TtlExceeded,
                     );
                 }
-                if total > usize::from(egress.mtu) {
+                // IPv6 routers never fragment (RFC 8200 §5).
+                if total > usize::from(mtu) {
                     return self.icmpv6_error(
                         port,
                         pkt,
                         l3,
                         now,
                         Icmpv6Error::PacketTooBig {
-                            mtu: u32::from(egress.mtu),
+                            mtu: u32::from(mtu),
                         },
                         DropReason::Oversized,
                     );
                 }
                 let mut ip = Ipv6Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
                 ip.set_hop_limit(hop_limit - 1);
+                if let Some(tun) = tunnel {
+                    if let (Some(mss), IpProtocol::TCP) = (tun.mss, next_header) {
+                        clamp_mss(ip.payload_mut(), mss);
+                    }
+                    pkt.pull_front(l3);
+                    self.counters[usize::from(port.id)].forwarded += 1;
+                    return self.esp_output(t, tun, pkt, now);
+                }
                 pkt.pull_front(l3);
                 self.counters[usize::from(port.id)].forwarded += 1;
                 Verdict::Forward {
-                    port: egress.id,
+                    port: egress as u16,
                     neighbour: nh.neighbour(IpAddr::V6(dst)),
                 }
             }
