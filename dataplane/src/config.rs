@@ -98,6 +98,10 @@ pub struct NatRuleConfig {
     pub internal: Option<String>,
     /// static: the public address.
     pub external: Option<String>,
+    /// Where the item's fields are in the file (empty for items added
+    /// at run time).
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// Inbound filtering of dynamic mappings (RFC 4787 §5).
@@ -228,6 +232,10 @@ pub struct TunnelConfig {
     /// old inbound). See `Engine::install_inbound_sa`.
     #[serde(default)]
     pub inbound_extra: Vec<SaEntryConfig>,
+    /// Where the item's fields are in the file (empty for items added
+    /// at run time).
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// A step of a lossless rekey, applied to a configuration.
@@ -398,6 +406,10 @@ pub struct InterfaceConfig {
     pub addresses: Vec<String>,
     /// MTU of the IP layer; the kernel's when absent.
     pub mtu: Option<u16>,
+    /// Where the item's fields are in the file (empty for items added
+    /// at run time).
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// `[[route]]`.
@@ -413,6 +425,10 @@ pub struct RouteConfig {
     pub dev: Option<String>,
     /// `blackhole` drops silently, `unreachable` answers ICMP unreachable.
     pub kind: Option<String>,
+    /// Where the item's fields are in the file (empty for items added
+    /// at run time).
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// `[[neighbour]]`.
@@ -425,6 +441,10 @@ pub struct NeighbourConfigEntry {
     pub ip: String,
     /// Its MAC address, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
+    /// Where the item's fields are in the file (empty for items added
+    /// at run time).
+    #[serde(skip)]
+    pub lines: SourceLines,
 }
 
 /// `[icmp]`.
@@ -459,22 +479,121 @@ pub enum ConfigError {
     /// Syntax or type error; the message carries line and column.
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    /// Content that cannot work.
-    #[error("{path}: {item}: {reason}")]
+    /// Content that cannot work; `line` is where the item (or the field
+    /// at fault) is in the file, when it came from one.
+    #[error("{path}{}: {item}: {reason}", at_line(.line))]
     Invalid {
         path: String,
+        line: Option<u32>,
         item: String,
         reason: String,
     },
 }
 
+fn at_line(line: &Option<u32>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+/// Where an item's fields are in the configuration file: field name and
+/// 1-based line. Equal to any other: a location is not content, so moving
+/// an item in the file does not make it a different item.
+#[derive(Debug, Clone, Default)]
+pub struct SourceLines(Vec<(String, u32)>);
+
+impl PartialEq for SourceLines {
+    fn eq(&self, _: &SourceLines) -> bool {
+        true
+    }
+}
+
+impl SourceLines {
+    /// The line of `field`, or of the item's first field when `field` is
+    /// not written in the file.
+    pub fn line(&self, field: &str) -> Option<u32> {
+        self.0
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, l)| *l)
+            .or_else(|| self.first())
+    }
+
+    /// The line the item starts at (its first field).
+    pub fn first(&self) -> Option<u32> {
+        self.0.iter().map(|(_, l)| *l).min()
+    }
+
+    /// The line of the field a validation message starts with (`source:
+    /// prefix ...`, `mtu 9000 must ...`), else the item's first line.
+    pub fn for_reason(&self, reason: &str) -> Option<u32> {
+        let word: String = reason
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        // "backend: ..." is about the `backends` list.
+        let plural = format!("{word}s");
+        self.0
+            .iter()
+            .find(|(f, _)| *f == word || *f == plural)
+            .map(|(_, l)| *l)
+            .or_else(|| self.first())
+    }
+}
+
+/// The item sections again, each field kept with its span, to give
+/// content errors found after parsing a line number.
+#[derive(Deserialize)]
+struct SpannedItems {
+    #[serde(default)]
+    interface: Vec<SpannedFields>,
+    #[serde(default)]
+    route: Vec<SpannedFields>,
+    #[serde(default)]
+    neighbour: Vec<SpannedFields>,
+    #[serde(default)]
+    tunnel: Vec<SpannedFields>,
+    #[serde(default)]
+    nat: Vec<SpannedFields>,
+}
+
+type SpannedFields = std::collections::BTreeMap<String, toml::Spanned<toml::Value>>;
+
 impl Config {
     /// Parses TOML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
             message: one_line(&e.to_string()),
-        })
+        };
+        let mut config: Config = toml::from_str(text).map_err(parse_error)?;
+        let spans: SpannedItems = toml::from_str(text).map_err(parse_error)?;
+        let line_of = |offset: usize| {
+            let before = text.get(..offset).unwrap_or(text);
+            1 + before.bytes().filter(|b| *b == b'\n').count() as u32
+        };
+        let lines = |fields: &SpannedFields| {
+            SourceLines(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), line_of(v.span().start)))
+                    .collect(),
+            )
+        };
+        for (item, fields) in config.interfaces.iter_mut().zip(&spans.interface) {
+            item.lines = lines(fields);
+        }
+        for (item, fields) in config.routes.iter_mut().zip(&spans.route) {
+            item.lines = lines(fields);
+        }
+        for (item, fields) in config.neighbours.iter_mut().zip(&spans.neighbour) {
+            item.lines = lines(fields);
+        }
+        for (item, fields) in config.tunnels.iter_mut().zip(&spans.tunnel) {
+            item.lines = lines(fields);
+        }
+        for (item, fields) in config.nat.iter_mut().zip(&spans.nat) {
+            item.lines = lines(fields);
+        }
+        Ok(config)
     }
 
     /// Reads and parses a file.

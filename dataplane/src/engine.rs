@@ -230,6 +230,7 @@ impl Engine {
             .with_rekey(tunnel, step)
             .map_err(|reason| ConfigError::Invalid {
                 path: self.path.clone(),
+                line: None,
                 item: format!("tunnel {tunnel}"),
                 reason,
             })?;
@@ -245,6 +246,7 @@ impl Engine {
         if config.engine != current.engine {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
+                line: None,
                 item: "[engine]".into(),
                 reason: "changes to workers, cores, XDP or polling need a restart".into(),
             });
@@ -258,6 +260,7 @@ impl Engine {
         if names(&config) != names(current) {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
+                line: None,
                 item: "[[interface]]".into(),
                 reason: "adding, removing or reordering interfaces needs a restart".into(),
             });

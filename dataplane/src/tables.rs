@@ -347,11 +347,13 @@ impl Tables {
         previous: Option<&Tables>,
         mut link: impl FnMut(&str) -> std::io::Result<KernelLink>,
     ) -> Result<Tables, ConfigError> {
-        let invalid = |item: String, reason: String| ConfigError::Invalid {
+        let invalid_at = |line: Option<u32>, item: String, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
+            line,
             item,
             reason,
         };
+        let invalid = |item: String, reason: String| invalid_at(None, item, reason);
         if config.interfaces.is_empty() {
             return Err(invalid(
                 "[[interface]]".into(),
@@ -368,11 +370,13 @@ impl Tables {
         let mut ports = Vec::with_capacity(config.interfaces.len());
         for (i, ic) in config.interfaces.iter().enumerate() {
             let item = format!("interface {}", ic.name);
+            let at = |field: &str| ic.lines.line(field);
             if config.interfaces[..i].iter().any(|o| o.name == ic.name) {
-                return Err(invalid(item, "listed twice".into()));
+                return Err(invalid_at(at("name"), item, "listed twice".into()));
             }
             let kl = link(&ic.name).map_err(|e| {
-                invalid(
+                invalid_at(
+                    at("name"),
                     item.clone(),
                     format!("not found in this network namespace ({e})"),
                 )
@@ -387,7 +391,8 @@ impl Tables {
                 v6: Vec::new(),
             };
             if port.mtu < 576 || port.mtu > port.link.mtu {
-                return Err(invalid(
+                return Err(invalid_at(
+                    at("mtu"),
                     item,
                     format!(
                         "mtu {} must be between 576 and the link's {}",
@@ -396,14 +401,16 @@ impl Tables {
                 ));
             }
             for a in &ic.addresses {
-                let (addr, len) = parse_addr_len(a)
-                    .map_err(|reason| invalid(format!("{item} address {a}"), reason))?;
+                let bad = |reason: String| {
+                    invalid_at(at("addresses"), format!("{item} address {a}"), reason)
+                };
+                let (addr, len) = parse_addr_len(a).map_err(bad)?;
                 let host = IpPrefix::new_truncated(addr, if addr.is_ipv4() { 32 } else { 128 })
-                    .map_err(|e| invalid(format!("{item} address {a}"), e.to_string()))?;
-                let subnet = IpPrefix::new_truncated(addr, len)
-                    .map_err(|e| invalid(format!("{item} address {a}"), e.to_string()))?;
+                    .map_err(|e| bad(e.to_string()))?;
+                let subnet = IpPrefix::new_truncated(addr, len).map_err(|e| bad(e.to_string()))?;
                 if routes.get(host).is_some() {
-                    return Err(invalid(
+                    return Err(invalid_at(
+                        at("addresses"),
                         format!("{item} address {a}"),
                         "address configured twice".into(),
                     ));
@@ -422,14 +429,19 @@ impl Tables {
         for (i, tc) in config.tunnels.iter().enumerate() {
             let item = format!("tunnel {}", tc.name);
             if config.tunnels[..i].iter().any(|o| o.name == tc.name) {
-                return Err(invalid(item, "listed twice".into()));
+                return Err(invalid_at(
+                    tc.lines.line("name"),
+                    item,
+                    "listed twice".into(),
+                ));
             }
             let old = previous.and_then(|p| p.tunnels.iter().find(|t| t.name == tc.name));
             let tunnel = build_tunnel(i, tc, &ports, epoch, old)
-                .map_err(|reason| invalid(item.clone(), reason))?;
+                .map_err(|reason| invalid_at(tc.lines.for_reason(&reason), item.clone(), reason))?;
             for prefix in &tunnel.prefixes {
                 if routes.get(*prefix).is_some() {
-                    return Err(invalid(
+                    return Err(invalid_at(
+                        tc.lines.line("prefixes"),
                         item.clone(),
                         format!("prefix {prefix} is already routed (an interface subnet or another tunnel)"),
                     ));
@@ -441,7 +453,8 @@ impl Tables {
                     .iter()
                     .any(|t: &Tunnel| t.in_specs.iter().any(|s| s.spi == spec.spi))
                 {
-                    return Err(invalid(
+                    return Err(invalid_at(
+                        tc.lines.line("inbound"),
                         item.clone(),
                         format!("inbound SPI {} is used by another tunnel", spec.spi),
                     ));
@@ -452,6 +465,14 @@ impl Tables {
         let port_of = |name: &str| ports.iter().find(|p| p.name == name).map(|p| p.id);
         for rc in &config.routes {
             let item = format!("route {}", rc.prefix);
+            let invalid = |item: String, reason: String| {
+                // The field a reason is about: via, dev or kind, else the prefix.
+                let field = ["via", "gateway", "dev", "kind"]
+                    .into_iter()
+                    .find(|f| reason.starts_with(f))
+                    .map_or("prefix", |f| if f == "gateway" { "via" } else { f });
+                invalid_at(rc.lines.line(field), item, reason)
+            };
             let prefix: IpPrefix = rc
                 .prefix
                 .parse()
@@ -462,7 +483,7 @@ impl Tables {
                 {
                     return Err(invalid(
                         item,
-                        "a blackhole or unreachable route takes no via or dev".into(),
+                        "kind blackhole or unreachable takes no via or dev".into(),
                     ))
                 }
                 Some("blackhole") => Route::blackhole(prefix),
@@ -530,6 +551,13 @@ impl Tables {
         let mut static_neighbours = Vec::new();
         for n in &config.neighbours {
             let item = format!("neighbour {} on {}", n.ip, n.interface);
+            let invalid = |item: String, reason: String| {
+                let field = ["ip", "mac"]
+                    .into_iter()
+                    .find(|f| reason.starts_with(f))
+                    .unwrap_or("interface");
+                invalid_at(n.lines.line(field), item, reason)
+            };
             let port = port_of(&n.interface)
                 .ok_or_else(|| invalid(item.clone(), "not a configured interface".into()))?;
             let ip: IpAddr =
@@ -572,7 +600,13 @@ impl Tables {
             flow_seed,
             previous.map(|p| &p.nat),
         )
-        .map_err(|(item, reason)| invalid(item, reason))?;
+        .map_err(|(item, reason)| {
+            let rule = item
+                .strip_prefix("nat rule ")
+                // The last rule of that name: "listed twice" is about it.
+                .and_then(|name| config.nat.iter().rev().find(|r| r.name == name));
+            invalid_at(rule.and_then(|r| r.lines.for_reason(&reason)), item, reason)
+        })?;
         Ok(Tables {
             nat,
             generation,
@@ -858,75 +892,67 @@ addresses = ["192.0.2.1/24"]
     #[test]
     fn refuses_bad_configs_naming_item_and_reason() {
         let cases = [
-            ("[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"192.0.2.254\"]\n", "route 10.9.0.0/33"),
-            ("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"203.0.113.1\"]\n", "not on any interface"),
-            ("[[route]]\nprefix = \"10.9.0.0/16\"\n", "needs via"),
-            ("[[route]]\nprefix = \"10.9.0.0/16\"\ndev = \"eth9\"\n", "dev eth9"),
-            ("[[route]]\nprefix = \"10.9.0.0/16\"\nkind = \"magic\"\n", "magic"),
+            ("[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"192.0.2.254\"]\n", "route 10.9.0.0/33", Some(9)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"203.0.113.1\"]\n", "not on any interface", Some(10)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\n", "needs via", Some(9)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\ndev = \"eth9\"\n", "dev eth9", Some(10)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nkind = \"magic\"\n", "magic", Some(10)),
             (
                 "[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"192.0.2.2\",\"192.0.2.3\",\"192.0.2.4\",\"192.0.2.5\",\"192.0.2.6\"]\n",
-                "route 10.9.0.0/16",
-            ),
-            ("[[route]]\nprefix = \"fd00:9::/64\"\nvia = [\"192.0.2.2\"]\n", "address family"),
-            ("[[interface]]\nname = \"eth7\"\n", "interface eth7: not found"),
-            ("[[interface]]\nname = \"lan\"\n", "listed twice"),
-            ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac"),
-            ("[engine]\nworkers = 0\n", "engine.workers"),
-            ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores"),
+                "route 10.9.0.0/16", Some(9)),
+            ("[[route]]\nprefix = \"fd00:9::/64\"\nvia = [\"192.0.2.2\"]\n", "address family", Some(10)),
+            ("[[interface]]\nname = \"eth7\"\n", "interface eth7: not found", Some(9)),
+            ("[[interface]]\nname = \"lan\"\n", "listed twice", Some(9)),
+            ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac", Some(11)),
+            ("[engine]\nworkers = 0\n", "engine.workers", None),
+            ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores", None),
             (
                 "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\n",
-                "nat rule m: masquerade needs out_interface",
-            ),
+                "nat rule m: masquerade needs out_interface", Some(9)),
             (
                 "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\nout_interface = \"eth9\"\n",
-                "out_interface eth9 is not a configured interface or tunnel",
-            ),
+                "out_interface eth9 is not a configured interface or tunnel", Some(12)),
             (
                 "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/33\"\naddresses = [\"192.0.2.9\"]\n",
-                "nat rule s: source: prefix 10.0.1.0/33",
-            ),
+                "nat rule s: source: prefix 10.0.1.0/33", Some(11)),
             (
                 "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\n",
-                "snat needs addresses",
-            ),
+                "snat needs addresses", Some(9)),
             (
                 "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\naddresses = [\"192.0.2.9\"]\nports = \"2000-1000\"\n",
-                "ports \"2000-1000\"",
-            ),
+                "ports \"2000-1000\"", Some(13)),
             (
                 "[[nat]]\nname = \"x\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\nsource = \"10.0.0.0/8\"\n",
-                "nat rule x: source does not apply to a static rule",
-            ),
+                "nat rule x: source does not apply to a static rule", Some(13)),
             (
                 "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"icmp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n",
-                "protocol \"icmp\" is not tcp or udp",
-            ),
+                "protocol \"icmp\" is not tcp or udp", Some(11)),
             (
                 "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2\"]\n",
-                "nat rule d: backend: \"10.0.1.2\" is not an IPv4 addr:port",
-            ),
+                "nat rule d: backend: \"10.0.1.2\" is not an IPv4 addr:port", Some(13)),
             (
                 "[[nat]]\nname = \"a\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n\
                  [[nat]]\nname = \"b\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.3:80\"]\n",
-                "nat rule b: public endpoint tcp 192.0.2.1:80 already published by nat rule a",
-            ),
+                "nat rule b: public endpoint tcp 192.0.2.1:80 already published by nat rule a", Some(18)),
             (
                 "[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n\
                  [[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.6\"\nexternal = \"192.0.2.6\"\n",
-                "nat rule a: listed twice",
-            ),
+                "nat rule a: listed twice", Some(14)),
             (
                 "[nat_settings]\nudp_timeout = 30\n",
-                "[nat_settings]: udp timeout 30 s is below the 120 s required by RFC 4787 REQ-5",
-            ),
+                "[nat_settings]: udp timeout 30 s is below the 120 s required by RFC 4787 REQ-5", None),
             (
                 "[engine]\nworkers = 2\n[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n",
-                "[[nat]]: NAT needs engine.workers = 1",
-            ),
+                "[[nat]]: NAT needs engine.workers = 1", None),
         ];
-        for (extra, want) in cases {
+        // BASE takes 7 lines; an item's line is where its field at fault
+        // (or its first field) is written.
+        for (extra, want, line) in cases {
             let err = build(extra).unwrap_err().to_string();
-            assert!(err.starts_with("t.toml: "), "{err}");
+            let at = line
+                .map(|l| format!("t.toml:{l}: "))
+                .unwrap_or("t.toml: ".into());
+            assert!(err.starts_with(&at), "{extra:?}: {err} (want {at:?})");
             assert!(err.contains(want), "{extra:?}: {err}");
         }
         let c = Config::parse(
@@ -938,6 +964,10 @@ addresses = ["192.0.2.1/24"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("prefix length 40 exceeds 32"), "{err}");
+        assert!(
+            err.starts_with("t:3: interface lan address 10.0.0.1/40"),
+            "{err}"
+        );
     }
 
     #[test]
