@@ -52,15 +52,34 @@ pub enum Verdict {
     Punt,
     /// Used up inside the pipeline (an ARP reply learned); free the frame.
     Consumed,
-    /// The window holds an inner IPv4 packet (TTL already decremented, DF
-    /// clear) too big for `tunnel`: split it with [`fragment_ipv4`] and seal
-    /// each fragment with [`Pipeline::tunnel_output`].
-    TunnelFragments {
-        /// Tunnel index.
-        tunnel: u16,
+    /// The window holds an IPv4 packet (TTL already decremented, DF clear)
+    /// bigger than `mtu`: split it with [`fragment_ipv4`] and send each
+    /// fragment to `target`.
+    Fragment {
+        /// MTU of the egress.
+        mtu: u16,
+        /// Where the fragments go.
+        target: FragmentTarget,
     },
     /// Dropped and counted.
     Drop(DropReason),
+}
+
+/// Where the fragments of a [`Verdict::Fragment`] go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragmentTarget {
+    /// Out of a port to a neighbour, like [`Verdict::Forward`].
+    Port {
+        /// Egress port.
+        port: u16,
+        /// Next hop to resolve.
+        neighbour: IpAddr,
+    },
+    /// Sealed into a tunnel with [`Pipeline::tunnel_output`].
+    Tunnel {
+        /// Tunnel index.
+        tunnel: u16,
+    },
 }
 
 /// Per-worker state of the per-packet path.
@@ -417,9 +436,18 @@ impl<P> Pipeline<P> {
                 }
                 self.local_v4(port, pkt, l3, proto)
             }
-            Some(Disposition::Forward(nh)) if nh.egress.0 as usize >= t.ports.len() => {
-                let Some(tun) = t.tunnels.get(nh.egress.0 as usize - t.ports.len()) else {
-                    return Verdict::Drop(DropReason::NoRoute);
+            Some(Disposition::Forward(nh)) => {
+                let egress = nh.egress.0 as usize;
+                // A port, or a tunnel (egress ids past the ports).
+                let (mtu, tunnel) = match egress.checked_sub(t.ports.len()) {
+                    None => match t.ports.get(egress) {
+                        Some(p) => (p.mtu, None),
+                        None => return Verdict::Drop(DropReason::NoRoute),
+                    },
+                    Some(i) => match t.tunnels.get(i) {
+                        Some(tun) => (tun.mtu, Some(tun)),
+                        None => return Verdict::Drop(DropReason::NoRoute),
+                    },
                 };
                 if ttl <= 1 {
                     return self.icmpv4_error(
@@ -431,23 +459,23 @@ impl<P> Pipeline<P> {
                         DropReason::TtlExceeded,
                     );
                 }
-                let fragment = total > usize::from(tun.mtu);
+                let fragment = total > usize::from(mtu);
                 if fragment && dont_frag {
                     return self.icmpv4_error(
                         port,
                         pkt,
                         l3,
                         now,
-                        Icmpv4Error::FragmentationNeeded {
-                            next_hop_mtu: tun.mtu,
-                        },
+                        Icmpv4Error::FragmentationNeeded { next_hop_mtu: mtu },
                         DropReason::Oversized,
                     );
                 }
-                // NAT before encapsulation: the peer sees translated inner
-                // packets.
+                // NAT outbound stage: after the route, TTL and MTU checks
+                // (errors about the packet quote what the sender sent),
+                // before the TTL is decremented, and before encapsulation
+                // (the peer sees translated inner packets).
                 if !nat_done && self.nat.active() {
-                    if let Some(v) = self.nat_outbound(t, port, pkt, l3, tun.egress, now) {
+                    if let Some(v) = self.nat_outbound(t, port, pkt, l3, nh.egress.0, now) {
                         return v;
                     }
                 }
@@ -455,66 +483,33 @@ impl<P> Pipeline<P> {
                 if ip.decrement_ttl().is_err() {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
-                if let (Some(mss), IpProtocol::TCP) = (tun.mss, proto) {
+                if let (Some(mss), Some(IpProtocol::TCP)) =
+                    (tunnel.and_then(|t| t.mss), Some(proto))
+                {
                     clamp_mss(ip.payload_mut(), mss);
                 }
                 pkt.pull_front(l3);
                 self.counters[usize::from(port.id)].forwarded += 1;
-                if fragment {
-                    // DF clear and too big for the tunnel: fragment the inner
-                    // packet before sealing (RFC 4459 §3 pre-fragmentation),
-                    // so the peer never reassembles; the final host does.
-                    return Verdict::TunnelFragments { tunnel: tun.id };
-                }
-                self.esp_output(t, tun, pkt, now)
-            }
-            Some(Disposition::Forward(nh)) => {
-                let Some(egress) = t.ports.get(nh.egress.0 as usize) else {
-                    return Verdict::Drop(DropReason::NoRoute);
+                let target = match tunnel {
+                    Some(tun) => FragmentTarget::Tunnel { tunnel: tun.id },
+                    None => FragmentTarget::Port {
+                        port: egress as u16,
+                        neighbour: nh.neighbour(IpAddr::V4(dst)),
+                    },
                 };
-                if ttl <= 1 {
-                    return self.icmpv4_error(
-                        port,
-                        pkt,
-                        l3,
-                        now,
-                        Icmpv4Error::TimeExceeded(0),
-                        DropReason::TtlExceeded,
-                    );
-                }
-                if total > usize::from(egress.mtu) {
-                    if dont_frag {
-                        return self.icmpv4_error(
-                            port,
-                            pkt,
-                            l3,
-                            now,
-                            Icmpv4Error::FragmentationNeeded {
-                                next_hop_mtu: egress.mtu,
-                            },
-                            DropReason::Oversized,
-                        );
+                match (fragment, target) {
+                    // DF clear and too big: split it (RFC 791 §3.2, RFC
+                    // 1812 §4.2.2.7). Into a tunnel this is pre-fragmentation
+                    // (RFC 4459 §3): each fragment is sealed on its own, so the
+                    // peer never reassembles; the destination host does.
+                    (true, target) => Verdict::Fragment { mtu, target },
+                    (false, FragmentTarget::Tunnel { .. }) => match tunnel {
+                        Some(tun) => self.esp_output(t, tun, pkt, now),
+                        None => Verdict::Drop(DropReason::NoRoute),
+                    },
+                    (false, FragmentTarget::Port { port, neighbour }) => {
+                        Verdict::Forward { port, neighbour }
                     }
-                    return Verdict::Drop(DropReason::FragmentationNeeded);
-                }
-                // NAT outbound stage: after the route, TTL and MTU checks
-                // (errors about the packet quote what the sender sent),
-                // before the TTL is decremented.
-                if !nat_done && self.nat.active() {
-                    if let Some(v) = self.nat_outbound(t, port, pkt, l3, u32::from(egress.id), now)
-                    {
-                        return v;
-                    }
-                }
-                let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
-                if ip.decrement_ttl().is_err() {
-                    return Verdict::Drop(DropReason::TtlExceeded);
-                }
-                pkt.pull_front(l3);
-                self.counters[usize::from(port.id)].forwarded += 1;
-                Verdict::Forward {
-                    port: egress.id,
-                    neighbour: nh.neighbour(IpAddr::V4(dst)),
                 }
             }
         }
@@ -1672,10 +1667,28 @@ via = ["fd00:2::fe"]
             1450,
             false,
         ));
+        // DF clear: the worker splits it for the egress MTU (RFC 1812 §4.2.2.7).
         assert_eq!(
             f.run(&mut p, &t, 0),
-            Verdict::Drop(DropReason::FragmentationNeeded)
+            Verdict::Fragment {
+                mtu: 1400,
+                target: FragmentTarget::Port {
+                    port: 1,
+                    neighbour: IpAddr::V4(ip("192.0.2.254"))
+                }
+            }
         );
+        let inner = f.data().to_vec();
+        let mut out = [0u8; 2048];
+        let n0 = fragment_ipv4(&inner, 1400, 0, &mut out).unwrap();
+        assert_eq!(n0, 20 + 1376);
+        let first = Ipv4Packet::new_checked(&out[..n0]).unwrap();
+        assert!(first.verify_checksum() && first.more_frags() && first.ttl() == 63);
+        let n1 = fragment_ipv4(&inner, 1400, 1, &mut out).unwrap();
+        let last = Ipv4Packet::new_checked(&out[..n1]).unwrap();
+        assert_eq!((last.frag_offset(), last.more_frags()), (1376, false));
+        assert_eq!(n0 - 20 + n1 - 20, inner.len() - 20);
+        assert!(fragment_ipv4(&inner, 1400, 2, &mut out).is_none());
     }
 
     #[test]
@@ -2622,7 +2635,10 @@ backends = ["10.0.1.80:80"]
         let mut f = Frame::new(&lan);
         assert_eq!(
             f.run(&mut pb, &branch, 0),
-            Verdict::TunnelFragments { tunnel: 0 }
+            Verdict::Fragment {
+                mtu: branch.tunnels[0].mtu,
+                target: FragmentTarget::Tunnel { tunnel: 0 }
+            }
         );
         let inner = f.data().to_vec();
         let (per, count) = fragment_plan(20, inner.len(), mtu).unwrap();

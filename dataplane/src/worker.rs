@@ -21,8 +21,8 @@ use crate::counters::{DropReason, SharedCounters};
 use crate::neigh::{RefuseReason, Resolution, TimerAction};
 use crate::packet::PacketBuf;
 use crate::pipeline::{
-    arp_request, fragment_ipv4, fragment_plan, neighbour_solicitation, write_eth, Pipeline,
-    Verdict, ETH_LEN,
+    arp_request, fragment_ipv4, fragment_plan, neighbour_solicitation, write_eth, FragmentTarget,
+    Pipeline, Verdict, ETH_LEN,
 };
 use crate::punt::HostTap;
 use crate::tables::{SharedTables, Tables};
@@ -258,29 +258,28 @@ impl Worker {
                 }
                 ports.drop_frame(desc);
             }
-            Verdict::TunnelFragments { tunnel } => {
-                self.fragment_into_tunnel(ports, tables, desc, tunnel, ingress, now)
+            Verdict::Fragment { mtu, target } => {
+                self.fragment(ports, tables, desc, mtu, target, ingress, now)
             }
             Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
         }
     }
 
-    /// Splits an inner IPv4 packet too big for `tunnel` into fragments
-    /// (RFC 791), each sealed and sent on its own.
-    fn fragment_into_tunnel(
+    /// Splits an IPv4 packet too big for its egress into fragments
+    /// (RFC 791 §3.2) and sends each to `target` (a neighbour, or sealed
+    /// into a tunnel on its own).
+    #[allow(clippy::too_many_arguments)]
+    fn fragment(
         &mut self,
         ports: &mut PortSet,
         tables: &Tables,
         desc: FrameDesc,
-        tunnel: u16,
+        mtu: u16,
+        target: FragmentTarget,
         ingress: u16,
         now: Instant,
     ) {
-        let Some(tun) = tables.tunnels.get(usize::from(tunnel)) else {
-            ports.drop_frame(desc);
-            return;
-        };
-        let mtu = usize::from(tun.mtu);
+        let mtu = usize::from(mtu);
         let original_len = desc.len();
         self.copy[..original_len].copy_from_slice(ports.frame(&desc));
         let original = &self.copy[..original_len];
@@ -318,6 +317,13 @@ impl Worker {
                 return;
             };
             let _ = ports.umem().set_len(&mut frame, n);
+            let tunnel = match target {
+                FragmentTarget::Port { port, neighbour } => {
+                    self.forward(ports, tables, frame, port, neighbour, now);
+                    continue;
+                }
+                FragmentTarget::Tunnel { tunnel } => tunnel,
+            };
             let pipeline = &mut self.pipeline;
             let Some((frame, verdict)) = on_frame(ports, frame, |pkt| {
                 pipeline.tunnel_output(tables, tunnel, pkt, now)
