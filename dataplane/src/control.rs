@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::config::{Config, NatKindConfig};
+use crate::config::{Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig, SaEntryConfig};
 use crate::counters::DropReason;
 use crate::engine::Engine;
 use crate::nat;
@@ -123,16 +123,230 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         ["show", "nat", "sessions"] => show_nat_sessions(engine, json),
         ["show", "nat", "rules"] => show_nat_rules(engine, json),
         ["show", "nat"] => show_nat(engine, json),
+        ["show", "sa"] | ["sa", "list"] => show_sa(engine, json),
+        ["route", "add", prefix, rest @ ..] => {
+            changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
+        }
+        ["route", "del", prefix] => changed(engine.delete_route(prefix).map_err(|e| e.to_string())),
+        ["nat", "add", rest @ ..] => {
+            changed(parse_nat_rule(rest).and_then(|r| engine.add_nat_rule(r).map_err(|e| e.to_string())))
+        }
+        ["nat", "del", name] => changed(engine.delete_nat_rule(name).map_err(|e| e.to_string())),
+        ["sa", step, tunnel, rest @ ..] => match parse_rekey_step(step, rest) {
+            Ok(step) => changed(engine.rekey(tunnel, step).map_err(|e| e.to_string())),
+            Err(e) => format!("error: {e}\n"),
+        },
         ["reload"] => match Config::load(engine.path()).map_err(|e| e.to_string()).and_then(|c| {
             engine.apply(c).map_err(|e| e.to_string())
         }) {
             Ok(generation) => format!("reloaded: tables generation {generation}\n"),
             Err(e) => format!("error: {e} (running configuration kept)\n"),
         },
+        // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
-            "error: unknown command {command:?}; try: show interfaces|routes|counters|drops|workers|nat|nat rules|nat sessions [--json], reload\n"
+            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|nat|nat rules|nat sessions [--json], \
+             route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
+            words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),
     }
+}
+
+/// The answer to a change: the new tables' generation, or why nothing
+/// changed.
+fn changed(result: Result<u64, String>) -> String {
+    match result {
+        Ok(generation) => format!("ok: tables generation {generation}\n"),
+        Err(e) => format!("error: {e} (running configuration kept)\n"),
+    }
+}
+
+/// `PREFIX via GW[,GW..] [dev IF]`, `PREFIX dev IF`, `PREFIX blackhole`,
+/// `PREFIX unreachable`.
+pub fn parse_route(prefix: &str, rest: &[&str]) -> Result<RouteConfig, String> {
+    let mut route = RouteConfig {
+        prefix: prefix.to_owned(),
+        via: Vec::new(),
+        dev: None,
+        kind: None,
+        lines: Default::default(),
+    };
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        let mut value = || {
+            words
+                .next()
+                .copied()
+                .ok_or_else(|| format!("route {prefix}: {word} needs a value"))
+        };
+        match *word {
+            "via" => route.via.extend(
+                value()?
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned),
+            ),
+            "dev" => route.dev = Some(value()?.to_owned()),
+            "blackhole" | "unreachable" => route.kind = Some((*word).to_owned()),
+            other => {
+                return Err(format!(
+                    "route {prefix}: {other:?} is not via, dev, blackhole or unreachable"
+                ))
+            }
+        }
+    }
+    Ok(route)
+}
+
+/// `key=value` words into a TOML table; `lists` name the fields that take
+/// comma-separated lists, `integers` and `booleans` the typed ones.
+fn key_values(
+    words: &[&str],
+    lists: &[&str],
+    integers: &[&str],
+    booleans: &[&str],
+) -> Result<toml::Table, String> {
+    let mut table = toml::Table::new();
+    for word in words {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("{word:?} is not key=value"))?;
+        let v = if lists.contains(&key) {
+            toml::Value::Array(
+                value
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| toml::Value::String(x.to_owned()))
+                    .collect(),
+            )
+        } else if integers.contains(&key) {
+            toml::Value::Integer(
+                value
+                    .parse()
+                    .map_err(|_| format!("{key}: {value:?} is not a number"))?,
+            )
+        } else if booleans.contains(&key) {
+            toml::Value::Boolean(
+                value
+                    .parse()
+                    .map_err(|_| format!("{key}: {value:?} is not true or false"))?,
+            )
+        } else {
+            toml::Value::String(value.to_owned())
+        };
+        if table.insert(key.to_owned(), v).is_some() {
+            return Err(format!("{key} given twice"));
+        }
+    }
+    Ok(table)
+}
+
+/// `name=N kind=K field=value ...`: the fields of a `[[nat]]` rule, lists
+/// (`addresses`, `backends`) comma-separated.
+pub fn parse_nat_rule(words: &[&str]) -> Result<NatRuleConfig, String> {
+    let table = key_values(words, &["addresses", "backends"], &[], &[])?;
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("nat rule: {}", e.message()))
+}
+
+/// `install-inbound spi=N cipher=C key=HEX [esn=B] [replay_window=N]`,
+/// `switch-outbound spi=N cipher=C key=HEX [...]`, `retire-inbound SPI`.
+pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String> {
+    let sa = |words: &[&str]| -> Result<SaEntryConfig, String> {
+        let table = key_values(
+            words,
+            &[],
+            &[
+                "spi",
+                "replay_window",
+                "soft_seconds",
+                "hard_seconds",
+                "soft_bytes",
+                "hard_bytes",
+            ],
+            &["esn"],
+        )?;
+        // The message names the field, never the key's value.
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("sa {step}: {}", e.message()))
+    };
+    match (step, words) {
+        ("install-inbound", w) => sa(w).map(RekeyStep::InstallInbound),
+        ("switch-outbound", w) => sa(w).map(RekeyStep::SwitchOutbound),
+        ("retire-inbound", [spi]) => spi
+            .parse()
+            .map(RekeyStep::RetireInbound)
+            .map_err(|_| format!("sa retire-inbound: SPI {spi:?} is not a number")),
+        _ => Err(format!(
+            "sa {step}: expected install-inbound|switch-outbound TUNNEL spi=N cipher=C key=HEX, \
+             or retire-inbound TUNNEL SPI"
+        )),
+    }
+}
+
+fn show_sa(engine: &Engine, json: bool) -> String {
+    let sas = engine.security_associations();
+    let esp_drops = |c: &crate::PortCounters| {
+        DropReason::ALL
+            .iter()
+            .filter(|r| r.name().starts_with("esp_"))
+            .map(|r| c.drops[*r as usize])
+            .sum::<u64>()
+    };
+    if json {
+        let v: Vec<_> = sas
+            .iter()
+            .map(|t| {
+                let c = t.egress_counters.unwrap_or_default();
+                json!({
+                    "tunnel": t.tunnel, "local": t.local.to_string(),
+                    "peer": match t.peer_port {
+                        Some(p) => format!("{}:{p}", t.peer),
+                        None => t.peer.to_string(),
+                    },
+                    "outbound": { "spi": t.outbound.spi, "cipher": t.outbound.cipher,
+                                  "esn": t.outbound.esn, "sealed_bytes": t.sealed_bytes },
+                    "inbound": t.inbound.iter().map(|s| json!({
+                        "spi": s.spi, "cipher": s.cipher, "esn": s.esn,
+                    })).collect::<Vec<_>>(),
+                    "interface": { "esp_sealed": c.esp_sealed, "esp_opened": c.esp_opened,
+                                   "esp_drops": esp_drops(&c) },
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = String::new();
+    for t in &sas {
+        let peer = match t.peer_port {
+            Some(p) => format!("{}:{p} (udp)", t.peer),
+            None => format!("{} (esp)", t.peer),
+        };
+        let _ = writeln!(s, "tunnel {}: {} -> {peer}", t.tunnel, t.local);
+        let _ = writeln!(
+            s,
+            "  outbound spi {:<10} {:<18} esn {:<5} sealed {} bytes",
+            t.outbound.spi, t.outbound.cipher, t.outbound.esn, t.sealed_bytes
+        );
+        for sa in &t.inbound {
+            let _ = writeln!(
+                s,
+                "  inbound  spi {:<10} {:<18} esn {}",
+                sa.spi, sa.cipher, sa.esn
+            );
+        }
+        if let Some(c) = &t.egress_counters {
+            let _ = writeln!(
+                s,
+                "  interface: esp sealed {} opened {} dropped {}",
+                c.esp_sealed,
+                c.esp_opened,
+                esp_drops(c)
+            );
+        }
+    }
+    s
 }
 
 fn mac(m: [u8; 6]) -> String {
@@ -292,7 +506,9 @@ fn show_workers(engine: &Engine, json: bool) -> String {
                 json!({
                     "worker": i,
                     "rx_packets": ports.iter().map(|c| c.rx_packets).sum::<u64>(),
+                    "rx_bytes": ports.iter().map(|c| c.rx_bytes).sum::<u64>(),
                     "tx_packets": ports.iter().map(|c| c.tx_packets).sum::<u64>(),
+                    "tx_bytes": ports.iter().map(|c| c.tx_bytes).sum::<u64>(),
                     "dropped": ports.iter().map(|c| c.total_drops()).sum::<u64>(),
                 })
             })
@@ -475,4 +691,71 @@ pub fn request(path: &Path, command: &str) -> io::Result<String> {
     let mut answer = String::new();
     io::Read::read_to_string(&mut stream, &mut answer)?;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_verbs_parse_into_config_items() {
+        let r = parse_route("10.9.0.0/16", &["via", "10.2.0.2,10.2.0.3"]).unwrap();
+        assert_eq!(r.via, ["10.2.0.2", "10.2.0.3"]);
+        assert_eq!((r.dev, r.kind), (None, None));
+        let r = parse_route("10.9.0.0/16", &["dev", "right"]).unwrap();
+        assert_eq!(r.dev.as_deref(), Some("right"));
+        let r = parse_route("10.9.0.0/16", &["blackhole"]).unwrap();
+        assert_eq!(r.kind.as_deref(), Some("blackhole"));
+        let e = parse_route("10.9.0.0/16", &["via"]).unwrap_err();
+        assert!(e.contains("via needs a value"), "{e}");
+        let e = parse_route("10.9.0.0/16", &["through", "x"]).unwrap_err();
+        assert!(e.contains("\"through\""), "{e}");
+    }
+
+    #[test]
+    fn nat_rules_parse_from_key_values() {
+        let r = parse_nat_rule(&[
+            "name=out",
+            "kind=snat",
+            "source=10.1.0.0/24",
+            "addresses=192.0.2.9,192.0.2.10",
+        ])
+        .unwrap();
+        assert_eq!(r.kind, NatKindConfig::Snat);
+        assert_eq!(r.addresses, ["192.0.2.9", "192.0.2.10"]);
+        let e = parse_nat_rule(&["name=x", "kind=teleport"]).unwrap_err();
+        assert!(e.starts_with("nat rule:") && e.contains("teleport"), "{e}");
+        let e = parse_nat_rule(&["name=x", "kind=snat", "colour=red"]).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        assert!(parse_nat_rule(&["name"]).unwrap_err().contains("key=value"));
+    }
+
+    #[test]
+    fn rekey_steps_parse_and_never_echo_the_key() {
+        let key = "00112233445566778899aabbccddeeff01020304";
+        let kv = format!("key={key}");
+        let step =
+            parse_rekey_step("install-inbound", &["spi=4097", "cipher=aes128-gcm", &kv]).unwrap();
+        let RekeyStep::InstallInbound(sa) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(
+            (sa.spi, sa.cipher.as_str(), sa.key.0.as_str()),
+            (4097, "aes128-gcm", key)
+        );
+        assert!(!format!("{sa:?}").contains(key));
+        assert_eq!(
+            parse_rekey_step("retire-inbound", &["4096"]).unwrap(),
+            RekeyStep::RetireInbound(4096)
+        );
+        for words in [
+            vec!["spi=x", kv.as_str()],
+            vec!["cipher=aes128-gcm", kv.as_str()],
+            vec!["spi=5000", "cipher=aes128-gcm", kv.as_str(), "bogus=1"],
+        ] {
+            let e = parse_rekey_step("switch-outbound", &words).unwrap_err();
+            assert!(!e.contains(key), "{e}");
+        }
+        assert!(parse_rekey_step("rotate", &[]).is_err());
+    }
 }

@@ -19,7 +19,9 @@ use std::thread::JoinHandle;
 
 use strait_xdp::{BindPolicy, PortSet, PortSetConfig, PortSpec, UmemConfig, XdpMode, XdpProgram};
 
-use crate::config::{BindConfig, Config, ConfigError, RekeyStep, XdpModeConfig};
+use crate::config::{
+    BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
+};
 use crate::counters::{PortCounters, SharedCounters};
 use crate::punt::HostTap;
 use crate::tables::{kernel_link, SharedTables, Tables};
@@ -48,6 +50,49 @@ pub enum EngineError {
     /// A worker thread could not be started.
     #[error("worker {0}: {1}")]
     Thread(usize, std::io::Error),
+}
+
+/// One Security Association, without its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaSummary {
+    /// SPI.
+    pub spi: u32,
+    /// Cipher suite name as written in the configuration.
+    pub cipher: &'static str,
+    /// 64-bit extended sequence numbers.
+    pub esn: bool,
+}
+
+/// A tunnel's SAs and traffic, for `show sa`.
+#[derive(Debug, Clone)]
+pub struct TunnelSas {
+    /// Tunnel name.
+    pub tunnel: String,
+    /// Our outer address.
+    pub local: std::net::Ipv4Addr,
+    /// The peer's outer address now (learned when the tunnel floats).
+    pub peer: std::net::Ipv4Addr,
+    /// The peer's UDP port; `None` for plain ESP.
+    pub peer_port: Option<u16>,
+    /// The SA we seal with.
+    pub outbound: SaSummary,
+    /// The SAs we open with (the primary first, then those installed for
+    /// a rekey).
+    pub inbound: Vec<SaSummary>,
+    /// Inner bytes sealed with the outbound SA, as published by the
+    /// workers for lifetime accounting.
+    pub sealed_bytes: u64,
+    /// Counters of the interface the tunnel's outer packets use: ESP
+    /// sealed/opened packets and the `esp_*` drop reasons.
+    pub egress_counters: Option<PortCounters>,
+}
+
+fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
+    match c {
+        strait_esp::CipherSuite::Aes128Gcm => "aes128-gcm",
+        strait_esp::CipherSuite::Aes256Gcm => "aes256-gcm",
+        strait_esp::CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
+    }
 }
 
 #[derive(Debug)]
@@ -235,6 +280,113 @@ impl Engine {
                 reason,
             })?;
         self.apply_locked(&mut control, next)
+    }
+
+    /// Adds a static route (validated with the rest of the configuration,
+    /// published with one swap). Changes made at run time last until the
+    /// next reload of the file.
+    pub fn add_route(&self, route: RouteConfig) -> Result<u64, ConfigError> {
+        let item = format!("route {}", route.prefix);
+        self.edit(item, |c| {
+            c.routes.push(route);
+            Ok(())
+        })
+    }
+
+    /// Removes the static route for `prefix` (written as in the
+    /// configuration or in any equivalent form, e.g. `10.9.0.0/16`).
+    pub fn delete_route(&self, prefix: &str) -> Result<u64, ConfigError> {
+        let want = prefix.parse::<strait_fib::IpPrefix>().ok();
+        self.edit(format!("route {prefix}"), |c| {
+            let at = c
+                .routes
+                .iter()
+                .position(|r| {
+                    r.prefix == prefix
+                        || (want.is_some() && r.prefix.parse::<strait_fib::IpPrefix>().ok() == want)
+                })
+                .ok_or_else(|| "no such static route".to_owned())?;
+            c.routes.remove(at);
+            Ok(())
+        })
+    }
+
+    /// Appends a NAT rule (matched after the existing ones).
+    pub fn add_nat_rule(&self, rule: NatRuleConfig) -> Result<u64, ConfigError> {
+        let item = format!("nat rule {}", rule.name);
+        self.edit(item, |c| {
+            c.nat.push(rule);
+            Ok(())
+        })
+    }
+
+    /// Removes the NAT rule called `name`; its sessions expire as idle.
+    pub fn delete_nat_rule(&self, name: &str) -> Result<u64, ConfigError> {
+        self.edit(format!("nat rule {name}"), |c| {
+            let at = c
+                .nat
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or_else(|| "no such rule".to_owned())?;
+            c.nat.remove(at);
+            Ok(())
+        })
+    }
+
+    /// Changes a copy of the running configuration with `change` and
+    /// applies it whole; on any error the running one stays.
+    fn edit(
+        &self,
+        item: String,
+        change: impl FnOnce(&mut Config) -> Result<(), String>,
+    ) -> Result<u64, ConfigError> {
+        let mut control = self.control.lock().expect("control lock");
+        let mut next = control.0.clone();
+        change(&mut next).map_err(|reason| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: None,
+            item,
+            reason,
+        })?;
+        self.apply_locked(&mut control, next)
+    }
+
+    /// The tunnels' Security Associations as the workers use them now.
+    pub fn security_associations(&self) -> Vec<TunnelSas> {
+        let tables = self.tables.load_full();
+        let counters = self.counters();
+        tables
+            .tunnels
+            .iter()
+            .map(|t| {
+                let (peer, peer_port) = t.peer();
+                let egress = tables.ports.iter().find(|p| p.owns_v4(t.local));
+                let port_counters =
+                    egress.and_then(|p| counters.iter().find(|(n, _)| *n == p.name));
+                TunnelSas {
+                    tunnel: t.name.clone(),
+                    local: t.local,
+                    peer,
+                    peer_port: t.local_port.map(|_| peer_port),
+                    outbound: SaSummary {
+                        spi: t.out_spec.spi,
+                        cipher: cipher_name(t.out_spec.cipher),
+                        esn: t.out_spec.esn,
+                    },
+                    inbound: t
+                        .in_specs
+                        .iter()
+                        .map(|s| SaSummary {
+                            spi: s.spi,
+                            cipher: cipher_name(s.cipher),
+                            esn: s.esn,
+                        })
+                        .collect(),
+                    sealed_bytes: t.out_sa.bytes_published(),
+                    egress_counters: port_counters.map(|(_, c)| *c),
+                }
+            })
+            .collect()
     }
 
     fn apply_locked(
