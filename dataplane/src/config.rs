@@ -36,6 +36,37 @@ pub struct Config {
     /// NAT capacities, timeouts and filtering.
     #[serde(default)]
     pub nat_settings: NatSettingsConfig,
+    /// Prometheus metrics endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: a Prometheus text endpoint served by the daemon, read at
+/// start (changing it needs a restart).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Loopback `addr:port` to serve `/metrics` on, e.g. `127.0.0.1:9464`.
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The address to serve on, if any; only loopback addresses are
+    /// accepted (the counters are not meant for other hosts).
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|_| format!("listen {listen:?} is not addr:port"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "listen {listen}: only a loopback address is allowed"
+            ));
+        }
+        Ok(Some(addr))
+    }
 }
 
 /// What a `[[nat]]` rule does.

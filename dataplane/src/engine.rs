@@ -403,6 +403,14 @@ impl Engine {
                 reason: "changes to workers, cores, XDP or polling need a restart".into(),
             });
         }
+        if config.metrics != current.metrics {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                line: None,
+                item: "[metrics]".into(),
+                reason: "changing the metrics endpoint needs a restart".into(),
+            });
+        }
         let names = |c: &Config| {
             c.interfaces
                 .iter()

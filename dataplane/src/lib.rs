@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod engine;
+pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod packet;

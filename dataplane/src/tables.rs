@@ -593,6 +593,10 @@ impl Tables {
                 "must be between 1 and 256".into(),
             ));
         }
+        config
+            .metrics
+            .listen_addr()
+            .map_err(|reason| invalid("[metrics]".into(), reason))?;
         let nat = NatTables::build(
             config,
             &ports,
@@ -938,6 +942,11 @@ addresses = ["192.0.2.1/24"]
                 "[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n\
                  [[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.6\"\nexternal = \"192.0.2.6\"\n",
                 "nat rule a: listed twice", Some(14)),
+            (
+                "[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+                "[metrics]: listen 0.0.0.0:9464: only a loopback address is allowed",
+                None,
+            ),
             (
                 "[nat_settings]\nudp_timeout = 30\n",
                 "[nat_settings]: udp timeout 30 s is below the 120 s required by RFC 4787 REQ-5", None),

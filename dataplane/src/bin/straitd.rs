@@ -4,6 +4,9 @@
 //! straitd --config /etc/strait/strait.toml [--control /run/strait/straitd.sock] [--check]
 //! ```
 //!
+//! With `[metrics] listen = "127.0.0.1:9464"` it also serves Prometheus
+//! metrics on that loopback address.
+//!
 //! SIGINT/SIGTERM stop it cleanly (rings drained, programs detached, UMEM
 //! freed); SIGHUP reloads the configuration file, keeping the running one
 //! if the new one is refused.
@@ -71,6 +74,14 @@ fn main() -> anyhow::Result<()> {
     }
     let control_thread = control::serve(Arc::clone(&engine), &args.control, Arc::clone(&stop))
         .with_context(|| format!("control socket {}", args.control.display()))?;
+    let metrics_thread = match engine.config().metrics.listen_addr() {
+        Ok(Some(addr)) => Some(
+            strait_dataplane::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
+                .with_context(|| format!("metrics endpoint {addr}"))?,
+        ),
+        Ok(None) => None,
+        Err(e) => anyhow::bail!("[metrics]: {e}"),
+    };
     tracing::info!(
         config = %args.config,
         control = %args.control.display(),
@@ -98,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     let _ = control_thread.join();
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.stop(),
         Err(_) => tracing::warn!("engine still referenced at exit"),

@@ -1,0 +1,338 @@
+//! A Prometheus text-format endpoint (exposition format 0.0.4) for the
+//! daemon's counters, served on a loopback port by a thread of its own.
+//!
+//! Each scrape reads the counters the workers already publish every 50 ms
+//! and the NAT snapshots; nothing here touches the per-packet path.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::counters::{DropReason, PortCounters};
+use crate::engine::Engine;
+
+/// What one scrape reports, read from the engine at once.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// Per interface, summed over the workers.
+    pub interfaces: Vec<(String, PortCounters)>,
+    /// Per worker, summed over the interfaces.
+    pub workers: Vec<PortCounters>,
+    /// NAT sessions and capacity per worker.
+    pub nat: Vec<(usize, usize)>,
+    /// Generation of the tables in force.
+    pub generation: u64,
+    /// Per tunnel: inner bytes sealed with its current outbound SA.
+    pub tunnels: Vec<(String, u64)>,
+}
+
+impl MetricsSnapshot {
+    /// Reads everything from `engine`.
+    pub fn read(engine: &Engine) -> MetricsSnapshot {
+        let tables = engine.tables();
+        MetricsSnapshot {
+            interfaces: engine.counters(),
+            workers: engine
+                .worker_counters()
+                .iter()
+                .map(|ports| {
+                    let mut sum = PortCounters::default();
+                    for p in ports {
+                        sum.add(p);
+                    }
+                    sum
+                })
+                .collect(),
+            nat: tables
+                .nat
+                .status
+                .snapshots()
+                .iter()
+                .map(|s| (s.session_count, s.capacity))
+                .collect(),
+            generation: tables.generation,
+            tunnels: tables
+                .tunnels
+                .iter()
+                .map(|t| (t.name.clone(), t.out_sa.bytes_published()))
+                .collect(),
+        }
+    }
+}
+
+/// Reads one counter of an interface.
+type CounterField = fn(&PortCounters) -> u64;
+
+/// Label values may hold `\`, `"` and newlines, escaped as the format says.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: HELP and TYPE lines, then its samples.
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)> + 'a,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// The snapshot in the Prometheus text format.
+pub fn render(s: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let per_iface = |f: fn(&PortCounters) -> u64| {
+        s.interfaces
+            .iter()
+            .map(move |(n, c)| (format!("iface=\"{}\"", escape(n)), f(c)))
+    };
+    let iface_counters: [(&str, &str, CounterField); 10] = [
+        ("strait_rx_packets_total", "Frames received.", |c| {
+            c.rx_packets
+        }),
+        ("strait_rx_bytes_total", "Bytes received.", |c| c.rx_bytes),
+        ("strait_tx_packets_total", "Frames transmitted.", |c| {
+            c.tx_packets
+        }),
+        ("strait_tx_bytes_total", "Bytes transmitted.", |c| {
+            c.tx_bytes
+        }),
+        (
+            "strait_forwarded_packets_total",
+            "Frames routed to another interface or tunnel, by ingress interface.",
+            |c| c.forwarded,
+        ),
+        (
+            "strait_punted_packets_total",
+            "Frames handed to the host stack.",
+            |c| c.punted,
+        ),
+        (
+            "strait_icmp_sent_total",
+            "ICMP errors and echo replies generated.",
+            |c| c.icmp_sent,
+        ),
+        (
+            "strait_neighbour_requests_total",
+            "ARP/NDP requests sent.",
+            |c| c.neighbour_requests,
+        ),
+        (
+            "strait_esp_sealed_total",
+            "ESP packets sealed into a tunnel leaving by the interface.",
+            |c| c.esp_sealed,
+        ),
+        (
+            "strait_esp_opened_total",
+            "ESP packets opened after arriving on the interface.",
+            |c| c.esp_opened,
+        ),
+    ];
+    for (name, help, f) in iface_counters {
+        family(&mut out, name, "counter", help, per_iface(f));
+    }
+    family(
+        &mut out,
+        "strait_drops_total",
+        "counter",
+        "Frames dropped, by interface and reason.",
+        s.interfaces.iter().flat_map(|(n, c)| {
+            DropReason::ALL.iter().map(move |r| {
+                (
+                    format!("iface=\"{}\",reason=\"{}\"", escape(n), r.name()),
+                    c.drops[*r as usize],
+                )
+            })
+        }),
+    );
+    family(
+        &mut out,
+        "strait_worker_rx_packets_total",
+        "counter",
+        "Frames received, by worker.",
+        s.workers
+            .iter()
+            .enumerate()
+            .map(|(w, c)| (format!("worker=\"{w}\""), c.rx_packets)),
+    );
+    family(
+        &mut out,
+        "strait_worker_tx_packets_total",
+        "counter",
+        "Frames transmitted, by worker.",
+        s.workers
+            .iter()
+            .enumerate()
+            .map(|(w, c)| (format!("worker=\"{w}\""), c.tx_packets)),
+    );
+    family(
+        &mut out,
+        "strait_nat_sessions",
+        "gauge",
+        "NAT sessions held, by worker.",
+        s.nat
+            .iter()
+            .enumerate()
+            .map(|(w, (n, _))| (format!("worker=\"{w}\""), *n as u64)),
+    );
+    family(
+        &mut out,
+        "strait_nat_sessions_capacity",
+        "gauge",
+        "NAT sessions a worker can hold.",
+        s.nat
+            .iter()
+            .enumerate()
+            .map(|(w, (_, c))| (format!("worker=\"{w}\""), *c as u64)),
+    );
+    family(
+        &mut out,
+        "strait_esp_outbound_sa_sealed_bytes",
+        "gauge",
+        "Inner bytes sealed with the tunnel's current outbound SA (restarts at a rekey).",
+        s.tunnels
+            .iter()
+            .map(|(t, b)| (format!("tunnel=\"{}\"", escape(t)), *b)),
+    );
+    family(
+        &mut out,
+        "strait_tables_generation",
+        "gauge",
+        "Generation of the route, NAT and SA tables in force.",
+        [(String::new(), s.generation)],
+    );
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until `stop` is set.
+pub fn serve(
+    engine: Arc<Engine>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("strait-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = answer(&engine, stream) {
+                            tracing::debug!(error = %e, "metrics connection");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics accept");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+}
+
+/// One HTTP/1.0-style exchange: read the request head, answer, close.
+fn answer(engine: &Engine, mut stream: TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next(), parts.next());
+    let (status, body) = match (method, target) {
+        (Some("GET"), Some("/metrics")) => ("200 OK", render(&MetricsSnapshot::read(engine))),
+        (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".to_owned()),
+        _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_with_help_type_and_labels() {
+        let mut lan = PortCounters {
+            rx_packets: 10,
+            tx_packets: 7,
+            forwarded: 6,
+            ..PortCounters::default()
+        };
+        lan.drop(DropReason::ALL[0]);
+        lan.drop(DropReason::ALL[0]);
+        let s = MetricsSnapshot {
+            interfaces: vec![
+                ("lan".into(), lan),
+                ("w\"an".into(), PortCounters::default()),
+            ],
+            workers: vec![lan],
+            nat: vec![(3, 1024)],
+            generation: 5,
+            tunnels: vec![("hub".into(), 4096)],
+        };
+        let text = render(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"strait_rx_packets_total{iface=\"lan\"} 10"));
+        assert!(lines.contains(&"strait_tx_packets_total{iface=\"lan\"} 7"));
+        assert!(lines.contains(&"strait_forwarded_packets_total{iface=\"w\\\"an\"} 0"));
+        let drop = format!(
+            "strait_drops_total{{iface=\"lan\",reason=\"{}\"}} 2",
+            DropReason::ALL[0].name()
+        );
+        assert!(lines.contains(&drop.as_str()), "{text}");
+        assert!(lines.contains(&"strait_nat_sessions{worker=\"0\"} 3"));
+        assert!(lines.contains(&"strait_tables_generation 5"));
+        assert!(lines.contains(&"strait_esp_outbound_sa_sealed_bytes{tunnel=\"hub\"} 4096"));
+        // Every sample belongs to a family announced just before it.
+        let mut current = "";
+        for l in &lines {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                current = rest.split(' ').next().unwrap();
+                assert!(
+                    rest.ends_with(" counter") || rest.ends_with(" gauge"),
+                    "{l}"
+                );
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, current, "{l}");
+                if current.ends_with("_total") {
+                    assert!(text.contains(&format!("# TYPE {current} counter")));
+                }
+            }
+        }
+    }
+}
