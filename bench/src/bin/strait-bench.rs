@@ -7,7 +7,9 @@
 //! 2. ESP: one Strait instance encrypting (the generator opens the ESP it
 //!    emits), one decrypting (the generator seals what it sends), and a
 //!    branch/hub pair site to site (generator and iperf3 TCP), as ratios to
-//!    Strait's own plain forwarding measured minutes earlier.
+//!    Strait's own plain forwarding measured minutes earlier;
+//! 3. NAT (`--only nat`): Strait SNAT against nftables masquerade / SNAT
+//!    with 1k, 100k and 1M concurrent UDP flows, and the session setup rate.
 //!
 //! Every figure is the median and range of `--reps` trials. Run it through
 //! `scripts/bench`, which installs what it needs and builds release.
@@ -22,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::{Binaries, SchedTime, Straitd};
+use strait_bench::harness::nat::{NatPart, NatResults, SCALES};
 use strait_bench::harness::stats::{ratio, show, Spread};
 use strait_bench::harness::trial::{
     measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
@@ -44,6 +48,8 @@ enum Part {
     Forward,
     /// ESP: encrypt, decrypt, site to site.
     Esp,
+    /// NAT: Strait SNAT vs nftables masquerade, 1k to 1M flows.
+    Nat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,7 +87,8 @@ struct Args {
     /// Smoke run: one repetition of 1 s per figure, no TCP.
     #[arg(long)]
     quick: bool,
-    /// Parts to run (default: all).
+    /// Parts to run (default: forward,esp; nat adds about 5 minutes and
+    /// runs only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
     /// Repetitions of every figure.
@@ -171,6 +178,7 @@ struct Bench {
     out: PathBuf,
     tcp_secs: u64,
     cases: Vec<Case>,
+    nat: NatResults,
     notes: Vec<String>,
 }
 
@@ -217,6 +225,7 @@ fn main() -> Result<()> {
             c => Some(c.parse().context("--gen-cpu: a CPU number or `none`")?),
         },
         max_foreign_pct: args.max_foreign,
+        flows: FlowSpec::default(),
     };
     let tcp_secs = args.tcp_duration.unwrap_or(if quick { 0 } else { 4 });
     let mut bench = Bench {
@@ -226,6 +235,7 @@ fn main() -> Result<()> {
         out,
         tcp_secs,
         cases: Vec::new(),
+        nat: NatResults::default(),
         notes: Vec::new(),
     };
     bench.wait_idle();
@@ -240,6 +250,7 @@ fn main() -> Result<()> {
         let r = match part {
             Part::Forward => bench.forwarding(),
             Part::Esp => bench.esp(),
+            Part::Nat => bench.nat(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");
@@ -255,6 +266,7 @@ fn main() -> Result<()> {
         "machine": machine_notes(),
         "notes": bench.notes,
         "cases": bench.cases,
+        "nat": bench.nat,
     });
     std::fs::write(
         bench.out.join("results.json"),
@@ -472,6 +484,34 @@ addresses = ["10.2.0.1/24"]
         };
         self.tcp_into(&mut case, h1, h2, "10.2.0.2");
         self.cases.push(case);
+        Ok(())
+    }
+
+    /// NAT: the kernel (nftables) then Strait translating 1k, 100k and 1M
+    /// flows; `--quick` runs only the smallest two sets.
+    fn nat(&mut self) -> Result<()> {
+        eprintln!("== NAT: kernel nftables vs Strait SNAT (scripts/topologies/bench-nat.topo)");
+        let mut plan = self.plan.clone();
+        if self.args.duration.is_none() && !self.args.quick {
+            // 2 s trials keep the part near 5 minutes with three flow sets.
+            plan.duration = Duration::from_secs(2);
+        }
+        let quick = self.args.quick;
+        let part = NatPart {
+            plan,
+            bins: &self.bins,
+            out: &self.out,
+            topologies: &self.args.topologies,
+            dut_cpu: self.args.dut_cpu,
+            kernel_rps: self.args.kernel_rps,
+            sizes: self.args.sizes.clone(),
+            scales: SCALES[..if quick { 2 } else { 3 }].to_vec(),
+            setup_reps: if quick { 1 } else { 3 },
+        };
+        let mut progress = |label: &str, kind: &str, t: &TrialFigures| {
+            Self::progress(label)(kind, t);
+        };
+        self.nat = part.run(&mut progress)?;
         Ok(())
     }
 
@@ -818,6 +858,7 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
                 self.plan.max_foreign_pct
             );
         }
+        s.push_str(&self.nat.render());
         let tcp: Vec<&Case> = self
             .cases
             .iter()

@@ -11,9 +11,11 @@
 //! * [`tunnel`]: generator ports that seal or open ESP, so one Strait
 //!   instance can be measured encrypting or decrypting on its own.
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
+//! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
 //! * [`stats`]: median and range.
 
 pub mod daemon;
+pub mod nat;
 pub mod stats;
 pub mod trial;
 pub mod tunnel;

@@ -14,8 +14,8 @@ use strait_xdp::XdpMode;
 use super::stats::Spread;
 use super::tunnel::{OpeningRx, SealingTx, TunnelLeg, TunnelPortStats, SEAL_OVERHEAD};
 use crate::gen::{
-    in_netns, run_trial, AfPacketRx, AfPacketTx, Rate, Report, RxPort, TrafficSpec, TxPort, XdpRx,
-    XdpTx, FCS_LEN,
+    in_netns, run_trial, AfPacketRx, AfPacketTx, FlowSpec, Rate, Report, RxPort, TrafficSpec,
+    TxPort, XdpRx, XdpTx, FCS_LEN,
 };
 
 /// Which generator port sends.
@@ -92,6 +92,9 @@ pub struct Plan {
     /// share of the samples (percent) is repeated, at most
     /// [`MAX_RETRIES`] times, after the machine quietens.
     pub max_foreign_pct: f64,
+    /// The flows every trial cycles through (one flow by default; the NAT
+    /// part sends many).
+    pub flows: FlowSpec,
 }
 
 /// Most repetitions of one trial spoiled by other programs.
@@ -371,6 +374,7 @@ pub fn run_once(
     spec.rate = rate;
     spec.duration = plan.duration;
     spec.warmup = plan.warmup;
+    spec.flows = plan.flows;
     let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, size - FCS_LEN)?;
     pin_current_thread(plan.gen_cpu)?;
     let before = cpu_jiffies();
