@@ -23,6 +23,8 @@ use crate::config::{Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig
 use crate::counters::DropReason;
 use crate::engine::Engine;
 use crate::nat;
+use crate::neigh::NeighbourState;
+use crate::status::SaDirection;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
@@ -124,6 +126,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         ["show", "nat", "rules"] => show_nat_rules(engine, json),
         ["show", "nat"] => show_nat(engine, json),
         ["show", "sa"] | ["sa", "list"] => show_sa(engine, json),
+        ["show", "neighbours"] | ["show", "neighbors"] => show_neighbours(engine, json),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -285,8 +288,62 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
     }
 }
 
+fn show_neighbours(engine: &Engine, json: bool) -> String {
+    let t = engine.tables();
+    let port = |i: u16| t.ports.get(usize::from(i)).map_or("?", |p| p.name.as_str());
+    let mut n = engine.neighbours();
+    n.sort_by_key(|e| (e.port, e.ip, e.worker));
+    let state = |s: NeighbourState| match s {
+        NeighbourState::Incomplete => "incomplete",
+        NeighbourState::Reachable => "reachable",
+        NeighbourState::Stale => "stale",
+        NeighbourState::Static => "static",
+    };
+    if json {
+        let v: Vec<_> = n
+            .iter()
+            .map(|e| {
+                json!({ "interface": port(e.port), "ip": e.ip.to_string(), "mac": mac(e.mac),
+                        "state": state(e.state), "worker": e.worker })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = format!(
+        "{:<12} {:<40} {:<17} {:<11} {:>6}\n",
+        "interface", "address", "mac", "state", "worker"
+    );
+    for e in &n {
+        let _ = writeln!(
+            s,
+            "{:<12} {:<40} {:<17} {:<11} {:>6}",
+            port(e.port),
+            e.ip.to_string(),
+            mac(e.mac),
+            state(e.state),
+            e.worker
+        );
+    }
+    s
+}
+
 fn show_sa(engine: &Engine, json: bool) -> String {
     let sas = engine.security_associations();
+    // Per-SA counters from the workers' status snapshots (≤ 500 ms old).
+    let per_sa = engine.sa_counters();
+    let counters = |spi: u32, dir: SaDirection| {
+        per_sa
+            .iter()
+            .find(|c| c.spi == spi && c.direction == dir)
+            .map_or((0, 0, Vec::new()), |c| {
+                (c.packets, c.bytes, c.drops.clone())
+            })
+    };
+    let drops_json = |d: &[(&'static str, u64)]| {
+        d.iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect::<serde_json::Map<String, serde_json::Value>>()
+    };
     let esp_drops = |c: &crate::PortCounters| {
         DropReason::ALL
             .iter()
@@ -299,17 +356,27 @@ fn show_sa(engine: &Engine, json: bool) -> String {
             .iter()
             .map(|t| {
                 let c = t.egress_counters.unwrap_or_default();
+                let (p, b, d) = counters(t.outbound.spi, SaDirection::Outbound);
+                let outbound = json!({ "spi": t.outbound.spi, "cipher": t.outbound.cipher,
+                                       "esn": t.outbound.esn, "sealed_bytes": t.sealed_bytes,
+                                       "packets": p, "bytes": b, "drops": drops_json(&d) });
+                let inbound: Vec<_> = t
+                    .inbound
+                    .iter()
+                    .map(|s| {
+                        let (p, b, d) = counters(s.spi, SaDirection::Inbound);
+                        json!({ "spi": s.spi, "cipher": s.cipher, "esn": s.esn,
+                                "packets": p, "bytes": b, "drops": drops_json(&d) })
+                    })
+                    .collect();
                 json!({
                     "tunnel": t.tunnel, "local": t.local.to_string(),
                     "peer": match t.peer_port {
                         Some(p) => format!("{}:{p}", t.peer),
                         None => t.peer.to_string(),
                     },
-                    "outbound": { "spi": t.outbound.spi, "cipher": t.outbound.cipher,
-                                  "esn": t.outbound.esn, "sealed_bytes": t.sealed_bytes },
-                    "inbound": t.inbound.iter().map(|s| json!({
-                        "spi": s.spi, "cipher": s.cipher, "esn": s.esn,
-                    })).collect::<Vec<_>>(),
+                    "outbound": outbound,
+                    "inbound": inbound,
                     "interface": { "esp_sealed": c.esp_sealed, "esp_opened": c.esp_opened,
                                    "esp_drops": esp_drops(&c) },
                 })
@@ -324,16 +391,29 @@ fn show_sa(engine: &Engine, json: bool) -> String {
             None => format!("{} (esp)", t.peer),
         };
         let _ = writeln!(s, "tunnel {}: {} -> {peer}", t.tunnel, t.local);
+        let fmt_drops = |d: &[(&'static str, u64)]| {
+            d.iter()
+                .map(|(k, v)| format!(" {k} {v}"))
+                .collect::<String>()
+        };
+        let (p, b, d) = counters(t.outbound.spi, SaDirection::Outbound);
         let _ = writeln!(
             s,
-            "  outbound spi {:<10} {:<18} esn {:<5} sealed {} bytes",
-            t.outbound.spi, t.outbound.cipher, t.outbound.esn, t.sealed_bytes
+            "  outbound spi {:<10} {:<18} esn {:<5} packets {p} bytes {b}{}",
+            t.outbound.spi,
+            t.outbound.cipher,
+            t.outbound.esn,
+            fmt_drops(&d)
         );
         for sa in &t.inbound {
+            let (p, b, d) = counters(sa.spi, SaDirection::Inbound);
             let _ = writeln!(
                 s,
-                "  inbound  spi {:<10} {:<18} esn {}",
-                sa.spi, sa.cipher, sa.esn
+                "  inbound  spi {:<10} {:<18} esn {:<5} packets {p} bytes {b}{}",
+                sa.spi,
+                sa.cipher,
+                sa.esn,
+                fmt_drops(&d)
             );
         }
         if let Some(c) = &t.egress_counters {

@@ -24,6 +24,7 @@ use crate::config::{
 };
 use crate::counters::{PortCounters, SharedCounters};
 use crate::punt::HostTap;
+use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
 use crate::tables::{kernel_link, SharedTables, Tables};
 use crate::worker::{self, WorkerContext};
 
@@ -99,6 +100,7 @@ fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
 struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
     counters: Arc<SharedCounters>,
+    status: Arc<WorkerStatus>,
 }
 
 /// A running dataplane.
@@ -200,6 +202,7 @@ impl Engine {
                 (0..snapshot.ports.len()).map(|_| None).collect()
             };
             let counters = Arc::new(SharedCounters::new(snapshot.ports.len()));
+            let status = Arc::new(WorkerStatus::default());
             contexts.push(WorkerContext {
                 id: w,
                 ports,
@@ -209,10 +212,12 @@ impl Engine {
                 core: e.cores.get(w).copied(),
                 poll: e.poll,
                 taps,
+                status: Arc::clone(&status),
             });
             workers.push(WorkerHandle {
                 thread: None,
                 counters,
+                status,
             });
         }
         // The programs stay attached while any port set holds them.
@@ -468,6 +473,20 @@ impl Engine {
             .iter()
             .map(|w| (0..n).map(|i| w.counters.read(i)).collect())
             .collect()
+    }
+
+    /// Every worker's neighbour cache (≤ 500 ms old).
+    pub fn neighbours(&self) -> Vec<NeighbourInfo> {
+        self.workers
+            .iter()
+            .flat_map(|w| w.status.read().neighbours)
+            .collect()
+    }
+
+    /// Per-SA counters summed over the workers (≤ 500 ms old).
+    pub fn sa_counters(&self) -> Vec<SaCounterInfo> {
+        let snapshots: Vec<_> = self.workers.iter().map(|w| w.status.read()).collect();
+        sum_sas(&snapshots)
     }
 
     /// Number of workers.

@@ -12,6 +12,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod punt;
 pub mod ratelimit;
+pub mod status;
 pub mod tables;
 pub mod worker;
 

@@ -1195,6 +1195,30 @@ impl<P> Pipeline<P> {
         self.neighbours.resolve(key, held, now)
     }
 
+    /// This worker's per-SA counters, for the status snapshot.
+    pub fn sa_counters(&self, out: &mut Vec<crate::status::SaCounterInfo>) {
+        use crate::status::{SaCounterInfo, SaDirection};
+        let info = |tunnel: u16, spi: u32, direction, c: &strait_esp::SaCounters| SaCounterInfo {
+            tunnel,
+            spi,
+            direction,
+            packets: c.packets,
+            bytes: c.bytes,
+            drops: c.nonzero_drops().collect(),
+        };
+        for (i, w) in self.esp.out.iter().enumerate() {
+            out.push(info(
+                i as u16,
+                w.sa().spi(),
+                SaDirection::Outbound,
+                w.counters(),
+            ));
+        }
+        for e in &self.esp.inbound {
+            out.push(info(e.tunnel, e.spi, SaDirection::Inbound, e.sa.counters()));
+        }
+    }
+
     /// Runs neighbour timers.
     pub fn tick(&mut self, now: Instant, actions: impl FnMut(TimerAction), dropped: impl FnMut(P)) {
         self.neighbours.tick(now, actions, dropped);

@@ -25,6 +25,7 @@ use crate::pipeline::{
     Pipeline, Verdict, ETH_LEN,
 };
 use crate::punt::HostTap;
+use crate::status::{NeighbourInfo, WorkerStatus};
 use crate::tables::{SharedTables, Tables};
 
 /// Everything a worker thread owns.
@@ -46,10 +47,14 @@ pub struct WorkerContext {
     pub poll: PollConfig,
     /// Host-path TAP per port (worker 0 only).
     pub taps: Vec<Option<HostTap>>,
+    /// Where this worker publishes its neighbour cache and SA counters.
+    pub status: Arc<WorkerStatus>,
 }
 
 /// How often timers run.
 const TIMER_PERIOD: Duration = Duration::from_millis(1);
+/// How often the neighbour cache and SA counters are published.
+const STATUS_PERIOD: Duration = Duration::from_millis(500);
 /// How often counters are published for readers.
 const PUBLISH_PERIOD: Duration = Duration::from_millis(50);
 /// How often the NAT session snapshot is published for `show nat`.
@@ -80,6 +85,7 @@ pub fn run(mut ctx: WorkerContext) {
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
     let mut next_publish = now;
+    let mut next_status = now;
     let mut next_nat_publish = now;
     let mut idle_rounds: u32 = 0;
     while !ctx.stop.load(Ordering::Relaxed) {
@@ -104,6 +110,24 @@ pub fn run(mut ctx: WorkerContext) {
             if now >= next_publish {
                 next_publish = now + PUBLISH_PERIOD;
                 w.publish(&ctx.ports, &ctx.counters);
+            }
+            if now >= next_status {
+                next_status = now + STATUS_PERIOD;
+                let (id, pipeline) = (ctx.id, &w.pipeline);
+                ctx.status.publish(|s| {
+                    s.neighbours.clear();
+                    s.neighbours.extend(pipeline.neighbours.entries().map(
+                        |((port, ip), mac, state)| NeighbourInfo {
+                            worker: id,
+                            port,
+                            ip,
+                            mac,
+                            state,
+                        },
+                    ));
+                    s.sas.clear();
+                    pipeline.sa_counters(&mut s.sas);
+                });
             }
             if now >= next_nat_publish {
                 next_nat_publish = now + NAT_PUBLISH_PERIOD;

@@ -106,6 +106,18 @@ fn ping_both_families_and_icmp_errors() {
         .join(":");
     let neigh = bed.h1.ip(&["neigh", "show", "10.1.0.1"]).unwrap();
     assert!(neigh.contains(&mac), "{neigh} lacks {mac}");
+    // The dataplane's own neighbour cache (published every 500 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let neigh = bed.daemon.json(&["show", "neighbours"]);
+    let h1_entry = neigh
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ip"] == "10.1.0.2")
+        .unwrap_or_else(|| panic!("h1 not in the neighbour cache: {neigh}"));
+    assert_eq!(h1_entry["interface"], "left");
+    assert_eq!(h1_entry["state"], "reachable");
+    assert!(bed.daemon.ctl(&["show", "neighbours"]).contains("10.2.0.2"));
     let drops = bed.drops();
     assert_eq!(drops["left"]["ttl_exceeded"], 2, "{drops}");
     assert_eq!(drops["left"]["no_route"], 1, "{drops}");

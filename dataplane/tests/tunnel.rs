@@ -359,6 +359,18 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     let h = hub.json(&["show", "counters"]);
     assert!(b["wan"]["esp_sealed"].as_u64().unwrap() > 1000, "{b}");
     assert!(h["wan"]["esp_opened"].as_u64().unwrap() > 1000, "{h}");
+    // Per-SA counters, summed over the workers' snapshots (500 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let hub_sa = hub.json(&["show", "sa"]);
+    let inbound = &hub_sa[0]["inbound"][0];
+    assert_eq!(inbound["spi"], 4097, "{hub_sa}");
+    assert!(inbound["packets"].as_u64().unwrap() > 1000, "{hub_sa}");
+    assert!(inbound["drops"].as_object().unwrap().is_empty(), "{hub_sa}");
+    let branch_sa = branch.json(&["show", "sa"]);
+    assert!(
+        branch_sa[0]["outbound"]["packets"].as_u64().unwrap() > 1000,
+        "{branch_sa}"
+    );
     let hd = hub.json(&["show", "drops"]);
     assert_eq!(hd["wan"]["esp_auth_failed"], 0, "{hd}");
 }
