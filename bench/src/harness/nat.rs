@@ -689,7 +689,11 @@ mod tests {
         assert!(p.contains("\"198.51.100.10\""));
         assert!(p.contains("\"198.51.100.73\""));
         assert!(!p.contains("\"198.51.100.74\""));
-        assert_eq!(p.matches("\"198.51.100.").count(), POOL_LEN as usize);
+        let pool = p
+            .lines()
+            .find(|l| l.starts_with("addresses = [\"198.51.100.10\""))
+            .expect("pool line");
+        assert_eq!(pool.matches("\"198.51.100.").count(), POOL_LEN as usize);
     }
 
     #[test]
