@@ -27,6 +27,7 @@ use clap::{Parser, ValueEnum};
 use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::{Binaries, SchedTime, Straitd};
 use strait_bench::harness::nat::{NatPart, NatResults, SCALES};
+use strait_bench::harness::peers::{self, Implementation};
 use strait_bench::harness::stats::{ratio, show, Spread};
 use strait_bench::harness::trial::{
     measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
@@ -50,6 +51,8 @@ enum Part {
     Esp,
     /// NAT: Strait SNAT vs nftables masquerade, 1k to 1M flows.
     Nat,
+    /// Site to site: Strait vs wireguard-go and boringtun as the gateways.
+    Peers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,8 +90,8 @@ struct Args {
     /// Smoke run: one repetition of 1 s per figure, no TCP.
     #[arg(long)]
     quick: bool,
-    /// Parts to run (default: forward,esp; nat adds about 5 minutes and
-    /// runs only when named).
+    /// Parts to run (default: forward,esp; nat and peers add about 5
+    /// minutes each and run only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
     /// Repetitions of every figure.
@@ -138,6 +141,10 @@ struct Args {
     /// Directory of the .topo files.
     #[arg(long, default_value = "scripts/topologies")]
     topologies: PathBuf,
+    /// Where boringtun-cli is installed (`cargo install --root`) when it
+    /// is not on PATH, for `--only peers`.
+    #[arg(long, default_value = "/var/cache/strait-bench/boringtun")]
+    peers_cache: PathBuf,
     /// Where results (JSON, Markdown, daemon logs) go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -251,6 +258,7 @@ fn main() -> Result<()> {
             Part::Forward => bench.forwarding(),
             Part::Esp => bench.esp(),
             Part::Nat => bench.nat(),
+            Part::Peers => bench.peers(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");
@@ -515,6 +523,149 @@ addresses = ["10.2.0.1/24"]
         Ok(())
     }
 
+    /// Site to site with the gateway pair swapped: Strait (branch/hub,
+    /// static SAs), then wireguard-go and boringtun on a fresh copy of the
+    /// same bed, with the same generator traffic and iperf3.
+    fn peers(&mut self) -> Result<()> {
+        strait_testbed::require_program("wireguard-go", "wireguard-go");
+        strait_testbed::require_program("wg", "wireguard-tools");
+        // Installing boringtun can take minutes: before anything is measured.
+        let mut imps = vec![Implementation::WireguardGo];
+        match peers::boringtun(&self.args.peers_cache) {
+            Ok(bin) => imps.push(Implementation::Boringtun(bin)),
+            Err(why) => {
+                let note = format!("boringtun skipped: {why}");
+                eprintln!("strait-bench: {note}");
+                self.notes.push(note);
+            }
+        }
+        self.site_strait("peers")?;
+        let tag = format!("{}", std::process::id() % 10_000);
+        for imp in imps {
+            let version = imp.version();
+            let label = format!("{} {version}", imp.label());
+            eprintln!("== peers: {label} as both gateways (scripts/topologies/bench-site.topo)");
+            let (_tb, nets) = self.bed("bench-site.topo", "bench-peer")?;
+            let (lana, branch, hub, lanb) = (
+                ns(&nets, "lana")?,
+                ns(&nets, "branch")?,
+                ns(&nets, "hub")?,
+                ns(&nets, "lanb")?,
+            );
+            let a = peers::Gateway {
+                netns: branch,
+                lan: ("lan", "10.1.0.1/24"),
+                wan: ("wan", "203.0.113.2/24"),
+                inner: "10.98.0.1/24",
+                site: "10.1.0.0/16",
+            };
+            let b = peers::Gateway {
+                netns: hub,
+                lan: ("lan", "10.2.0.1/24"),
+                wan: ("wan", "203.0.113.1/24"),
+                inner: "10.98.0.2/24",
+                site: "10.2.0.0/16",
+            };
+            let pair = peers::WgPair::start(&imp, &a, &b, &tag, &self.out)?;
+            let ready = (0..20).any(|_| {
+                lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
+                    .is_ok_and(|o| o.status.success())
+            });
+            if !ready {
+                bail!("{label}: lana cannot reach lanb through the tunnel");
+            }
+            let path = Path {
+                tx: Attachment {
+                    netns: lana.name().into(),
+                    iface: "eth0".into(),
+                },
+                rx: Attachment {
+                    netns: lanb.name().into(),
+                    iface: "eth0".into(),
+                },
+                src_mac: lana.mac("eth0")?,
+                dst_mac: branch.mac("lan")?,
+                src_ip: ip("10.1.0.2"),
+                dst_ip: ip("10.2.0.2"),
+                seal: None,
+                open: None,
+            };
+            for &size in &self.args.esp_sizes.clone() {
+                let fig = measure(
+                    &path,
+                    &self.plan,
+                    size,
+                    &pair.pids(),
+                    &mut Self::progress(&label),
+                )?;
+                self.push_fig("peers", &label, size, fig, vec![]);
+            }
+            let mut case = Case {
+                section: "peers-tcp",
+                system: label,
+                size: 0,
+                figure: Figure::default(),
+                worker_on_cpu: vec![],
+                tcp_gbps: vec![],
+                tcp_retransmits: vec![],
+            };
+            self.tcp_into(&mut case, lana, lanb, "10.2.0.2");
+            self.cases.push(case);
+            drop(pair);
+        }
+        Ok(())
+    }
+
+    /// The peers table: each system's generator and TCP figures as ratios
+    /// to Strait site to site in the same run, and the commercial claim.
+    fn render_peers(&self, s: &mut String) {
+        if !self.cases.iter().any(|c| c.section == "peers") {
+            return;
+        }
+        let tcp_of = |system: &str| {
+            self.cases
+                .iter()
+                .find(|c| c.section == "peers-tcp" && c.system == system)
+                .and_then(Case::tcp)
+        };
+        let _ = writeln!(
+            s,
+            "\n### Site to site: Strait vs userspace peers (ratio: / Strait site to site, this run)\n\n\
+             | system | frame | Gbit/s | kpps | loss % | p50 µs | p99 µs | TCP Gbit/s | UDP ratio | TCP ratio |\n\
+             |---|---|---|---|---|---|---|---|---|---|"
+        );
+        for c in self.cases.iter().filter(|c| c.section == "peers") {
+            let strait = self.find("peers", "Strait", c.size);
+            let f = &c.figure;
+            let tcp = tcp_of(&c.system);
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.system,
+                c.size,
+                show(f.gbps(), 3),
+                show(f.pps().map(|x| x.scaled(1e-3)), 1),
+                show(f.loss(), 2),
+                show(f.p50(), 0),
+                show(f.p99(), 0),
+                show(tcp, 2),
+                strait
+                    .and_then(|k| ratio(f.gbps(), k.figure.gbps()))
+                    .map_or("—".into(), |r| format!("{r:.2}×")),
+                strait
+                    .and_then(|k| ratio(tcp, tcp_of(&k.system)))
+                    .map_or("—".into(), |r| format!("{r:.2}×")),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| commercial vCPE (datasheet, 2 vCPUs) | — | 0.35 | — | — | — | — | — | — | — |\n\n\
+             Gbit/s, kpps, loss: at the maximum rate the generator finds; p50/p99: one-way latency at {:.0} % of it; \
+             TCP: iperf3, one stream. Ratios: median Gbit/s over Strait's median in this run.",
+            self.plan.latency_at * 100.0
+        );
+    }
+
     /// ESP: one instance encrypting, one decrypting, then site to site.
     fn esp(&mut self) -> Result<()> {
         eprintln!(
@@ -617,7 +768,12 @@ inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
             }
             save_counters(&d, &self.out, "esp-endpoint");
         }
+        self.site_strait("esp")
+    }
 
+    /// Strait as the branch/hub pair on the site-to-site bed: generator
+    /// figures into `section`, TCP into `<section>-tcp`.
+    fn site_strait(&mut self, section: &'static str) -> Result<()> {
         eprintln!("== ESP: site to site, branch encrypts, hub decrypts (scripts/topologies/bench-site.topo)");
         let (_tb, nets) = self.bed("bench-site.topo", "bench-site")?;
         let (lana, branch, hub, lanb) = (
@@ -706,10 +862,14 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         let label = format!("Strait site to site ({poll})");
         for &size in &self.args.esp_sizes.clone() {
             let (fig, share) = self.measure_dut(&site, size, &label, &[&db, &dh])?;
-            self.push_fig("esp", &label, size, fig, share);
+            self.push_fig(section, &label, size, fig, share);
         }
         let mut case = Case {
-            section: "esp-tcp",
+            section: if section == "esp" {
+                "esp-tcp"
+            } else {
+                "peers-tcp"
+            },
             system: label,
             size: 0,
             figure: Figure::default(),
@@ -859,6 +1019,7 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
             );
         }
         s.push_str(&self.nat.render());
+        self.render_peers(&mut s);
         let tcp: Vec<&Case> = self
             .cases
             .iter()

@@ -222,11 +222,20 @@ mod tests {
         let h = std::thread::Builder::new()
             .name(name.into())
             .spawn(|| {
+                // Spin until the thread has had 10 ms of CPU by its own
+                // schedstat (bounded): on a loaded box wall time is no
+                // measure of CPU time.
                 let t = std::time::Instant::now();
-                while t.elapsed() < Duration::from_millis(30) {
-                    std::hint::spin_loop();
+                loop {
+                    let s = sched_time(std::process::id(), "strait-w-test");
+                    let done = s.is_some_and(|s| s.run_ns >= 10_000_000);
+                    if done || t.elapsed() > Duration::from_secs(5) {
+                        return s;
+                    }
+                    for _ in 0..100_000 {
+                        std::hint::spin_loop();
+                    }
                 }
-                sched_time(std::process::id(), "strait-w-test")
             })
             .unwrap();
         let s = h.join().unwrap().expect("own thread found");

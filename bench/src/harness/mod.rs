@@ -12,10 +12,12 @@
 //!   instance can be measured encrypting or decrypting on its own.
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
 //! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
+//! * [`peers`]: wireguard-go and boringtun as the site-to-site gateway pair.
 //! * [`stats`]: median and range.
 
 pub mod daemon;
 pub mod nat;
+pub mod peers;
 pub mod stats;
 pub mod trial;
 pub mod tunnel;
