@@ -61,8 +61,12 @@ impl Implementation {
                 .output(),
             Implementation::Boringtun(bin) => Command::new(bin).arg("--version").output(),
         };
+        // boringtun prints "boringtun 0.7.1": keep the version only.
         out.ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| {
+                let v = String::from_utf8_lossy(&o.stdout);
+                v.trim().rsplit(' ').next().unwrap_or_default().to_owned()
+            })
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "unknown version".into())
     }
