@@ -22,7 +22,7 @@ use crate::nat::{self, Inbound, NatStage};
 use crate::neigh::{NeighbourConfig, NeighbourKey, NeighbourTable, Resolution, TimerAction};
 use crate::packet::PacketBuf;
 use crate::ratelimit::TokenBucket;
-use crate::tables::{Port, SaSpec, Tables, Tunnel};
+use crate::tables::{Egress, Port, SaSpec, Tables, Tunnel};
 use std::sync::Arc;
 use strait_esp::{
     classify_outer, ArrivalKind, DropReason as EspDrop, InboundSa, OutboundWorker, OuterHeader,
@@ -438,16 +438,12 @@ impl<P> Pipeline<P> {
             }
             Some(Disposition::Forward(nh)) => {
                 let egress = nh.egress.0 as usize;
-                // A port, or a tunnel (egress ids past the ports).
-                let (mtu, tunnel) = match egress.checked_sub(t.ports.len()) {
-                    None => match t.ports.get(egress) {
-                        Some(p) => (p.mtu, None),
-                        None => return Verdict::Drop(DropReason::NoRoute),
-                    },
-                    Some(i) => match t.tunnels.get(i) {
-                        Some(tun) => (tun.mtu, Some(tun)),
-                        None => return Verdict::Drop(DropReason::NoRoute),
-                    },
+                let Some(out) = t.egress(nh.egress.0) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                let (mtu, tunnel) = match out {
+                    Egress::Port(p) => (p.mtu, None),
+                    Egress::Tunnel(tun) => (tun.mtu, Some(tun)),
                 };
                 if ttl <= 1 {
                     return self.icmpv4_error(
@@ -558,15 +554,10 @@ impl<P> Pipeline<P> {
         let Some(Disposition::Forward(nh)) = t.fib.lookup(IpAddr::V4(dst), hash) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let egress = nh.egress.0 as usize;
-        let mtu = match t.ports.get(egress) {
-            Some(p) => p.mtu,
-            None => match t.tunnels.get(egress - t.ports.len()) {
-                Some(tun) => tun.mtu,
-                None => return Verdict::Drop(DropReason::NoRoute),
-            },
+        let Some(out) = t.egress(nh.egress.0) else {
+            return Verdict::Drop(DropReason::NoRoute);
         };
-        if total > usize::from(mtu) {
+        if total > usize::from(out.mtu()) {
             return Verdict::Drop(DropReason::FragmentationNeeded);
         }
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[l3..]);
@@ -575,10 +566,10 @@ impl<P> Pipeline<P> {
         }
         pkt.pull_front(l3);
         self.counters[usize::from(port.id)].forwarded += 1;
-        match t.tunnels.get(egress.wrapping_sub(t.ports.len())) {
-            Some(tun) if egress >= t.ports.len() => self.esp_output(t, tun, pkt, now),
-            _ => Verdict::Forward {
-                port: egress as u16,
+        match out {
+            Egress::Tunnel(tun) => self.esp_output(t, tun, pkt, now),
+            Egress::Port(p) => Verdict::Forward {
+                port: p.id,
                 neighbour: nh.neighbour(IpAddr::V4(dst)),
             },
         }
@@ -778,16 +769,12 @@ impl<P> Pipeline<P> {
             Some(Disposition::Local) => self.local_v6(port, pkt, l3, next_header),
             Some(Disposition::Forward(nh)) => {
                 let egress = nh.egress.0 as usize;
-                // A port, or a tunnel (egress ids past the ports).
-                let (mtu, tunnel) = match egress.checked_sub(t.ports.len()) {
-                    None => match t.ports.get(egress) {
-                        Some(p) => (p.mtu, None),
-                        None => return Verdict::Drop(DropReason::NoRoute),
-                    },
-                    Some(i) => match t.tunnels.get(i) {
-                        Some(tun) => (tun.mtu, Some(tun)),
-                        None => return Verdict::Drop(DropReason::NoRoute),
-                    },
+                let Some(out) = t.egress(nh.egress.0) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                let (mtu, tunnel) = match out {
+                    Egress::Port(p) => (p.mtu, None),
+                    Egress::Tunnel(tun) => (tun.mtu, Some(tun)),
                 };
                 if hop_limit <= 1 {
                     return self.icmpv6_error(
@@ -1170,18 +1157,14 @@ impl<P> Pipeline<P> {
             return Verdict::Drop(DropReason::Malformed);
         };
         match t.fib.lookup(dst, 0) {
-            Some(Disposition::Forward(nh)) => {
-                match (nh.egress.0 as usize).checked_sub(t.ports.len()) {
-                    None => Verdict::Forward {
-                        port: nh.egress.0 as u16,
-                        neighbour: nh.neighbour(dst),
-                    },
-                    Some(i) => match t.tunnels.get(i) {
-                        Some(tun) => self.esp_output(t, tun, pkt, now),
-                        None => Verdict::Drop(DropReason::NoRoute),
-                    },
-                }
-            }
+            Some(Disposition::Forward(nh)) => match t.egress(nh.egress.0) {
+                Some(Egress::Port(p)) => Verdict::Forward {
+                    port: p.id,
+                    neighbour: nh.neighbour(dst),
+                },
+                Some(Egress::Tunnel(tun)) => self.esp_output(t, tun, pkt, now),
+                None => Verdict::Drop(DropReason::NoRoute),
+            },
             _ => Verdict::Drop(DropReason::NoRoute),
         }
     }

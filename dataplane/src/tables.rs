@@ -119,6 +119,26 @@ pub struct StaticNeighbour {
     pub mac: [u8; 6],
 }
 
+/// What a FIB egress id names: a port, or a tunnel (ids past the ports).
+#[derive(Debug, Clone, Copy)]
+pub enum Egress<'a> {
+    /// A port.
+    Port(&'a Port),
+    /// An ESP tunnel.
+    Tunnel(&'a Tunnel),
+}
+
+impl Egress<'_> {
+    /// MTU of the IP layer leaving by it.
+    #[inline]
+    pub fn mtu(&self) -> u16 {
+        match self {
+            Egress::Port(p) => p.mtu,
+            Egress::Tunnel(t) => t.mtu,
+        }
+    }
+}
+
 /// Everything the workers read per packet.
 #[derive(Debug)]
 pub struct Tables {
@@ -331,6 +351,16 @@ fn selectors(src: &[IpPrefix], dst: &[IpPrefix]) -> TrafficSelectors {
 }
 
 impl Tables {
+    /// The port or tunnel a FIB egress id names.
+    #[inline]
+    pub fn egress(&self, id: u32) -> Option<Egress<'_>> {
+        let id = id as usize;
+        match id.checked_sub(self.ports.len()) {
+            None => self.ports.get(id).map(Egress::Port),
+            Some(i) => self.tunnels.get(i).map(Egress::Tunnel),
+        }
+    }
+
     /// Port by kernel name.
     pub fn port_by_name(&self, name: &str) -> Option<&Port> {
         self.ports.iter().find(|p| p.name == name)
