@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::{Binaries, SchedTime, Straitd};
 use strait_bench::harness::nat::{NatPart, NatResults, SCALES};
 use strait_bench::harness::peers::{self, Implementation};
+use strait_bench::harness::set_rps;
 use strait_bench::harness::stats::{ratio, show, Spread};
 use strait_bench::harness::trial::{
     measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
@@ -480,7 +481,7 @@ addresses = ["10.2.0.1/24"]
                 tcp_retransmits: vec![],
             });
         }
-        save_counters(&d, &self.out, "forward");
+        d.save_shows(&self.out, "forward", &["counters", "drops", "workers"]);
         let mut case = Case {
             section: "forward-tcp",
             system: label,
@@ -567,29 +568,8 @@ addresses = ["10.2.0.1/24"]
                 site: "10.2.0.0/16",
             };
             let pair = peers::WgPair::start(&imp, &a, &b, &tag, &self.out)?;
-            let ready = (0..20).any(|_| {
-                lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
-                    .is_ok_and(|o| o.status.success())
-            });
-            if !ready {
-                bail!("{label}: lana cannot reach lanb through the tunnel");
-            }
-            let path = Path {
-                tx: Attachment {
-                    netns: lana.name().into(),
-                    iface: "eth0".into(),
-                },
-                rx: Attachment {
-                    netns: lanb.name().into(),
-                    iface: "eth0".into(),
-                },
-                src_mac: lana.mac("eth0")?,
-                dst_mac: branch.mac("lan")?,
-                src_ip: ip("10.1.0.2"),
-                dst_ip: ip("10.2.0.2"),
-                seal: None,
-                open: None,
-            };
+            wait_through_tunnel(lana, &label)?;
+            let path = site_path(lana, lanb, branch)?;
             for &size in &self.args.esp_sizes.clone() {
                 let fig = measure(
                     &path,
@@ -766,7 +746,7 @@ inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
                 let (fig, share) = self.measure_dut(&decrypt, size, label, &[&d])?;
                 self.push_fig("esp", label, size, fig, share);
             }
-            save_counters(&d, &self.out, "esp-endpoint");
+            d.save_shows(&self.out, "esp-endpoint", &["counters", "drops", "workers"]);
         }
         self.site_strait("esp")
     }
@@ -836,29 +816,8 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         let dh = Straitd::start(hub, &self.bins, &self.out, "site-hub", &hub_cfg)?;
         // The first packet makes the branch resolve the hub and the hub
         // resolve the sink; ping until the path works (bounded).
-        let ready = (0..20).any(|_| {
-            lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
-                .is_ok_and(|o| o.status.success())
-        });
-        if !ready {
-            bail!("site to site: lana cannot reach lanb through the tunnel");
-        }
-        let site = Path {
-            tx: Attachment {
-                netns: lana.name().into(),
-                iface: "eth0".into(),
-            },
-            rx: Attachment {
-                netns: lanb.name().into(),
-                iface: "eth0".into(),
-            },
-            src_mac: lana.mac("eth0")?,
-            dst_mac: branch.mac("lan")?,
-            src_ip: ip("10.1.0.2"),
-            dst_ip: ip("10.2.0.2"),
-            seal: None,
-            open: None,
-        };
+        wait_through_tunnel(lana, "site to site")?;
+        let site = site_path(lana, lanb, branch)?;
         let label = format!("Strait site to site ({poll})");
         for &size in &self.args.esp_sizes.clone() {
             let (fig, share) = self.measure_dut(&site, size, &label, &[&db, &dh])?;
@@ -879,8 +838,8 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         };
         self.tcp_into(&mut case, lana, lanb, "10.2.0.2");
         self.cases.push(case);
-        save_counters(&db, &self.out, "site-branch");
-        save_counters(&dh, &self.out, "site-hub");
+        db.save_shows(&self.out, "site-branch", &["counters", "drops", "workers"]);
+        dh.save_shows(&self.out, "site-hub", &["counters", "drops", "workers"]);
         Ok(())
     }
 
@@ -1063,30 +1022,38 @@ fn fmt_mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-fn set_rps(dp: &Netns, ifaces: &[&str], mask: &str) -> Result<()> {
-    for i in ifaces {
-        dp.run(&[
-            "sh",
-            "-c",
-            &format!("echo {mask} > /sys/class/net/{i}/queues/rx-0/rps_cpus"),
-        ])?;
-    }
-    Ok(())
+/// The generator path of the site-to-site bed: lana → lanb, first hop the
+/// branch gateway's LAN port.
+fn site_path(lana: &Netns, lanb: &Netns, branch: &Netns) -> Result<Path> {
+    Ok(Path {
+        tx: Attachment {
+            netns: lana.name().into(),
+            iface: "eth0".into(),
+        },
+        rx: Attachment {
+            netns: lanb.name().into(),
+            iface: "eth0".into(),
+        },
+        src_mac: lana.mac("eth0")?,
+        dst_mac: branch.mac("lan")?,
+        src_ip: ip("10.1.0.2"),
+        dst_ip: ip("10.2.0.2"),
+        seal: None,
+        open: None,
+    })
 }
 
-fn save_counters(d: &Straitd, out: &FsPath, name: &str) {
-    let mut text = String::new();
-    for what in ["counters", "drops", "workers"] {
-        match d.query(&format!("show {what}")) {
-            Ok(t) => {
-                let _ = writeln!(text, "== show {what}\n{t}");
-            }
-            Err(e) => {
-                let _ = writeln!(text, "== show {what}: {e:#}");
-            }
-        }
+/// Pings lanb from lana until the tunnel carries it (the first packets make
+/// the gateways resolve their neighbours); bounded to 20 tries.
+fn wait_through_tunnel(lana: &Netns, label: &str) -> Result<()> {
+    let ready = (0..20).any(|_| {
+        lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
+            .is_ok_and(|o| o.status.success())
+    });
+    if !ready {
+        bail!("{label}: lana cannot reach lanb through the tunnel");
     }
-    let _ = std::fs::write(out.join(format!("{name}.counters.txt")), text);
+    Ok(())
 }
 
 /// One iperf3 TCP run; Gbit/s received and retransmits.

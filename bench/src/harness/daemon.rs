@@ -101,6 +101,20 @@ impl Straitd {
         }
     }
 
+    /// Writes `straitctl show <what>` for each of `whats` into
+    /// `out/<name>.counters.txt` (errors included, for the record).
+    pub fn save_shows(&self, out: &Path, name: &str, whats: &[&str]) {
+        let mut text = String::new();
+        for what in whats {
+            let r = self.query(&format!("show {what}"));
+            text.push_str(&format!(
+                "== show {what}\n{}\n",
+                r.unwrap_or_else(|e| format!("{e:#}"))
+            ));
+        }
+        let _ = std::fs::write(out.join(format!("{name}.counters.txt")), text);
+    }
+
     /// Runs `straitctl <command>` and returns its output.
     pub fn query(&self, command: &str) -> Result<String> {
         let out = Command::new(&self.straitctl)

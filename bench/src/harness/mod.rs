@@ -21,3 +21,16 @@ pub mod peers;
 pub mod stats;
 pub mod trial;
 pub mod tunnel;
+
+/// Steers the kernel's receive processing of `ifaces` in `ns` to the CPUs
+/// in hex `mask` (RPS; "0" turns it off): the kernel baselines use it.
+pub fn set_rps(ns: &strait_testbed::Netns, ifaces: &[&str], mask: &str) -> anyhow::Result<()> {
+    for i in ifaces {
+        ns.run(&[
+            "sh",
+            "-c",
+            &format!("echo {mask} > /sys/class/net/{i}/queues/rx-0/rps_cpus"),
+        ])?;
+    }
+    Ok(())
+}

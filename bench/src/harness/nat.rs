@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use strait_testbed::{Netns, Testbed, Topology};
 
 use super::daemon::{Binaries, Straitd};
+use super::set_rps;
 use super::stats::{ratio, show, Spread};
 use super::trial::{measure, run_once, Attachment, Figure, Path, Plan, TrialFigures};
 use crate::gen::{FlowOrder, FlowSpec, PortRange, Rate};
@@ -502,7 +503,7 @@ impl NatPart<'_> {
                     table,
                 });
             }
-            save(&d, self.out, &tag);
+            d.save_shows(self.out, &tag, &["nat", "drops", "workers"]);
         }
         let mut setup = SetupCase {
             system: label.clone(),
@@ -526,35 +527,11 @@ impl NatPart<'_> {
                 setup.created.push(n);
             }
             setup.trials.push(t);
-            save(&d, self.out, &tag);
+            d.save_shows(self.out, &tag, &["nat", "drops", "workers"]);
         }
         res.setup.push(setup);
         Ok(())
     }
-}
-
-fn set_rps(dp: &Netns, ifaces: &[&str], mask: &str) -> Result<()> {
-    for i in ifaces {
-        dp.run(&[
-            "sh",
-            "-c",
-            &format!("echo {mask} > /sys/class/net/{i}/queues/rx-0/rps_cpus"),
-        ])?;
-    }
-    Ok(())
-}
-
-fn save(d: &Straitd, out: &FsPath, name: &str) {
-    let mut text = String::new();
-    for what in ["nat", "drops", "workers"] {
-        let r = d.query(&format!("show {what}"));
-        let _ = writeln!(
-            text,
-            "== show {what}\n{}",
-            r.unwrap_or_else(|e| format!("{e:#}"))
-        );
-    }
-    let _ = std::fs::write(out.join(format!("{name}.counters.txt")), text);
 }
 
 impl NatResults {
