@@ -13,12 +13,15 @@
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
 //! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
 //! * [`peers`]: wireguard-go and boringtun as the site-to-site gateway pair.
+//! * [`strongswan`]: strongSwan with userspace ESP (`kernel-libipsec`) as
+//!   the same gateway pair.
 //! * [`stats`]: median and range.
 
 pub mod daemon;
 pub mod nat;
 pub mod peers;
 pub mod stats;
+pub mod strongswan;
 pub mod trial;
 pub mod tunnel;
 
