@@ -421,7 +421,9 @@ const RX_FIELDS: &[&str] = &[
     "warmup_packets",
     "foreign",
 ];
-const LATENCY_FIELDS: &[&str] = &["samples", "min", "mean", "p50", "p90", "p99", "p999", "max"];
+const LATENCY_FIELDS: &[&str] = &[
+    "samples", "min", "mean", "p50", "p90", "p99", "p999", "max", "cdf",
+];
 
 fn has_all(v: &serde_json::Value, fields: &[&str], what: &str) {
     let obj = v
@@ -482,6 +484,13 @@ fn cli_json_report_has_every_documented_field() {
     has_all(&v["tx"], TX_FIELDS, "tx");
     has_all(&v["rx"], RX_FIELDS, "rx");
     has_all(&v["latency_ns"], LATENCY_FIELDS, "latency_ns");
+    let cdf = v["latency_ns"]["cdf"].as_array().expect("cdf array");
+    assert_eq!(cdf.len(), CDF_QUANTILES.len());
+    for (p, q) in cdf.iter().zip(CDF_QUANTILES) {
+        has_all(p, &["quantile", "ns"], "latency_ns.cdf[]");
+        assert_eq!(p["quantile"], q);
+    }
+    assert_eq!(cdf.last().unwrap()["ns"], v["latency_ns"]["max"]);
     for s in v["sizes"].as_array().expect("sizes array") {
         has_all(s, &["bytes", "weight"], "sizes[]");
     }

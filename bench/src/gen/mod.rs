@@ -58,7 +58,8 @@ pub use receiver::{
     SequenceTracker, REORDER_WINDOW,
 };
 pub use report::{
-    LatencyReport, Report, RxReport, SizeShare, TxReport, SATURATION_NOTE, SCHEMA_VERSION,
+    CdfPoint, LatencyReport, Report, RxReport, SizeShare, TxReport, CDF_QUANTILES, SATURATION_NOTE,
+    SCHEMA_VERSION,
 };
 pub use search::{RateSearch, SearchConfig, SearchResult, Trial};
 pub use sender::{AfPacketTx, SendOutcome, Sender, TxPort, TxProgress, TxStats, UdpTx};

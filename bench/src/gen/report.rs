@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::receiver::RxStats;
@@ -11,7 +12,7 @@ use super::sender::{rate, TxStats};
 use super::spec::{TrafficSpec, FCS_LEN, WIRE_OVERHEAD};
 
 /// Version of the JSON schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Said in every report of a max-rate run.
 pub const SATURATION_NOTE: &str = "latency measured at saturation is queueing delay in \
@@ -65,7 +66,7 @@ pub struct RxReport {
     pub foreign: u64,
 }
 
-/// One-way latency percentiles in nanoseconds.
+/// One-way latency percentiles and distribution in nanoseconds.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LatencyReport {
     /// Number of samples.
@@ -84,6 +85,52 @@ pub struct LatencyReport {
     pub p999: u64,
     /// Largest.
     pub max: u64,
+    /// The distribution at [`CDF_QUANTILES`], for latency plots.
+    pub cdf: Vec<CdfPoint>,
+}
+
+/// Quantiles the report samples the latency distribution at: evenly over the
+/// body, then ever closer to 1 so the tail, where a dataplane's stalls show,
+/// keeps its shape instead of collapsing into the last step.
+pub const CDF_QUANTILES: [f64; 26] = [
+    0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8,
+    0.85, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+];
+
+/// One point of a latency distribution: `quantile` of the samples took at
+/// most `ns` nanoseconds.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct CdfPoint {
+    /// In `[0, 1]`.
+    pub quantile: f64,
+    /// Latency in nanoseconds.
+    pub ns: u64,
+}
+
+impl LatencyReport {
+    /// Summarises `h` (one-way latencies in ns); `None` without samples.
+    pub fn from_histogram(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        Some(LatencyReport {
+            samples: h.len(),
+            min: h.min(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            cdf: CDF_QUANTILES
+                .iter()
+                .map(|&quantile| CdfPoint {
+                    quantile,
+                    ns: h.value_at_quantile(quantile),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// Everything one run measured.
@@ -152,17 +199,7 @@ impl Report {
         let rx_bytes = rx.bytes + rx.received * FCS_LEN as u64;
         let rx_wire = rx_bytes + rx.received * WIRE_OVERHEAD as u64;
         let lost = tx.sent as i64 - unique as i64;
-        let h = &rx.latency;
-        let latency_ns = (!h.is_empty()).then(|| LatencyReport {
-            samples: h.len(),
-            min: h.min(),
-            mean: h.mean(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        });
+        let latency_ns = LatencyReport::from_histogram(&rx.latency);
         let saturated = matches!(spec.rate, super::spec::Rate::Max);
         let mut notes = Vec::new();
         if saturated {
@@ -305,5 +342,66 @@ impl fmt::Display for Report {
             let _ = writeln!(out, "note: {note}");
         }
         f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_histogram_has_no_latency_report() {
+        let h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        assert!(LatencyReport::from_histogram(&h).is_none());
+    }
+
+    #[test]
+    fn cdf_is_monotone_and_ends_at_max() {
+        // A body of 10 000 samples from 1 to 100 us plus a sparse tail up to
+        // 5 ms: the shape a dataplane with rare stalls produces.
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for i in 0..10_000u64 {
+            h.record(1_000 + i * 10).unwrap();
+        }
+        for i in 1..=5u64 {
+            h.record(i * 1_000_000).unwrap();
+        }
+        let r = LatencyReport::from_histogram(&h).expect("samples were recorded");
+        assert_eq!(r.cdf.len(), CDF_QUANTILES.len());
+        for (p, q) in r.cdf.iter().zip(CDF_QUANTILES) {
+            assert_eq!(p.quantile, q);
+        }
+        for w in r.cdf.windows(2) {
+            assert!(w[0].quantile < w[1].quantile, "quantiles rise: {w:?}");
+            assert!(w[0].ns <= w[1].ns, "latency never falls: {w:?}");
+        }
+        let first = r.cdf.first().unwrap();
+        let last = r.cdf.last().unwrap();
+        assert_eq!(first.quantile, 0.0);
+        assert_eq!(last.quantile, 1.0);
+        assert_eq!(last.ns, r.max, "the CDF ends at the maximum");
+        assert!(
+            h.equivalent(first.ns, r.min),
+            "the CDF starts at the minimum"
+        );
+        // The tail points resolve the stalls the body points cannot see.
+        let at = |q: f64| r.cdf.iter().find(|p| p.quantile == q).unwrap().ns;
+        assert!(at(0.99) < 200_000, "p99 is in the body");
+        assert!(at(0.9999) > 1_000_000, "p99.99 is in the tail");
+        assert_eq!(at(0.5), r.p50);
+        assert_eq!(at(0.99), r.p99);
+    }
+
+    #[test]
+    fn cdf_serialises_as_documented() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        h.record(1_500).unwrap();
+        let r = LatencyReport::from_histogram(&h).unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        let cdf = v["cdf"].as_array().expect("cdf is an array");
+        assert_eq!(cdf.len(), CDF_QUANTILES.len());
+        assert_eq!(cdf[22]["quantile"], 0.999);
+        assert!(h.equivalent(cdf[22]["ns"].as_u64().unwrap(), 1_500));
+        assert_eq!(cdf[0].as_object().unwrap().len(), 2);
     }
 }

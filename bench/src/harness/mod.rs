@@ -16,10 +16,12 @@
 //! * [`strongswan`]: strongSwan with userspace ESP (`kernel-libipsec`) as
 //!   the same gateway pair.
 //! * [`stats`]: median and range.
+//! * [`plot`]: SVG charts of those figures for `docs/BENCHMARKS.md`.
 
 pub mod daemon;
 pub mod nat;
 pub mod peers;
+pub mod plot;
 pub mod stats;
 pub mod strongswan;
 pub mod trial;
