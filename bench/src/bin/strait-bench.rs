@@ -27,11 +27,12 @@ use clap::{Parser, ValueEnum};
 use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::{Binaries, SchedTime, Straitd};
 use strait_bench::harness::nat::{NatPart, NatResults, SCALES};
-use strait_bench::harness::peers::{self, Implementation};
+use strait_bench::harness::peers::{self, GatewayPair, Implementation};
 use strait_bench::harness::set_rps;
 use strait_bench::harness::stats::{ratio, show, Spread};
+use strait_bench::harness::strongswan;
 use strait_bench::harness::trial::{
-    measure, Attachment, Figure, Path, Plan, ReceiverKind, SenderKind, TrialFigures,
+    measure, Attachment, Figure, Path, Plan, ReceiverKind, SearchPlan, SenderKind, TrialFigures,
 };
 use strait_bench::harness::tunnel::{key_from_hex, outbound_sa, TunnelLeg};
 use strait_esp::CipherSuite;
@@ -43,6 +44,18 @@ const KEY_OUT: &str = "000102030405060708090a0b0c0d0e0f10111213";
 const KEY_IN: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
 const SPI_OUT: u32 = 4097;
 const SPI_IN: u32 = 8194;
+
+/// The encrypted throughput the commercial vCPE we replace claims on 2
+/// vCPUs at 1024 B (its datasheet), Gbit/s.
+const COMMERCIAL_GBPS: f64 = 0.35;
+
+/// Starts a peer implementation as the gateway pair (A side, B side).
+type StartPair<'a> =
+    dyn Fn(&peers::Gateway<'_>, &peers::Gateway<'_>) -> Result<Box<dyn GatewayPair>> + 'a;
+
+/// System names of the site-to-site cases (the poll mode follows).
+const SITE: &str = "Strait site to site";
+const SITE_SNAT: &str = "Strait site to site + hub SNAT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
@@ -108,11 +121,21 @@ struct Args {
     #[arg(long)]
     tcp_duration: Option<u64>,
     /// Frame sizes (FCS included) for plain forwarding.
-    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 512, 1024, 1518])]
     sizes: Vec<usize>,
-    /// Inner frame sizes for the ESP cases.
-    #[arg(long, value_delimiter = ',', default_values_t = [1024usize])]
+    /// Inner frame sizes for the ESP cases and the peers.
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
     esp_sizes: Vec<usize>,
+    /// Frame sizes for the NAT part.
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
+    nat_sizes: Vec<usize>,
+    /// Skip the NDR/PDR search of every figure (latency is then measured
+    /// at a fraction of the maximum rate).
+    #[arg(long)]
+    no_search: bool,
+    /// Where the SVG charts go (default: `<out>/img`).
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Latency is measured at this fraction of the median maximum rate.
     #[arg(long, default_value_t = 0.5)]
     latency_at: f64,
@@ -171,11 +194,39 @@ struct Case {
     worker_on_cpu: Vec<f64>,
     tcp_gbps: Vec<f64>,
     tcp_retransmits: Vec<u64>,
+    /// iperf3 UDP at an unlimited send rate: Gbit/s of payload received.
+    udp_gbps: Vec<f64>,
+    /// iperf3 UDP loss, percent.
+    udp_loss_pct: Vec<f64>,
 }
 
 impl Case {
+    /// A generator figure of `system` at `size`.
+    fn figure(section: &'static str, system: &str, size: usize, figure: Figure) -> Case {
+        Case {
+            section,
+            system: system.to_owned(),
+            size,
+            figure,
+            worker_on_cpu: vec![],
+            tcp_gbps: vec![],
+            tcp_retransmits: vec![],
+            udp_gbps: vec![],
+            udp_loss_pct: vec![],
+        }
+    }
+
+    /// The iperf3 results of `system`, filled by [`Bench::iperf_into`].
+    fn iperf(section: &'static str, system: &str) -> Case {
+        Case::figure(section, system, 0, Figure::default())
+    }
+
     fn tcp(&self) -> Option<Spread> {
         Spread::of(&self.tcp_gbps)
+    }
+
+    fn udp(&self) -> Option<Spread> {
+        Spread::of(&self.udp_gbps)
     }
 }
 
@@ -234,6 +285,18 @@ fn main() -> Result<()> {
         },
         max_foreign_pct: args.max_foreign,
         flows: FlowSpec::default(),
+        search: (!args.no_search).then(|| {
+            if quick {
+                SearchPlan {
+                    trial: Duration::from_millis(500),
+                    max_trials: 5,
+                    ..SearchPlan::default()
+                }
+            } else {
+                SearchPlan::default()
+            }
+        }),
+        latency_of_ndr: true,
     };
     let tcp_secs = args.tcp_duration.unwrap_or(if quick { 0 } else { 4 });
     let mut bench = Bench {
@@ -358,20 +421,16 @@ impl Bench {
         Ok((fig, share))
     }
 
-    fn tcp(&self, client: &Netns, server: &Netns, server_ip: &str) -> Result<Option<(f64, u64)>> {
-        if self.tcp_secs == 0 {
-            return Ok(None);
-        }
-        iperf_tcp(client, server, server_ip, self.tcp_secs).map(Some)
-    }
-
-    fn tcp_into(&self, case: &mut Case, client: &Netns, server: &Netns, ip: &str) {
+    /// iperf3 between `client` and `server` (`ip`): `reps` TCP runs of one
+    /// stream, then `reps` UDP runs at an unlimited send rate with
+    /// 1024-byte frames, into `case`. Failures are reported, not fatal.
+    fn iperf_into(&self, case: &mut Case, client: &Netns, server: &Netns, ip: &str) {
         if self.tcp_secs == 0 {
             return;
         }
         for _ in 0..self.plan.reps {
-            match self.tcp(client, server, ip) {
-                Ok(Some((g, r))) => {
+            match iperf_tcp(client, server, ip, self.tcp_secs) {
+                Ok((g, r)) => {
                     eprintln!(
                         "  {:<28} tcp      {g:.3} Gbit/s, {r} retransmits",
                         case.system
@@ -379,8 +438,20 @@ impl Bench {
                     case.tcp_gbps.push(g);
                     case.tcp_retransmits.push(r);
                 }
-                Ok(None) => {}
                 Err(e) => eprintln!("  {:<28} tcp      failed: {e:#}", case.system),
+            }
+        }
+        for _ in 0..self.plan.reps {
+            match iperf_udp(client, server, ip, self.tcp_secs) {
+                Ok((g, loss)) => {
+                    eprintln!(
+                        "  {:<28} udp      {g:.3} Gbit/s received, loss {loss:.2} %",
+                        case.system
+                    );
+                    case.udp_gbps.push(g);
+                    case.udp_loss_pct.push(loss);
+                }
+                Err(e) => eprintln!("  {:<28} udp      failed: {e:#}", case.system),
             }
         }
     }
@@ -422,26 +493,10 @@ impl Bench {
         );
         for &size in &self.args.sizes.clone() {
             let fig = measure(&path, &self.plan, size, &[], &mut Self::progress(&label))?;
-            self.cases.push(Case {
-                section: "forward",
-                system: label.clone(),
-                size,
-                figure: fig,
-                worker_on_cpu: vec![],
-                tcp_gbps: vec![],
-                tcp_retransmits: vec![],
-            });
+            self.cases.push(Case::figure("forward", &label, size, fig));
         }
-        let mut case = Case {
-            section: "forward-tcp",
-            system: label.clone(),
-            size: 0,
-            figure: Figure::default(),
-            worker_on_cpu: vec![],
-            tcp_gbps: vec![],
-            tcp_retransmits: vec![],
-        };
-        self.tcp_into(&mut case, h1, h2, "10.2.0.2");
+        let mut case = Case::iperf("forward-tcp", &label);
+        self.iperf_into(&mut case, h1, h2, "10.2.0.2");
         self.cases.push(case);
         set_rps(dp, &["left", "right"], "0")?;
         dp.sysctl("net.ipv4.ip_forward", "0")?;
@@ -471,27 +526,11 @@ addresses = ["10.2.0.1/24"]
         let label = "Strait (1 worker, spin)".to_owned();
         for &size in &self.args.sizes.clone() {
             let (fig, share) = self.measure_dut(&path, size, &label, &[&d])?;
-            self.cases.push(Case {
-                section: "forward",
-                system: label.clone(),
-                size,
-                figure: fig,
-                worker_on_cpu: share,
-                tcp_gbps: vec![],
-                tcp_retransmits: vec![],
-            });
+            self.push_fig("forward", &label, size, fig, share);
         }
         d.save_shows(&self.out, "forward", &["counters", "drops", "workers"]);
-        let mut case = Case {
-            section: "forward-tcp",
-            system: label,
-            size: 0,
-            figure: Figure::default(),
-            worker_on_cpu: vec![],
-            tcp_gbps: vec![],
-            tcp_retransmits: vec![],
-        };
-        self.tcp_into(&mut case, h1, h2, "10.2.0.2");
+        let mut case = Case::iperf("forward-tcp", &label);
+        self.iperf_into(&mut case, h1, h2, "10.2.0.2");
         self.cases.push(case);
         Ok(())
     }
@@ -513,7 +552,7 @@ addresses = ["10.2.0.1/24"]
             topologies: &self.args.topologies,
             dut_cpu: self.args.dut_cpu,
             kernel_rps: self.args.kernel_rps,
-            sizes: self.args.sizes.clone(),
+            sizes: self.args.nat_sizes.clone(),
             scales: SCALES[..if quick { 2 } else { 3 }].to_vec(),
             setup_reps: if quick { 1 } else { 3 },
         };
@@ -540,108 +579,281 @@ addresses = ["10.2.0.1/24"]
                 self.notes.push(note);
             }
         }
-        self.site_strait("peers")?;
+        // Strait's figures for the ratios: from the ESP part of this run,
+        // or measured here on the same bed.
+        if !self
+            .cases
+            .iter()
+            .any(|c| c.section == "esp" && c.system.starts_with(SITE))
+        {
+            self.site_strait("peers", false)?;
+        }
         let tag = format!("{}", std::process::id() % 10_000);
+        let out = self.out.clone();
         for imp in imps {
-            let version = imp.version();
-            let label = format!("{} {version}", imp.label());
-            eprintln!("== peers: {label} as both gateways (scripts/topologies/bench-site.topo)");
-            let (_tb, nets) = self.bed("bench-site.topo", "bench-peer")?;
-            let (lana, branch, hub, lanb) = (
-                ns(&nets, "lana")?,
-                ns(&nets, "branch")?,
-                ns(&nets, "hub")?,
-                ns(&nets, "lanb")?,
-            );
-            let a = peers::Gateway {
-                netns: branch,
-                lan: ("lan", "10.1.0.1/24"),
-                wan: ("wan", "203.0.113.2/24"),
-                inner: "10.98.0.1/24",
-                site: "10.1.0.0/16",
-            };
-            let b = peers::Gateway {
-                netns: hub,
-                lan: ("lan", "10.2.0.1/24"),
-                wan: ("wan", "203.0.113.1/24"),
-                inner: "10.98.0.2/24",
-                site: "10.2.0.0/16",
-            };
-            let pair = peers::WgPair::start(&imp, &a, &b, &tag, &self.out)?;
-            wait_through_tunnel(lana, &label)?;
-            let path = site_path(lana, lanb, branch)?;
-            for &size in &self.args.esp_sizes.clone() {
-                let fig = measure(
-                    &path,
-                    &self.plan,
-                    size,
-                    &pair.pids(),
-                    &mut Self::progress(&label),
-                )?;
-                self.push_fig("peers", &label, size, fig, vec![]);
+            let label = format!("{} {}", imp.label(), imp.version());
+            self.peer_case(&label, &|a, b| {
+                Ok(Box::new(peers::WgPair::start(&imp, a, b, &tag, &out)?))
+            })?;
+        }
+        match strongswan::available() {
+            Ok(()) => {
+                let label = format!("strongSwan {} (kernel-libipsec)", strongswan::version());
+                self.peer_case(&label, &|a, b| {
+                    Ok(Box::new(strongswan::StrongswanPair::start(
+                        a, b, &tag, &out,
+                    )?))
+                })?;
             }
-            let mut case = Case {
-                section: "peers-tcp",
-                system: label,
-                size: 0,
-                figure: Figure::default(),
-                worker_on_cpu: vec![],
-                tcp_gbps: vec![],
-                tcp_retransmits: vec![],
-            };
-            self.tcp_into(&mut case, lana, lanb, "10.2.0.2");
-            self.cases.push(case);
-            drop(pair);
+            Err(why) => {
+                let note = format!("strongSwan skipped: {why}");
+                eprintln!("strait-bench: {note}");
+                self.notes.push(note);
+            }
         }
         Ok(())
     }
 
-    /// The peers table: each system's generator and TCP figures as ratios
-    /// to Strait site to site in the same run, and the commercial claim.
+    /// One peer implementation as the gateway pair of a fresh site-to-site
+    /// bed: the generator figures and iperf3 through it.
+    fn peer_case(&mut self, label: &str, start: &StartPair<'_>) -> Result<()> {
+        eprintln!("== peers: {label} as both gateways (scripts/topologies/bench-site.topo)");
+        let (_tb, nets) = self.bed("bench-site.topo", "bench-peer")?;
+        let (lana, branch, hub, lanb) = (
+            ns(&nets, "lana")?,
+            ns(&nets, "branch")?,
+            ns(&nets, "hub")?,
+            ns(&nets, "lanb")?,
+        );
+        let a = peers::Gateway {
+            netns: branch,
+            lan: ("lan", "10.1.0.1/24"),
+            wan: ("wan", "203.0.113.2/24"),
+            inner: "10.98.0.1/24",
+            site: "10.1.0.0/16",
+        };
+        let b = peers::Gateway {
+            netns: hub,
+            lan: ("lan", "10.2.0.1/24"),
+            wan: ("wan", "203.0.113.1/24"),
+            inner: "10.98.0.2/24",
+            site: "10.2.0.0/16",
+        };
+        let pair = start(&a, &b)?;
+        wait_through_tunnel(lana, label)?;
+        let path = site_path(lana, lanb, branch)?;
+        for &size in &self.args.esp_sizes.clone() {
+            let fig = measure(
+                &path,
+                &self.plan,
+                size,
+                &pair.pids(),
+                &mut Self::progress(label),
+            )?;
+            self.push_fig("peers", label, size, fig, vec![]);
+        }
+        let mut case = Case::iperf("peers-tcp", label);
+        self.iperf_into(&mut case, lana, lanb, "10.2.0.2");
+        self.cases.push(case);
+        drop(pair);
+        Ok(())
+    }
+
+    /// Every system of the run in one table: the figures BENCHMARKING.md
+    /// asks for, each with how many times faster Strait's matching system
+    /// was in this run.
+    fn render_summary(&self, s: &mut String) {
+        struct Row<'a> {
+            system: String,
+            size: usize,
+            fig: &'a Figure,
+            strait: Option<&'a Figure>,
+            latency_note: &'static str,
+        }
+        let mut rows: Vec<Row<'_>> = Vec::new();
+        let strait_site = |size| {
+            self.cases
+                .iter()
+                .find(|c| {
+                    c.system.starts_with(SITE)
+                        && !c.system.starts_with(SITE_SNAT)
+                        && c.size == size
+                        && (c.section == "esp" || c.section == "peers")
+                })
+                .map(|c| &c.figure)
+        };
+        for c in &self.cases {
+            let strait = match c.section {
+                "forward" if !c.system.starts_with("Strait") => {
+                    self.find("forward", "Strait", c.size).map(|k| &k.figure)
+                }
+                "peers" if !c.system.starts_with("Strait") => strait_site(c.size),
+                "forward" | "esp" | "peers" => None,
+                _ => continue,
+            };
+            if c.section == "peers"
+                && c.system.starts_with("Strait")
+                && rows
+                    .iter()
+                    .any(|r| r.system == c.system && r.size == c.size)
+            {
+                continue;
+            }
+            rows.push(Row {
+                system: c.system.clone(),
+                size: c.size,
+                fig: &c.figure,
+                strait,
+                latency_note: "",
+            });
+        }
+        // NAT: the masquerade flow set, the seed guide's rule.
+        let nat_flows = self.nat.cases.iter().map(|c| c.flows).min();
+        for c in self.nat.cases.iter().filter(|c| Some(c.flows) == nat_flows) {
+            let strait = (!c.system.starts_with("Strait"))
+                .then(|| {
+                    self.nat
+                        .cases
+                        .iter()
+                        .find(|k| {
+                            k.system.starts_with("Strait") && k.flows == c.flows && k.size == c.size
+                        })
+                        .map(|k| &k.figure)
+                })
+                .flatten();
+            rows.push(Row {
+                system: format!("{} {}, {} flows", c.system, c.rule, c.flows),
+                size: c.size,
+                fig: &c.figure,
+                strait,
+                latency_note: " ¹",
+            });
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n### Every system in this run\n\n\
+             | system | frame | Mpps | Gbit/s | NDR Mpps | PDR Mpps | p50 µs | p99 µs | CPU s/GB | Strait × |\n\
+             |---|---|---|---|---|---|---|---|---|---|"
+        );
+        let mpps = |x: Option<f64>| x.map_or("—".to_owned(), |p| format!("{:.3}", p / 1e6));
+        for r in &rows {
+            let f = r.fig;
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {} | {} | {} | {} | {}{} | {}{} | {} | {} |",
+                r.system,
+                r.size,
+                show(f.pps().map(|x| x.scaled(1e-6)), 3),
+                show(f.gbps(), 2),
+                mpps(f.ndr_pps()),
+                mpps(f.pdr_pps()),
+                show(f.p50(), 0),
+                r.latency_note,
+                show(f.p99(), 0),
+                r.latency_note,
+                show(f.dut_cpu_per_gb(), 1),
+                r.strait
+                    .and_then(|k| ratio(k.gbps(), f.gbps()))
+                    .map_or("—".into(), |x| format!("{x:.2}×")),
+            );
+        }
+        let claim = strait_site(1024)
+            .and_then(|k| k.gbps())
+            .map_or("—".into(), |g| {
+                format!("{:.2}×", g.median / COMMERCIAL_GBPS)
+            });
+        let _ = writeln!(
+            s,
+            "| commercial vCPE, encrypted (datasheet, 2 vCPUs) | 1024 B | — | {COMMERCIAL_GBPS:.2} | — | — | — | — | — | {claim} |\n\n\
+             Mpps, Gbit/s: received at the maximum rate the sender reaches (median and range of the trials; Gbit/s \
+             with Ethernet framing, inner frames for tunnels). NDR/PDR: highest rate with zero / ≤ 0.1 % loss in \
+             1-s trials (RFC 2544 §26.1 binary search, at most 12 trials, below the median sending rate). \
+             p50/p99: one-way latency at {:.0} % of the NDR (of the maximum where no rate was loss-free); \
+             ¹ NAT rows: at 80 % of the maximum, the NAT part's loss check. CPU s/GB: busy CPU time of the whole \
+             machine minus the generator's own, per GB received: the system's processes and the kernel work \
+             they cause. Strait ×: Strait's median Gbit/s over this row's, same frame size, same run (plain \
+             forwarding for the kernel, Strait SNAT for nftables, Strait site to site for the tunnels and the \
+             commercial claim).",
+            self.plan.latency_at * 100.0
+        );
+    }
+
+    /// The peers table: each system's generator and iperf3 figures as
+    /// ratios to Strait site to site in the same run, and the commercial
+    /// claim.
     fn render_peers(&self, s: &mut String) {
         if !self.cases.iter().any(|c| c.section == "peers") {
             return;
         }
-        let tcp_of = |system: &str| {
+        let iperf_of = |system: &str| {
             self.cases
                 .iter()
-                .find(|c| c.section == "peers-tcp" && c.system == system)
-                .and_then(Case::tcp)
+                .find(|c| c.section.ends_with("-tcp") && c.system == system)
+        };
+        let is_strait = |c: &Case| {
+            c.system.starts_with(SITE)
+                && !c.system.starts_with(SITE_SNAT)
+                && (c.section == "esp" || c.section == "peers")
+        };
+        // Strait first (from the ESP part when it ran), then the peers.
+        let mut rows: Vec<&Case> = self.cases.iter().filter(|c| is_strait(c)).collect();
+        rows.dedup_by(|a, b| a.system == b.system && a.size == b.size);
+        rows.extend(
+            self.cases
+                .iter()
+                .filter(|c| c.section == "peers" && !is_strait(c)),
+        );
+        let strait_at = |size| {
+            rows.iter()
+                .find(|c| is_strait(c) && c.size == size)
+                .copied()
         };
         let _ = writeln!(
             s,
             "\n### Site to site: Strait vs userspace peers (ratio: / Strait site to site, this run)\n\n\
-             | system | frame | Gbit/s | kpps | loss % | p50 µs | p99 µs | TCP Gbit/s | UDP ratio | TCP ratio |\n\
-             |---|---|---|---|---|---|---|---|---|---|"
+             | system | frame | Gbit/s | kpps | NDR kpps | p50 µs | p99 µs | CPU s/GB | TCP Gbit/s | UDP Gbit/s (iperf3) | Gbit/s ratio | TCP ratio |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|"
         );
-        for c in self.cases.iter().filter(|c| c.section == "peers") {
-            let strait = self.find("peers", "Strait", c.size);
+        for c in &rows {
+            let strait = strait_at(c.size);
             let f = &c.figure;
-            let tcp = tcp_of(&c.system);
+            let io = iperf_of(&c.system);
+            let tcp = io.and_then(Case::tcp);
             let _ = writeln!(
                 s,
-                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.system,
                 c.size,
                 show(f.gbps(), 3),
                 show(f.pps().map(|x| x.scaled(1e-3)), 1),
-                show(f.loss(), 2),
+                f.ndr_pps()
+                    .map_or("—".into(), |p| format!("{:.1}", p / 1e3)),
                 show(f.p50(), 0),
                 show(f.p99(), 0),
+                show(f.dut_cpu_per_gb(), 1),
                 show(tcp, 2),
+                show(io.and_then(Case::udp), 2),
                 strait
                     .and_then(|k| ratio(f.gbps(), k.figure.gbps()))
                     .map_or("—".into(), |r| format!("{r:.2}×")),
                 strait
-                    .and_then(|k| ratio(tcp, tcp_of(&k.system)))
+                    .and_then(|k| ratio(tcp, iperf_of(&k.system).and_then(Case::tcp)))
                     .map_or("—".into(), |r| format!("{r:.2}×")),
             );
         }
         let _ = writeln!(
             s,
-            "| commercial vCPE (datasheet, 2 vCPUs) | — | 0.35 | — | — | — | — | — | — | — |\n\n\
-             Gbit/s, kpps, loss: at the maximum rate the generator finds; p50/p99: one-way latency at {:.0} % of it; \
-             TCP: iperf3, one stream. Ratios: median Gbit/s over Strait's median in this run.",
+            "| commercial vCPE (datasheet, 2 vCPUs) | 1024 B | {COMMERCIAL_GBPS:.2} | — | — | — | — | — | — | — | {} | — |\n\n\
+             Gbit/s, kpps: at the maximum rate the generator reaches; NDR: highest zero-loss rate; p50/p99: one-way \
+             latency at {:.0} % of the NDR; CPU s/GB: the machine's busy CPU minus the generator's, per GB received; \
+             TCP: iperf3, one stream; UDP: iperf3 at an unlimited rate, payload received. Ratios: median over \
+             Strait's median in this run.",
+            strait_at(1024)
+                .and_then(|k| k.figure.gbps())
+                .map_or("—".into(), |g| format!("{:.2}×", COMMERCIAL_GBPS / g.median)),
             self.plan.latency_at * 100.0
         );
     }
@@ -748,13 +960,19 @@ inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
             }
             d.save_shows(&self.out, "esp-endpoint", &["counters", "drops", "workers"]);
         }
-        self.site_strait("esp")
+        self.site_strait("esp", false)?;
+        self.site_strait("esp", true)
     }
 
     /// Strait as the branch/hub pair on the site-to-site bed: generator
-    /// figures into `section`, TCP into `<section>-tcp`.
-    fn site_strait(&mut self, section: &'static str) -> Result<()> {
-        eprintln!("== ESP: site to site, branch encrypts, hub decrypts (scripts/topologies/bench-site.topo)");
+    /// figures into `section`, iperf3 into `<section>-tcp`. With `snat` the
+    /// hub also masquerades what leaves the tunnel towards its LAN: the
+    /// seed guide's whole path (tunnel in, SNAT out).
+    fn site_strait(&mut self, section: &'static str, snat: bool) -> Result<()> {
+        eprintln!(
+            "== ESP: site to site, branch encrypts, hub decrypts{} (scripts/topologies/bench-site.topo)",
+            if snat { " and SNATs" } else { "" }
+        );
         let (_tb, nets) = self.bed("bench-site.topo", "bench-site")?;
         let (lana, branch, hub, lanb) = (
             ns(&nets, "lana")?,
@@ -810,7 +1028,12 @@ prefixes = ["10.1.0.0/16"]
 keepalive = 0
 outbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
 inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
-"#
+{nat}"#,
+            nat = if snat {
+                "\n[[nat]]\nname = \"site-out\"\nkind = \"masquerade\"\nsource = \"10.1.0.0/16\"\nout_interface = \"lan\"\n"
+            } else {
+                ""
+            }
         );
         let db = Straitd::start(branch, &self.bins, &self.out, "site-branch", &branch_cfg)?;
         let dh = Straitd::start(hub, &self.bins, &self.out, "site-hub", &hub_cfg)?;
@@ -818,28 +1041,36 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         // resolve the sink; ping until the path works (bounded).
         wait_through_tunnel(lana, "site to site")?;
         let site = site_path(lana, lanb, branch)?;
-        let label = format!("Strait site to site ({poll})");
+        let label = if snat {
+            format!("{SITE_SNAT} ({poll})")
+        } else {
+            format!("{SITE} ({poll})")
+        };
         for &size in &self.args.esp_sizes.clone() {
             let (fig, share) = self.measure_dut(&site, size, &label, &[&db, &dh])?;
             self.push_fig(section, &label, size, fig, share);
         }
-        let mut case = Case {
-            section: if section == "esp" {
+        let mut case = Case::iperf(
+            if section == "esp" {
                 "esp-tcp"
             } else {
                 "peers-tcp"
             },
-            system: label,
-            size: 0,
-            figure: Figure::default(),
-            worker_on_cpu: vec![],
-            tcp_gbps: vec![],
-            tcp_retransmits: vec![],
-        };
-        self.tcp_into(&mut case, lana, lanb, "10.2.0.2");
+            &label,
+        );
+        self.iperf_into(&mut case, lana, lanb, "10.2.0.2");
         self.cases.push(case);
-        db.save_shows(&self.out, "site-branch", &["counters", "drops", "workers"]);
-        dh.save_shows(&self.out, "site-hub", &["counters", "drops", "workers"]);
+        let tag = if snat { "site-snat" } else { "site" };
+        db.save_shows(
+            &self.out,
+            &format!("{tag}-branch"),
+            &["counters", "drops", "workers"],
+        );
+        let mut shows = vec!["counters", "drops", "workers"];
+        if snat {
+            shows.push("nat rules");
+        }
+        dh.save_shows(&self.out, &format!("{tag}-hub"), &shows);
         Ok(())
     }
 
@@ -862,15 +1093,9 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
                 "{system}, {size} B: {failures} frames failed to seal/open at the generator"
             ));
         }
-        self.cases.push(Case {
-            section,
-            system: system.to_owned(),
-            size,
-            figure,
-            worker_on_cpu,
-            tcp_gbps: vec![],
-            tcp_retransmits: vec![],
-        });
+        let mut case = Case::figure(section, system, size, figure);
+        case.worker_on_cpu = worker_on_cpu;
+        self.cases.push(case);
     }
 
     fn find(&self, section: &str, prefix: &str, size: usize) -> Option<&Case> {
@@ -885,7 +1110,7 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         let p = &self.plan;
         let _ = writeln!(
             s,
-            "strait-bench, {} — {} rep(s) × {:.1} s per trial (+{:.1} s warm-up), latency at {:.0} % of the median max rate; sender {:?}, receiver {:?}, generator CPU {}; took {:.0} s",
+            "strait-bench, {} — {} rep(s) × {:.1} s per trial (+{:.1} s warm-up), latency at {:.0} % of the NDR (of the median max rate without a search); sender {:?}, receiver {:?}, generator CPU {}; took {:.0} s",
             utc_stamp("%Y-%m-%d %H:%M UTC"),
             p.reps,
             p.duration.as_secs_f64(),
@@ -979,29 +1204,37 @@ inbound = {{ spi = {SPI_OUT}, cipher = "aes128-gcm", key = "{KEY_OUT}" }}
         }
         s.push_str(&self.nat.render());
         self.render_peers(&mut s);
-        let tcp: Vec<&Case> = self
+        let iperf: Vec<&Case> = self
             .cases
             .iter()
-            .filter(|c| c.section.ends_with("-tcp") && !c.tcp_gbps.is_empty())
+            .filter(|c| {
+                c.section.ends_with("-tcp") && !(c.tcp_gbps.is_empty() && c.udp_gbps.is_empty())
+            })
             .collect();
-        if !tcp.is_empty() {
+        if !iperf.is_empty() {
             let _ = writeln!(
                 s,
-                "\n### iperf3 TCP, one stream, {} s\n\n| path | Gbit/s | retransmits (median) |\n|---|---|---|",
+                "\n### iperf3 through each path, {} s runs\n\n\
+                 TCP: one stream. UDP: unlimited send rate, 978-byte payloads (1024-byte frames); \
+                 Gbit/s of payload received and the loss iperf3 reports.\n\n\
+                 | path | TCP Gbit/s | TCP retransmits (median) | UDP Gbit/s received | UDP loss % |\n|---|---|---|---|---|",
                 self.tcp_secs
             );
-            for c in tcp {
+            for c in iperf {
                 let mut r = c.tcp_retransmits.clone();
                 r.sort_unstable();
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     c.system,
                     show(c.tcp(), 2),
-                    r.get(r.len() / 2).map_or("—".into(), u64::to_string)
+                    r.get(r.len() / 2).map_or("—".into(), u64::to_string),
+                    show(c.udp(), 2),
+                    show(Spread::of(&c.udp_loss_pct), 1),
                 );
             }
         }
+        self.render_summary(&mut s);
         s
     }
 }
@@ -1056,8 +1289,15 @@ fn wait_through_tunnel(lana: &Netns, label: &str) -> Result<()> {
     Ok(())
 }
 
-/// One iperf3 TCP run; Gbit/s received and retransmits.
-fn iperf_tcp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Result<(f64, u64)> {
+/// Runs one iperf3 client against a one-shot server in `server` and
+/// returns the client's JSON report.
+fn iperf(
+    client: &Netns,
+    server: &Netns,
+    server_ip: &str,
+    secs: u64,
+    extra: &[&str],
+) -> Result<serde_json::Value> {
     let mut srv = server
         .command(&["iperf3", "-s", "-1", "-B", server_ip, "-p", "5201"])
         .stdout(Stdio::null())
@@ -1066,20 +1306,12 @@ fn iperf_tcp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Resu
         .context("starting iperf3 -s")?;
     std::thread::sleep(Duration::from_millis(300));
     let limit = (secs + 10).to_string();
-    let out = client
-        .command(&[
-            "timeout",
-            &limit,
-            "iperf3",
-            "-c",
-            server_ip,
-            "-p",
-            "5201",
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ])
-        .output();
+    let secs = secs.to_string();
+    let mut argv = vec![
+        "timeout", &limit, "iperf3", "-c", server_ip, "-p", "5201", "-t", &secs, "-J",
+    ];
+    argv.extend_from_slice(extra);
+    let out = client.command(&argv).output();
     let _ = srv.kill();
     let _ = srv.wait();
     let out = out.context("running iperf3 -c")?;
@@ -1088,11 +1320,39 @@ fn iperf_tcp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Resu
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         bail!("iperf3: {e}");
     }
+    Ok(v)
+}
+
+/// One iperf3 TCP run; Gbit/s received and retransmits.
+fn iperf_tcp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Result<(f64, u64)> {
+    let v = iperf(client, server, server_ip, secs, &[])?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3: no sum_received")?;
     let retr = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
     Ok((bps / 1e9, retr))
+}
+
+/// UDP payload that makes 1024-byte frames (FCS included): 1024 − 4 − 14
+/// − 20 − 8.
+const IPERF_UDP_PAYLOAD: &str = "978";
+
+/// One iperf3 UDP run at an unlimited send rate; payload Gbit/s received
+/// and the loss in percent, as the receiving end counted them.
+fn iperf_udp(client: &Netns, server: &Netns, server_ip: &str, secs: u64) -> Result<(f64, f64)> {
+    let v = iperf(
+        client,
+        server,
+        server_ip,
+        secs,
+        &["-u", "-b", "0", "-l", IPERF_UDP_PAYLOAD],
+    )?;
+    let rx = &v["end"]["sum_received"];
+    let bps = rx["bits_per_second"]
+        .as_f64()
+        .context("iperf3: no sum_received")?;
+    let loss = rx["lost_percent"].as_f64().unwrap_or(f64::NAN);
+    Ok((bps / 1e9, loss))
 }
 
 fn load_average() -> f64 {

@@ -213,6 +213,19 @@ pub fn host_route(cidr: &str) -> String {
     format!("{}/32", host_of(cidr))
 }
 
+/// A running pair of peer gateways, torn down when dropped.
+pub trait GatewayPair {
+    /// Process ids of the implementation on both gateways (excluded from
+    /// "box shared").
+    fn pids(&self) -> Vec<u32>;
+}
+
+impl GatewayPair for WgPair {
+    fn pids(&self) -> Vec<u32> {
+        WgPair::pids(self)
+    }
+}
+
 /// A running gateway pair; stops both implementations on drop.
 #[derive(Debug)]
 pub struct WgPair {

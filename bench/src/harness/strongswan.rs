@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::RngCore;
 use strait_testbed::Netns;
 
-use super::peers::{host_of, Gateway};
+use super::peers::{host_of, Gateway, GatewayPair};
 
 /// The daemon started per gateway.
 pub const CHARON: &str = "/usr/sbin/charon-systemd";
@@ -485,6 +485,12 @@ impl Drop for StrongswanPair {
             }
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+impl GatewayPair for StrongswanPair {
+    fn pids(&self) -> Vec<u32> {
+        StrongswanPair::pids(self)
     }
 }
 

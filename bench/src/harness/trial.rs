@@ -14,8 +14,8 @@ use strait_xdp::XdpMode;
 use super::stats::Spread;
 use super::tunnel::{OpeningRx, SealingTx, TunnelLeg, TunnelPortStats, SEAL_OVERHEAD};
 use crate::gen::{
-    in_netns, run_trial, AfPacketRx, AfPacketTx, FlowSpec, Rate, Report, RxPort, TrafficSpec,
-    TxPort, XdpRx, XdpTx, FCS_LEN,
+    in_netns, run_trial, AfPacketRx, AfPacketTx, FlowSpec, Rate, RateSearch, Report, RxPort,
+    SearchConfig, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
 };
 
 /// Which generator port sends.
@@ -95,6 +95,52 @@ pub struct Plan {
     /// The flows every trial cycles through (one flow by default; the NAT
     /// part sends many).
     pub flows: FlowSpec,
+    /// Search the NDR and PDR after the maximum-rate trials (and measure
+    /// latency at a fraction of the NDR), or skip the search.
+    pub search: Option<SearchPlan>,
+    /// Latency trials run at `latency_at` × the NDR when one was found
+    /// (true), or always × the median maximum (false).
+    pub latency_of_ndr: bool,
+}
+
+/// How the NDR/PDR search of a figure runs (RFC 2544 §26.1, the way FD.io
+/// CSIT reports dataplanes): short fixed-length trials, a bounded number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchPlan {
+    /// Measured seconds per search trial.
+    pub trial: Duration,
+    /// Most trials per search.
+    pub max_trials: u32,
+    /// Stop when the interval is this narrow relative to its top.
+    pub precision: f64,
+    /// Loss ratio the PDR may have.
+    pub pdr_loss: f64,
+}
+
+impl Default for SearchPlan {
+    fn default() -> Self {
+        SearchPlan {
+            trial: Duration::from_secs(1),
+            max_trials: 12,
+            precision: 0.02,
+            pdr_loss: 0.001,
+        }
+    }
+}
+
+/// What the NDR/PDR search of a figure found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RateLimits {
+    /// Highest rate with zero loss (pps received = sent), if any passed.
+    pub ndr_pps: Option<f64>,
+    /// Highest rate with loss ≤ `pdr_loss`.
+    pub pdr_pps: Option<f64>,
+    /// The PDR's loss ratio.
+    pub pdr_loss: f64,
+    /// Both intervals narrowed to the precision within the trial limit.
+    pub converged: bool,
+    /// Every search trial: offered, achieved, loss ratio.
+    pub trials: Vec<crate::gen::Trial>,
 }
 
 /// Most repetitions of one trial spoiled by other programs.
@@ -120,6 +166,9 @@ pub struct TrialFigures {
     pub p99_us: Option<f64>,
     /// Busy CPU seconds of the whole machine per GB received (inner bytes).
     pub cpu_s_per_gb: Option<f64>,
+    /// The same without the generator's own CPU time: what the system
+    /// under test (its processes and the kernel work they cause) spent.
+    pub dut_cpu_s_per_gb: Option<f64>,
     /// Frames the tunnel port could not seal or open.
     pub tunnel_failures: u64,
     /// Share of samples (percent) that found a program outside the
@@ -130,11 +179,12 @@ pub struct TrialFigures {
 impl TrialFigures {
     fn from_report(
         r: &Report,
-        cpu_s: Option<f64>,
+        cpu: Option<CpuUse>,
         tunnel_failures: u64,
         foreign_pct: f64,
     ) -> TrialFigures {
         let gb = r.rx.bytes as f64 / 1e9;
+        let per_gb = |s: f64| Some(s / gb).filter(|_| gb > 0.0);
         TrialFigures {
             offered_pps: r.offered_pps,
             tx_pps: r.tx.pps,
@@ -143,7 +193,8 @@ impl TrialFigures {
             loss_pct: r.loss_percent,
             p50_us: r.latency_ns.as_ref().map(|l| l.p50 as f64 / 1e3),
             p99_us: r.latency_ns.as_ref().map(|l| l.p99 as f64 / 1e3),
-            cpu_s_per_gb: cpu_s.filter(|_| gb > 0.0).map(|s| s / gb),
+            cpu_s_per_gb: cpu.and_then(|c| per_gb(c.machine_s)),
+            dut_cpu_s_per_gb: cpu.and_then(|c| per_gb((c.machine_s - c.generator_s).max(0.0))),
             tunnel_failures,
             foreign_pct,
         }
@@ -159,6 +210,13 @@ pub struct Figure {
     pub latency: Vec<TrialFigures>,
     /// Trials repeated because other programs shared the machine.
     pub retried: usize,
+    /// The NDR/PDR search, when the plan asked for one.
+    pub limits: Option<RateLimits>,
+    /// The rate the latency trials ran at (pps) and what it was a fraction
+    /// of: `"ndr"` or `"max"` (no NDR found or no search).
+    pub latency_pps: Option<f64>,
+    /// See [`Figure::latency_pps`].
+    pub latency_basis: Option<&'static str>,
 }
 
 fn spread(v: impl Iterator<Item = f64>) -> Option<Spread> {
@@ -178,9 +236,21 @@ impl Figure {
     pub fn loss(&self) -> Option<Spread> {
         spread(self.max.iter().map(|t| t.loss_pct))
     }
-    /// CPU seconds per GB at the maximum.
+    /// CPU seconds per GB at the maximum, the whole machine.
     pub fn cpu_per_gb(&self) -> Option<Spread> {
         spread(self.max.iter().filter_map(|t| t.cpu_s_per_gb))
+    }
+    /// CPU seconds per GB at the maximum, without the generator.
+    pub fn dut_cpu_per_gb(&self) -> Option<Spread> {
+        spread(self.max.iter().filter_map(|t| t.dut_cpu_s_per_gb))
+    }
+    /// NDR in pps, if the search found one.
+    pub fn ndr_pps(&self) -> Option<f64> {
+        self.limits.as_ref()?.ndr_pps
+    }
+    /// PDR in pps, if the search found one.
+    pub fn pdr_pps(&self) -> Option<f64> {
+        self.limits.as_ref()?.pdr_pps
     }
     /// p50 latency at the reduced rate, µs.
     pub fn p50(&self) -> Option<Spread> {
@@ -213,6 +283,26 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
     let total: u64 = v.iter().take(8).sum();
     Some((total - idle, total))
+}
+
+/// CPU time of this process (the generator's threads), seconds.
+fn own_cpu_seconds() -> Option<f64> {
+    // SAFETY: rusage is plain data; getrusage writes inside it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to an rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// CPU seconds one trial cost: the machine's busy time, and the part of
+/// it the generator (this process) spent.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    machine_s: f64,
+    generator_s: f64,
 }
 
 fn ticks_per_second() -> f64 {
@@ -378,6 +468,7 @@ pub fn run_once(
     let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, size - FCS_LEN)?;
     pin_current_thread(plan.gen_cpu)?;
     let before = cpu_jiffies();
+    let own_before = own_cpu_seconds();
     let mut own = own.to_vec();
     own.push(std::process::id());
     let (mut samples, mut foreign) = (0u32, 0u32);
@@ -388,34 +479,35 @@ pub fn run_once(
         }
     });
     let after = cpu_jiffies();
+    let own_after = own_cpu_seconds();
     pin_current_thread(None)?;
     let report = report?;
     // The whole trial (warm-up and linger included) against the bytes
     // counted: an upper bound on CPU per GB, the same for every system.
-    let cpu_s = before
+    let cpu = before
         .zip(after)
-        .map(|(b, a)| (a.0 - b.0) as f64 / ticks_per_second());
+        .zip(own_before.zip(own_after))
+        .map(|((b, a), (ob, oa))| CpuUse {
+            machine_s: (a.0 - b.0) as f64 / ticks_per_second(),
+            generator_s: oa - ob,
+        });
     let (_, failed, _) = tunnel.snapshot();
     let foreign_pct = if samples == 0 {
         0.0
     } else {
         100.0 * f64::from(foreign) / f64::from(samples)
     };
-    Ok(TrialFigures::from_report(
-        &report,
-        cpu_s,
-        failed,
-        foreign_pct,
-    ))
+    Ok(TrialFigures::from_report(&report, cpu, failed, foreign_pct))
 }
 
-/// Measures one figure: `plan.reps` trials at the maximum rate, then
-/// `plan.reps` trials at `plan.latency_at` × their median receive rate
-/// (RFC 2544 §26.2: latency at a known sustainable rate, not queueing at
-/// saturation). A trial spoiled by other programs (see
-/// [`Plan::max_foreign_pct`]) is repeated after the machine quietens.
-/// `own` lists the benchmark's other processes (the daemons under test);
-/// `progress` hears about every trial.
+/// Measures one figure: `plan.reps` trials at the maximum rate; then, with
+/// a [`SearchPlan`], the NDR/PDR search below their median sending rate;
+/// then `plan.reps` trials at `plan.latency_at` × the NDR (× the median
+/// maximum when there is no NDR): RFC 2544 §26.2, latency at a known
+/// sustainable rate, not queueing at saturation. A trial spoiled by other
+/// programs (see [`Plan::max_foreign_pct`]) is repeated after the machine
+/// quietens. `own` lists the benchmark's other processes (the daemons
+/// under test); `progress` hears about every trial.
 pub fn measure(
     path: &Path,
     plan: &Plan,
@@ -424,30 +516,65 @@ pub fn measure(
     progress: &mut dyn FnMut(&str, &TrialFigures),
 ) -> Result<Figure> {
     let mut fig = Figure::default();
-    let mut trial = |rate: Rate, kind: &str, retried: &mut usize| -> Result<TrialFigures> {
-        let mut own_all = own.to_vec();
-        own_all.push(std::process::id());
+    let mut own_all = own.to_vec();
+    own_all.push(std::process::id());
+    let mut retried = 0;
+    let mut trial = |plan: &Plan, rate: Rate, kind: &str, retried: &mut usize| {
         let mut attempt = 0;
         loop {
             let t = run_once(path, plan, size, rate, own)?;
             progress(kind, &t);
             if t.foreign_pct <= plan.max_foreign_pct || attempt == MAX_RETRIES {
-                return Ok(t);
+                return anyhow::Ok(t);
             }
             attempt += 1;
             *retried += 1;
             wait_for_quiet(&own_all, Duration::from_secs(60));
         }
     };
-    let mut retried = 0;
     for _ in 0..plan.reps {
-        let t = trial(Rate::Max, "max", &mut retried)?;
+        let t = trial(plan, Rate::Max, "max", &mut retried)?;
         fig.max.push(t);
     }
-    if let Some(max) = fig.pps().filter(|s| s.median > 0.0) {
-        let pps = (max.median * plan.latency_at).max(1000.0);
+    let max_tx = spread(fig.max.iter().map(|t| t.tx_pps)).map(|s| s.median);
+    if let (Some(search), Some(top)) = (plan.search, max_tx.filter(|&p| p > 0.0)) {
+        let mut short = plan.clone();
+        short.duration = search.trial;
+        short.warmup = plan.warmup.min(Duration::from_millis(300));
+        let cfg = SearchConfig {
+            min_pps: 1000.0_f64.min(top),
+            max_pps: top,
+            pdr_loss: search.pdr_loss,
+            precision: search.precision,
+            max_trials: search.max_trials,
+        };
+        // Search trials are short and not repeated when the box is shared:
+        // the bounded trial count is the point.
+        let mut quiet = short.clone();
+        quiet.max_foreign_pct = f64::INFINITY;
+        let result = RateSearch::new(cfg).run(|pps| {
+            let t = trial(&quiet, Rate::Pps(pps), "search", &mut retried)?;
+            anyhow::Ok((t.tx_pps, t.loss_pct / 100.0))
+        })?;
+        fig.limits = Some(RateLimits {
+            ndr_pps: result.ndr_pps,
+            pdr_pps: result.pdr_pps,
+            pdr_loss: result.pdr_loss,
+            converged: result.converged,
+            trials: result.trials,
+        });
+    }
+    let basis = match (fig.ndr_pps().filter(|_| plan.latency_of_ndr), fig.pps()) {
+        (Some(ndr), _) if ndr > 0.0 => Some((ndr, "ndr")),
+        (_, Some(max)) if max.median > 0.0 => Some((max.median, "max")),
+        _ => None,
+    };
+    if let Some((base, name)) = basis {
+        let pps = (base * plan.latency_at).max(1000.0);
+        fig.latency_pps = Some(pps);
+        fig.latency_basis = Some(name);
         for _ in 0..plan.reps {
-            let t = trial(Rate::Pps(pps), "latency", &mut retried)?;
+            let t = trial(plan, Rate::Pps(pps), "latency", &mut retried)?;
             fig.latency.push(t);
         }
     }
@@ -469,6 +596,7 @@ mod tests {
             p50_us: p50,
             p99_us: p50.map(|x| x * 2.0),
             cpu_s_per_gb: None,
+            dut_cpu_s_per_gb: None,
             tunnel_failures: 0,
             foreign_pct: 0.0,
         }
@@ -479,7 +607,7 @@ mod tests {
         let fig = Figure {
             max: vec![trial(3.0, None), trial(1.0, None), trial(2.0, None)],
             latency: vec![trial(1.0, Some(10.0)), trial(1.0, Some(30.0))],
-            retried: 0,
+            ..Figure::default()
         };
         assert_eq!(fig.pps().unwrap().median, 2.0);
         assert_eq!(fig.p50().unwrap().median, 20.0);
