@@ -14,8 +14,8 @@ use strait_xdp::XdpMode;
 use super::stats::Spread;
 use super::tunnel::{OpeningRx, SealingTx, TunnelLeg, TunnelPortStats, SEAL_OVERHEAD};
 use crate::gen::{
-    in_netns, run_trial, AfPacketRx, AfPacketTx, FlowSpec, Rate, RateSearch, Report, RxPort,
-    SearchConfig, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
+    in_netns, run_trial, AfPacketRx, AfPacketTx, CdfPoint, FlowSpec, Rate, RateSearch, Report,
+    RxPort, SearchConfig, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
 };
 
 /// Which generator port sends.
@@ -217,6 +217,9 @@ pub struct Figure {
     pub latency_pps: Option<f64>,
     /// See [`Figure::latency_pps`].
     pub latency_basis: Option<&'static str>,
+    /// One-way latency distribution of the latency trial with the median
+    /// p99.
+    pub latency_cdf: Option<Vec<CdfPoint>>,
 }
 
 fn spread(v: impl Iterator<Item = f64>) -> Option<Spread> {
@@ -454,6 +457,17 @@ pub fn run_once(
     rate: Rate,
     own: &[u32],
 ) -> Result<TrialFigures> {
+    run_with_cdf(path, plan, size, rate, own).map(|(t, _)| t)
+}
+
+/// [`run_once`], also returning the trial's latency distribution.
+fn run_with_cdf(
+    path: &Path,
+    plan: &Plan,
+    size: usize,
+    rate: Rate,
+    own: &[u32],
+) -> Result<(TrialFigures, Vec<CdfPoint>)> {
     let mut spec = TrafficSpec::new(
         EthernetAddress(path.src_mac),
         EthernetAddress(path.dst_mac),
@@ -497,7 +511,15 @@ pub fn run_once(
     } else {
         100.0 * f64::from(foreign) / f64::from(samples)
     };
-    Ok(TrialFigures::from_report(&report, cpu, failed, foreign_pct))
+    let cdf = report
+        .latency_ns
+        .as_ref()
+        .map(|l| l.cdf.clone())
+        .unwrap_or_default();
+    Ok((
+        TrialFigures::from_report(&report, cpu, failed, foreign_pct),
+        cdf,
+    ))
 }
 
 /// Measures one figure: `plan.reps` trials at the maximum rate; then, with
@@ -519,12 +541,18 @@ pub fn measure(
     let mut own_all = own.to_vec();
     own_all.push(std::process::id());
     let mut retried = 0;
+    let mut cdfs: Vec<(f64, Vec<CdfPoint>)> = Vec::new();
     let mut trial = |plan: &Plan, rate: Rate, kind: &str, retried: &mut usize| {
         let mut attempt = 0;
         loop {
-            let t = run_once(path, plan, size, rate, own)?;
+            let (t, cdf) = run_with_cdf(path, plan, size, rate, own)?;
             progress(kind, &t);
             if t.foreign_pct <= plan.max_foreign_pct || attempt == MAX_RETRIES {
+                if kind == "latency" {
+                    if let Some(p99) = t.p99_us.filter(|_| !cdf.is_empty()) {
+                        cdfs.push((p99, cdf));
+                    }
+                }
                 return anyhow::Ok(t);
             }
             attempt += 1;
@@ -579,6 +607,10 @@ pub fn measure(
         }
     }
     fig.retried = retried;
+    // The distribution of the latency trial with the median p99 stands
+    // for the figure.
+    cdfs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    fig.latency_cdf = cdfs.get(cdfs.len() / 2).map(|(_, c)| c.clone());
     Ok(fig)
 }
 
