@@ -522,6 +522,18 @@ fn run_with_cdf(
     ))
 }
 
+/// The rate (pps) latency trials run at, and what it is a fraction of:
+/// `plan.latency_at` × the NDR when the plan asks for that and the search
+/// found one, else × the median maximum; never below 1000 pps.
+fn latency_rate(fig: &Figure, plan: &Plan) -> Option<(f64, &'static str)> {
+    let basis = match (fig.ndr_pps().filter(|_| plan.latency_of_ndr), fig.pps()) {
+        (Some(ndr), _) if ndr > 0.0 => (ndr, "ndr"),
+        (_, Some(max)) if max.median > 0.0 => (max.median, "max"),
+        _ => return None,
+    };
+    Some(((basis.0 * plan.latency_at).max(1000.0), basis.1))
+}
+
 /// Measures one figure: `plan.reps` trials at the maximum rate; then, with
 /// a [`SearchPlan`], the NDR/PDR search below their median sending rate;
 /// then `plan.reps` trials at `plan.latency_at` × the NDR (× the median
@@ -592,13 +604,7 @@ pub fn measure(
             trials: result.trials,
         });
     }
-    let basis = match (fig.ndr_pps().filter(|_| plan.latency_of_ndr), fig.pps()) {
-        (Some(ndr), _) if ndr > 0.0 => Some((ndr, "ndr")),
-        (_, Some(max)) if max.median > 0.0 => Some((max.median, "max")),
-        _ => None,
-    };
-    if let Some((base, name)) = basis {
-        let pps = (base * plan.latency_at).max(1000.0);
+    if let Some((pps, name)) = latency_rate(&fig, plan) {
         fig.latency_pps = Some(pps);
         fig.latency_basis = Some(name);
         for _ in 0..plan.reps {
@@ -645,6 +651,52 @@ mod tests {
         assert_eq!(fig.p50().unwrap().median, 20.0);
         assert_eq!(fig.p99().unwrap().max, 60.0);
         assert!(fig.cpu_per_gb().is_none());
+    }
+
+    fn plan(latency_of_ndr: bool) -> Plan {
+        Plan {
+            reps: 3,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            latency_at: 0.5,
+            sender: SenderKind::AfXdp,
+            receiver: ReceiverKind::AfXdp,
+            gen_cpu: None,
+            max_foreign_pct: 10.0,
+            flows: FlowSpec::default(),
+            search: Some(SearchPlan::default()),
+            latency_of_ndr,
+        }
+    }
+
+    fn limits(ndr: Option<f64>) -> RateLimits {
+        RateLimits {
+            ndr_pps: ndr,
+            pdr_pps: ndr,
+            pdr_loss: 0.001,
+            converged: true,
+            trials: vec![],
+        }
+    }
+
+    #[test]
+    fn latency_runs_at_a_fraction_of_the_ndr_or_else_the_max() {
+        let mut fig = Figure {
+            max: vec![trial(400_000.0, None), trial(600_000.0, None)],
+            limits: Some(limits(Some(300_000.0))),
+            ..Figure::default()
+        };
+        assert_eq!(latency_rate(&fig, &plan(true)), Some((150_000.0, "ndr")));
+        // The NAT part checks loss at a fraction of the maximum.
+        assert_eq!(latency_rate(&fig, &plan(false)), Some((250_000.0, "max")));
+        // Nothing loss-free: the maximum it is.
+        fig.limits = Some(limits(None));
+        assert_eq!(latency_rate(&fig, &plan(true)), Some((250_000.0, "max")));
+        // A floor for systems that carried almost nothing.
+        fig.max = vec![trial(10.0, None)];
+        assert_eq!(latency_rate(&fig, &plan(true)), Some((1000.0, "max")));
+        fig.max.clear();
+        assert_eq!(latency_rate(&fig, &plan(true)), None);
     }
 
     #[test]
