@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use strait_bench::harness::peers::Gateway;
+use strait_bench::harness::peers::site_gateways;
 use strait_bench::harness::strongswan::{self, StrongswanPair};
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
@@ -50,20 +50,7 @@ fn strongswan_pair_carries_lan_traffic_as_esp_in_udp() {
     let log_dir = std::env::temp_dir().join(format!("strait-swan-test-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).unwrap();
 
-    let a = Gateway {
-        netns: branch,
-        lan: ("lan", "10.1.0.1/24"),
-        wan: ("wan", "203.0.113.2/24"),
-        inner: "10.98.0.1/24",
-        site: "10.1.0.0/16",
-    };
-    let b = Gateway {
-        netns: hub,
-        lan: ("lan", "10.2.0.1/24"),
-        wan: ("wan", "203.0.113.1/24"),
-        inner: "10.98.0.2/24",
-        site: "10.2.0.0/16",
-    };
+    let (a, b) = site_gateways(branch, hub);
     let pair = StrongswanPair::start(&a, &b, "t", &log_dir)
         .unwrap_or_else(|e| panic!("{e:#} (logs in {})", log_dir.display()));
     let charons = pair.pids();

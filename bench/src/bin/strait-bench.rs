@@ -638,20 +638,7 @@ addresses = ["10.2.0.1/24"]
             ns(&nets, "hub")?,
             ns(&nets, "lanb")?,
         );
-        let a = peers::Gateway {
-            netns: branch,
-            lan: ("lan", "10.1.0.1/24"),
-            wan: ("wan", "203.0.113.2/24"),
-            inner: "10.98.0.1/24",
-            site: "10.1.0.0/16",
-        };
-        let b = peers::Gateway {
-            netns: hub,
-            lan: ("lan", "10.2.0.1/24"),
-            wan: ("wan", "203.0.113.1/24"),
-            inner: "10.98.0.2/24",
-            site: "10.2.0.0/16",
-        };
+        let (a, b) = peers::site_gateways(branch, hub);
         let pair = start(&a, &b)?;
         wait_through_tunnel(lana, label)?;
         let path = site_path(lana, lanb, branch)?;

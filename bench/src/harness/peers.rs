@@ -169,6 +169,28 @@ pub struct Gateway<'a> {
     pub site: &'a str,
 }
 
+/// The two gateways of `scripts/topologies/bench-site.topo` as the harness
+/// runs them: the branch (LAN 10.1.0.0/16) and the hub (LAN 10.2.0.0/16),
+/// joined on 203.0.113.0/24.
+pub fn site_gateways<'a>(branch: &'a Netns, hub: &'a Netns) -> (Gateway<'a>, Gateway<'a>) {
+    (
+        Gateway {
+            netns: branch,
+            lan: ("lan", "10.1.0.1/24"),
+            wan: ("wan", "203.0.113.2/24"),
+            inner: "10.98.0.1/24",
+            site: "10.1.0.0/16",
+        },
+        Gateway {
+            netns: hub,
+            lan: ("lan", "10.2.0.1/24"),
+            wan: ("wan", "203.0.113.1/24"),
+            inner: "10.98.0.2/24",
+            site: "10.2.0.0/16",
+        },
+    )
+}
+
 /// The tunnel MTU the peers were measured with (BENCHMARKING.md): 1420
 /// leaves room for the 60-byte WireGuard/UDP/IPv4 overhead under 1500.
 pub const TUNNEL_MTU: &str = "1420";
