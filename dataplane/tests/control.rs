@@ -18,7 +18,7 @@ use strait_dataplane::control;
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
 mod common;
-use common::{ping, Daemon};
+use common::{ping, udp_receiver, Daemon};
 
 const CONFIG: &str = r#"
 [engine]
@@ -250,18 +250,7 @@ fn a_thousand_route_changes_lose_no_traffic() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         h2.enter(move || {
-            let s = UdpSocket::bind("10.2.0.2:5300").unwrap();
-            let size: libc::c_int = 32 << 20;
-            // SAFETY: valid fd and a c_int option value.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
+            let s = udp_receiver("10.2.0.2:5300", 32 << 20);
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             ready_tx.send(()).unwrap();
             let mut seen = vec![0u8; MAX_PACKETS as usize];

@@ -28,7 +28,7 @@ addresses = ["10.2.0.1/24", "fd02::1/64"]
 "#;
 
 mod common;
-use common::{fnv, ping, Daemon};
+use common::{assert_exactly_once, fnv, ping, udp_receiver, Daemon};
 
 struct Bed {
     daemon: Daemon,
@@ -195,20 +195,7 @@ fn tcp_and_udp_cross_the_forwarder_intact() {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         h2.enter(move || {
-            let s = UdpSocket::bind("10.2.0.2:5202").unwrap();
-            // A burst must not overflow the default socket buffer while this
-            // thread waits for a CPU: the test is about the dataplane.
-            let size: libc::c_int = 16 << 20;
-            // SAFETY: valid fd and a c_int option value.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
+            let s = udp_receiver("10.2.0.2:5202", 16 << 20);
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             tx.send(()).unwrap();
             let mut seen = vec![0u32; COUNT as usize];
@@ -243,13 +230,7 @@ fn tcp_and_udp_cross_the_forwarder_intact() {
         })
         .unwrap();
     let seen = server.join().unwrap();
-    let lost = seen.iter().filter(|c| **c == 0).count();
-    let dup = seen.iter().filter(|c| **c > 1).count();
-    assert_eq!(
-        (lost, dup),
-        (0, 0),
-        "UDP lost {lost}, duplicated {dup} of {COUNT}"
-    );
+    assert_exactly_once(&seen, "UDP through the forwarder");
 }
 
 /// Sends raw Ethernet frames from `ns`'s `eth0`.

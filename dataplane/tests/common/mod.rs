@@ -126,6 +126,44 @@ impl Drop for Daemon {
     }
 }
 
+/// Binds a UDP receiver at `addr` with a `bytes` receive buffer (forced,
+/// past `rmem_max`: the tests run as root). A burst must not overflow the
+/// default buffer while the receiving thread waits for a CPU on a busy
+/// host: the tests are about the dataplane, not the socket.
+pub fn udp_receiver(addr: &str, bytes: usize) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor and a c_int option value of the
+    // length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    s
+}
+
+/// Checks that every numbered datagram arrived exactly once; on failure
+/// names the lost and duplicated sequence numbers (the first few).
+pub fn assert_exactly_once(seen: &[u32], what: &str) {
+    let lost: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
+    let dup: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] > 1).collect();
+    assert!(
+        lost.is_empty() && dup.is_empty(),
+        "{what}: {} of {} lost (first {:?}), {} duplicated (first {:?})",
+        lost.len(),
+        seen.len(),
+        &lost[..lost.len().min(10)],
+        dup.len(),
+        &dup[..dup.len().min(10)]
+    );
+}
+
 /// FNV-1a, to compare what was sent with what arrived.
 pub fn fnv(h: &mut u64, bytes: &[u8]) {
     for b in bytes {
