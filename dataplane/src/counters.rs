@@ -56,6 +56,14 @@ pub enum DropReason {
     NoFrame,
     /// The egress TX ring was full.
     TxRingFull,
+    /// The kernel found the port's AF_XDP RX ring full: the worker fell
+    /// behind and the frame was lost before it saw it (`XDP_STATISTICS`
+    /// `rx_ring_full`).
+    RxRingFull,
+    /// The kernel had no free frame on the port's fill ring for an arriving
+    /// frame (or the frame was larger than a UMEM frame) and dropped it
+    /// (`XDP_STATISTICS` `rx_dropped`).
+    RxNoFrame,
     /// IPv4 fragment where the stage needs ports.
     Fragment,
     /// ESP for an SPI we have no inbound SA for.
@@ -99,7 +107,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 39] = [
+    pub const ALL: [DropReason; 41] = [
         DropReason::Truncated,
         DropReason::NotIp,
         DropReason::BadVersion,
@@ -121,6 +129,8 @@ impl DropReason {
         DropReason::HostPuntFailed,
         DropReason::NoFrame,
         DropReason::TxRingFull,
+        DropReason::RxRingFull,
+        DropReason::RxNoFrame,
         DropReason::Fragment,
         DropReason::EspBadSpi,
         DropReason::EspAuthFailed,
@@ -168,6 +178,8 @@ impl DropReason {
             DropReason::HostPuntFailed => "host_punt_failed",
             DropReason::NoFrame => "no_frame",
             DropReason::TxRingFull => "tx_ring_full",
+            DropReason::RxRingFull => "rx_ring_full",
+            DropReason::RxNoFrame => "rx_no_frame",
             DropReason::Fragment => "fragment",
             DropReason::EspBadSpi => "esp_bad_spi",
             DropReason::EspAuthFailed => "esp_auth_failed",

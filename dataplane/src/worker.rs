@@ -563,6 +563,13 @@ impl Worker {
                 c.tx_bytes = x.tx_bytes;
                 c.drops[DropReason::TxRingFull as usize] = x.tx_ring_full;
             }
+            // Frames the kernel dropped before the worker saw them: one
+            // getsockopt per port per publication, never per packet. A
+            // failed read keeps the last figures.
+            if let Ok(k) = ports.kernel_statistics(PortId(i as u16)) {
+                c.drops[DropReason::RxRingFull as usize] = k.rx_ring_full;
+                c.drops[DropReason::RxNoFrame as usize] = k.rx_dropped;
+            }
         }
         shared.publish(&self.pipeline.counters);
     }

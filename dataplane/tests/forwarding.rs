@@ -337,6 +337,68 @@ fn malformed_frames_are_dropped_and_counted_by_reason() {
     assert!(ok, "{out}");
 }
 
+/// Frames the kernel drops before the worker sees them (its AF_XDP RX
+/// ring full, no free frame on the fill ring) are counted by reason: with
+/// the daemon stopped, a burst larger than the rings cannot all be queued.
+#[test]
+fn frames_lost_while_the_worker_is_stalled_are_counted() {
+    let bed = Bed::new("fwd-stall");
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    assert!(ok, "{out}");
+    let dp_mac = bed.dp.mac("left").unwrap();
+    let h1_mac = bed.h1.mac("eth0").unwrap();
+    let frame = ipv4_udp(dp_mac, h1_mac, [10, 1, 0, 2], [10, 2, 0, 2], 64);
+    // The rings hold 1024 frames each; 4096 cannot all wait.
+    const BURST: u64 = 4096;
+    const RING: u64 = 1024;
+    let forwarded_before = forwarded(&bed);
+
+    /// Resumes the daemon even when the test fails while it is stopped.
+    struct Resume<'a>(&'a Daemon);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.signal(libc::SIGCONT);
+        }
+    }
+    bed.daemon.signal(libc::SIGSTOP);
+    let resume = Resume(&bed.daemon);
+    inject(&bed.h1, vec![frame; BURST as usize]);
+    drop(resume);
+
+    // Counters are published every 50 ms; wait for the worker's next ones.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (lost, drops) = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let drops = bed.drops();
+        let left = &drops["left"];
+        let lost = left["rx_ring_full"].as_u64().unwrap() + left["rx_no_frame"].as_u64().unwrap();
+        if lost >= BURST - RING || std::time::Instant::now() > deadline {
+            break (lost, drops);
+        }
+    };
+    let through = forwarded(&bed) - forwarded_before;
+    assert!(
+        lost >= BURST - RING,
+        "at most {RING} of {BURST} frames fit the rings, {lost} counted lost: {drops}"
+    );
+    // What was queued went through once the worker ran again, and nothing
+    // was counted twice.
+    assert!(through >= 1, "nothing forwarded after the stall");
+    assert!(
+        through + lost <= BURST + 8,
+        "{through} forwarded + {lost} lost of {BURST}"
+    );
+    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    assert!(ok, "{out}");
+}
+
+fn forwarded(bed: &Bed) -> u64 {
+    let c = bed.daemon.json(&["show", "counters"]);
+    c["left"]["forwarded"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{c}"))
+}
+
 #[test]
 fn sigkill_leaves_no_program_attached_and_restart_works() {
     let mut bed = Bed::new("fwd-kill");

@@ -98,6 +98,15 @@ impl Daemon {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("daemon running").id();
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // child, not yet reaped.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// Kills the process without letting it clean up.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {
