@@ -404,6 +404,13 @@ pub struct EngineConfig {
     pub poll: PollConfig,
     /// UMEM frames per worker (2048 bytes each).
     pub frames: u32,
+    /// Entries of each socket's RX ring and of its fill ring: how many
+    /// frames can wait for the worker before the kernel drops
+    /// (`rx_ring_full`). A power of two, 64 to 16384.
+    pub rx_ring: u32,
+    /// Entries of each socket's TX and completion rings. A power of two,
+    /// 64 to 16384.
+    pub tx_ring: u32,
     /// Descriptors per RX/TX batch.
     pub batch: usize,
     /// Hand traffic for our own addresses that the dataplane does not
@@ -419,7 +426,9 @@ impl Default for EngineConfig {
             xdp_mode: XdpModeConfig::Native,
             bind: BindConfig::Auto,
             poll: PollConfig::Adaptive,
-            frames: 4096,
+            frames: 8192,
+            rx_ring: 2048,
+            tx_ring: 1024,
             batch: 64,
             host_punt: true,
         }

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use strait_xdp::{BindPolicy, PortSet, PortSetConfig, PortSpec, UmemConfig, XdpMode, XdpProgram};
+use strait_xdp::{
+    BindPolicy, PortSet, PortSetConfig, PortSpec, RingSizes, UmemConfig, XdpMode, XdpProgram,
+};
 
 use crate::config::{
     BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
@@ -126,6 +128,17 @@ impl Engine {
             .finish();
         let tables = Tables::build(&config, path, 1, flow_seed, None, kernel_link)?;
         let e = &config.engine;
+        // Each port's fill ring starts with up to half of its share of the
+        // frames (the rest serve TX and refills); fewer frames than that
+        // leave part of every RX ring without a buffer behind it.
+        let wanted = 2 * u64::from(e.rx_ring) * tables.ports.len() as u64;
+        if u64::from(e.frames) < wanted {
+            tracing::warn!(
+                frames = e.frames,
+                wanted,
+                "engine.frames is below 2 x rx_ring x interfaces: bursts may be dropped as rx_no_frame"
+            );
+        }
         let pcfg = PortSetConfig {
             umem: UmemConfig {
                 frame_count: e.frames,
@@ -139,6 +152,12 @@ impl Engine {
             xdp_mode: match e.xdp_mode {
                 XdpModeConfig::Native => XdpMode::Native,
                 XdpModeConfig::Generic => XdpMode::Generic,
+            },
+            rings: RingSizes {
+                rx: e.rx_ring,
+                fill: e.rx_ring,
+                tx: e.tx_ring,
+                completion: e.tx_ring,
             },
             rx_batch: e.batch as u32,
             ..PortSetConfig::default()

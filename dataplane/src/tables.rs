@@ -617,6 +617,15 @@ impl Tables {
                 ),
             ));
         }
+        let e = &config.engine;
+        for (key, n) in [("engine.rx_ring", e.rx_ring), ("engine.tx_ring", e.tx_ring)] {
+            if !n.is_power_of_two() || !(64..=16384).contains(&n) {
+                return Err(invalid(
+                    key.into(),
+                    format!("{n} must be a power of two from 64 to 16384"),
+                ));
+            }
+        }
         if !(1..=256).contains(&config.engine.batch) {
             return Err(invalid(
                 "engine.batch".into(),
@@ -940,6 +949,8 @@ addresses = ["192.0.2.1/24"]
             ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac", Some(11)),
             ("[engine]\nworkers = 0\n", "engine.workers", None),
             ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores", None),
+            ("[engine]\nrx_ring = 1000\n", "engine.rx_ring: 1000 must be a power of two", None),
+            ("[engine]\ntx_ring = 32768\n", "engine.tx_ring: 32768 must be a power of two from 64 to 16384", None),
             (
                 "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\n",
                 "nat rule m: masquerade needs out_interface", Some(9)),
