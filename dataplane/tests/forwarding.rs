@@ -348,9 +348,10 @@ fn frames_lost_while_the_worker_is_stalled_are_counted() {
     let dp_mac = bed.dp.mac("left").unwrap();
     let h1_mac = bed.h1.mac("eth0").unwrap();
     let frame = ipv4_udp(dp_mac, h1_mac, [10, 1, 0, 2], [10, 2, 0, 2], 64);
-    // The rings hold 1024 frames each; 4096 cannot all wait.
-    const BURST: u64 = 4096;
-    const RING: u64 = 1024;
+    // The default RX ring (and the frames behind it) holds 2048; three
+    // times that cannot all wait.
+    const RING: u64 = 2048;
+    const BURST: u64 = 3 * RING;
     let forwarded_before = forwarded(&bed);
 
     /// Resumes the daemon even when the test fails while it is stopped.
