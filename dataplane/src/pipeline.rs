@@ -407,21 +407,25 @@ impl<P> Pipeline<P> {
         }
         match t.fib.lookup(IpAddr::V4(dst), hash) {
             None => self.icmpv4_error(
+                t,
                 port,
                 pkt,
                 l3,
                 now,
                 Icmpv4Error::DstUnreachable(0),
                 DropReason::NoRoute,
+                nat_done,
             ),
             Some(Disposition::Blackhole) => Verdict::Drop(DropReason::Blackhole),
             Some(Disposition::Unreachable) => self.icmpv4_error(
+                t,
                 port,
                 pkt,
                 l3,
                 now,
                 Icmpv4Error::DstUnreachable(1),
                 DropReason::NoRoute,
+                nat_done,
             ),
             Some(Disposition::Local) => {
                 let esp_candidate = proto == IpProtocol::UDP || proto == IpProtocol::ESP;
@@ -447,23 +451,27 @@ impl<P> Pipeline<P> {
                 };
                 if ttl <= 1 {
                     return self.icmpv4_error(
+                        t,
                         port,
                         pkt,
                         l3,
                         now,
                         Icmpv4Error::TimeExceeded(0),
                         DropReason::TtlExceeded,
+                        nat_done,
                     );
                 }
                 let fragment = total > usize::from(mtu);
                 if fragment && dont_frag {
                     return self.icmpv4_error(
+                        t,
                         port,
                         pkt,
                         l3,
                         now,
                         Icmpv4Error::FragmentationNeeded { next_hop_mtu: mtu },
                         DropReason::Oversized,
+                        nat_done,
                     );
                 }
                 // NAT outbound stage: after the route, TTL and MTU checks
@@ -622,16 +630,49 @@ impl<P> Pipeline<P> {
     /// addressed back to the sender (RFC 1812 §4.3.2), or drops it when the
     /// rate limit or RFC 1812 §4.3.2.7 say no. The packet's drop is counted
     /// under `reason` either way.
+    ///
+    /// With `nat_done` the packet was translated on its way in (DNAT, or a
+    /// reply un-SNATed), so its header now names the inside: the error is
+    /// passed through the NAT's outbound ICMP-error translation (RFC 5508
+    /// REQ-5), which restores the quoted packet to what the sender sent and
+    /// sends the error from the session's public address. Without that the
+    /// sender could not match the error and would learn the private address.
+    #[allow(clippy::too_many_arguments)]
     fn icmpv4_error(
         &mut self,
+        t: &Tables,
         port: &Port,
         pkt: &mut PacketBuf<'_>,
         l3: usize,
         now: Instant,
         error: Icmpv4Error,
         reason: DropReason,
+        nat_done: bool,
     ) -> Verdict {
-        self.icmp_error(port, pkt, l3, now, IcmpError::V4(error), reason)
+        let verdict = self.icmp_error(port, pkt, l3, now, IcmpError::V4(error), reason);
+        if !nat_done || verdict != Verdict::Reply {
+            return verdict;
+        }
+        // Back the way the packet came: its port, or the tunnel it was
+        // decapsulated from (the egress the inbound stage saw).
+        let back = self.decap_tunnel.unwrap_or(u32::from(port.id));
+        let Some(egress) = nat::egress_for(t, back) else {
+            return Verdict::Consumed;
+        };
+        let clock = nat_clock(t, now);
+        match self
+            .nat
+            .outbound(&mut pkt.data_mut()[ETH_LEN..], egress, clock)
+        {
+            strait_nat::Verdict::Translated => Verdict::Reply,
+            // The session is gone or the error cannot be rewritten: sending
+            // it untranslated would leak the inside address.
+            strait_nat::Verdict::Drop(r) => {
+                self.count_drop(port.id, nat::drop_reason(r));
+                Verdict::Consumed
+            }
+            strait_nat::Verdict::NotTranslated | strait_nat::Verdict::Hairpin => Verdict::Consumed,
+        }
     }
 
     /// Like [`Self::icmpv4_error`] for IPv6 (RFC 4443 §2.4).

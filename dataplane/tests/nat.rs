@@ -252,6 +252,41 @@ fn lan_behind_masquerade_with_port_forwards() {
     assert_eq!(sources[0].ip().to_string(), SERVER);
     assert_eq!(echoed, 50);
 
+    // Strait's own ICMP errors about a port-forwarded packet quote what the
+    // sender sent (RFC 5508 REQ-5): a datagram to the UDP forward that
+    // expires at Strait comes back as a time-exceeded the sender's kernel
+    // matches to its socket (IP_RECVERR reports it as EHOSTUNREACH). One
+    // quoting the backend's private address would match no socket.
+    let err = server
+        .enter(|| {
+            let s = UdpSocket::bind("198.51.100.2:0").unwrap();
+            s.set_ttl(1).unwrap();
+            let on: libc::c_int = 1;
+            // SAFETY: a valid socket descriptor and a c_int option value of
+            // the length given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::IPPROTO_IP,
+                    libc::IP_RECVERR,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "IP_RECVERR: {}", std::io::Error::last_os_error());
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.connect("198.51.100.1:5353").unwrap();
+            s.send(b"expires at Strait").unwrap();
+            let mut buf = [0u8; 64];
+            s.recv(&mut buf).map(|_| ()).unwrap_err()
+        })
+        .unwrap();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EHOSTUNREACH),
+        "the time-exceeded did not match the sender's socket: {err}"
+    );
+
     // tracepath: hop 1 is Strait's LAN address (time-exceeded sent before
     // translation), and the server's port-unreachable finds its way back
     // through the translator (RFC 5508).
