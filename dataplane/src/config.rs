@@ -402,6 +402,11 @@ pub struct EngineConfig {
     pub bind: BindConfig,
     /// Idle behaviour.
     pub poll: PollConfig,
+    /// 0: workers run under the normal scheduler. 1–99: workers run
+    /// SCHED_FIFO at this priority, so nothing of lower priority preempts
+    /// them on their cores (pair with `cores` on dedicated CPUs; the
+    /// kernel's RT throttling still leaves other work 5 % of a core).
+    pub realtime_priority: u8,
     /// UMEM frames per worker (2048 bytes each).
     pub frames: u32,
     /// Entries of each socket's RX ring and of its fill ring: how many
@@ -426,6 +431,7 @@ impl Default for EngineConfig {
             xdp_mode: XdpModeConfig::Native,
             bind: BindConfig::Auto,
             poll: PollConfig::Adaptive,
+            realtime_priority: 0,
             frames: 8192,
             rx_ring: 2048,
             tx_ring: 1024,

@@ -53,6 +53,17 @@ pub enum EngineError {
     /// A worker thread could not be started.
     #[error("worker {0}: {1}")]
     Thread(usize, std::io::Error),
+    /// A worker could not be given the real-time priority asked for.
+    #[error(
+        "worker {worker}: engine.realtime_priority = {priority}: SCHED_FIFO refused: {source} \
+         (it needs root or CAP_SYS_NICE)"
+    )]
+    Scheduling {
+        worker: usize,
+        priority: u8,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One Security Association, without its key.
@@ -88,6 +99,23 @@ pub struct TunnelSas {
     /// Counters of the interface the tunnel's outer packets use: ESP
     /// sealed/opened packets and the `esp_*` drop reasons.
     pub egress_counters: Option<PortCounters>,
+}
+
+/// Moves a worker thread to SCHED_FIFO at `priority` (1–99).
+fn set_fifo(thread: &std::thread::JoinHandle<()>, priority: u8) -> std::io::Result<()> {
+    use std::os::unix::thread::JoinHandleExt;
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: the pthread_t is of a thread we started and have not joined
+    // (the handle is borrowed), and `param` is a valid sched_param.
+    let rc =
+        unsafe { libc::pthread_setschedparam(thread.as_pthread_t(), libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
 }
 
 fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
@@ -242,11 +270,33 @@ impl Engine {
         // The programs stay attached while any port set holds them.
         drop(programs);
         for (w, ctx) in contexts.into_iter().enumerate() {
-            let thread = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name(format!("strait-w{w}"))
                 .spawn(move || worker::run(ctx))
-                .map_err(|e| EngineError::Thread(w, e))?;
-            workers[w].thread = Some(thread);
+                .map_err(|e| EngineError::Thread(w, e))
+                .and_then(|thread| {
+                    let priority = e.realtime_priority;
+                    let r = match priority {
+                        0 => Ok(()),
+                        p => set_fifo(&thread, p).map_err(|source| EngineError::Scheduling {
+                            worker: w,
+                            priority: p,
+                            source,
+                        }),
+                    };
+                    workers[w].thread = Some(thread);
+                    r
+                });
+            if let Err(err) = started {
+                // The workers already running stop before their ports close.
+                stop.store(true, Ordering::Relaxed);
+                for h in &mut workers {
+                    if let Some(t) = h.thread.take() {
+                        let _ = t.join();
+                    }
+                }
+                return Err(err);
+            }
         }
         Ok(Engine {
             path: path.to_owned(),

@@ -618,6 +618,15 @@ impl Tables {
             ));
         }
         let e = &config.engine;
+        if e.realtime_priority > 99 {
+            return Err(invalid(
+                "engine.realtime_priority".into(),
+                format!(
+                    "{} is above 99 (0: normal scheduling, 1-99: SCHED_FIFO priority)",
+                    e.realtime_priority
+                ),
+            ));
+        }
         for (key, n) in [("engine.rx_ring", e.rx_ring), ("engine.tx_ring", e.tx_ring)] {
             if !n.is_power_of_two() || !(64..=16384).contains(&n) {
                 return Err(invalid(
@@ -949,6 +958,7 @@ addresses = ["192.0.2.1/24"]
             ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac", Some(11)),
             ("[engine]\nworkers = 0\n", "engine.workers", None),
             ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores", None),
+            ("[engine]\nrealtime_priority = 100\n", "engine.realtime_priority: 100 is above 99", None),
             ("[engine]\nrx_ring = 1000\n", "engine.rx_ring: 1000 must be a power of two", None),
             ("[engine]\ntx_ring = 32768\n", "engine.tx_ring: 32768 must be a power of two from 64 to 16384", None),
             (

@@ -400,6 +400,93 @@ fn forwarded(bed: &Bed) -> u64 {
         .unwrap_or_else(|| panic!("{c}"))
 }
 
+/// `realtime_priority` puts the worker thread under SCHED_FIFO at that
+/// priority (as the kernel reports it), and it forwards.
+#[test]
+fn workers_can_run_under_sched_fifo() {
+    require_root();
+    require_program("ping", "iputils-ping");
+    let mut tb = Testbed::new("fwd-rt");
+    let ns = topology().build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = CONFIG.replace(
+        "poll = \"adaptive\"\n",
+        "poll = \"adaptive\"\nrealtime_priority = 7\n",
+    );
+    assert!(config.contains("realtime_priority = 7"));
+    let daemon = Daemon::start(&ns["dp"], &dir, "strait", &config);
+    let pid = daemon.child.as_ref().unwrap().id();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let worker = tasks
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "strait-w0")
+        })
+        .expect("a thread named strait-w0");
+    let stat = std::fs::read_to_string(worker.path().join("stat")).unwrap();
+    // Fields after the parenthesised name start at field 3 (state); 40 is
+    // rt_priority and 41 policy (proc(5)).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let (rt_priority, policy) = (fields[40 - 3], fields[41 - 3]);
+    assert_eq!(
+        (rt_priority, policy),
+        ("7", "1"),
+        "rt_priority 7 and policy SCHED_FIFO (1): {stat}"
+    );
+    let (ok, out) = ping(&ns["h1"], &["-c", "2", "-i", "0.2", "10.2.0.2"]);
+    assert!(ok, "{out}");
+}
+
+/// Without the right to use SCHED_FIFO the daemon refuses to start, says
+/// why, and leaves nothing attached.
+#[test]
+fn realtime_priority_without_the_capability_is_refused() {
+    require_root();
+    require_program("setpriv", "util-linux");
+    let mut tb = Testbed::new("fwd-rtno");
+    let ns = topology().build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = CONFIG.replace(
+        "poll = \"adaptive\"\n",
+        "poll = \"adaptive\"\nrealtime_priority = 7\n",
+    );
+    let path = dir.join("rt.toml");
+    std::fs::write(&path, config).unwrap();
+    let sock = dir.join("rt.sock");
+    let out = ns["dp"]
+        .output(&[
+            "timeout",
+            "20",
+            "setpriv",
+            "--bounding-set=-sys_nice",
+            "--inh-caps=-sys_nice",
+            env!("CARGO_BIN_EXE_straitd"),
+            "--config",
+            path.to_str().unwrap(),
+            "--control",
+            sock.to_str().unwrap(),
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without CAP_SYS_NICE: {err}");
+    assert!(
+        err.contains("engine.realtime_priority = 7: SCHED_FIFO refused")
+            && err.contains("CAP_SYS_NICE"),
+        "{err}"
+    );
+    for iface in ["left", "right"] {
+        let link = ns["dp"].ip(&["link", "show", "dev", iface]).unwrap();
+        assert!(!link.contains("xdp"), "{iface} kept a program: {link}");
+    }
+}
+
 #[test]
 fn sigkill_leaves_no_program_attached_and_restart_works() {
     let mut bed = Bed::new("fwd-kill");
