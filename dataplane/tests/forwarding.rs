@@ -400,13 +400,18 @@ fn forwarded(bed: &Bed) -> u64 {
         .unwrap_or_else(|| panic!("{c}"))
 }
 
-/// `realtime_priority` puts the worker thread under SCHED_FIFO at that
-/// priority (as the kernel reports it), and it forwards.
-#[test]
-fn workers_can_run_under_sched_fifo() {
+/// The forwarding bed without a daemon, its scratch directory, and the
+/// forwarding configuration with `realtime_priority = 7`.
+fn realtime_bed(
+    tag: &str,
+) -> (
+    Testbed,
+    std::collections::BTreeMap<String, Netns>,
+    std::path::PathBuf,
+    String,
+) {
     require_root();
-    require_program("ping", "iputils-ping");
-    let mut tb = Testbed::new("fwd-rt");
+    let mut tb = Testbed::new(tag);
     let ns = topology().build(&mut tb).unwrap();
     let dir = std::env::temp_dir().join(tb.prefix());
     std::fs::create_dir_all(&dir).unwrap();
@@ -415,6 +420,15 @@ fn workers_can_run_under_sched_fifo() {
         "poll = \"adaptive\"\nrealtime_priority = 7\n",
     );
     assert!(config.contains("realtime_priority = 7"));
+    (tb, ns, dir, config)
+}
+
+/// `realtime_priority` puts the worker thread under SCHED_FIFO at that
+/// priority (as the kernel reports it), and it forwards.
+#[test]
+fn workers_can_run_under_sched_fifo() {
+    require_program("ping", "iputils-ping");
+    let (_tb, ns, dir, config) = realtime_bed("fwd-rt");
     let daemon = Daemon::start(&ns["dp"], &dir, "strait", &config);
     let pid = daemon.child.as_ref().unwrap().id();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
@@ -447,16 +461,8 @@ fn workers_can_run_under_sched_fifo() {
 /// why, and leaves nothing attached.
 #[test]
 fn realtime_priority_without_the_capability_is_refused() {
-    require_root();
     require_program("setpriv", "util-linux");
-    let mut tb = Testbed::new("fwd-rtno");
-    let ns = topology().build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = CONFIG.replace(
-        "poll = \"adaptive\"\n",
-        "poll = \"adaptive\"\nrealtime_priority = 7\n",
-    );
+    let (_tb, ns, dir, config) = realtime_bed("fwd-rtno");
     let path = dir.join("rt.toml");
     std::fs::write(&path, config).unwrap();
     let sock = dir.join("rt.sock");

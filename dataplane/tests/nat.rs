@@ -59,7 +59,7 @@ const WAN: &str = "198.51.100.1";
 const SERVER: &str = "198.51.100.2";
 
 mod common;
-use common::{fnv, Daemon};
+use common::{fnv, set_int_option, Daemon};
 
 fn pattern(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed;
@@ -261,19 +261,7 @@ fn lan_behind_masquerade_with_port_forwards() {
         .enter(|| {
             let s = UdpSocket::bind("198.51.100.2:0").unwrap();
             s.set_ttl(1).unwrap();
-            let on: libc::c_int = 1;
-            // SAFETY: a valid socket descriptor and a c_int option value of
-            // the length given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::IPPROTO_IP,
-                    libc::IP_RECVERR,
-                    (&on as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "IP_RECVERR: {}", std::io::Error::last_os_error());
+            set_int_option(&s, libc::IPPROTO_IP, libc::IP_RECVERR, 1).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             s.connect("198.51.100.1:5353").unwrap();
             s.send(b"expires at Strait").unwrap();

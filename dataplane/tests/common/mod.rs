@@ -142,19 +142,34 @@ impl Drop for Daemon {
 pub fn udp_receiver(addr: &str, bytes: usize) -> std::net::UdpSocket {
     let s = std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(&s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+        .unwrap_or_else(|e| panic!("SO_RCVBUFFORCE: {e}"));
+    s
+}
+
+/// `setsockopt(level, name)` with an int value.
+pub fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: a valid socket descriptor and a c_int option value of the
     // length given.
     let rc = unsafe {
         libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-    s
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Checks that every numbered datagram arrived exactly once; on failure
