@@ -38,7 +38,7 @@ use strait_bench::harness::peers::{self, GatewayPair, Implementation};
 use strait_bench::harness::set_rps;
 use strait_bench::harness::stats::{ratio, show, Spread};
 use strait_bench::harness::trial::{
-    measure, Attachment, Figure, Path, Plan, ReceiverKind, SearchPlan, SenderKind, TrialFigures,
+    measure, Figure, Path, Plan, ReceiverKind, SearchPlan, SenderKind, TrialFigures,
 };
 use strait_bench::harness::tunnel::{key_from_hex, outbound_sa, TunnelLeg};
 use strait_bench::harness::{plot, strongswan};
@@ -474,22 +474,7 @@ impl Bench {
         eprintln!("== forwarding: kernel vs Strait (scripts/topologies/forward.topo)");
         let (_tb, nets) = self.bed("forward.topo", "bench-fwd")?;
         let (h1, dp, h2) = (ns(&nets, "h1")?, ns(&nets, "dp")?, ns(&nets, "h2")?);
-        let path = Path {
-            tx: Attachment {
-                netns: h1.name().into(),
-                iface: "eth0".into(),
-            },
-            rx: Attachment {
-                netns: h2.name().into(),
-                iface: "eth0".into(),
-            },
-            src_mac: h1.mac("eth0")?,
-            dst_mac: dp.mac("left")?,
-            src_ip: ip("10.1.0.2"),
-            dst_ip: ip("10.2.0.2"),
-            seal: None,
-            open: None,
-        };
+        let path = Path::between(h1, h2, dp, "left", ip("10.1.0.2"), ip("10.2.0.2"))?;
 
         // The kernel: addresses on the router, forwarding on, and RPS so
         // its receive processing runs on the CPU Strait's worker gets.
@@ -1017,42 +1002,14 @@ inbound = {{ spi = {SPI_IN}, cipher = "aes128-gcm", key = "{KEY_IN}" }}
             };
             // (i) Encrypt: clear LAN traffic in, ESP out to the peer, which
             // opens it and counts the probes.
-            let encrypt = Path {
-                tx: Attachment {
-                    netns: lan.name().into(),
-                    iface: "eth0".into(),
-                },
-                rx: Attachment {
-                    netns: peer.name().into(),
-                    iface: "eth0".into(),
-                },
-                src_mac: lan.mac("eth0")?,
-                dst_mac: dut.mac("lan")?,
-                src_ip: ip("10.1.0.2"),
-                dst_ip: ip("10.2.0.2"),
-                seal: None,
-                open: Some(peer_leg(SPI_OUT, KEY_OUT)?),
-            };
+            let mut encrypt = Path::between(lan, peer, dut, "lan", ip("10.1.0.2"), ip("10.2.0.2"))?;
+            encrypt.open = Some(peer_leg(SPI_OUT, KEY_OUT)?);
             // (ii) Decrypt: the peer seals with fresh sequence numbers (one
             // SA for the whole run: the endpoint's replay window remembers).
             let leg = peer_leg(SPI_IN, KEY_IN)?;
             let sa = outbound_sa(&leg)?;
-            let decrypt = Path {
-                tx: Attachment {
-                    netns: peer.name().into(),
-                    iface: "eth0".into(),
-                },
-                rx: Attachment {
-                    netns: lan.name().into(),
-                    iface: "eth0".into(),
-                },
-                src_mac: peer_mac,
-                dst_mac: dut_wan,
-                src_ip: ip("10.2.0.2"),
-                dst_ip: ip("10.1.0.2"),
-                seal: Some((leg, Arc::clone(&sa))),
-                open: None,
-            };
+            let mut decrypt = Path::between(peer, lan, dut, "wan", ip("10.2.0.2"), ip("10.1.0.2"))?;
+            decrypt.seal = Some((leg, Arc::clone(&sa)));
             for &size in &self.args.esp_sizes.clone() {
                 let label = "Strait encrypt (AES-128-GCM)";
                 let (fig, share) = self.measure_dut(&encrypt, size, label, &[&d])?;
@@ -1361,22 +1318,7 @@ fn fmt_mac(m: [u8; 6]) -> String {
 /// The generator path of the site-to-site bed: lana → lanb, first hop the
 /// branch gateway's LAN port.
 fn site_path(lana: &Netns, lanb: &Netns, branch: &Netns) -> Result<Path> {
-    Ok(Path {
-        tx: Attachment {
-            netns: lana.name().into(),
-            iface: "eth0".into(),
-        },
-        rx: Attachment {
-            netns: lanb.name().into(),
-            iface: "eth0".into(),
-        },
-        src_mac: lana.mac("eth0")?,
-        dst_mac: branch.mac("lan")?,
-        src_ip: ip("10.1.0.2"),
-        dst_ip: ip("10.2.0.2"),
-        seal: None,
-        open: None,
-    })
+    Path::between(lana, lanb, branch, "lan", ip("10.1.0.2"), ip("10.2.0.2"))
 }
 
 /// Pings lanb from lana until the tunnel carries it (the first packets make

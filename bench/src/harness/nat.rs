@@ -26,7 +26,7 @@ use strait_testbed::{Netns, Testbed, Topology};
 use super::daemon::{Binaries, Straitd};
 use super::set_rps;
 use super::stats::{ratio, show, Spread};
-use super::trial::{measure, run_once, Attachment, Figure, Path, Plan, TrialFigures};
+use super::trial::{measure, run_once, Figure, Path, Plan, TrialFigures};
 use crate::gen::{FlowOrder, FlowSpec, PortRange, Rate};
 
 /// First inside source address of the generated flows.
@@ -354,22 +354,7 @@ impl NatPart<'_> {
                 .with_context(|| format!("bench-nat.topo has no namespace {n}"))
         };
         let (h1, dp, h2) = (get("h1")?, get("dp")?, get("h2")?);
-        let path = Path {
-            tx: Attachment {
-                netns: h1.name().into(),
-                iface: "eth0".into(),
-            },
-            rx: Attachment {
-                netns: h2.name().into(),
-                iface: "eth0".into(),
-            },
-            src_mac: h1.mac("eth0")?,
-            dst_mac: dp.mac("lan")?,
-            src_ip: IpAddr::V4(LAN_FIRST),
-            dst_ip: IpAddr::V4(SINK),
-            seal: None,
-            open: None,
-        };
+        let path = Path::between(h1, h2, dp, "lan", IpAddr::V4(LAN_FIRST), IpAddr::V4(SINK))?;
         let mut res = NatResults::default();
         self.kernel(dp, &path, &mut res, progress)?;
         // Leave the router bare for Strait.

@@ -71,6 +71,37 @@ pub struct Path {
     pub open: Option<TunnelLeg>,
 }
 
+impl Path {
+    /// Clear traffic from `eth0` of `tx` to `eth0` of `rx`, `src_ip` →
+    /// `dst_ip`, first hop the device under test's interface `dut_iface`
+    /// in `dut`. Set [`Path::seal`] / [`Path::open`] for tunnel legs.
+    pub fn between(
+        tx: &strait_testbed::Netns,
+        rx: &strait_testbed::Netns,
+        dut: &strait_testbed::Netns,
+        dut_iface: &str,
+        src_ip: IpAddr,
+        dst_ip: IpAddr,
+    ) -> Result<Path> {
+        Ok(Path {
+            tx: Attachment {
+                netns: tx.name().into(),
+                iface: "eth0".into(),
+            },
+            rx: Attachment {
+                netns: rx.name().into(),
+                iface: "eth0".into(),
+            },
+            src_mac: tx.mac("eth0")?,
+            dst_mac: dut.mac(dut_iface)?,
+            src_ip,
+            dst_ip,
+            seal: None,
+            open: None,
+        })
+    }
+}
+
 /// How trials run.
 #[derive(Debug, Clone)]
 pub struct Plan {
