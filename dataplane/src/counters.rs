@@ -9,198 +9,251 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why a packet was dropped. Each reason has its own counter per interface.
+/// The stage of the data path that owns a drop reason (VPP's per-node
+/// error lists): `show drops` and the metrics name it beside the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// Frame shorter than its headers claim.
-    Truncated,
-    /// EtherType the dataplane does not forward.
-    NotIp,
-    /// IP version field does not match the EtherType.
-    BadVersion,
-    /// IPv4 IHL below 5 or beyond the packet.
-    BadHeaderLength,
-    /// IPv4 total length / IPv6 payload length beyond the frame.
-    BadTotalLength,
-    /// IPv4 header checksum wrong.
-    BadChecksum,
-    /// Malformed packet of another kind (bad options, bad ARP, ...).
-    Malformed,
-    /// TTL or hop limit ran out here (ICMP time-exceeded sent when allowed).
-    TtlExceeded,
-    /// Source address that can never be a sender (RFC 1812 §5.3.7).
-    MartianSource,
-    /// Larger than the egress MTU with DF set (ICMP frag-needed sent).
-    Oversized,
-    /// Larger than the egress MTU without DF: fragmentation is not done on
-    /// the plain forwarding path.
-    FragmentationNeeded,
-    /// No route to the destination (ICMP unreachable sent when allowed).
-    NoRoute,
-    /// The route says blackhole or unreachable.
-    Blackhole,
-    /// Next hop did not answer ARP/NDP in time.
-    NeighbourUnresolved,
-    /// The pending queue of an unresolved neighbour was full.
-    NeighbourQueueFull,
-    /// The neighbour table was full.
-    NeighbourTableFull,
-    /// Frame for another station's MAC address.
-    NotForUs,
-    /// A locally generated ICMP error was suppressed by the rate limit.
-    IcmpRateLimited,
-    /// Traffic for the host stack could not be handed over.
-    HostPuntFailed,
-    /// No free frame in the UMEM pool for a generated packet.
-    NoFrame,
-    /// The egress TX ring was full.
-    TxRingFull,
-    /// The kernel found the port's AF_XDP RX ring full: the worker fell
-    /// behind and the frame was lost before it saw it (`XDP_STATISTICS`
-    /// `rx_ring_full`).
-    RxRingFull,
-    /// The kernel had no free frame on the port's fill ring for an arriving
-    /// frame (or the frame was larger than a UMEM frame) and dropped it
-    /// (`XDP_STATISTICS` `rx_dropped`).
-    RxNoFrame,
-    /// IPv4 fragment where the stage needs ports.
+pub enum Stage {
+    /// The kernel, before the worker saw the frame (`XDP_STATISTICS`).
+    Rx,
+    /// Ethernet classification (`pipeline/l2.rs`).
+    L2,
+    /// IPv4 and IPv6 header checks (`pipeline/ipv4.rs`, `pipeline/ipv6.rs`).
+    Ip,
+    /// ARP, NDP and next-hop resolution (`pipeline/neighbour.rs`, the worker).
+    Neighbour,
+    /// NAT in and out (`pipeline/nat.rs`).
+    Nat,
+    /// Route lookup and egress checks (`pipeline/route.rs`).
+    Route,
+    /// Delivery to this box (`pipeline/local.rs`).
+    Local,
+    /// ESP arriving (`pipeline/esp_in.rs`).
+    EspIn,
+    /// ESP leaving (`pipeline/esp_out.rs`).
+    EspOut,
+    /// ICMP errors Strait generates (`pipeline/icmp.rs`).
+    Icmp,
+    /// IPv4 fragmentation (`pipeline/fragment.rs`, the worker).
     Fragment,
-    /// ESP for an SPI we have no inbound SA for.
-    EspBadSpi,
-    /// ESP whose integrity check failed (RFC 4303 §3.4.4).
-    EspAuthFailed,
-    /// ESP sequence number already seen inside the window.
-    EspReplay,
-    /// ESP sequence number left of the window.
-    EspReplayOld,
-    /// ESP that failed otherwise (padding, inner packet, selectors, lifetime).
-    EspInvalid,
-    /// A packet could not be sealed (selectors, sequence exhausted, expired SA).
-    EspSealFailed,
-    /// NAT: transport header too short to translate.
-    NatMalformed,
-    /// NAT: a non-first fragment of a translated flow (no ports to match;
-    /// fragments are not reassembled).
-    NatFragment,
-    /// NAT: a protocol other than TCP, UDP or ICMP to or from a translated
-    /// address.
-    NatUnsupportedProtocol,
-    /// NAT: a TCP segment other than a SYN without a session.
-    NatTcpNotSyn,
-    /// NAT: refused by address-dependent filtering (RFC 4787 REQ-8).
-    NatFiltered,
-    /// NAT: inbound packet to a translated address with no session, mapping
-    /// or rule behind it.
-    NatNoSession,
-    /// NAT: session table full or no free external port for a new flow.
-    NatExhausted,
-    /// NAT: ICMP error about no known session (RFC 5508 REQ-4/5).
-    NatIcmpErrorNoSession,
-    /// NAT: ICMP error whose checksums do not verify (RFC 5508 REQ-3).
-    NatIcmpErrorChecksum,
-    /// NAT: ICMP error about an error, or with an unusable quoted packet.
-    NatIcmpErrorMalformed,
-    /// NAT: ICMP type the translator does not handle.
-    NatIcmpUnsupported,
+    /// Frames and transmit rings (the worker).
+    Tx,
 }
 
-impl DropReason {
-    /// Every reason, in display order.
-    pub const ALL: [DropReason; 41] = [
-        DropReason::Truncated,
-        DropReason::NotIp,
-        DropReason::BadVersion,
-        DropReason::BadHeaderLength,
-        DropReason::BadTotalLength,
-        DropReason::BadChecksum,
-        DropReason::Malformed,
-        DropReason::TtlExceeded,
-        DropReason::MartianSource,
-        DropReason::Oversized,
-        DropReason::FragmentationNeeded,
-        DropReason::NoRoute,
-        DropReason::Blackhole,
-        DropReason::NeighbourUnresolved,
-        DropReason::NeighbourQueueFull,
-        DropReason::NeighbourTableFull,
-        DropReason::NotForUs,
-        DropReason::IcmpRateLimited,
-        DropReason::HostPuntFailed,
-        DropReason::NoFrame,
-        DropReason::TxRingFull,
-        DropReason::RxRingFull,
-        DropReason::RxNoFrame,
-        DropReason::Fragment,
-        DropReason::EspBadSpi,
-        DropReason::EspAuthFailed,
-        DropReason::EspReplay,
-        DropReason::EspReplayOld,
-        DropReason::EspInvalid,
-        DropReason::EspSealFailed,
-        DropReason::NatMalformed,
-        DropReason::NatFragment,
-        DropReason::NatUnsupportedProtocol,
-        DropReason::NatTcpNotSyn,
-        DropReason::NatFiltered,
-        DropReason::NatNoSession,
-        DropReason::NatExhausted,
-        DropReason::NatIcmpErrorNoSession,
-        DropReason::NatIcmpErrorChecksum,
-        DropReason::NatIcmpErrorMalformed,
-        DropReason::NatIcmpUnsupported,
-    ];
-
-    /// Number of reasons.
-    pub const COUNT: usize = Self::ALL.len();
-
+impl Stage {
     /// Stable snake_case name, used by the CLI and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            DropReason::Truncated => "truncated",
-            DropReason::NotIp => "not_ip",
-            DropReason::BadVersion => "bad_version",
-            DropReason::BadHeaderLength => "bad_header_length",
-            DropReason::BadTotalLength => "bad_total_length",
-            DropReason::BadChecksum => "bad_checksum",
-            DropReason::Malformed => "malformed",
-            DropReason::TtlExceeded => "ttl_exceeded",
-            DropReason::MartianSource => "martian_source",
-            DropReason::Oversized => "oversized",
-            DropReason::FragmentationNeeded => "fragmentation_needed",
-            DropReason::NoRoute => "no_route",
-            DropReason::Blackhole => "blackhole",
-            DropReason::NeighbourUnresolved => "neighbour_unresolved",
-            DropReason::NeighbourQueueFull => "neighbour_queue_full",
-            DropReason::NeighbourTableFull => "neighbour_table_full",
-            DropReason::NotForUs => "not_for_us",
-            DropReason::IcmpRateLimited => "icmp_rate_limited",
-            DropReason::HostPuntFailed => "host_punt_failed",
-            DropReason::NoFrame => "no_frame",
-            DropReason::TxRingFull => "tx_ring_full",
-            DropReason::RxRingFull => "rx_ring_full",
-            DropReason::RxNoFrame => "rx_no_frame",
-            DropReason::Fragment => "fragment",
-            DropReason::EspBadSpi => "esp_bad_spi",
-            DropReason::EspAuthFailed => "esp_auth_failed",
-            DropReason::EspReplay => "esp_replay",
-            DropReason::EspReplayOld => "esp_replay_old",
-            DropReason::EspInvalid => "esp_invalid",
-            DropReason::EspSealFailed => "esp_seal_failed",
-            DropReason::NatMalformed => "nat_malformed",
-            DropReason::NatFragment => "nat_fragment",
-            DropReason::NatUnsupportedProtocol => "nat_unsupported_protocol",
-            DropReason::NatTcpNotSyn => "nat_tcp_not_syn",
-            DropReason::NatFiltered => "nat_filtered",
-            DropReason::NatNoSession => "nat_no_session",
-            DropReason::NatExhausted => "nat_exhausted",
-            DropReason::NatIcmpErrorNoSession => "nat_icmp_error_no_session",
-            DropReason::NatIcmpErrorChecksum => "nat_icmp_error_checksum",
-            DropReason::NatIcmpErrorMalformed => "nat_icmp_error_malformed",
-            DropReason::NatIcmpUnsupported => "nat_icmp_unsupported",
+            Stage::Rx => "rx",
+            Stage::L2 => "l2",
+            Stage::Ip => "ip",
+            Stage::Neighbour => "neighbour",
+            Stage::Nat => "nat",
+            Stage::Route => "route",
+            Stage::Local => "local",
+            Stage::EspIn => "esp_in",
+            Stage::EspOut => "esp_out",
+            Stage::Icmp => "icmp",
+            Stage::Fragment => "fragment",
+            Stage::Tx => "tx",
         }
     }
+}
 
+/// Writes [`DropReason`] once: each reason with its stage, its stable name
+/// and its meaning; the enum, [`DropReason::ALL`], [`DropReason::name`] and
+/// [`DropReason::stage`] are generated from that one list.
+macro_rules! drop_reasons {
+    ($( $stage:ident { $( $(#[doc = $doc:literal])+ $variant:ident = $name:literal, )+ } )+) => {
+        /// Why a packet was dropped. Each reason has its own counter per
+        /// interface and belongs to one [`Stage`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $( $(#[doc = $doc])+ $variant, )+ )+
+        }
+
+        impl DropReason {
+            /// Number of reasons.
+            pub const COUNT: usize = <[&str]>::len(&[$( $( $name, )+ )+]);
+
+            /// Every reason, in display order (= enum order).
+            pub const ALL: [DropReason; Self::COUNT] = [$( $( DropReason::$variant, )+ )+];
+
+            /// Stable snake_case name, used by the CLI and metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $( DropReason::$variant => $name, )+ )+
+                }
+            }
+
+            /// The stage that drops for this reason.
+            pub fn stage(self) -> Stage {
+                match self {
+                    $( $( DropReason::$variant => Stage::$stage, )+ )+
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Rx {
+        /// The kernel found the port's AF_XDP RX ring full: the worker fell
+        /// behind and the frame was lost before it saw it (`XDP_STATISTICS`
+        /// `rx_ring_full`).
+        RxRingFull = "rx_ring_full",
+        /// The kernel had no free frame on the port's fill ring for an
+        /// arriving frame (or the frame was larger than a UMEM frame) and
+        /// dropped it (`XDP_STATISTICS` `rx_dropped`).
+        RxNoFrame = "rx_no_frame",
+    }
+    L2 {
+        /// Frame or header shorter than its headers claim.
+        Truncated = "truncated",
+        /// EtherType the dataplane does not forward.
+        NotIp = "not_ip",
+        /// Frame for another station's MAC address (or a link-local IPv6
+        /// destination that is not ours).
+        NotForUs = "not_for_us",
+        /// Malformed Ethernet encapsulation (VLAN tags), or a frame from a
+        /// port the tables do not know.
+        Malformed = "malformed",
+    }
+    Ip {
+        /// IP version field does not match the EtherType.
+        BadVersion = "bad_version",
+        /// IPv4 IHL below 5 or beyond the packet.
+        BadHeaderLength = "bad_header_length",
+        /// IPv4 total length / IPv6 payload length beyond the frame.
+        BadTotalLength = "bad_total_length",
+        /// IPv4 header checksum wrong.
+        BadChecksum = "bad_checksum",
+        /// Malformed IP header of another kind (bad options, extension
+        /// headers).
+        IpMalformed = "ip_malformed",
+        /// Source address that can never be a sender (RFC 1812 §5.3.7), or
+        /// one of this port's own addresses.
+        MartianSource = "martian_source",
+    }
+    Neighbour {
+        /// ARP packet that does not parse (RFC 826).
+        ArpMalformed = "arp_malformed",
+        /// NDP message that does not parse or whose checksum is wrong
+        /// (RFC 4861 §7.1).
+        NdpMalformed = "ndp_malformed",
+        /// NDP message not sent with hop limit 255 (RFC 4861 §7.1.1/§7.1.2).
+        NdpBadHopLimit = "ndp_bad_hop_limit",
+        /// Next hop did not answer ARP/NDP in time.
+        NeighbourUnresolved = "neighbour_unresolved",
+        /// The pending queue of an unresolved neighbour was full.
+        NeighbourQueueFull = "neighbour_queue_full",
+        /// The neighbour table was full.
+        NeighbourTableFull = "neighbour_table_full",
+    }
+    Nat {
+        /// NAT: transport header too short to translate.
+        NatMalformed = "nat_malformed",
+        /// NAT: a non-first fragment of a translated flow (no ports to
+        /// match; fragments are not reassembled).
+        NatFragment = "nat_fragment",
+        /// NAT: a protocol other than TCP, UDP or ICMP to or from a
+        /// translated address.
+        NatUnsupportedProtocol = "nat_unsupported_protocol",
+        /// NAT: a TCP segment other than a SYN without a session.
+        NatTcpNotSyn = "nat_tcp_not_syn",
+        /// NAT: refused by address-dependent filtering (RFC 4787 REQ-8).
+        NatFiltered = "nat_filtered",
+        /// NAT: inbound packet to a translated address with no session,
+        /// mapping or rule behind it.
+        NatNoSession = "nat_no_session",
+        /// NAT: session table full or no free external port for a new flow.
+        NatExhausted = "nat_exhausted",
+        /// NAT: ICMP error about no known session (RFC 5508 REQ-4/5).
+        NatIcmpErrorNoSession = "nat_icmp_error_no_session",
+        /// NAT: ICMP error whose checksums do not verify (RFC 5508 REQ-3).
+        NatIcmpErrorChecksum = "nat_icmp_error_checksum",
+        /// NAT: ICMP error about an error, or with an unusable quoted packet.
+        NatIcmpErrorMalformed = "nat_icmp_error_malformed",
+        /// NAT: ICMP type the translator does not handle.
+        NatIcmpUnsupported = "nat_icmp_unsupported",
+    }
+    Route {
+        /// No route to the destination (ICMP unreachable sent when allowed).
+        NoRoute = "no_route",
+        /// The route says unreachable (ICMP unreachable sent when allowed).
+        Unreachable = "unreachable",
+        /// The route says blackhole.
+        Blackhole = "blackhole",
+        /// The route names an egress the tables do not hold (a route to a
+        /// tunnel endpoint behind another tunnel).
+        NoEgress = "no_egress",
+        /// TTL or hop limit ran out here (ICMP time-exceeded sent when
+        /// allowed).
+        TtlExceeded = "ttl_exceeded",
+        /// Larger than the egress MTU with DF set, or IPv6 (ICMP frag-needed
+        /// or packet-too-big sent when allowed).
+        Oversized = "oversized",
+    }
+    Local {
+        /// ICMP echo request to this box that is too short.
+        EchoTruncated = "echo_truncated",
+        /// ICMP echo request to this box whose checksum is wrong.
+        EchoBadChecksum = "echo_bad_checksum",
+        /// ICMPv6 echo request to this box that does not parse, or whose
+        /// answer cannot be built.
+        EchoMalformed = "echo_malformed",
+        /// Traffic for the host stack could not be handed over (no TAP, or
+        /// the TAP refused it).
+        HostPuntFailed = "host_punt_failed",
+        /// A packet that arrived through a tunnel was for the host stack,
+        /// which would answer in clear on the wire: refused.
+        TunnelToHost = "tunnel_to_host",
+    }
+    EspIn {
+        /// UDP or ESP to a tunnel endpoint too short for its headers.
+        EspTruncated = "esp_truncated",
+        /// ESP for an SPI we have no inbound SA for.
+        EspBadSpi = "esp_bad_spi",
+        /// ESP whose integrity check failed (RFC 4303 §3.4.4).
+        EspAuthFailed = "esp_auth_failed",
+        /// ESP sequence number already seen inside the window.
+        EspReplay = "esp_replay",
+        /// ESP sequence number left of the window.
+        EspReplayOld = "esp_replay_old",
+        /// ESP that failed otherwise (padding, inner packet, selectors,
+        /// lifetime).
+        EspInvalid = "esp_invalid",
+        /// ESP inside ESP: never more than one layer is opened.
+        EspNested = "esp_nested",
+    }
+    EspOut {
+        /// A packet could not be sealed (selectors, sequence exhausted,
+        /// expired SA).
+        EspSealFailed = "esp_seal_failed",
+        /// No route out of a port to the tunnel's peer.
+        TunnelNoRoute = "tunnel_no_route",
+    }
+    Icmp {
+        /// A locally generated ICMP error was suppressed by the rate limit.
+        IcmpRateLimited = "icmp_rate_limited",
+    }
+    Fragment {
+        /// An IPv4 packet to fragment whose header does not allow it.
+        FragmentFailed = "fragment_failed",
+    }
+    Tx {
+        /// No free frame in the UMEM pool for a generated packet or a
+        /// fragment.
+        NoFrame = "no_frame",
+        /// No room in the frame for the headers to prepend (Ethernet, outer
+        /// IP/UDP/ESP) or the packet to build.
+        NoHeadroom = "no_headroom",
+        /// The egress TX ring was full.
+        TxRingFull = "tx_ring_full",
+    }
+}
+
+impl DropReason {
     /// Looks a reason up by its [`name`](Self::name).
     pub fn from_name(name: &str) -> Option<DropReason> {
         Self::ALL.into_iter().find(|r| r.name() == name)
@@ -354,6 +407,30 @@ impl SharedCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_stage_owns_a_reason() {
+        for stage in [
+            Stage::Rx,
+            Stage::L2,
+            Stage::Ip,
+            Stage::Neighbour,
+            Stage::Nat,
+            Stage::Route,
+            Stage::Local,
+            Stage::EspIn,
+            Stage::EspOut,
+            Stage::Icmp,
+            Stage::Fragment,
+            Stage::Tx,
+        ] {
+            assert!(
+                DropReason::ALL.iter().any(|r| r.stage() == stage),
+                "{}",
+                stage.name()
+            );
+        }
+    }
 
     #[test]
     fn names_are_unique_and_round_trip() {

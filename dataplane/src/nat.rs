@@ -1,20 +1,7 @@
-//! NAT in the engine: the rule snapshot built from `[[nat]]` and
-//! `[nat_settings]`, the per-worker translation stage the pipeline calls,
-//! and the session snapshots `straitctl show nat` reads.
-//!
-//! Translation itself is `strait-nat`'s: a sans-I/O [`NatWorker`] per
-//! worker that rewrites IPv4 packets in place. This module decides *when*
-//! the pipeline calls it (see `docs/ARCHITECTURE.md`, data path):
-//!
-//! * inbound, before the route lookup, for packets addressed to an address
-//!   NAT may answer for (interface, pool, static or DNAT address): replies
-//!   to a masquerade address would otherwise be taken as local;
-//! * outbound, after the route lookup and the TTL/MTU checks, with the
-//!   egress (interface or tunnel) the route chose, before the TTL is
-//!   decremented and before ESP encapsulation;
-//! * a packet translated inbound skips the outbound stage, so no packet is
-//!   translated twice; packets decapsulated from a tunnel run through the
-//!   same two stages as any other.
+//! NAT rules as the tables hold them: the rule snapshot compiled from
+//! `[[nat]]` and `[nat_settings]`, which every worker's translator
+//! installs. The per-packet stage is `pipeline/nat.rs`; what workers
+//! publish about their sessions is `status.rs`.
 //!
 //! # Workers
 //!
@@ -32,35 +19,24 @@
 //! [`WorkerPartition`], so only the steering is missing.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use strait_fib::Disposition;
 use strait_nat::{
-    BackendSelection, DnatRule, Egress, EgressId, Endpoint, Filtering, Ipv4Prefix, NatConfig,
-    NatCounters, NatRules, NatWorker, PortRange, Protocol, RuleError, RuleId, SessionInfo,
-    SnatRule, SnatTarget, StaticNatRule, Timeouts, Verdict as NatVerdict, WorkerPartition,
+    BackendSelection, DnatRule, EgressId, Endpoint, Filtering, Ipv4Prefix, NatConfig, NatRules,
+    PortRange, Protocol, RuleError, RuleId, SessionInfo, SnatRule, SnatTarget, StaticNatRule,
+    Timeouts, WorkerPartition,
 };
-use strait_wire::{IpProtocol, Ipv4Packet};
 
 use crate::config::{
     BackendSelectionConfig, Config, NatFilteringConfig, NatKindConfig, NatRuleConfig,
     NatSettingsConfig,
 };
-use crate::counters::DropReason;
-use crate::tables::{Port, Tables, Tunnel};
+use crate::status::NatStatus;
+use crate::tables::{Port, Tunnel};
 
 /// External ports rules use when `ports` is not given. Port 0 is not a
 /// port, and ports below 1024 are left to services published by DNAT.
 pub const DEFAULT_PORTS: PortRange = PortRange::new(1024, 65535);
-
-/// Most sessions a worker copies into its snapshot for `show nat sessions`
-/// (the count of all sessions is always exact).
-pub const SNAPSHOT_LIMIT: usize = 10_000;
-
-/// Sessions expired per timer tick at most: the timer runs every
-/// millisecond, so this bounds both the pause and the expiry rate
-/// (256 000 sessions per second).
-pub const EXPIRE_BUDGET: usize = 256;
 
 /// Distinct external addresses one worker allocates ports on (each costs
 /// 24 KiB of port bitmaps, allocated when first used).
@@ -539,298 +515,6 @@ fn port_range(s: &str) -> Result<PortRange, String> {
         return Err(bad());
     }
     Ok(PortRange::new(first, last))
-}
-
-/// Maps the library's drop reasons onto the engine's counters.
-pub fn drop_reason(r: strait_nat::DropReason) -> DropReason {
-    use strait_nat::DropReason as N;
-    match r {
-        N::Malformed => DropReason::NatMalformed,
-        N::Fragment => DropReason::NatFragment,
-        N::UnsupportedProtocol => DropReason::NatUnsupportedProtocol,
-        N::TcpNotSyn => DropReason::NatTcpNotSyn,
-        N::Filtered => DropReason::NatFiltered,
-        N::NoMapping => DropReason::NatNoSession,
-        N::NatExhausted => DropReason::NatExhausted,
-        N::IcmpErrorNoSession => DropReason::NatIcmpErrorNoSession,
-        N::IcmpErrorChecksum => DropReason::NatIcmpErrorChecksum,
-        N::IcmpErrorMalformed => DropReason::NatIcmpErrorMalformed,
-        N::IcmpUnsupported => DropReason::NatIcmpUnsupported,
-    }
-}
-
-// ------------------------------------------------------------- snapshots
-
-/// What one worker last published about its translator.
-#[derive(Debug, Clone, Default)]
-pub struct NatSnapshot {
-    /// When, in seconds on the tables' epoch; `None` before the first.
-    pub taken_at: Option<u64>,
-    /// Live sessions (exact).
-    pub session_count: usize,
-    /// Session capacity.
-    pub capacity: usize,
-    /// Heap bytes held by the translator.
-    pub memory_bytes: usize,
-    /// Up to [`SNAPSHOT_LIMIT`] sessions.
-    pub sessions: Vec<SessionInfo>,
-    /// The translator's counters.
-    pub counters: NatCounters,
-}
-
-/// Per-worker snapshots, read by the control thread. A worker only ever
-/// `try_lock`s its slot and skips a publication when the control thread
-/// holds it, so the data path never waits.
-#[derive(Debug)]
-pub struct NatStatus {
-    workers: Box<[Mutex<NatSnapshot>]>,
-}
-
-impl NatStatus {
-    /// Slots for `workers` workers.
-    pub fn new(workers: usize) -> NatStatus {
-        NatStatus {
-            workers: (0..workers)
-                .map(|_| Mutex::new(NatSnapshot::default()))
-                .collect(),
-        }
-    }
-
-    /// Copies of every worker's last snapshot (control thread).
-    pub fn snapshots(&self) -> Vec<NatSnapshot> {
-        self.workers
-            .iter()
-            .map(|m| match m.lock() {
-                Ok(s) => s.clone(),
-                Err(poisoned) => poisoned.into_inner().clone(),
-            })
-            .collect()
-    }
-}
-
-// ------------------------------------------------------------- the stage
-
-/// What the inbound stage did to a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inbound {
-    /// Not NAT's business: route it as it is (outbound stage still runs).
-    Untouched,
-    /// Rewritten (un-SNAT, DNAT, static or hairpin): route the new
-    /// destination; the outbound stage must not run again.
-    Translated,
-    /// Refused by the translator.
-    Drop(DropReason),
-}
-
-/// One worker's NAT state: the translator (built when the first rules
-/// arrive) and its place among the workers. Survives table swaps: a new
-/// rule snapshot is installed into the same translator, sessions stay.
-#[derive(Debug, Default)]
-pub struct NatStage {
-    worker: Option<NatWorker>,
-    generation: Option<u64>,
-    index: u16,
-    active: bool,
-}
-
-impl NatStage {
-    /// Sets the worker's index among the workers (before the first packet).
-    pub fn set_index(&mut self, index: u16) {
-        self.index = index;
-    }
-
-    /// The translator, once built.
-    pub fn worker(&self) -> Option<&NatWorker> {
-        self.worker.as_ref()
-    }
-
-    /// Whether the stages run at all: there are rules, or sessions left
-    /// from earlier rules. Without NAT the data path pays one branch.
-    #[inline]
-    pub fn active(&self) -> bool {
-        self.active
-    }
-
-    /// Adopts the snapshot `t` if it is new.
-    #[inline]
-    pub fn sync(&mut self, t: &Tables) {
-        if self.generation != Some(t.generation) {
-            self.install(t);
-        }
-    }
-
-    fn install(&mut self, t: &Tables) {
-        self.generation = Some(t.generation);
-        match &mut self.worker {
-            Some(w) => w.install_rules(Arc::clone(&t.nat.rules)),
-            None if !t.nat.is_empty() => {
-                // Validated when the tables were built; allocates the
-                // session table once, here, not per packet.
-                match NatWorker::new(t.nat.worker_config(self.index), Arc::clone(&t.nat.rules)) {
-                    Ok(w) => self.worker = Some(w),
-                    Err(e) => tracing::error!(error = %e, "NAT translator not built"),
-                }
-            }
-            None => {}
-        }
-        self.active = self
-            .worker
-            .as_ref()
-            .is_some_and(|w| !t.nat.is_empty() || w.session_count() > 0);
-    }
-
-    /// The inbound stage, before the route lookup. `packet` is the IPv4
-    /// packet (validated by the caller), `ingress` where it came from (the
-    /// interface, or the tunnel it was decapsulated from).
-    pub fn inbound(
-        &mut self,
-        t: &Tables,
-        packet: &mut [u8],
-        ingress: EgressId,
-        decapsulated: bool,
-        now: u64,
-    ) -> Inbound {
-        let Some(nat) = self.worker.as_mut() else {
-            return Inbound::Untouched;
-        };
-        let (src, dst, proto, dport) = {
-            let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
-                return Inbound::Untouched;
-            };
-            let dport = ip
-                .payload()
-                .get(2..4)
-                .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
-            (ip.src_addr(), ip.dst_addr(), ip.protocol(), dport)
-        };
-        if !t.nat.is_external(dst) {
-            return Inbound::Untouched;
-        }
-        // The tunnel's own ESP belongs to the ESP stage, whatever mapping
-        // may hold the same address and port.
-        if !decapsulated && is_tunnel_arrival(&t.tunnels, dst, proto, dport) {
-            return Inbound::Untouched;
-        }
-        // An inside host addressing one of our external endpoints (a port
-        // forward or another inside host's mapping): translate it as
-        // outbound so the library hairpins it (RFC 4787 REQ-9, RFC 5382
-        // REQ-2) and both ends see public endpoints.
-        if let Some(egress) = hairpin_egress(t, src, dst, ingress) {
-            return match nat.translate_outbound(packet, egress, now) {
-                NatVerdict::Hairpin | NatVerdict::Translated => Inbound::Translated,
-                NatVerdict::NotTranslated => Inbound::Untouched,
-                NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
-            };
-        }
-        match nat.translate_inbound(packet, now) {
-            NatVerdict::Translated | NatVerdict::Hairpin => Inbound::Translated,
-            NatVerdict::NotTranslated => Inbound::Untouched,
-            NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
-        }
-    }
-
-    /// The outbound stage, after the route lookup: `egress` is where the
-    /// route sends the packet.
-    #[inline]
-    pub fn outbound(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> NatVerdict {
-        match self.worker.as_mut() {
-            Some(nat) => nat.translate_outbound(packet, egress, now),
-            None => NatVerdict::NotTranslated,
-        }
-    }
-
-    /// Expires idle sessions, at most [`EXPIRE_BUDGET`] (worker timer).
-    pub fn expire(&mut self, t: &Tables, now: u64) -> usize {
-        let Some(nat) = self.worker.as_mut() else {
-            return 0;
-        };
-        let n = nat.expire(now, EXPIRE_BUDGET);
-        if t.nat.is_empty() && nat.session_count() == 0 {
-            self.active = false;
-        }
-        n
-    }
-
-    /// Publishes this worker's snapshot into `slot` unless the control
-    /// thread is reading it right now.
-    pub fn publish(&self, status: &NatStatus, worker: usize, now: u64) {
-        let Some(slot) = status.workers.get(worker) else {
-            return;
-        };
-        let Ok(mut s) = slot.try_lock() else {
-            return;
-        };
-        s.taken_at = Some(now);
-        s.sessions.clear();
-        match &self.worker {
-            Some(nat) => {
-                s.session_count = nat.session_count();
-                s.capacity = nat.capacity();
-                s.memory_bytes = nat.memory_bytes();
-                s.sessions.extend(nat.sessions(now).take(SNAPSHOT_LIMIT));
-                s.counters.clone_from(nat.counters());
-            }
-            None => {
-                s.session_count = 0;
-                s.capacity = 0;
-                s.memory_bytes = 0;
-                s.counters = NatCounters::default();
-            }
-        }
-    }
-}
-
-/// ESP or NAT-T traffic to one of our tunnel endpoints.
-fn is_tunnel_arrival(tunnels: &[Tunnel], dst: Ipv4Addr, proto: IpProtocol, dport: u16) -> bool {
-    tunnels.iter().any(|t| {
-        t.local == dst
-            && (proto == IpProtocol::ESP
-                || (proto == IpProtocol::UDP && t.local_port == Some(dport)))
-    })
-}
-
-/// The egress through which `dst` (one of our external addresses) is
-/// published when `src` would itself be translated outbound there and the
-/// packet did not come in through that same egress: then it is an inside
-/// host talking to our outside, and must hairpin.
-fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -> Option<Egress> {
-    let rules = &t.nat.rules;
-    // Cheap test first: most inbound traffic comes from addresses no rule
-    // would translate.
-    let inside_source = rules.match_static_internal(src).is_some()
-        || rules.snat().iter().any(|r| r.source.contains(src));
-    if !inside_source {
-        return None;
-    }
-    let egress = match t.ports.iter().find(|p| p.owns_v4(dst)) {
-        Some(p) => Egress::new(EgressId(p.id), p.icmp_source_v4()?),
-        None => match t.fib.lookup(std::net::IpAddr::V4(dst), 0) {
-            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress.0)?,
-            _ => return None,
-        },
-    };
-    if egress.id == ingress {
-        return None;
-    }
-    let claimed = rules.match_static_internal(src).is_some()
-        || rules.match_snat(src, dst, egress.id).is_some();
-    claimed.then_some(egress)
-}
-
-/// The NAT view of a FIB egress: its id and the address masquerade uses.
-#[inline]
-pub fn egress_for(t: &Tables, fib_egress: u32) -> Option<Egress> {
-    let id = EgressId(u16::try_from(fib_egress).ok()?);
-    match t.ports.get(fib_egress as usize) {
-        Some(p) => Some(Egress::new(
-            id,
-            p.icmp_source_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
-        )),
-        None => t
-            .tunnels
-            .get(fib_egress as usize - t.ports.len())
-            .map(|tun| Egress::new(id, tun.local)),
-    }
 }
 
 /// Operators' name of a session's protocol and state.

@@ -1,14 +1,98 @@
-//! What a worker owns and the control side wants to show (neighbour cache,
-//! per-SA counters): copied by the worker into a snapshot every 500 ms.
+//! What workers tell the control side. Two mechanisms, one per kind of
+//! figure:
 //!
-//! The worker only ever `try_lock`s its slot and skips a publication when
-//! the control thread is reading, so it never waits; the control thread
-//! reads a copy a fraction of a second old.
+//! * counters change per packet: plain integers the worker owns, mirrored
+//!   into relaxed atomics every 50 ms (`counters.rs`, [`SharedCounters`]);
+//! * everything else a worker owns and the control side shows (neighbour
+//!   cache, per-SA counters, NAT sessions) is copied by the worker into a
+//!   [`Slot`] every 500 ms. The worker only ever `try_lock`s its slot and
+//!   skips a publication when the control thread is reading, so it never
+//!   waits; the control thread reads a copy a fraction of a second old.
+//!
+//! [`SharedCounters`]: crate::counters::SharedCounters
 
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use strait_nat::{NatCounters, SessionInfo};
+
 use crate::neigh::NeighbourState;
+
+/// Most sessions a worker copies into its snapshot for `show nat sessions`
+/// (the count of all sessions is always exact).
+pub const SNAPSHOT_LIMIT: usize = 10_000;
+
+/// One worker's published copy of something it owns.
+#[derive(Debug, Default)]
+pub struct Slot<T>(Mutex<T>);
+
+impl<T: Clone> Slot<T> {
+    /// Worker side: refreshes the copy unless the control thread is
+    /// reading it right now.
+    pub fn publish(&self, fill: impl FnOnce(&mut T)) {
+        if let Ok(mut s) = self.0.try_lock() {
+            fill(&mut s);
+        }
+    }
+
+    /// Control side: a copy of the last publication.
+    pub fn read(&self) -> T {
+        match self.0.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Where a worker publishes its neighbour cache and SA counters.
+pub type WorkerStatus = Slot<StatusSnapshot>;
+
+/// What one worker last published about its translator.
+#[derive(Debug, Clone, Default)]
+pub struct NatSnapshot {
+    /// When, in seconds on the tables' epoch; `None` before the first.
+    pub taken_at: Option<u64>,
+    /// Live sessions (exact).
+    pub session_count: usize,
+    /// Session capacity.
+    pub capacity: usize,
+    /// Heap bytes held by the translator.
+    pub memory_bytes: usize,
+    /// Up to [`SNAPSHOT_LIMIT`] sessions.
+    pub sessions: Vec<SessionInfo>,
+    /// The translator's counters.
+    pub counters: NatCounters,
+}
+
+/// Every worker's NAT slot. Lives in the table snapshot (the one shared
+/// cell there workers write, see `tables/mod.rs`), the same object across
+/// reloads.
+#[derive(Debug)]
+pub struct NatStatus {
+    workers: Box<[Slot<NatSnapshot>]>,
+}
+
+impl NatStatus {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> NatStatus {
+        NatStatus {
+            workers: (0..workers).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Worker side: publishes worker `worker`'s snapshot (skipped while the
+    /// control thread reads it).
+    pub fn publish(&self, worker: usize, fill: impl FnOnce(&mut NatSnapshot)) {
+        if let Some(slot) = self.workers.get(worker) {
+            slot.publish(fill);
+        }
+    }
+
+    /// Copies of every worker's last snapshot (control thread).
+    pub fn snapshots(&self) -> Vec<NatSnapshot> {
+        self.workers.iter().map(Slot::read).collect()
+    }
+}
 
 /// One neighbour cache entry of one worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,28 +142,6 @@ pub struct StatusSnapshot {
     pub neighbours: Vec<NeighbourInfo>,
     /// SA counters.
     pub sas: Vec<SaCounterInfo>,
-}
-
-/// The slot a worker publishes into.
-#[derive(Debug, Default)]
-pub struct WorkerStatus(Mutex<StatusSnapshot>);
-
-impl WorkerStatus {
-    /// Worker side: refreshes the snapshot unless the control thread is
-    /// reading it right now.
-    pub fn publish(&self, fill: impl FnOnce(&mut StatusSnapshot)) {
-        if let Ok(mut s) = self.0.try_lock() {
-            fill(&mut s);
-        }
-    }
-
-    /// Control side: a copy of the last snapshot.
-    pub fn read(&self) -> StatusSnapshot {
-        match self.0.lock() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
 }
 
 /// Adds up the per-worker counters of each SA.

@@ -21,8 +21,8 @@ use crate::counters::{DropReason, SharedCounters};
 use crate::neigh::{RefuseReason, Resolution, TimerAction};
 use crate::packet::PacketBuf;
 use crate::pipeline::{
-    arp_request, fragment_ipv4, fragment_plan, neighbour_solicitation, write_eth, FragmentTarget,
-    Pipeline, Verdict, ETH_LEN,
+    arp_request, fragment_ipv4, fragment_plan, neighbour_solicitation, write_eth, FragmentPlan,
+    FragmentTarget, Pipeline, Verdict, ETH_LEN,
 };
 use crate::punt::HostTap;
 use crate::status::{NeighbourInfo, WorkerStatus};
@@ -282,9 +282,7 @@ impl Worker {
                 }
                 ports.drop_frame(desc);
             }
-            Verdict::Fragment { mtu, target } => {
-                self.fragment(ports, tables, desc, mtu, target, ingress, now)
-            }
+            Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, ingress, now),
             Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
         }
     }
@@ -292,14 +290,12 @@ impl Worker {
     /// Splits an IPv4 packet too big for its egress into fragments
     /// (RFC 791 §3.2) and sends each to `target` (a neighbour, or sealed
     /// into a tunnel on its own).
-    #[allow(clippy::too_many_arguments)]
     fn fragment(
         &mut self,
         ports: &mut PortSet,
         tables: &Tables,
         desc: FrameDesc,
-        mtu: u16,
-        target: FragmentTarget,
+        FragmentPlan { mtu, target }: FragmentPlan,
         ingress: u16,
         now: Instant,
     ) {
@@ -312,7 +308,8 @@ impl Worker {
             .and_then(|ip| fragment_plan(ip.header_len(), usize::from(ip.total_len()), mtu))
             .map_or(0, |(_, count)| count);
         if count == 0 {
-            self.pipeline.count_drop(ingress, DropReason::Malformed);
+            self.pipeline
+                .count_drop(ingress, DropReason::FragmentFailed);
             ports.drop_frame(desc);
             return;
         }
@@ -336,7 +333,8 @@ impl Worker {
                 index,
                 ports.frame_mut(&frame),
             ) else {
-                self.pipeline.count_drop(ingress, DropReason::Malformed);
+                self.pipeline
+                    .count_drop(ingress, DropReason::FragmentFailed);
                 ports.drop_frame(frame);
                 return;
             };
@@ -414,7 +412,7 @@ impl Worker {
             return;
         };
         if ports.umem().grow_front(&mut desc, ETH_LEN).is_err() {
-            self.pipeline.count_drop(port, DropReason::NoFrame);
+            self.pipeline.count_drop(port, DropReason::NoHeadroom);
             ports.drop_frame(desc);
             return;
         }

@@ -1,0 +1,112 @@
+//! Local delivery: traffic for one of our addresses. ESP and NAT-T to a
+//! tunnel endpoint go to the ESP stage, echo requests are answered here,
+//! everything else goes to the host stack.
+
+use std::net::IpAddr;
+
+use strait_wire::{
+    Error as WireError, EtherType, Icmpv4Packet, Icmpv4Type, Icmpv6Packet, Icmpv6Repr, Icmpv6Type,
+    IpProtocol, Ipv4Packet, Ipv6Packet,
+};
+
+use super::icmp::{emit_ipv6_icmp, reply_from_scratch};
+use super::l2::swap_macs;
+use super::{Ctx, Next, Pipeline, Verdict};
+use crate::counters::DropReason;
+use crate::packet::PacketBuf;
+use crate::tables::Tables;
+
+/// Sends tunnel traffic to the ESP stage, the rest to the host.
+#[inline]
+pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>) -> Next<'t> {
+    let esp_candidate = cx.ip.dst.is_ipv4()
+        && (cx.ip.proto == IpProtocol::UDP || cx.ip.proto == IpProtocol::ESP)
+        && !t.tunnels.is_empty();
+    match (esp_candidate, cx.decap) {
+        (false, _) => Next::Host,
+        (true, None) => Next::EspIn,
+        // ESP inside ESP: never peel more than one layer.
+        (true, Some(_)) => drop(DropReason::EspNested),
+    }
+}
+
+/// Answers echo requests to our addresses; punts the rest.
+pub(super) fn host<'t, P>(p: &mut Pipeline<P>, cx: &Ctx<'t>, pkt: &mut PacketBuf<'_>) -> Next<'t> {
+    match cx.ip.dst {
+        IpAddr::V4(_) if cx.ip.proto == IpProtocol::ICMP => echo_v4(p, cx, pkt),
+        IpAddr::V6(_) if cx.ip.proto == IpProtocol::ICMPV6 => echo_v6(p, cx, pkt),
+        _ => cx.punt(),
+    }
+}
+
+fn echo_v4<'t, P>(p: &mut Pipeline<P>, cx: &Ctx<'t>, pkt: &mut PacketBuf<'_>) -> Next<'t> {
+    let data = pkt.data_mut();
+    let (eth, rest) = data.split_at_mut(cx.l3);
+    let mut ip = Ipv4Packet::new_unchecked(rest);
+    let hl = ip.header_len();
+    {
+        let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
+            return drop(DropReason::EchoTruncated);
+        };
+        if icmp.msg_type() != Icmpv4Type::ECHO_REQUEST {
+            return cx.punt();
+        }
+        if !icmp.verify_checksum() {
+            return drop(DropReason::EchoBadChecksum);
+        }
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_ttl(64);
+    ip.fill_checksum();
+    let total = usize::from(ip.total_len());
+    let rest = ip.into_inner();
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut rest[hl..total]);
+    if icmp.make_echo_reply().is_err() {
+        return cx.punt();
+    }
+    swap_macs(eth);
+    p.counters[usize::from(cx.port.id)].icmp_sent += 1;
+    cx.reply(pkt)
+}
+
+fn echo_v6<'t, P>(p: &mut Pipeline<P>, cx: &Ctx<'t>, pkt: &mut PacketBuf<'_>) -> Next<'t> {
+    let n = {
+        let ip = Ipv6Packet::new_unchecked(&pkt.data()[cx.l3..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
+            return drop(DropReason::EchoTruncated);
+        };
+        if icmp.msg_type() != Icmpv6Type::ECHO_REQUEST {
+            return cx.punt();
+        }
+        let (ident, seq_no, data) = match Icmpv6Repr::parse(&icmp, src, dst) {
+            Ok(Icmpv6Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            }) => (ident, seq_no, data),
+            Err(WireError::BadChecksum { .. }) => return drop(DropReason::EchoBadChecksum),
+            _ => return drop(DropReason::EchoMalformed),
+        };
+        let reply = Icmpv6Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        };
+        match emit_ipv6_icmp(&mut p.scratch[..], dst, src, 64, &reply) {
+            Some(n) => n,
+            None => return drop(DropReason::EchoMalformed),
+        }
+    };
+    p.counters[usize::from(cx.port.id)].icmp_sent += 1;
+    match reply_from_scratch(p, cx.port, pkt, n, EtherType::IPV6) {
+        Ok(()) => cx.reply(pkt),
+        Err(reason) => drop(reason),
+    }
+}
+
+fn drop<'t>(reason: DropReason) -> Next<'t> {
+    Next::Done(Verdict::Drop(reason))
+}

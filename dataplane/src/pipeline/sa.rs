@@ -1,0 +1,101 @@
+//! One worker's ESP state: its outbound sequence blocks and its inbound
+//! replay windows, per tunnel. Kept across table swaps as long as the SA
+//! stays the same; both ESP stages use it.
+
+use std::sync::Arc;
+
+use strait_esp::{InboundSa, OutboundWorker};
+
+use super::Pipeline;
+use crate::status::{SaCounterInfo, SaDirection};
+use crate::tables::{SaSpec, Tables};
+
+#[derive(Debug, Default)]
+pub(super) struct EspState {
+    generation: Option<u64>,
+    /// Per tunnel, by tunnel index.
+    pub(super) out: Vec<OutboundWorker>,
+    pub(super) inbound: Vec<InboundEntry>,
+}
+
+#[derive(Debug)]
+pub(super) struct InboundEntry {
+    pub(super) spi: u32,
+    pub(super) tunnel: u16,
+    spec: Arc<SaSpec>,
+    pub(super) sa: InboundSa,
+}
+
+impl EspState {
+    /// Adopts the snapshot `t` if it is new: SAs it still holds keep their
+    /// state, new ones start, retired ones flush their sequence block.
+    #[inline]
+    pub(super) fn sync(&mut self, t: &Tables) {
+        if self.generation != Some(t.generation) {
+            self.install(t);
+        }
+    }
+
+    fn install(&mut self, t: &Tables) {
+        let mut old_out = std::mem::take(&mut self.out);
+        let mut old_in = std::mem::take(&mut self.inbound);
+        for tun in &t.tunnels {
+            let out = match old_out
+                .iter()
+                .position(|w| Arc::ptr_eq(w.sa(), &tun.out_sa))
+            {
+                Some(i) => old_out.swap_remove(i),
+                None => tun.out_sa.worker(),
+            };
+            self.out.push(out);
+            for spec in &tun.in_specs {
+                let entry = match old_in.iter().position(|e| Arc::ptr_eq(&e.spec, spec)) {
+                    Some(i) => {
+                        let mut e = old_in.swap_remove(i);
+                        e.tunnel = tun.id;
+                        Some(e)
+                    }
+                    // Validated when the tables were built.
+                    None => InboundSa::new(&spec.sa_config())
+                        .ok()
+                        .map(|sa| InboundEntry {
+                            spi: spec.spi,
+                            tunnel: tun.id,
+                            spec: Arc::clone(spec),
+                            sa,
+                        }),
+                };
+                self.inbound.extend(entry);
+            }
+        }
+        for mut w in old_out {
+            w.flush();
+        }
+        self.generation = Some(t.generation);
+    }
+}
+
+impl<P> Pipeline<P> {
+    /// This worker's per-SA counters, for the status snapshot.
+    pub fn sa_counters(&self, out: &mut Vec<SaCounterInfo>) {
+        let info = |tunnel: u16, spi: u32, direction, c: &strait_esp::SaCounters| SaCounterInfo {
+            tunnel,
+            spi,
+            direction,
+            packets: c.packets,
+            bytes: c.bytes,
+            drops: c.nonzero_drops().collect(),
+        };
+        for (i, w) in self.esp.out.iter().enumerate() {
+            out.push(info(
+                i as u16,
+                w.sa().spi(),
+                SaDirection::Outbound,
+                w.counters(),
+            ));
+        }
+        for e in &self.esp.inbound {
+            out.push(info(e.tunnel, e.spi, SaDirection::Inbound, e.sa.counters()));
+        }
+    }
+}

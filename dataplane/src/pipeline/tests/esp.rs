@@ -1,0 +1,390 @@
+//! ESP: sealing, opening, replay, MTU and MSS, rekey, fragments before sealing.
+
+use super::*;
+
+/// Seals a LAN packet at the branch; returns the WAN frame (Ethernet
+/// to the hub) and the original inner packet.
+fn seal_at_branch(branch: &Tables, p: &mut Pipeline<u32>, payload: usize) -> (Vec<u8>, Vec<u8>) {
+    let lan = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, payload, false);
+    let mut f = Frame::new(&lan);
+    let v = f.run(p, branch, 0);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: 1,
+            neighbour: IpAddr::V4(ip("192.0.2.254"))
+        }
+    );
+    let outer = Ipv4Packet::new_checked(f.data()).unwrap();
+    assert_eq!(
+        (outer.src_addr(), outer.dst_addr()),
+        (ip("192.0.2.1"), ip("198.51.100.1"))
+    );
+    assert!(outer.verify_checksum());
+    assert!(outer.dont_frag());
+    assert_eq!(outer.protocol(), IpProtocol::UDP);
+    let udp = strait_wire::UdpPacket::new_checked(outer.payload()).unwrap();
+    assert_eq!((udp.src_port(), udp.dst_port()), (4500, 4500));
+    assert_eq!(udp.checksum(), 0, "RFC 3948 §3.1: zero UDP checksum");
+    // No plaintext on the wire.
+    assert!(
+        !f.data()
+            .windows(8)
+            .any(|w| w == &lan[ETH_LEN + 28..ETH_LEN + 36])
+            || payload == 0
+    );
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(f.data());
+    (wire, lan[ETH_LEN..].to_vec())
+}
+
+#[test]
+fn branch_seals_and_hub_opens_the_same_packet() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    for i in 0..3 {
+        let (wire, inner) = seal_at_branch(&branch, &mut pb, 100 + i);
+        let mut f = Frame::new(&wire);
+        assert_eq!(
+            f.run(&mut ph, &hub, 1),
+            Verdict::Forward {
+                port: 0,
+                neighbour: IpAddr::V4(ip("10.2.0.2"))
+            }
+        );
+        let got = f.data();
+        assert_eq!(got.len(), inner.len());
+        // TTL went down once at each end; everything else is intact.
+        assert_eq!(got[8], inner[8] - 2);
+        assert_eq!(&got[12..], &inner[12..]);
+        assert!(Ipv4Packet::new_checked(got).unwrap().verify_checksum());
+    }
+    assert_eq!(pb.counters[1].esp_sealed, 3);
+    assert_eq!(ph.counters[1].esp_opened, 3);
+}
+
+#[test]
+fn tampered_and_replayed_esp_is_dropped_by_name() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let (wire, _) = seal_at_branch(&branch, &mut pb, 64);
+    // Flip one byte of the ciphertext.
+    let mut bad = wire.clone();
+    let at = bad.len() - 30;
+    bad[at] ^= 1;
+    assert_eq!(
+        Frame::new(&bad).run(&mut ph, &hub, 1),
+        Verdict::Drop(DropReason::EspAuthFailed)
+    );
+    // The genuine one still opens (the forgery did not move the window)…
+    assert!(matches!(
+        Frame::new(&wire).run(&mut ph, &hub, 1),
+        Verdict::Forward { .. }
+    ));
+    // …once.
+    assert_eq!(
+        Frame::new(&wire).run(&mut ph, &hub, 1),
+        Verdict::Drop(DropReason::EspReplay)
+    );
+    // Unknown SPI.
+    let mut spi = wire.clone();
+    spi[ETH_LEN + 28..ETH_LEN + 32].copy_from_slice(&[0, 0, 0x99, 0x99]);
+    assert_eq!(
+        Frame::new(&spi).run(&mut ph, &hub, 1),
+        Verdict::Drop(DropReason::EspBadSpi)
+    );
+    assert_eq!(ph.counters[1].drops[DropReason::EspReplay as usize], 1);
+}
+
+#[test]
+fn tunnel_mtu_and_mss_clamping() {
+    let branch = site(BRANCH);
+    let mut pb = pipeline();
+    let mtu = branch.tunnels[0].mtu;
+    assert_eq!(mtu, 1500 - crate::tables::TUNNEL_OVERHEAD_UDP);
+    let big = udp_frame(
+        LAN_MAC,
+        ip("10.1.0.2"),
+        ip("10.2.0.2"),
+        64,
+        usize::from(mtu) - 27,
+        true,
+    );
+    let mut f = Frame::new(&big);
+    assert_eq!(f.run(&mut pb, &branch, 0), Verdict::Reply);
+    let icmp_mtu = assert_icmp_error(
+        &f,
+        Icmpv4Type::DST_UNREACHABLE,
+        4,
+        ip("10.1.0.1"),
+        ip("10.2.0.2"),
+    );
+    assert_eq!(icmp_mtu, mtu);
+    // A SYN with MSS 1460 leaves clamped to fit the tunnel.
+    let mut syn = vec![0u8; ETH_LEN + 20 + 24];
+    write_eth(&mut syn, LAN_MAC, HOST_MAC, EtherType::IPV4);
+    Ipv4Repr {
+        src_addr: ip("10.1.0.2"),
+        dst_addr: ip("10.2.0.2"),
+        protocol: IpProtocol::TCP,
+        payload_len: 24,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 1,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(&mut syn[ETH_LEN..])
+    .unwrap();
+    let tcp = &mut syn[ETH_LEN + 20..];
+    tcp[0..4].copy_from_slice(&[0x30, 0x39, 0x00, 0x50]);
+    tcp[12] = 6 << 4;
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&[0xff, 0xff]);
+    tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    strait_wire::TcpPacket::new_checked(&mut syn[ETH_LEN + 20..])
+        .unwrap()
+        .fill_checksum_v4(ip("10.1.0.2"), ip("10.2.0.2"))
+        .unwrap();
+    let mut f = Frame::new(&syn);
+    assert!(matches!(
+        f.run(&mut pb, &branch, 0),
+        Verdict::Forward { .. }
+    ));
+    // Open it at the hub to look at the clamped SYN.
+    let hub = site(HUB);
+    let mut ph = pipeline();
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(f.data());
+    let mut g = Frame::new(&wire);
+    assert!(matches!(g.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
+    let inner = Ipv4Packet::new_checked(g.data()).unwrap();
+    let seg = strait_wire::TcpPacket::new_checked(inner.payload()).unwrap();
+    assert_eq!(seg.mss(), branch.tunnels[0].mss);
+    assert!(seg.verify_checksum_v4(inner.src_addr(), inner.dst_addr()));
+}
+
+#[test]
+fn echo_to_the_hub_through_the_tunnel_is_answered_through_the_tunnel() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let mut f = vec![0u8; ETH_LEN + 20 + 8 + 4];
+    write_eth(&mut f, LAN_MAC, HOST_MAC, EtherType::IPV4);
+    let icmp = strait_wire::Icmpv4Repr::EchoRequest {
+        ident: 9,
+        seq_no: 3,
+        data: b"ping",
+    };
+    Ipv4Repr {
+        src_addr: ip("10.1.0.2"),
+        dst_addr: ip("10.2.0.1"),
+        protocol: IpProtocol::ICMP,
+        payload_len: icmp.buffer_len(),
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 1,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(&mut f[ETH_LEN..])
+    .unwrap();
+    icmp.emit(&mut f[ETH_LEN + 20..]).unwrap();
+    let mut fr = Frame::new(&f);
+    assert!(matches!(
+        fr.run(&mut pb, &branch, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(fr.data());
+    let mut at_hub = Frame::new(&wire);
+    // The reply leaves by the WAN, sealed, towards the branch.
+    assert_eq!(
+        at_hub.run(&mut ph, &hub, 1),
+        Verdict::Forward {
+            port: 1,
+            neighbour: IpAddr::V4(ip("198.51.100.254"))
+        }
+    );
+    let outer = Ipv4Packet::new_checked(at_hub.data()).unwrap();
+    assert_eq!(outer.dst_addr(), ip("192.0.2.1"));
+    assert_eq!(ph.counters[1].esp_sealed, 1);
+}
+
+// ---------------------------------------------------------------- NAT
+
+#[test]
+fn lossless_rekey_install_inbound_switch_outbound_retire() {
+    use crate::config::{RekeyStep, SaEntryConfig, Secret};
+    let new_sa = SaEntryConfig {
+        spi: 5001,
+        cipher: "aes256-gcm".into(),
+        key: Secret("11".repeat(36)),
+        esn: true,
+        replay_window: None,
+        soft_seconds: 0,
+        hard_seconds: 0,
+        soft_bytes: 0,
+        hard_bytes: 0,
+    };
+    let build = |c: &Config, prev: Option<&Tables>, g: u64| {
+        Tables::build(c, "site.toml", g, 3, prev, |name| {
+            Ok(KernelLink {
+                ifindex: 2,
+                mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+                mtu: 1500,
+            })
+        })
+        .unwrap()
+    };
+    let hub_c = Config::parse(HUB, "hub.toml").unwrap();
+    let branch_c = Config::parse(BRANCH, "branch.toml").unwrap();
+    let hub1 = build(&hub_c, None, 1);
+    let branch1 = build(&branch_c, None, 1);
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let opens =
+        |ph: &mut Pipeline<u32>, hub: &Tables, wire: &[u8]| Frame::new(wire).run(ph, hub, 1);
+
+    let (old1, _) = seal_at_branch(&branch1, &mut pb, 10);
+    assert!(matches!(
+        opens(&mut ph, &hub1, &old1),
+        Verdict::Forward { .. }
+    ));
+
+    // 1. The hub installs the new inbound SA next to the old one.
+    let hub_c2 = hub_c
+        .with_rekey("branch", RekeyStep::InstallInbound(new_sa.clone()))
+        .unwrap();
+    let hub2 = build(&hub_c2, Some(&hub1), 2);
+    assert!(Arc::ptr_eq(
+        &hub1.tunnels[0].in_specs[0],
+        &hub2.tunnels[0].in_specs[0]
+    ));
+    let (old2, _) = seal_at_branch(&branch1, &mut pb, 11);
+    assert!(matches!(
+        opens(&mut ph, &hub2, &old2),
+        Verdict::Forward { .. }
+    ));
+    // The replay window survived the swap.
+    assert_eq!(
+        opens(&mut ph, &hub2, &old1),
+        Verdict::Drop(DropReason::EspReplay)
+    );
+
+    // 2. The branch switches outbound; its old outbound sequence is gone.
+    let branch_c2 = branch_c
+        .with_rekey("hub", RekeyStep::SwitchOutbound(new_sa.clone()))
+        .unwrap();
+    let branch2 = build(&branch_c2, Some(&branch1), 2);
+    assert!(!Arc::ptr_eq(
+        &branch1.tunnels[0].out_sa,
+        &branch2.tunnels[0].out_sa
+    ));
+    let (new1, _) = seal_at_branch(&branch2, &mut pb, 12);
+    assert_eq!(&new1[ETH_LEN + 28..ETH_LEN + 32], &5001u32.to_be_bytes());
+    assert!(matches!(
+        opens(&mut ph, &hub2, &new1),
+        Verdict::Forward { .. }
+    ));
+    // A late packet under the old SA still opens during the overlap.
+    let (late, _) = seal_at_branch(&branch1, &mut pb, 13);
+    assert!(matches!(
+        opens(&mut ph, &hub2, &late),
+        Verdict::Forward { .. }
+    ));
+
+    // 3. The hub retires the old inbound SA.
+    let hub_c3 = hub_c2
+        .with_rekey("branch", RekeyStep::RetireInbound(4097))
+        .unwrap();
+    assert_eq!(hub_c3.tunnels[0].inbound.spi, 5001);
+    let hub3 = build(&hub_c3, Some(&hub2), 3);
+    let (new2, _) = seal_at_branch(&branch2, &mut pb, 14);
+    assert!(matches!(
+        opens(&mut ph, &hub3, &new2),
+        Verdict::Forward { .. }
+    ));
+    let (stale, _) = seal_at_branch(&branch1, &mut pb, 15);
+    assert_eq!(
+        opens(&mut ph, &hub3, &stale),
+        Verdict::Drop(DropReason::EspBadSpi)
+    );
+
+    // Refused steps name the reason.
+    assert!(hub_c3
+        .with_rekey("branch", RekeyStep::RetireInbound(5001))
+        .unwrap_err()
+        .contains("only inbound SA"));
+    assert!(hub_c3
+        .with_rekey("nope", RekeyStep::RetireInbound(1))
+        .unwrap_err()
+        .contains("no tunnel"));
+    assert!(hub_c2
+        .with_rekey("branch", RekeyStep::InstallInbound(new_sa))
+        .unwrap_err()
+        .contains("already installed"));
+}
+
+#[test]
+fn oversized_packets_without_df_are_fragmented_before_sealing() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let mtu = usize::from(branch.tunnels[0].mtu);
+    let payload = mtu + 300;
+    let lan = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, payload, false);
+    let mut f = Frame::new(&lan);
+    assert_eq!(
+        f.run(&mut pb, &branch, 0),
+        Verdict::Fragment(FragmentPlan {
+            mtu: branch.tunnels[0].mtu,
+            target: FragmentTarget::Tunnel { tunnel: 0 }
+        })
+    );
+    let inner = f.data().to_vec();
+    let (per, count) = fragment_plan(20, inner.len(), mtu).unwrap();
+    assert_eq!(count, 2);
+    let mut reassembled = vec![0u8; inner.len() - 20];
+    let mut seen = 0;
+    for index in 0..count {
+        let mut buf = vec![0u8; 2048];
+        let n = fragment_ipv4(&inner, mtu, index, &mut buf[HEADROOM..]).unwrap();
+        assert!(n <= mtu);
+        let mut fr = Frame {
+            buf,
+            start: HEADROOM,
+            len: n,
+        };
+        let mut pkt = PacketBuf::new(&mut fr.buf, fr.start, fr.len);
+        let v = pb.tunnel_output(&branch, 0, &mut pkt, Instant::now());
+        assert!(matches!(v, Verdict::Forward { port: 1, .. }), "{v:?}");
+        let (s0, l0) = (pkt.start(), pkt.len());
+        // Carry the sealed fragment to the hub.
+        let mut wire = vec![0u8; ETH_LEN];
+        write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+        wire.extend_from_slice(&fr.buf[s0..s0 + l0]);
+        let mut at_hub = Frame::new(&wire);
+        assert!(matches!(
+            at_hub.run(&mut ph, &hub, 1),
+            Verdict::Forward { port: 0, .. }
+        ));
+        let frag = Ipv4Packet::new_checked(at_hub.data()).unwrap();
+        assert!(frag.verify_checksum());
+        assert_eq!(frag.more_frags(), index + 1 < count);
+        let off = usize::from(frag.frag_offset());
+        assert_eq!(off, index * per);
+        reassembled[off..off + frag.payload().len()].copy_from_slice(frag.payload());
+        seen += frag.payload().len();
+    }
+    assert_eq!(seen, inner.len() - 20);
+    assert_eq!(
+        &reassembled[..],
+        &inner[20..],
+        "the final host reassembles the original"
+    );
+}

@@ -1,0 +1,268 @@
+//! NAT in the pipeline: masquerade replies, DNAT, hairpin, reloads, NAT with tunnels.
+
+use super::*;
+
+const NAT_SITE: &str = r#"
+[[interface]]
+name = "lan"
+addresses = ["10.0.1.1/24"]
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24"]
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.254"]
+[[nat]]
+name = "lan-out"
+kind = "masquerade"
+source = "10.0.1.0/24"
+out_interface = "wan"
+ports = "20000-29999"
+[[nat]]
+name = "web"
+kind = "dnat"
+protocol = "udp"
+public = "192.0.2.1:8080"
+backends = ["10.0.1.80:80"]
+"#;
+
+/// A UDP frame `src:sport -> dst:dport` with a valid checksum.
+fn udp_between(
+    dst_mac: [u8; 6],
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+    ttl: u8,
+) -> Vec<u8> {
+    let mut f = udp_frame(dst_mac, src, dst, ttl, 16, false);
+    let mut udp = strait_wire::UdpPacket::new_unchecked(&mut f[ETH_LEN + 20..]);
+    udp.set_src_port(sport);
+    udp.set_dst_port(dport);
+    udp.fill_checksum_v4(src, dst);
+    f
+}
+
+/// Source and destination (address, port) of the UDP packet in the
+/// window, after checking both checksums.
+fn udp_tuple(l3: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ip = Ipv4Packet::new_checked(l3).unwrap();
+    assert!(ip.verify_checksum());
+    let udp = strait_wire::UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+    (
+        (ip.src_addr(), udp.src_port()),
+        (ip.dst_addr(), udp.dst_port()),
+    )
+}
+
+fn nat_site(text: &str, previous: Option<&Tables>, generation: u64) -> Tables {
+    let c = Config::parse(text, "nat.toml").unwrap();
+    Tables::build(&c, "nat.toml", generation, 3, previous, |name| {
+        Ok(KernelLink {
+            ifindex: 2,
+            mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+            mtu: 1500,
+        })
+    })
+    .unwrap()
+}
+
+#[test]
+fn reply_to_the_masquerade_address_is_translated_not_punted() {
+    let t = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    let client = (ip("10.0.1.2"), 4000);
+    let server = (ip("198.51.100.7"), 53);
+    let mut out = Frame::new(&udp_between(LAN_MAC, client, server, 64));
+    assert_eq!(
+        out.run(&mut p, &t, 0),
+        Verdict::Forward {
+            port: 1,
+            neighbour: IpAddr::V4(ip("192.0.2.254"))
+        }
+    );
+    let (src, dst) = udp_tuple(out.data());
+    assert_eq!(src.0, ip("192.0.2.1"), "masqueraded to the WAN address");
+    assert!(
+        (20000..=29999).contains(&src.1),
+        "port from the rule's range"
+    );
+    assert_eq!(dst, server);
+    assert_eq!(Ipv4Packet::new_checked(out.data()).unwrap().ttl(), 63);
+
+    // The answer is addressed to our own WAN address: NAT runs before
+    // the route lookup, so it goes to the client instead of the host.
+    let mut back = Frame::new(&udp_between(WAN_MAC, server, src, 64));
+    assert_eq!(
+        back.run(&mut p, &t, 1),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(client.0)
+        }
+    );
+    assert_eq!(udp_tuple(back.data()), (server, client));
+
+    // Without a session, traffic to that address is the host's.
+    let mut other = Frame::new(&udp_between(WAN_MAC, server, (src.0, 22), 64));
+    assert_eq!(other.run(&mut p, &t, 1), Verdict::Punt);
+    // ...and another host may not use the client's mapping
+    // (address-dependent filtering, RFC 4787 REQ-8).
+    let stranger = (ip("198.51.100.99"), 53);
+    let mut probe = Frame::new(&udp_between(WAN_MAC, stranger, src, 64));
+    assert_eq!(
+        probe.run(&mut p, &t, 1),
+        Verdict::Drop(DropReason::NatFiltered)
+    );
+    assert_eq!(p.counters[1].drops[DropReason::NatFiltered as usize], 1);
+    assert_eq!(p.nat().worker().unwrap().session_count(), 1);
+}
+
+#[test]
+fn dnat_port_forward_and_hairpin() {
+    let t = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    let remote = (ip("198.51.100.7"), 40000);
+    let public = (ip("192.0.2.1"), 8080);
+    let backend = (ip("10.0.1.80"), 80);
+    let mut f = Frame::new(&udp_between(WAN_MAC, remote, public, 64));
+    assert_eq!(
+        f.run(&mut p, &t, 1),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(backend.0)
+        }
+    );
+    assert_eq!(udp_tuple(f.data()), (remote, backend));
+    // The backend's answer leaves from the public endpoint.
+    let mut r = Frame::new(&udp_between(LAN_MAC, backend, remote, 64));
+    assert!(matches!(
+        r.run(&mut p, &t, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    assert_eq!(udp_tuple(r.data()), (public, remote));
+
+    // An inside client using the public endpoint is hairpinned: it
+    // reaches the backend from the masquerade address, and the backend
+    // answers through us.
+    let client = (ip("10.0.1.2"), 5555);
+    let mut h = Frame::new(&udp_between(LAN_MAC, client, public, 64));
+    assert_eq!(
+        h.run(&mut p, &t, 0),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(backend.0)
+        }
+    );
+    let (src, dst) = udp_tuple(h.data());
+    assert_eq!((src.0, dst), (ip("192.0.2.1"), backend));
+    let mut hr = Frame::new(&udp_between(LAN_MAC, backend, src, 64));
+    assert_eq!(
+        hr.run(&mut p, &t, 0),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(client.0)
+        }
+    );
+    assert_eq!(udp_tuple(hr.data()), (public, client));
+}
+
+#[test]
+fn expiring_ttl_is_answered_before_translation() {
+    let t = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    let mut f = Frame::new(&udp_between(
+        LAN_MAC,
+        (ip("10.0.1.2"), 4000),
+        (ip("198.51.100.7"), 33434),
+        1,
+    ));
+    assert_eq!(f.run(&mut p, &t, 0), Verdict::Reply);
+    // The error quotes the packet as the client sent it, from our LAN
+    // address (what traceroute shows), and no session was opened.
+    assert_icmp_error(
+        &f,
+        Icmpv4Type::TIME_EXCEEDED,
+        0,
+        ip("10.0.1.1"),
+        ip("198.51.100.7"),
+    );
+    assert_eq!(p.nat().worker().unwrap().session_count(), 0);
+}
+
+#[test]
+fn sessions_survive_a_rule_reload() {
+    let t1 = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    let client = (ip("10.0.1.2"), 4000);
+    let server = (ip("198.51.100.7"), 53);
+    let mut out = Frame::new(&udp_between(LAN_MAC, client, server, 64));
+    assert!(matches!(out.run(&mut p, &t1, 0), Verdict::Forward { .. }));
+    let (src, _) = udp_tuple(out.data());
+    // New snapshot: the DNAT rule is gone, the masquerade rule kept.
+    let text = NAT_SITE.split("[[nat]]\nname = \"web\"").next().unwrap();
+    let t2 = nat_site(text, Some(&t1), 2);
+    assert_eq!(t2.nat.infos.len(), 1);
+    assert_eq!(t2.nat.infos[0].id, t1.nat.infos[0].id, "ids follow names");
+    let mut back = Frame::new(&udp_between(WAN_MAC, server, src, 64));
+    assert!(matches!(
+        back.run(&mut p, &t2, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+    assert_eq!(udp_tuple(back.data()), (server, client));
+    // The removed DNAT no longer forwards.
+    let mut d = Frame::new(&udp_between(WAN_MAC, server, (ip("192.0.2.1"), 8080), 64));
+    assert_eq!(d.run(&mut p, &t2, 1), Verdict::Punt);
+}
+
+#[test]
+fn snat_happens_before_encapsulation_and_replies_are_untranslated_after_decapsulation() {
+    let branch_text = format!(
+        "{BRANCH}[[nat]]\nname = \"into-tunnel\"\nkind = \"snat\"\nsource = \"10.1.0.0/24\"\n\
+         out_interface = \"hub\"\naddresses = [\"10.1.255.1\"]\n"
+    );
+    let branch = site(&branch_text);
+    let hub = site(HUB);
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let client = (ip("10.1.0.2"), 4000);
+    let server = (ip("10.2.0.2"), 7);
+    let mut f = Frame::new(&udp_between(LAN_MAC, client, server, 64));
+    assert!(matches!(
+        f.run(&mut pb, &branch, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    assert_eq!(pb.counters[1].esp_sealed, 1);
+    // The hub opens it and sees the pool address inside.
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(f.data());
+    let mut at_hub = Frame::new(&wire);
+    assert_eq!(
+        at_hub.run(&mut ph, &hub, 1),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(server.0)
+        }
+    );
+    let (src, dst) = udp_tuple(at_hub.data());
+    assert_eq!((src.0, dst), (ip("10.1.255.1"), server));
+    // The answer goes back through the tunnel; the branch opens it
+    // and translates the inner packet back to the client.
+    let mut answer = Frame::new(&udp_between(LAN_MAC, server, src, 64));
+    assert!(matches!(
+        answer.run(&mut ph, &hub, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(answer.data());
+    let mut home = Frame::new(&wire);
+    assert_eq!(
+        home.run(&mut pb, &branch, 1),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(client.0)
+        }
+    );
+    assert_eq!(udp_tuple(home.data()), (server, client));
+    let nat = pb.nat().worker().unwrap().counters();
+    assert_eq!((nat.translated_outbound, nat.translated_inbound), (1, 1));
+}
