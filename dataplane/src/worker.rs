@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strait_esp::KeepaliveTimer;
 use strait_wire::EtherType;
 use strait_xdp::{FrameBatch, FrameDesc, PortId, PortSet};
 
@@ -200,8 +201,9 @@ struct Worker {
     /// Copy of a packet being fragmented (the fragments are written into
     /// frames of the same UMEM).
     copy: Box<[u8; 2048]>,
-    /// When each tunnel's next NAT-keepalive is due (worker 0 only).
-    keepalives: Vec<Option<Instant>>,
+    /// Each tunnel's NAT-keepalive timer (worker 0 only), on the tables'
+    /// epoch.
+    keepalives: Vec<Option<KeepaliveTimer>>,
     sends_keepalives: bool,
 }
 
@@ -214,25 +216,28 @@ impl Worker {
                 .add_static((n.port, n.ip), n.mac, now);
         }
         self.generation = tables.generation;
+        let clock = now.saturating_duration_since(tables.epoch);
         self.keepalives = tables
             .tunnels
             .iter()
-            .map(|t| t.keepalive.filter(|_| self.sends_keepalives).map(|_| now))
+            .map(|t| {
+                t.keepalive
+                    .filter(|_| self.sends_keepalives)
+                    .map(|every| KeepaliveTimer::due_now(every, clock))
+            })
             .collect();
     }
 
     /// Sends the NAT-keepalives that are due.
     fn send_keepalives(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
+        let clock = now.saturating_duration_since(tables.epoch);
         for (i, tun) in tables.tunnels.iter().enumerate() {
-            let (Some(due), Some(every)) =
-                (self.keepalives.get(i).copied().flatten(), tun.keepalive)
-            else {
+            let Some(Some(timer)) = self.keepalives.get_mut(i) else {
                 continue;
             };
-            if now < due {
+            if timer.poll(clock).is_none() {
                 continue;
             }
-            self.keepalives[i] = Some(now + every);
             let Some(desc) = ports.alloc_frame() else {
                 continue;
             };

@@ -397,7 +397,7 @@ pub struct KeepaliveDue;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepaliveTimer {
     interval: Duration,
-    last_sent: Duration,
+    deadline: Duration,
 }
 
 impl KeepaliveTimer {
@@ -408,26 +408,35 @@ impl KeepaliveTimer {
     pub fn new(interval: Duration, now: Duration) -> Self {
         KeepaliveTimer {
             interval,
-            last_sent: now,
+            deadline: now.saturating_add(interval),
+        }
+    }
+
+    /// A timer whose first keepalive is due at once (a new tunnel opens
+    /// its NAT binding before any traffic), then every idle interval.
+    pub fn due_now(interval: Duration, now: Duration) -> Self {
+        KeepaliveTimer {
+            interval,
+            deadline: now,
         }
     }
 
     /// Note that some packet (ESP or IKE) went to the peer at `now`; it
     /// refreshes the NAT binding as well as a keepalive would.
     pub fn on_sent(&mut self, now: Duration) {
-        self.last_sent = self.last_sent.max(now);
+        self.deadline = self.deadline.max(now.saturating_add(self.interval));
     }
 
     /// When the next keepalive falls due if nothing else is sent.
     pub fn deadline(&self) -> Duration {
-        self.last_sent.saturating_add(self.interval)
+        self.deadline
     }
 
     /// Returns `Some` once the interval passed without traffic, and counts
     /// the keepalive as sent at `now`.
     pub fn poll(&mut self, now: Duration) -> Option<KeepaliveDue> {
-        if now >= self.deadline() {
-            self.last_sent = now;
+        if now >= self.deadline {
+            self.deadline = now.saturating_add(self.interval);
             Some(KeepaliveDue)
         } else {
             None
@@ -589,5 +598,9 @@ mod tests {
         // A late clock reading never moves the last send backwards.
         t.on_sent(s(10));
         assert_eq!(t.deadline(), s(175));
+        let mut first = KeepaliveTimer::due_now(s(20), s(0));
+        assert_eq!(first.poll(s(0)), Some(KeepaliveDue));
+        assert_eq!(first.poll(s(19)), None);
+        assert_eq!(first.poll(s(20)), Some(KeepaliveDue));
     }
 }
