@@ -11,6 +11,7 @@
 //! * [`tunnel`]: generator ports that seal or open ESP, so one Strait
 //!   instance can be measured encrypting or decrypting on its own.
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
+//! * [`config`]: the blocks of the `straitd` configurations the cases write.
 //! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
 //! * [`peers`]: wireguard-go and boringtun as the site-to-site gateway pair.
 //! * [`strongswan`]: strongSwan with userspace ESP (`kernel-libipsec`) as
@@ -18,6 +19,7 @@
 //! * [`stats`]: median and range.
 //! * [`plot`]: SVG charts of those figures for `docs/BENCHMARKS.md`.
 
+pub mod config;
 pub mod daemon;
 pub mod nat;
 pub mod peers;
