@@ -40,6 +40,7 @@ use super::daemon::{Binaries, SchedTime, Straitd};
 use super::host::load_average;
 use super::iperf;
 use super::nat::NatResults;
+use super::peers::ping_until_reachable;
 use super::trial::{measure, Figure, Path, Plan, TrialFigures};
 use crate::harness::stats::Spread;
 
@@ -337,11 +338,7 @@ fn site_path(lana: &Netns, lanb: &Netns, branch: &Netns) -> Result<Path> {
 /// Pings lanb from lana until the tunnel carries it (the first packets make
 /// the gateways resolve their neighbours); bounded to 20 tries.
 fn wait_through_tunnel(lana: &Netns, label: &str) -> Result<()> {
-    let ready = (0..20).any(|_| {
-        lana.output(&["ping", "-c", "1", "-W", "1", "10.2.0.2"])
-            .is_ok_and(|o| o.status.success())
-    });
-    if !ready {
+    if !ping_until_reachable(lana, "10.2.0.2") {
         bail!("{label}: lana cannot reach lanb through the tunnel");
     }
     Ok(())
