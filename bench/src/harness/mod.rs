@@ -6,20 +6,29 @@
 //! is the ratio measured in one run, because the shared 2-vCPU hosts vary
 //! by ±15–20 % between runs.
 //!
+//! * [`parts`]: the parts of a run (forwarding, ESP, NAT, peers), the
+//!   figures they collect and the tables, JSON and charts made of them.
 //! * [`trial`]: generator trials against a device under test (maximum
 //!   rate, latency at a fraction of it, CPU per GB).
 //! * [`tunnel`]: generator ports that seal or open ESP, so one Strait
 //!   instance can be measured encrypting or decrypting on its own.
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
+//! * [`config`]: the blocks of the `straitd` configurations the cases write.
 //! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
 //! * [`peers`]: wireguard-go and boringtun as the site-to-site gateway pair.
 //! * [`strongswan`]: strongSwan with userspace ESP (`kernel-libipsec`) as
 //!   the same gateway pair.
+//! * [`iperf`]: iperf3 TCP and UDP through a path.
+//! * [`host`]: the machine's load and description for the results.
 //! * [`stats`]: median and range.
 //! * [`plot`]: SVG charts of those figures for `docs/BENCHMARKS.md`.
 
+pub mod config;
 pub mod daemon;
+pub mod host;
+pub mod iperf;
 pub mod nat;
+pub mod parts;
 pub mod peers;
 pub mod plot;
 pub mod stats;

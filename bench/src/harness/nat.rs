@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use strait_testbed::{Netns, Testbed, Topology};
 
+use super::config;
 use super::daemon::{Binaries, Straitd};
 use super::set_rps;
 use super::stats::{ratio, show, Spread};
@@ -130,35 +131,24 @@ fn pool_last() -> Ipv4Addr {
 /// Strait's configuration: one pinned spinning worker, masquerade on `wan`
 /// or SNAT to the pool.
 pub fn strait_config(cpu: usize, pool: bool) -> String {
-    let rule = if pool {
+    let mut rule = config::nat_rule(
+        "lan-out",
+        if pool { "snat" } else { "masquerade" },
+        "10.1.0.0/16",
+        "wan",
+    );
+    if pool {
         let addrs: Vec<String> = (0..POOL_LEN)
             .map(|i| format!("\"{}\"", Ipv4Addr::from(u32::from(POOL_FIRST) + i)))
             .collect();
-        format!(
-            "[[nat]]\nname = \"lan-out\"\nkind = \"snat\"\nsource = \"10.1.0.0/16\"\nout_interface = \"wan\"\naddresses = [{}]\nports = \"1024-65535\"\n",
-            addrs.join(", ")
-        )
-    } else {
-        "[[nat]]\nname = \"lan-out\"\nkind = \"masquerade\"\nsource = \"10.1.0.0/16\"\nout_interface = \"wan\"\nports = \"1024-65535\"\n".to_owned()
-    };
+        let _ = writeln!(rule, "addresses = [{}]", addrs.join(", "));
+    }
+    rule.push_str("ports = \"1024-65535\"\n");
     format!(
-        r#"[engine]
-workers = 1
-cores = [{cpu}]
-poll = "spin"
-
-[[interface]]
-name = "lan"
-addresses = ["10.1.0.1/16"]
-
-[[interface]]
-name = "wan"
-addresses = ["198.51.100.1/24"]
-
-[nat_settings]
-max_sessions = {MAX_SESSIONS}
-
-{rule}"#
+        "{}{}{}\n[nat_settings]\nmax_sessions = {MAX_SESSIONS}\n\n{rule}",
+        config::engine(cpu, "spin"),
+        config::interface("lan", "10.1.0.1/16"),
+        config::interface("wan", "198.51.100.1/24"),
     )
 }
 

@@ -235,6 +235,16 @@ pub fn host_route(cidr: &str) -> String {
     format!("{}/32", host_of(cidr))
 }
 
+/// Pings `to` from `from` until a reply comes back, at most 20 tries of
+/// one second: the first packets across a new tunnel make its gateways
+/// resolve their neighbours or shake hands, and may be lost doing so.
+pub fn ping_until_reachable(from: &Netns, to: &str) -> bool {
+    (0..20).any(|_| {
+        from.output(&["ping", "-c", "1", "-W", "1", to])
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
 /// A running pair of peer gateways, torn down when dropped.
 pub trait GatewayPair {
     /// Process ids of the implementation on both gateways (excluded from
@@ -321,13 +331,7 @@ impl WgPair {
             ns.route(&[other.site, "dev", &ifname])?;
         }
         // The first packet starts the handshake; ping until the path works.
-        let probe = host_of(b.inner);
-        let ready = (0..20).any(|_| {
-            a.netns
-                .output(&["ping", "-c", "1", "-W", "1", probe])
-                .is_ok_and(|o| o.status.success())
-        });
-        if !ready {
+        if !ping_until_reachable(a.netns, host_of(b.inner)) {
             bail!("{}: no ping across the tunnel in 20 tries", imp.label());
         }
         Ok(pair)

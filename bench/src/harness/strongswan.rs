@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rand::RngCore;
 use strait_testbed::Netns;
 
-use super::peers::{host_of, Gateway, GatewayPair};
+use super::peers::{host_of, ping_until_reachable, Gateway, GatewayPair};
 
 /// The daemon started per gateway.
 pub const CHARON: &str = "/usr/sbin/charon-systemd";
@@ -427,12 +427,7 @@ impl StrongswanPair {
         }
 
         let probe = host_of(b.lan.1);
-        let ready = (0..20).any(|_| {
-            a.netns
-                .output(&["ping", "-c", "1", "-W", "1", probe])
-                .is_ok_and(|o| o.status.success())
-        });
-        if !ready {
+        if !ping_until_reachable(a.netns, probe) {
             bail!(
                 "strongSwan: no ping from {} to {probe} in 20 tries",
                 a.netns
