@@ -225,6 +225,10 @@ drop_reasons! {
         EspInvalid = "esp_invalid",
         /// ESP inside ESP: never more than one layer is opened.
         EspNested = "esp_nested",
+        /// A cleartext packet whose source and destination a tunnel's
+        /// inbound policy covers: it must arrive through that tunnel
+        /// (RFC 4301 §5.2).
+        EspPolicyViolation = "esp_policy_violation",
     }
     EspOut {
         /// A packet could not be sealed (selectors, sequence exhausted,

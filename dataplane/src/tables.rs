@@ -158,6 +158,11 @@ pub struct Tables {
     pub flow_hasher: FlowHasher,
     /// ESP tunnels; tunnel `i` is FIB egress `ports.len() + i`.
     pub tunnels: Vec<Tunnel>,
+    /// The tunnels' remote prefixes, each routed to its tunnel: a packet
+    /// from one of these sources must arrive through that tunnel (RFC 4301
+    /// §5.2), so one lookup finds the tunnel whose policy a cleartext
+    /// packet would break.
+    pub protected: Fib,
     /// The clock origin SA lifetimes and NAT timeouts count from (fixed
     /// for the engine's life).
     pub epoch: Instant,
@@ -659,8 +664,15 @@ impl Tables {
                 .and_then(|name| config.nat.iter().rev().find(|r| r.name == name));
             invalid_at(rule.and_then(|r| r.lines.for_reason(&reason)), item, reason)
         })?;
+        let mut protected = RouteTable::new();
+        for tun in &tunnels {
+            for prefix in &tun.prefixes {
+                protected.insert(Route::connected(*prefix, EgressId(tun.egress)));
+            }
+        }
         Ok(Tables {
             nat,
+            protected: protected.snapshot(),
             generation,
             fib: routes.snapshot(),
             routes,

@@ -79,6 +79,28 @@ pub(super) fn open<'t, P>(
     Next::L2
 }
 
+/// RFC 4301 §5.2: a packet that did not come out of a tunnel, whose source
+/// is one of a tunnel's remote prefixes and whose source and destination
+/// that tunnel's inbound selectors cover, is refused: it claims to be
+/// protected traffic but arrived in clear. One FIB lookup on the source
+/// (flat in the number of tunnels), then that tunnel's selectors.
+#[inline]
+pub(super) fn policy_violation(t: &Tables, cx: &Ctx<'_>, src: IpAddr) -> bool {
+    if cx.decap.is_some() || t.tunnels.is_empty() {
+        return false;
+    }
+    let Some(strait_fib::Disposition::Forward(nh)) = t.protected.lookup(src, 0) else {
+        return false;
+    };
+    match t.egress(nh.egress.0) {
+        Some(crate::tables::Egress::Tunnel(tun)) => tun
+            .in_specs
+            .iter()
+            .any(|spec| spec.selectors.allows(src, cx.ip.dst)),
+        _ => false,
+    }
+}
+
 fn drop<'t>(reason: DropReason) -> Next<'t> {
     Next::Done(Verdict::Drop(reason))
 }

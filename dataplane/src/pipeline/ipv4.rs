@@ -14,7 +14,7 @@ use crate::tables::Tables;
 /// Validates the IPv4 header at `cx.l3` and records what routing needs.
 #[inline]
 pub(super) fn check<'t>(t: &Tables, cx: &mut Ctx<'t>, pkt: &mut PacketBuf<'_>) -> Next<'t> {
-    let (src, meta) = {
+    let meta = {
         let ip = match Ipv4Packet::new_checked(&pkt.data()[cx.l3..]) {
             Ok(ip) => ip,
             Err(e) => return drop(wire_drop(e, DropReason::IpMalformed)),
@@ -22,10 +22,13 @@ pub(super) fn check<'t>(t: &Tables, cx: &mut Ctx<'t>, pkt: &mut PacketBuf<'_>) -
         if !ip.verify_checksum() {
             return drop(DropReason::BadChecksum);
         }
-        (ip.src_addr(), meta(t, &ip))
+        meta(t, &ip)
     };
     // Ethernet may pad short packets: the IP total length is the truth.
     pkt.set_len(cx.l3 + meta.total);
+    let IpAddr::V4(src) = meta.src else {
+        return drop(DropReason::IpMalformed);
+    };
     if martian(src) || cx.port.owns_v4(src) {
         return drop(DropReason::MartianSource);
     }
@@ -44,6 +47,7 @@ pub(super) fn check<'t>(t: &Tables, cx: &mut Ctx<'t>, pkt: &mut PacketBuf<'_>) -
 #[inline]
 pub(super) fn meta<T: AsRef<[u8]>>(t: &Tables, ip: &Ipv4Packet<T>) -> IpMeta {
     IpMeta {
+        src: IpAddr::V4(ip.src_addr()),
         dst: IpAddr::V4(ip.dst_addr()),
         ttl: ip.ttl(),
         total: usize::from(ip.total_len()),

@@ -30,6 +30,7 @@ pub(super) fn check<'t, P>(
             Err(e) => return drop(wire_drop(e, DropReason::IpMalformed)),
         };
         let meta = IpMeta {
+            src: IpAddr::V6(ip.src_addr()),
             dst: IpAddr::V6(ip.dst_addr()),
             ttl: ip.hop_limit(),
             total: HEADER_LEN + usize::from(ip.payload_len()),

@@ -31,7 +31,17 @@ pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>) -> Next<'t> {
 }
 
 /// Answers echo requests to our addresses; punts the rest.
-pub(super) fn host<'t, P>(p: &mut Pipeline<P>, cx: &Ctx<'t>, pkt: &mut PacketBuf<'_>) -> Next<'t> {
+pub(super) fn host<'t, P>(
+    p: &mut Pipeline<P>,
+    t: &Tables,
+    cx: &Ctx<'t>,
+    pkt: &mut PacketBuf<'_>,
+) -> Next<'t> {
+    // What claims to come from behind a tunnel must not reach the host in
+    // clear either (RFC 4301 §5.2).
+    if super::esp_in::policy_violation(t, cx, cx.ip.src) {
+        return drop(DropReason::EspPolicyViolation);
+    }
     match cx.ip.dst {
         IpAddr::V4(_) if cx.ip.proto == IpProtocol::ICMP => echo_v4(p, cx, pkt),
         IpAddr::V6(_) if cx.ip.proto == IpProtocol::ICMPV6 => echo_v6(p, cx, pkt),

@@ -164,6 +164,7 @@ enum NatDone {
 /// The IP header facts the stages after the checks need.
 #[derive(Debug, Clone, Copy)]
 struct IpMeta {
+    src: IpAddr,
     dst: IpAddr,
     /// TTL or hop limit.
     ttl: u8,
@@ -178,6 +179,7 @@ struct IpMeta {
 
 impl IpMeta {
     const NONE: IpMeta = IpMeta {
+        src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         ttl: 0,
         total: 0,
@@ -334,8 +336,8 @@ impl<P> Pipeline<P> {
                 Next::Route => route::lookup(t, &cx),
                 Next::Local => local::deliver(t, &cx),
                 Next::EspIn => esp_in::open(self, t, &mut cx, pkt, now),
-                Next::Host => local::host(self, &cx, pkt),
-                Next::Egress(hop) => route::egress(&cx, hop),
+                Next::Host => local::host(self, t, &cx, pkt),
+                Next::Egress(hop) => route::egress(t, &cx, hop),
                 Next::NatOut(hop) => nat::outbound(self, t, &mut cx, pkt, hop, now),
                 Next::Transmit(hop) => route::transmit(self, &cx, pkt, hop),
                 Next::Seal(tun) => esp_out::seal(self, t, tun, pkt, now),

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use strait_fib::{Disposition, NextHop};
 use strait_wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpPacket};
 
+use super::esp_in;
 use super::icmp::IcmpError;
 use super::{Ctx, FragmentPlan, FragmentTarget, NatDone, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
@@ -68,13 +69,17 @@ pub(super) fn lookup<'t>(t: &'t Tables, cx: &Ctx<'t>) -> Next<'t> {
     }
 }
 
-/// The checks before a packet may leave: TTL (RFC 1812 §5.3.1), then the
+/// The checks before a packet may leave: the tunnels' inbound policy
+/// (RFC 4301 §5.2), TTL (RFC 1812 §5.3.1), then the
 /// MTU (DF set, or IPv6, which routers never fragment: RFC 8200 §5). The
 /// outbound NAT stage runs after them, so errors quote what the sender
 /// sent.
 #[inline]
-pub(super) fn egress<'t>(cx: &Ctx<'t>, hop: Hop<'t>) -> Next<'t> {
+pub(super) fn egress<'t>(t: &Tables, cx: &Ctx<'t>, hop: Hop<'t>) -> Next<'t> {
     let ip = &cx.ip;
+    if esp_in::policy_violation(t, cx, ip.src) {
+        return Next::Done(Verdict::Drop(DropReason::EspPolicyViolation));
+    }
     if ip.ttl <= 1 {
         return Next::IcmpError(IcmpError::time_exceeded(ip.dst), DropReason::TtlExceeded);
     }

@@ -388,3 +388,53 @@ fn oversized_packets_without_df_are_fragmented_before_sealing() {
         "the final host reassembles the original"
     );
 }
+
+#[test]
+fn cleartext_from_a_tunnels_prefixes_is_refused_by_policy() {
+    // RFC 4301 §5.2: the hub protects 10.1.0.0/16 (the branch). The same
+    // packet the tunnel delivers, sent in clear to the hub's WAN, must not
+    // be forwarded to the LAN, nor reach the hub itself.
+    let hub = site(HUB);
+    let mut p = pipeline();
+    let spoofed = udp_frame(WAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, 40, false);
+    let mut f = Frame::new(&spoofed);
+    assert_eq!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Drop(DropReason::EspPolicyViolation)
+    );
+    let mut to_host = udp_frame(WAN_MAC, ip("10.1.0.2"), ip("198.51.100.1"), 64, 40, false);
+    let mut udp = strait_wire::UdpPacket::new_unchecked(&mut to_host[ETH_LEN + 20..]);
+    udp.set_dst_port(22);
+    udp.fill_checksum_v4(ip("10.1.0.2"), ip("198.51.100.1"));
+    let mut f = Frame::new(&to_host);
+    assert_eq!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Drop(DropReason::EspPolicyViolation)
+    );
+    assert_eq!(
+        p.counters[1].drops[DropReason::EspPolicyViolation as usize],
+        2
+    );
+    // Other cleartext sources are forwarded as before, and the tunnel
+    // still delivers the branch's packets.
+    let mut f = Frame::new(&udp_frame(
+        WAN_MAC,
+        ip("203.0.113.9"),
+        ip("10.2.0.2"),
+        64,
+        40,
+        false,
+    ));
+    assert!(matches!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+    let branch = site(BRANCH);
+    let mut pb = pipeline();
+    let (wire, _) = seal_at_branch(&branch, &mut pb, 40);
+    let mut f = Frame::new(&wire);
+    assert!(matches!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+}
