@@ -290,6 +290,12 @@ impl<T> SadIn<T> {
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.spis.iter().copied().zip(self.entries.iter())
     }
+
+    /// The entries, in SPI order, taking the map apart (to rebuild it with
+    /// what a new configuration keeps).
+    pub fn into_entries(self) -> impl Iterator<Item = T> {
+        self.entries.into_vec().into_iter()
+    }
 }
 
 impl SadIn<InboundSa> {

@@ -43,9 +43,10 @@ pub(super) fn open<'t, P>(
     let Ok(spi) = strait_esp::peek_spi(&buf[abs.clone()]) else {
         return drop(DropReason::EspTruncated);
     };
-    let Some(entry) = p.esp.inbound.iter_mut().find(|e| e.spi == spi) else {
+    let Some(entry) = p.esp.inbound.get_mut(spi) else {
         return drop(DropReason::EspBadSpi);
     };
+    let top = entry.sa.replay_window().top();
     let opened = match entry.sa.open(buf, abs, clock) {
         Ok(o) => o,
         Err(e) => return drop(esp_drop(e)),
@@ -53,8 +54,11 @@ pub(super) fn open<'t, P>(
     let Some(tun) = t.tunnels.get(usize::from(entry.tunnel)) else {
         return drop(DropReason::EspBadSpi);
     };
-    // NAT traversal: answer where authenticated traffic comes from.
-    if let (IpAddr::V4(src), Some((sport, _))) = (arrival.src, arrival.udp) {
+    // NAT traversal: answer where authenticated traffic comes from, but
+    // only traffic that advanced the window: an old packet replayed from
+    // elsewhere (authentic, inside the window) must not move the peer.
+    if let (IpAddr::V4(src), Some((sport, _)), true) = (arrival.src, arrival.udp, opened.seq > top)
+    {
         tun.learn_peer(src, sport);
     }
     p.counters[usize::from(cx.port.id)].esp_opened += 1;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use strait_esp::{InboundSa, OutboundWorker};
+use strait_esp::{InboundSa, OutboundWorker, SadIn};
 
 use super::Pipeline;
 use crate::status::{SaCounterInfo, SaDirection};
@@ -15,7 +15,8 @@ pub(super) struct EspState {
     generation: Option<u64>,
     /// Per tunnel, by tunnel index.
     pub(super) out: Vec<OutboundWorker>,
-    pub(super) inbound: Vec<InboundEntry>,
+    /// By SPI: a binary search, flat in the number of tunnels.
+    pub(super) inbound: SadIn<InboundEntry>,
 }
 
 #[derive(Debug)]
@@ -38,7 +39,9 @@ impl EspState {
 
     fn install(&mut self, t: &Tables) {
         let mut old_out = std::mem::take(&mut self.out);
-        let mut old_in = std::mem::take(&mut self.inbound);
+        let mut old_in: Vec<InboundEntry> =
+            std::mem::take(&mut self.inbound).into_entries().collect();
+        let mut inbound = Vec::with_capacity(old_in.len());
         for tun in &t.tunnels {
             let out = match old_out
                 .iter()
@@ -65,9 +68,14 @@ impl EspState {
                             sa,
                         }),
                 };
-                self.inbound.extend(entry);
+                inbound.extend(entry);
             }
         }
+        // The tables refused duplicate and reserved SPIs already.
+        self.inbound = SadIn::new(inbound.into_iter().map(|e| (e.spi, e))).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "inbound SAs not installed");
+            SadIn::default()
+        });
         for mut w in old_out {
             w.flush();
         }
@@ -94,7 +102,7 @@ impl<P> Pipeline<P> {
                 w.counters(),
             ));
         }
-        for e in &self.esp.inbound {
+        for (_, e) in self.esp.inbound.iter() {
             out.push(info(e.tunnel, e.spi, SaDirection::Inbound, e.sa.counters()));
         }
     }

@@ -438,3 +438,36 @@ fn cleartext_from_a_tunnels_prefixes_is_refused_by_policy() {
         Verdict::Forward { port: 0, .. }
     ));
 }
+
+/// The WAN frame `wire` as if it came from `src:sport` (outer header
+/// rewritten; the UDP checksum of ESP-in-UDP is zero).
+fn from_outer(wire: &[u8], src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let mut f = wire.to_vec();
+    let mut outer = Ipv4Packet::new_unchecked(&mut f[ETH_LEN..]);
+    outer.set_src_addr(src);
+    outer.fill_checksum();
+    strait_wire::UdpPacket::new_unchecked(&mut f[ETH_LEN + 20..]).set_src_port(sport);
+    f
+}
+
+#[test]
+fn a_floating_peer_moves_only_with_packets_that_advance_the_window() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    let (first, _) = seal_at_branch(&branch, &mut pb, 40);
+    let (second, _) = seal_at_branch(&branch, &mut pb, 40);
+    // The newest packet arrives from the branch's NAT mapping: learned.
+    let mut f = Frame::new(&from_outer(&second, ip("192.0.2.7"), 40001));
+    assert!(matches!(f.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
+    assert_eq!(hub.tunnels[0].peer(), (ip("192.0.2.7"), 40001));
+    // An older packet, authentic and not yet seen (so accepted), replayed
+    // from another address: delivered, but the peer stays.
+    let mut f = Frame::new(&from_outer(&first, ip("203.0.113.66"), 5555));
+    assert!(matches!(f.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
+    assert_eq!(hub.tunnels[0].peer(), (ip("192.0.2.7"), 40001));
+    // The next new packet from a new mapping moves it (NAT rebinding).
+    let (third, _) = seal_at_branch(&branch, &mut pb, 40);
+    let mut f = Frame::new(&from_outer(&third, ip("192.0.2.8"), 40002));
+    assert!(matches!(f.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
+    assert_eq!(hub.tunnels[0].peer(), (ip("192.0.2.8"), 40002));
+}
