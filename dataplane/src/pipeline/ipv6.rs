@@ -45,7 +45,9 @@ pub(super) fn check<'t, P>(
         return drop(DropReason::MartianSource);
     }
     cx.ip = meta;
-    if meta.proto == IpProtocol::ICMPV6 {
+    // Neighbour discovery is link-local (RFC 4861 §7.1: hop limit 255):
+    // never answered or learned from inside a tunnel.
+    if meta.proto == IpProtocol::ICMPV6 && cx.decap.is_none() {
         if let Some(next) = neighbour::ndp(p, cx, pkt, now) {
             return next;
         }

@@ -471,3 +471,45 @@ fn a_floating_peer_moves_only_with_packets_that_advance_the_window() {
     assert!(matches!(f.run(&mut ph, &hub, 1), Verdict::Forward { .. }));
     assert_eq!(hub.tunnels[0].peer(), (ip("192.0.2.8"), 40002));
 }
+
+#[test]
+fn the_inbound_policy_covers_ipv6_prefixes_too() {
+    let hub = site(
+        r#"
+[[interface]]
+name = "lan"
+addresses = ["fd02::1/64"]
+[[interface]]
+name = "wan"
+addresses = ["198.51.100.1/24", "2001:db8::1/64"]
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["198.51.100.254"]
+[[tunnel]]
+name = "branch"
+local = "198.51.100.1"
+remote = "192.0.2.1"
+prefixes = ["fd01::/48"]
+outbound = { spi = 8194, cipher = "aes128-gcm", key = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff10111213" }
+inbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c0d0e0f10111213" }
+"#,
+    );
+    let mut p = pipeline();
+    let echo = Icmpv6Repr::EchoRequest {
+        ident: 7,
+        seq_no: 1,
+        data: b"policy",
+    };
+    let spoofed = v6_frame(WAN_MAC, v6("fd01::5"), v6("fd02::2"), 64, &echo);
+    let mut f = Frame::new(&spoofed);
+    assert_eq!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Drop(DropReason::EspPolicyViolation)
+    );
+    let honest = v6_frame(WAN_MAC, v6("2001:db8::5"), v6("fd02::2"), 64, &echo);
+    let mut f = Frame::new(&honest);
+    assert!(matches!(
+        f.run(&mut p, &hub, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+}
