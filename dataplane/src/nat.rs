@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use strait_fib::Disposition;
 use strait_nat::{
-    BackendSelection, DnatRule, Egress, EgressId, Endpoint, Filtering, Ipv4Prefix, NatConfig,
+    BackendSelection, DnatRule, Egress, EgressId, Endpoint, Filtering, Ipv4Cidr, NatConfig,
     NatCounters, NatRules, NatWorker, PortRange, Protocol, RuleError, RuleId, SessionInfo,
     SnatRule, SnatTarget, StaticNatRule, Timeouts, Verdict as NatVerdict, WorkerPartition,
 };
@@ -190,7 +190,7 @@ impl NatTables {
             tunnels
                 .iter()
                 .find(|t| t.name == name)
-                .map(|t| (EgressId(t.egress as u16), Some(t.local)))
+                .map(|t| (t.egress, Some(t.local)))
         };
 
         let mut infos: Vec<NatRuleInfo> = Vec::with_capacity(config.nat.len());
@@ -491,7 +491,6 @@ fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
         RuleError::StaticInPool {
             rule, pool_rule, ..
         } => (Some(*rule), Some(*pool_rule)),
-        _ => (None, None),
     };
     let mut msg = e.to_string();
     if let Some(rule) = rule {
@@ -507,17 +506,10 @@ fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
     (item, msg)
 }
 
-fn prefix(s: &str) -> Result<Ipv4Prefix, String> {
-    let (a, l) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not an IPv4 prefix addr/len"))?;
-    let addr: Ipv4Addr = a
-        .parse()
-        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-    let len: u8 = l
-        .parse()
-        .map_err(|_| format!("prefix length {l:?} is not a number"))?;
-    Ipv4Prefix::new(addr, len).map_err(|e| e.to_string())
+/// The one prefix parser routes and tunnels use too: host bits are refused
+/// with the reason, never silently cleared.
+fn prefix(s: &str) -> Result<Ipv4Cidr, String> {
+    s.parse().map_err(|e: strait_nat::CidrError| e.to_string())
 }
 
 fn endpoint(s: &str) -> Result<Endpoint, String> {
@@ -798,14 +790,14 @@ fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -
     // Cheap test first: most inbound traffic comes from addresses no rule
     // would translate.
     let inside_source = rules.match_static_internal(src).is_some()
-        || rules.snat().iter().any(|r| r.source.contains(src));
+        || rules.snat().iter().any(|r| r.source.contains_addr(src));
     if !inside_source {
         return None;
     }
     let egress = match t.ports.iter().find(|p| p.owns_v4(dst)) {
         Some(p) => Egress::new(EgressId(p.id), p.icmp_source_v4()?),
         None => match t.fib.lookup(std::net::IpAddr::V4(dst), 0) {
-            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress.0)?,
+            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress)?,
             _ => return None,
         },
     };
@@ -819,16 +811,15 @@ fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -
 
 /// The NAT view of a FIB egress: its id and the address masquerade uses.
 #[inline]
-pub fn egress_for(t: &Tables, fib_egress: u32) -> Option<Egress> {
-    let id = EgressId(u16::try_from(fib_egress).ok()?);
-    match t.ports.get(fib_egress as usize) {
+pub fn egress_for(t: &Tables, id: EgressId) -> Option<Egress> {
+    match t.ports.get(id.index()) {
         Some(p) => Some(Egress::new(
             id,
             p.icmp_source_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
         )),
         None => t
             .tunnels
-            .get(fib_egress as usize - t.ports.len())
+            .get(id.index() - t.ports.len())
             .map(|tun| Egress::new(id, tun.local)),
     }
 }

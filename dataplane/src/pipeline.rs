@@ -101,7 +101,7 @@ pub struct Pipeline<P> {
     nat: NatStage,
     /// While an inner packet from a tunnel is classified: that tunnel's
     /// FIB egress id (NAT tells inside from outside by it).
-    decap_tunnel: Option<u32>,
+    decap_tunnel: Option<strait_fib::EgressId>,
 }
 
 /// One worker's ESP state: its outbound sequence blocks and its inbound
@@ -386,15 +386,12 @@ impl<P> Pipeline<P> {
         // routing.
         let mut nat_done = false;
         if self.nat.active() {
-            let ingress = self.decap_tunnel.unwrap_or(u32::from(port.id));
+            let ingress = self.decap_tunnel.unwrap_or(strait_fib::EgressId(port.id));
             let clock = nat_clock(t, now);
-            match self.nat.inbound(
-                t,
-                &mut pkt.data_mut()[l3..],
-                strait_nat::EgressId(ingress as u16),
-                decapsulated,
-                clock,
-            ) {
+            match self
+                .nat
+                .inbound(t, &mut pkt.data_mut()[l3..], ingress, decapsulated, clock)
+            {
                 Inbound::Untouched => {}
                 Inbound::Translated => {
                     nat_done = true;
@@ -441,8 +438,8 @@ impl<P> Pipeline<P> {
                 self.local_v4(port, pkt, l3, proto)
             }
             Some(Disposition::Forward(nh)) => {
-                let egress = nh.egress.0 as usize;
-                let Some(out) = t.egress(nh.egress.0) else {
+                let egress = nh.egress.0;
+                let Some(out) = t.egress(nh.egress) else {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
                 let (mtu, tunnel) = match out {
@@ -479,7 +476,7 @@ impl<P> Pipeline<P> {
                 // before the TTL is decremented, and before encapsulation
                 // (the peer sees translated inner packets).
                 if !nat_done && self.nat.active() {
-                    if let Some(v) = self.nat_outbound(t, port, pkt, l3, nh.egress.0, now) {
+                    if let Some(v) = self.nat_outbound(t, port, pkt, l3, nh.egress, now) {
                         return v;
                     }
                 }
@@ -497,7 +494,7 @@ impl<P> Pipeline<P> {
                 let target = match tunnel {
                     Some(tun) => FragmentTarget::Tunnel { tunnel: tun.id },
                     None => FragmentTarget::Port {
-                        port: egress as u16,
+                        port: egress,
                         neighbour: nh.neighbour(IpAddr::V4(dst)),
                     },
                 };
@@ -528,7 +525,7 @@ impl<P> Pipeline<P> {
         port: &Port,
         pkt: &mut PacketBuf<'_>,
         l3: usize,
-        fib_egress: u32,
+        fib_egress: strait_fib::EgressId,
         now: Instant,
     ) -> Option<Verdict> {
         let egress = nat::egress_for(t, fib_egress)?;
@@ -562,7 +559,7 @@ impl<P> Pipeline<P> {
         let Some(Disposition::Forward(nh)) = t.fib.lookup(IpAddr::V4(dst), hash) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let Some(out) = t.egress(nh.egress.0) else {
+        let Some(out) = t.egress(nh.egress) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         if total > usize::from(out.mtu()) {
@@ -655,7 +652,7 @@ impl<P> Pipeline<P> {
         }
         // Back the way the packet came: its port, or the tunnel it was
         // decapsulated from (the egress the inbound stage saw).
-        let back = self.decap_tunnel.unwrap_or(u32::from(port.id));
+        let back = self.decap_tunnel.unwrap_or(strait_fib::EgressId(port.id));
         let Some(egress) = nat::egress_for(t, back) else {
             return Verdict::Consumed;
         };
@@ -809,8 +806,8 @@ impl<P> Pipeline<P> {
             ),
             Some(Disposition::Local) => self.local_v6(port, pkt, l3, next_header),
             Some(Disposition::Forward(nh)) => {
-                let egress = nh.egress.0 as usize;
-                let Some(out) = t.egress(nh.egress.0) else {
+                let egress = nh.egress.0;
+                let Some(out) = t.egress(nh.egress) else {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
                 let (mtu, tunnel) = match out {
@@ -853,7 +850,7 @@ impl<P> Pipeline<P> {
                 pkt.pull_front(l3);
                 self.counters[usize::from(port.id)].forwarded += 1;
                 Verdict::Forward {
-                    port: egress as u16,
+                    port: egress,
                     neighbour: nh.neighbour(IpAddr::V6(dst)),
                 }
             }
@@ -1046,8 +1043,8 @@ impl<P> Pipeline<P> {
             return Verdict::Drop(DropReason::NoFrame);
         }
         match t.fib.lookup(IpAddr::V4(dst), 0) {
-            Some(Disposition::Forward(nh)) if (nh.egress.0 as usize) < t.ports.len() => {
-                let port = nh.egress.0 as u16;
+            Some(Disposition::Forward(nh)) if nh.egress.index() < t.ports.len() => {
+                let port = nh.egress.0;
                 self.counters[usize::from(port)].esp_sealed += 1;
                 Verdict::Forward {
                     port,
@@ -1177,9 +1174,9 @@ impl<P> Pipeline<P> {
         };
         pkt.set_window(outer.start, outer.len());
         match t.fib.lookup(IpAddr::V4(dst), 0) {
-            Some(Disposition::Forward(nh)) if (nh.egress.0 as usize) < t.ports.len() => {
+            Some(Disposition::Forward(nh)) if nh.egress.index() < t.ports.len() => {
                 Verdict::Forward {
-                    port: nh.egress.0 as u16,
+                    port: nh.egress.0,
                     neighbour: nh.neighbour(IpAddr::V4(dst)),
                 }
             }
@@ -1198,7 +1195,7 @@ impl<P> Pipeline<P> {
             return Verdict::Drop(DropReason::Malformed);
         };
         match t.fib.lookup(dst, 0) {
-            Some(Disposition::Forward(nh)) => match t.egress(nh.egress.0) {
+            Some(Disposition::Forward(nh)) => match t.egress(nh.egress) {
                 Some(Egress::Port(p)) => Verdict::Forward {
                     port: p.id,
                     neighbour: nh.neighbour(dst),

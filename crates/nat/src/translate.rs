@@ -359,7 +359,7 @@ impl NatWorker {
     }
 
     fn inbound_packet(&mut self, packet: &mut [u8], now: u64) -> Verdict {
-        let egress_unused = Egress::new(crate::rules::EgressId(0), Ipv4Addr::UNSPECIFIED);
+        let egress_unused = Egress::new(strait_wire::EgressId(0), Ipv4Addr::UNSPECIFIED);
         let p = match parse(packet) {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop(reason),
