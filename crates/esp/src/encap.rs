@@ -15,11 +15,11 @@ use crate::packet::ESP_HEADROOM;
 /// UDP port for IKE and ESP behind NAT (RFC 3948 §2, RFC 7296 §2.23).
 pub const NAT_T_PORT: u16 = 4500;
 /// Outer IPv4 header written here (no options).
-pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV4_HEADER_LEN: usize = strait_wire::ipv4::HEADER_LEN;
 /// Outer IPv6 header (no extension headers).
-pub const IPV6_HEADER_LEN: usize = 40;
+pub const IPV6_HEADER_LEN: usize = strait_wire::ipv6::HEADER_LEN;
 /// UDP header.
-pub const UDP_HEADER_LEN: usize = 8;
+pub const UDP_HEADER_LEN: usize = strait_wire::udp::HEADER_LEN;
 /// Most bytes an outer header needs in front of the ESP packet.
 pub const MAX_OUTER_LEN: usize = IPV6_HEADER_LEN + UDP_HEADER_LEN;
 /// Headroom in front of an inner packet for ESP plus the largest outer

@@ -68,9 +68,12 @@ pub enum CidrError {
     },
 }
 
+// The only mask arithmetic for prefixes in the workspace; callers use
+// `netmask()`, `contains_addr()` or `new_truncated()`.
+
 /// The IPv4 network mask of `len` leading ones; `len` must be at most 32.
 #[inline]
-pub const fn ipv4_mask(len: u8) -> u32 {
+const fn ipv4_mask(len: u8) -> u32 {
     if len == 0 {
         0
     } else {
@@ -80,7 +83,7 @@ pub const fn ipv4_mask(len: u8) -> u32 {
 
 /// The IPv6 network mask of `len` leading ones; `len` must be at most 128.
 #[inline]
-pub const fn ipv6_mask(len: u8) -> u128 {
+const fn ipv6_mask(len: u8) -> u128 {
     if len == 0 {
         0
     } else {
