@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strait_fib::{EgressId, Fib, IpPrefix, NextHop, Route, RouteTable};
+use strait_fib::{EgressId, Fib, IpCidr, NextHop, Route, RouteTable};
 
 const ROUTES: usize = 100_000;
 /// Probe addresses per benchmark: larger than the caches would hold if the
@@ -33,15 +33,15 @@ impl Rng {
 
 /// Route behaviours a real edge table has: a few gateways, some ECMP groups,
 /// connected subnets. Routes share them.
-fn kind_for(rng: &mut Rng, prefix: IpPrefix) -> Route {
+fn kind_for(rng: &mut Rng, prefix: IpCidr) -> Route {
     let gw = |i: u64| {
         NextHop::via(
-            EgressId(i as u32 % 4),
+            EgressId(i as u16 % 4),
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8)),
         )
     };
     match rng.below(10) {
-        0 => Route::connected(prefix, EgressId(rng.below(4) as u32)),
+        0 => Route::connected(prefix, EgressId(rng.below(4) as u16)),
         1 | 2 => {
             let n = 2 + rng.below(3);
             let first = rng.below(8) * 4;
@@ -50,7 +50,7 @@ fn kind_for(rng: &mut Rng, prefix: IpPrefix) -> Route {
         }
         _ => Route::via(
             prefix,
-            EgressId(rng.below(4) as u32),
+            EgressId(rng.below(4) as u16),
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, rng.below(32) as u8)),
         ),
     }
@@ -81,46 +81,40 @@ fn v6_len(rng: &mut Rng) -> u8 {
     }
 }
 
-fn v4_prefix(rng: &mut Rng) -> IpPrefix {
+fn v4_prefix(rng: &mut Rng) -> IpCidr {
     let len = v4_len(rng);
-    IpPrefix::new_truncated(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)), len).expect("len <= 32")
+    IpCidr::new_truncated(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)), len).expect("len <= 32")
 }
 
-fn v6_prefix(rng: &mut Rng) -> IpPrefix {
+fn v6_prefix(rng: &mut Rng) -> IpCidr {
     let len = v6_len(rng);
     let addr = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 3 | 1u128 << 125;
-    IpPrefix::new_truncated(IpAddr::V6(Ipv6Addr::from(addr)), len).expect("len <= 128")
+    IpCidr::new_truncated(IpAddr::V6(Ipv6Addr::from(addr)), len).expect("len <= 128")
 }
 
 /// A random address inside `prefix`.
-fn inside(rng: &mut Rng, prefix: IpPrefix) -> IpAddr {
-    match prefix.addr() {
-        IpAddr::V4(a) => {
-            let host = if prefix.len() == 0 {
-                u32::MAX
-            } else {
-                u32::MAX >> prefix.len()
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) | (rng.next() as u32 & host)))
+fn inside(rng: &mut Rng, prefix: IpCidr) -> IpAddr {
+    match prefix {
+        IpCidr::V4(c) => {
+            let host = !u32::from(c.netmask());
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(c.network()) | (rng.next() as u32 & host),
+            ))
         }
-        IpAddr::V6(a) => {
-            let host = if prefix.len() == 0 {
-                u128::MAX
-            } else {
-                u128::MAX >> prefix.len()
-            };
+        IpCidr::V6(c) => {
+            let host = !u128::from(c.netmask());
             let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) | (r & host)))
+            IpAddr::V6(Ipv6Addr::from(u128::from(c.network()) | (r & host)))
         }
     }
 }
 
 struct Setup {
     table: RouteTable,
-    prefixes: Vec<IpPrefix>,
+    prefixes: Vec<IpCidr>,
 }
 
-fn build(name: &str, rng: &mut Rng, prefix: fn(&mut Rng) -> IpPrefix) -> Setup {
+fn build(name: &str, rng: &mut Rng, prefix: fn(&mut Rng) -> IpCidr) -> Setup {
     let started = Instant::now();
     let mut table = RouteTable::new();
     let mut prefixes = Vec::with_capacity(ROUTES);
@@ -210,7 +204,7 @@ fn bench_update(
     family: &str,
     setup: &mut Setup,
     rng: &mut Rng,
-    prefix: fn(&mut Rng) -> IpPrefix,
+    prefix: fn(&mut Rng) -> IpCidr,
 ) {
     let mut changes = Vec::new();
     while changes.len() < 1000 {
@@ -294,7 +288,7 @@ fn fib(c: &mut Criterion) {
             // Random global-unicast addresses: half under an installed /32..
             // block's first 32 bits, so the walk goes past the root.
             let p = v6.prefixes[rng.below(ROUTES as u64) as usize];
-            let p32 = IpPrefix::new_truncated(p.addr(), 32.min(p.len())).expect("valid");
+            let p32 = IpCidr::new_truncated(p.network(), 32.min(p.prefix_len())).expect("valid");
             if rng.below(2) == 0 {
                 inside(&mut rng, p32)
             } else {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use strait_nat::{
-    Egress, EgressId, Filtering, Ipv4Prefix, NatConfig, NatRules, NatWorker, PortRange, RuleId,
+    Egress, EgressId, Filtering, Ipv4Cidr, NatConfig, NatRules, NatWorker, PortRange, RuleId,
     SnatRule, SnatTarget, Verdict,
 };
 use strait_wire::checksum::{add, checksum, pseudo_header_v4};
@@ -27,7 +27,7 @@ fn egress() -> Egress {
 fn snat(target: SnatTarget) -> Arc<NatRules> {
     let rule = SnatRule {
         id: RuleId(1),
-        source: Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).expect("valid prefix"),
+        source: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).expect("valid prefix"),
         destination: None,
         egress: None,
         target,

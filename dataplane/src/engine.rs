@@ -370,14 +370,14 @@ impl Engine {
     /// Removes the static route for `prefix` (written as in the
     /// configuration or in any equivalent form, e.g. `10.9.0.0/16`).
     pub fn delete_route(&self, prefix: &str) -> Result<u64, ConfigError> {
-        let want = prefix.parse::<strait_fib::IpPrefix>().ok();
+        let want = prefix.parse::<strait_fib::IpCidr>().ok();
         self.edit(format!("route {prefix}"), |c| {
             let at = c
                 .routes
                 .iter()
                 .position(|r| {
                     r.prefix == prefix
-                        || (want.is_some() && r.prefix.parse::<strait_fib::IpPrefix>().ok() == want)
+                        || (want.is_some() && r.prefix.parse::<strait_fib::IpCidr>().ok() == want)
                 })
                 .ok_or_else(|| "no such static route".to_owned())?;
             c.routes.remove(at);

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use strait_nat::{
-    BackendSelection, DnatRule, EgressId, Endpoint, Filtering, Ipv4Prefix, NatConfig, NatRules,
+    BackendSelection, DnatRule, EgressId, Endpoint, Filtering, Ipv4Cidr, NatConfig, NatRules,
     PortRange, Protocol, RuleError, RuleId, SessionInfo, SnatRule, SnatTarget, StaticNatRule,
     Timeouts, WorkerPartition,
 };
@@ -166,7 +166,7 @@ impl NatTables {
             tunnels
                 .iter()
                 .find(|t| t.name == name)
-                .map(|t| (EgressId(t.egress as u16), Some(t.local)))
+                .map(|t| (t.egress, Some(t.local)))
         };
 
         let mut infos: Vec<NatRuleInfo> = Vec::with_capacity(config.nat.len());
@@ -467,7 +467,6 @@ fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
         RuleError::StaticInPool {
             rule, pool_rule, ..
         } => (Some(*rule), Some(*pool_rule)),
-        _ => (None, None),
     };
     let mut msg = e.to_string();
     if let Some(rule) = rule {
@@ -483,17 +482,10 @@ fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
     (item, msg)
 }
 
-fn prefix(s: &str) -> Result<Ipv4Prefix, String> {
-    let (a, l) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not an IPv4 prefix addr/len"))?;
-    let addr: Ipv4Addr = a
-        .parse()
-        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-    let len: u8 = l
-        .parse()
-        .map_err(|_| format!("prefix length {l:?} is not a number"))?;
-    Ipv4Prefix::new(addr, len).map_err(|e| e.to_string())
+/// The one prefix parser routes and tunnels use too: host bits are refused
+/// with the reason, never silently cleared.
+fn prefix(s: &str) -> Result<Ipv4Cidr, String> {
+    s.parse().map_err(|e: strait_nat::CidrError| e.to_string())
 }
 
 fn endpoint(s: &str) -> Result<Endpoint, String> {

@@ -11,12 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use strait_fib::{EgressId, Fib, FlowHasher, IpPrefix, NextHop, Route, RouteTable};
+use strait_fib::{EgressId, Fib, FlowHasher, IpCidr, NextHop, Route, RouteTable};
 
-use strait_esp::{
-    CipherSuite, Lifetime, OutboundSa, Prefix as EspPrefix, SaConfig, TrafficSelector,
-    TrafficSelectors,
-};
+use strait_esp::{CipherSuite, Lifetime, OutboundSa, SaConfig, TrafficSelector, TrafficSelectors};
 
 use crate::config::{Config, ConfigError, EncapConfig, IcmpConfig, SaEntryConfig, TunnelConfig};
 use crate::nat::NatTables;
@@ -230,7 +227,7 @@ pub struct Tunnel {
     /// Name.
     pub name: String,
     /// FIB egress id of the tunnel.
-    pub egress: u32,
+    pub egress: EgressId,
     /// Our outer address.
     pub local: Ipv4Addr,
     /// Configured peer address and port.
@@ -256,7 +253,7 @@ pub struct Tunnel {
     /// for a rekey); each worker keeps its own replay window per SA.
     pub in_specs: Vec<Arc<SaSpec>>,
     /// Prefixes behind the peer.
-    pub prefixes: Vec<IpPrefix>,
+    pub prefixes: Vec<IpCidr>,
 }
 
 impl Tunnel {
@@ -308,32 +305,20 @@ fn parse_cipher(s: &str) -> Option<CipherSuite> {
     }
 }
 
-fn esp_prefix(p: &IpPrefix) -> EspPrefix {
-    EspPrefix::new(p.addr(), p.len()).expect("a valid FIB prefix is a valid selector prefix")
-}
-
 /// Selectors from the sender's side: inner sources in `src`, destinations
 /// in `dst` (empty = any of the family).
-fn selectors(src: &[IpPrefix], dst: &[IpPrefix]) -> TrafficSelectors {
+fn selectors(src: &[IpCidr], dst: &[IpCidr]) -> TrafficSelectors {
     let any = |v4: bool| {
         if v4 {
-            EspPrefix::ANY_V4
+            IpCidr::ANY_V4
         } else {
-            EspPrefix::ANY_V6
+            IpCidr::ANY_V6
         }
     };
     let mut list = Vec::new();
     for v4 in [true, false] {
-        let s: Vec<EspPrefix> = src
-            .iter()
-            .filter(|p| p.addr().is_ipv4() == v4)
-            .map(esp_prefix)
-            .collect();
-        let d: Vec<EspPrefix> = dst
-            .iter()
-            .filter(|p| p.addr().is_ipv4() == v4)
-            .map(esp_prefix)
-            .collect();
+        let s: Vec<IpCidr> = src.iter().filter(|p| p.is_ipv4() == v4).copied().collect();
+        let d: Vec<IpCidr> = dst.iter().filter(|p| p.is_ipv4() == v4).copied().collect();
         let s = if s.is_empty() && src.is_empty() {
             vec![any(v4)]
         } else {
@@ -358,8 +343,8 @@ fn selectors(src: &[IpPrefix], dst: &[IpPrefix]) -> TrafficSelectors {
 impl Tables {
     /// The port or tunnel a FIB egress id names.
     #[inline]
-    pub fn egress(&self, id: u32) -> Option<Egress<'_>> {
-        let id = id as usize;
+    pub fn egress(&self, id: EgressId) -> Option<Egress<'_>> {
+        let id = id.index();
         match id.checked_sub(self.ports.len()) {
             None => self.ports.get(id).map(Egress::Port),
             Some(i) => self.tunnels.get(i).map(Egress::Tunnel),
@@ -440,9 +425,9 @@ impl Tables {
                     invalid_at(at("addresses"), format!("{item} address {a}"), reason)
                 };
                 let (addr, len) = parse_addr_len(a).map_err(bad)?;
-                let host = IpPrefix::new_truncated(addr, if addr.is_ipv4() { 32 } else { 128 })
+                let host = IpCidr::new_truncated(addr, if addr.is_ipv4() { 32 } else { 128 })
                     .map_err(|e| bad(e.to_string()))?;
-                let subnet = IpPrefix::new_truncated(addr, len).map_err(|e| bad(e.to_string()))?;
+                let subnet = IpCidr::new_truncated(addr, len).map_err(|e| bad(e.to_string()))?;
                 if routes.get(host).is_some() {
                     return Err(invalid_at(
                         at("addresses"),
@@ -450,7 +435,7 @@ impl Tables {
                         "address configured twice".into(),
                     ));
                 }
-                routes.insert(Route::connected(subnet, EgressId(u32::from(id))));
+                routes.insert(Route::connected(subnet, EgressId(id)));
                 routes.insert(Route::local(host));
                 match addr {
                     IpAddr::V4(v4) => port.v4.push((v4, len)),
@@ -481,7 +466,7 @@ impl Tables {
                         format!("prefix {prefix} is already routed (an interface subnet or another tunnel)"),
                     ));
                 }
-                routes.insert(Route::connected(*prefix, EgressId(tunnel.egress)));
+                routes.insert(Route::connected(*prefix, tunnel.egress));
             }
             for spec in &tunnel.in_specs {
                 if tunnels
@@ -508,10 +493,10 @@ impl Tables {
                     .map_or("prefix", |f| if f == "gateway" { "via" } else { f });
                 invalid_at(rc.lines.line(field), item, reason)
             };
-            let prefix: IpPrefix = rc
+            let prefix: IpCidr = rc
                 .prefix
                 .parse()
-                .map_err(|e: strait_fib::PrefixError| invalid(item.clone(), e.to_string()))?;
+                .map_err(|e: strait_fib::CidrError| invalid(item.clone(), e.to_string()))?;
             let route = match rc.kind.as_deref() {
                 Some("blackhole") | Some("unreachable")
                     if !rc.via.is_empty() || rc.dev.is_some() =>
@@ -546,14 +531,14 @@ impl Tables {
                                 "needs via (gateways) or dev (on-link)".into(),
                             ));
                         };
-                        Route::connected(prefix, EgressId(u32::from(dev)))
+                        Route::connected(prefix, EgressId(dev))
                     } else {
                         let mut hops = Vec::with_capacity(rc.via.len());
                         for gw in &rc.via {
                             let gw: IpAddr = gw.parse().map_err(|_| {
                                 invalid(item.clone(), format!("via {gw} is not an IP address"))
                             })?;
-                            if gw.is_ipv4() != prefix.addr().is_ipv4() {
+                            if gw.is_ipv4() != prefix.is_ipv4() {
                                 return Err(invalid(
                                     item.clone(),
                                     format!("via {gw} is not of the prefix's address family"),
@@ -568,7 +553,7 @@ impl Tables {
                                     )
                                 })?,
                             };
-                            hops.push(NextHop::via(EgressId(u32::from(egress)), gw));
+                            hops.push(NextHop::via(EgressId(egress), gw));
                         }
                         Route::ecmp(prefix, &hops)
                             .map_err(|e| invalid(item.clone(), e.to_string()))?
@@ -667,7 +652,7 @@ impl Tables {
         let mut protected = RouteTable::new();
         for tun in &tunnels {
             for prefix in &tun.prefixes {
-                protected.insert(Route::connected(*prefix, EgressId(tun.egress)));
+                protected.insert(Route::connected(*prefix, tun.egress));
             }
         }
         Ok(Tables {
@@ -728,6 +713,10 @@ fn build_tunnel(
     epoch: Instant,
     old: Option<&Tunnel>,
 ) -> Result<Tunnel, String> {
+    // Tunnels are numbered after the ports in one 16-bit egress space.
+    let egress = u16::try_from(ports.len() + i)
+        .map(EgressId)
+        .map_err(|_| "too many interfaces and tunnels (egress ids are 16 bits)".to_owned())?;
     let local: Ipv4Addr = tc.local.parse().map_err(|_| {
         format!(
             "local {:?} is not an IPv4 address (outer IPv6 is not supported yet)",
@@ -751,7 +740,7 @@ fn build_tunnel(
     let mut prefixes = Vec::with_capacity(tc.prefixes.len());
     for p in &tc.prefixes {
         prefixes.push(
-            p.parse::<IpPrefix>()
+            p.parse::<IpCidr>()
                 .map_err(|e| format!("prefix {p}: {e}"))?,
         );
     }
@@ -761,7 +750,7 @@ fn build_tunnel(
     let mut local_prefixes = Vec::with_capacity(tc.local_prefixes.len());
     for p in &tc.local_prefixes {
         local_prefixes.push(
-            p.parse::<IpPrefix>()
+            p.parse::<IpCidr>()
                 .map_err(|e| format!("local prefix {p}: {e}"))?,
         );
     }
@@ -807,7 +796,7 @@ fn build_tunnel(
                 .map_or_else(|| Arc::new(spec), Arc::clone)
         })
         .collect();
-    let ip_overhead = if prefixes.iter().any(|p| !p.addr().is_ipv4()) {
+    let ip_overhead = if prefixes.iter().any(|p| !p.is_ipv4()) {
         60
     } else {
         40
@@ -815,7 +804,7 @@ fn build_tunnel(
     Ok(Tunnel {
         id: i as u16,
         name: tc.name.clone(),
-        egress: (ports.len() + i) as u32,
+        egress,
         local,
         remote: (remote, tc.remote_port),
         local_port: (tc.encap == EncapConfig::Udp).then_some(tc.local_port),
@@ -838,12 +827,12 @@ fn connected_port(ports: &[Port], addr: IpAddr) -> Option<u16> {
         .iter()
         .find(|p| match addr {
             IpAddr::V4(a) => p.v4.iter().any(|(pa, len)| {
-                IpPrefix::new_truncated(IpAddr::V4(*pa), *len)
-                    .is_ok_and(|n| n.contains(IpAddr::V4(a)))
+                IpCidr::new_truncated(IpAddr::V4(*pa), *len)
+                    .is_ok_and(|n| n.contains_addr(IpAddr::V4(a)))
             }),
             IpAddr::V6(a) => p.v6.iter().any(|(pa, len)| {
-                IpPrefix::new_truncated(IpAddr::V6(*pa), *len)
-                    .is_ok_and(|n| n.contains(IpAddr::V6(a)))
+                IpCidr::new_truncated(IpAddr::V6(*pa), *len)
+                    .is_ok_and(|n| n.contains_addr(IpAddr::V6(a)))
             }),
         })
         .map(|p| p.id)
@@ -981,7 +970,18 @@ addresses = ["192.0.2.1/24"]
                 "out_interface eth9 is not a configured interface or tunnel", Some(12)),
             (
                 "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/33\"\naddresses = [\"192.0.2.9\"]\n",
-                "nat rule s: source: prefix 10.0.1.0/33", Some(11)),
+                "nat rule s: source: 10.0.1.0/33: prefix length 33 exceeds 32", Some(11)),
+            // Host bits are refused as in routes, not silently cleared to
+            // translate the whole 10.1.0.0/16.
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.1.2.3/16\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: source: 10.1.2.3/16: host bits set after /16 (did you mean 10.1.0.0/16?)", Some(11)),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.1.0.0/16\"\ndestination = \"192.0.2.77/24\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: destination: 192.0.2.77/24: host bits set after /24 (did you mean 192.0.2.0/24?)", Some(12)),
+            (
+                "[[route]]\nprefix = \"10.9.1.0/16\"\nvia = [\"192.0.2.254\"]\n",
+                "route 10.9.1.0/16: 10.9.1.0/16: host bits set after /16 (did you mean 10.9.0.0/16?)", Some(9)),
             (
                 "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\n",
                 "snat needs addresses", Some(9)),

@@ -1,26 +1,25 @@
 //! Tunnel-mode outer headers and UDP encapsulation of ESP (RFC 3948).
 //!
-//! Outer IPv4/IPv6 and UDP headers are encoded here directly (fixed
-//! layouts, no options), with checksums from `strait-wire`.
+//! Outer IPv4/IPv6 and UDP headers (fixed layouts, no options) are written
+//! and read through `strait-wire`'s views, which name every field once.
 
 use core::ops::Range;
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use strait_wire::checksum;
-use strait_wire::IpProtocol;
+use strait_wire::{IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket};
 
 use crate::error::DropReason;
-use crate::packet::{ESP_HEADROOM, IP_PROTO_ESP};
+use crate::packet::ESP_HEADROOM;
 
 /// UDP port for IKE and ESP behind NAT (RFC 3948 §2, RFC 7296 §2.23).
 pub const NAT_T_PORT: u16 = 4500;
 /// Outer IPv4 header written here (no options).
-pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV4_HEADER_LEN: usize = strait_wire::ipv4::HEADER_LEN;
 /// Outer IPv6 header (no extension headers).
-pub const IPV6_HEADER_LEN: usize = 40;
+pub const IPV6_HEADER_LEN: usize = strait_wire::ipv6::HEADER_LEN;
 /// UDP header.
-pub const UDP_HEADER_LEN: usize = 8;
+pub const UDP_HEADER_LEN: usize = strait_wire::udp::HEADER_LEN;
 /// Most bytes an outer header needs in front of the ESP packet.
 pub const MAX_OUTER_LEN: usize = IPV6_HEADER_LEN + UDP_HEADER_LEN;
 /// Headroom in front of an inner packet for ESP plus the largest outer
@@ -30,8 +29,6 @@ pub const TUNNEL_HEADROOM: usize = MAX_OUTER_LEN + ESP_HEADROOM;
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// Payload of a NAT-keepalive packet (RFC 3948 §2.3).
 pub const KEEPALIVE_PAYLOAD: u8 = 0xff;
-
-const IP_PROTO_UDP: u8 = 17;
 
 /// UDP ports for NAT traversal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,63 +124,42 @@ impl OuterHeader {
             OuterHeader::V4(h) => {
                 let total = self.len() + payload_len;
                 let total16 = u16::try_from(total).map_err(|_| DropReason::NoRoom)?;
-                let proto = if h.udp.is_some() {
-                    IP_PROTO_UDP
-                } else {
-                    IP_PROTO_ESP
-                };
-                let ip = &mut buf[start..start + IPV4_HEADER_LEN];
-                ip[0] = 0x45;
-                ip[1] = h.tos;
-                ip[2..4].copy_from_slice(&total16.to_be_bytes());
-                ip[4..6].copy_from_slice(&h.ident.to_be_bytes());
-                ip[6..8]
-                    .copy_from_slice(&(if h.dont_fragment { 0x4000u16 } else { 0 }).to_be_bytes());
-                ip[8] = h.ttl;
-                ip[9] = proto;
-                ip[10..12].copy_from_slice(&[0, 0]);
-                ip[12..16].copy_from_slice(&h.src.octets());
-                ip[16..20].copy_from_slice(&h.dst.octets());
-                let csum = checksum::checksum(ip);
-                ip[10..12].copy_from_slice(&csum.to_be_bytes());
+                let mut ip = Ipv4Packet::new_unchecked(&mut buf[start..start + IPV4_HEADER_LEN]);
+                ip.set_header_len(IPV4_HEADER_LEN);
+                ip.set_dscp_ecn(h.tos >> 2, h.tos & 0x03);
+                ip.set_total_len(total16);
+                ip.set_ident(h.ident);
+                ip.set_frag(h.dont_fragment, false, 0);
+                ip.set_ttl(h.ttl);
+                ip.set_protocol(outer_protocol(h.udp));
+                ip.set_src_addr(h.src);
+                ip.set_dst_addr(h.dst);
+                ip.fill_checksum();
                 if let Some(udp) = h.udp {
                     let at = start + IPV4_HEADER_LEN;
                     // RFC 3948 §3.1: the UDP checksum SHOULD be 0 over IPv4;
                     // ESP carries its own integrity check.
-                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len, 0)?;
+                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len)?;
                 }
             }
             OuterHeader::V6(h) => {
                 let udp_len = if h.udp.is_some() { UDP_HEADER_LEN } else { 0 };
                 let plen = u16::try_from(udp_len + payload_len).map_err(|_| DropReason::NoRoom)?;
-                let ip = &mut buf[start..start + IPV6_HEADER_LEN];
-                let vtf =
-                    (6u32 << 28) | (u32::from(h.traffic_class) << 20) | (h.flow_label & 0xf_ffff);
-                ip[0..4].copy_from_slice(&vtf.to_be_bytes());
-                ip[4..6].copy_from_slice(&plen.to_be_bytes());
-                ip[6] = if h.udp.is_some() {
-                    IP_PROTO_UDP
-                } else {
-                    IP_PROTO_ESP
-                };
-                ip[7] = h.hop_limit;
-                ip[8..24].copy_from_slice(&h.src.octets());
-                ip[24..40].copy_from_slice(&h.dst.octets());
+                let mut ip = Ipv6Packet::new_unchecked(&mut buf[start..start + IPV6_HEADER_LEN]);
+                ip.set_version_tc_flow(h.traffic_class, h.flow_label);
+                ip.set_payload_len(plen);
+                ip.set_next_header(outer_protocol(h.udp));
+                ip.set_hop_limit(h.hop_limit);
+                ip.set_src_addr(h.src);
+                ip.set_dst_addr(h.dst);
                 if let Some(udp) = h.udp {
                     // IPv6 forbids a zero UDP checksum in general
-                    // (RFC 8200 §8.1), so compute the real one.
+                    // (RFC 8200 §8.1), so compute the real one (a computed
+                    // 0 is sent as all ones, RFC 768).
                     let at = start + IPV6_HEADER_LEN;
-                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len, 0)?;
-                    let pseudo = checksum::pseudo_header_v6(
-                        h.src,
-                        h.dst,
-                        IpProtocol(IP_PROTO_UDP),
-                        u32::from(plen),
-                    );
-                    let sum = checksum::add(pseudo, checksum::sum(&buf[at..payload.end]));
-                    // finish_udp maps a computed 0 to all ones (RFC 768).
-                    let csum = checksum::finish_udp(sum);
-                    buf[at + 6..at + 8].copy_from_slice(&csum.to_be_bytes());
+                    write_udp(&mut buf[at..at + UDP_HEADER_LEN], udp, payload_len)?;
+                    UdpPacket::new_unchecked(&mut buf[at..payload.end])
+                        .fill_checksum_v6(h.src, h.dst);
                 }
             }
         }
@@ -191,17 +167,23 @@ impl OuterHeader {
     }
 }
 
-fn write_udp(
-    udp: &mut [u8],
-    ports: UdpEncap,
-    payload_len: usize,
-    checksum: u16,
-) -> Result<(), DropReason> {
+/// ESP directly in IP (protocol 50), or in UDP for NAT traversal.
+fn outer_protocol(udp: Option<UdpEncap>) -> IpProtocol {
+    if udp.is_some() {
+        IpProtocol::UDP
+    } else {
+        IpProtocol::ESP
+    }
+}
+
+/// Writes a UDP header with a zero checksum (filled in later over IPv6).
+fn write_udp(udp: &mut [u8], ports: UdpEncap, payload_len: usize) -> Result<(), DropReason> {
     let len = u16::try_from(UDP_HEADER_LEN + payload_len).map_err(|_| DropReason::NoRoom)?;
-    udp[0..2].copy_from_slice(&ports.src_port.to_be_bytes());
-    udp[2..4].copy_from_slice(&ports.dst_port.to_be_bytes());
-    udp[4..6].copy_from_slice(&len.to_be_bytes());
-    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut udp = UdpPacket::new_unchecked(udp);
+    udp.set_src_port(ports.src_port);
+    udp.set_dst_port(ports.dst_port);
+    udp.set_len(len);
+    udp.set_checksum(0);
     Ok(())
 }
 
@@ -291,25 +273,15 @@ pub enum ArrivalKind {
 /// and IPv4 fragments are reported as `Other` for the slow path.
 pub fn classify_outer(packet: &[u8]) -> Result<Arrival, DropReason> {
     let first = *packet.first().ok_or(DropReason::Truncated)?;
+    // Every length problem (short header, IHL, total or payload length
+    // beyond the buffer) is the same drop here.
     let (src, dst, proto, l4, end) = match first >> 4 {
         4 => {
-            if packet.len() < IPV4_HEADER_LEN {
-                return Err(DropReason::Truncated);
-            }
-            let ihl = usize::from(first & 0xf) * 4;
-            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-            if ihl < IPV4_HEADER_LEN || total < ihl || total > packet.len() {
-                return Err(DropReason::Truncated);
-            }
-            let frag = u16::from_be_bytes([packet[6], packet[7]]);
-            let src = IpAddr::V4(Ipv4Addr::new(
-                packet[12], packet[13], packet[14], packet[15],
-            ));
-            let dst = IpAddr::V4(Ipv4Addr::new(
-                packet[16], packet[17], packet[18], packet[19],
-            ));
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::Truncated)?;
+            let src = IpAddr::V4(ip.src_addr());
+            let dst = IpAddr::V4(ip.dst_addr());
             // More-fragments set or a non-zero offset: reassembly first.
-            if frag & 0x3fff != 0 {
+            if ip.is_fragment() {
                 return Ok(Arrival {
                     src,
                     dst,
@@ -317,43 +289,33 @@ pub fn classify_outer(packet: &[u8]) -> Result<Arrival, DropReason> {
                     kind: ArrivalKind::Other,
                 });
             }
-            (src, dst, packet[9], ihl, total)
+            (
+                src,
+                dst,
+                ip.protocol(),
+                ip.header_len(),
+                usize::from(ip.total_len()),
+            )
         }
         6 => {
-            if packet.len() < IPV6_HEADER_LEN {
-                return Err(DropReason::Truncated);
-            }
-            let plen = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-            let end = IPV6_HEADER_LEN + plen;
-            if end > packet.len() {
-                return Err(DropReason::Truncated);
-            }
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s.copy_from_slice(&packet[8..24]);
-            d.copy_from_slice(&packet[24..40]);
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::Truncated)?;
             (
-                IpAddr::V6(s.into()),
-                IpAddr::V6(d.into()),
-                packet[6],
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                ip.next_header(),
                 IPV6_HEADER_LEN,
-                end,
+                IPV6_HEADER_LEN + usize::from(ip.payload_len()),
             )
         }
         _ => return Err(DropReason::BadInner),
     };
     let kind = match proto {
-        IP_PROTO_ESP => ArrivalKind::Esp(l4..end),
-        IP_PROTO_UDP => {
-            if end - l4 < UDP_HEADER_LEN {
-                return Err(DropReason::Truncated);
-            }
-            let sport = u16::from_be_bytes([packet[l4], packet[l4 + 1]]);
-            let dport = u16::from_be_bytes([packet[l4 + 2], packet[l4 + 3]]);
-            let ulen = usize::from(u16::from_be_bytes([packet[l4 + 4], packet[l4 + 5]]));
-            if ulen < UDP_HEADER_LEN || l4 + ulen > end {
-                return Err(DropReason::Truncated);
-            }
+        IpProtocol::ESP => ArrivalKind::Esp(l4..end),
+        IpProtocol::UDP => {
+            let udp =
+                UdpPacket::new_checked(&packet[l4..end]).map_err(|_| DropReason::Truncated)?;
+            let (sport, dport) = (udp.src_port(), udp.dst_port());
+            let ulen = usize::from(udp.len());
             if dport != NAT_T_PORT {
                 return Ok(Arrival {
                     src,
@@ -363,8 +325,7 @@ pub fn classify_outer(packet: &[u8]) -> Result<Arrival, DropReason> {
                 });
             }
             let at = l4 + UDP_HEADER_LEN;
-            let payload = &packet[at..l4 + ulen];
-            let kind = match classify_udp_payload(payload) {
+            let kind = match classify_udp_payload(udp.payload()) {
                 UdpPayload::Keepalive => ArrivalKind::Keepalive,
                 UdpPayload::Ike { ike } => ArrivalKind::Ike(at + ike.start..at + ike.end),
                 UdpPayload::Esp => ArrivalKind::Esp(at..l4 + ulen),
@@ -447,6 +408,7 @@ impl KeepaliveTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strait_wire::checksum;
 
     #[test]
     fn ipv4_udp_outer_header() {

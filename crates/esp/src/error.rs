@@ -133,16 +133,6 @@ pub enum ConfigError {
         /// Hard limit.
         hard: u64,
     },
-    /// A prefix length exceeds the address width.
-    #[error("prefix {addr}/{len}: length {len} exceeds {max}")]
-    PrefixLength {
-        /// The address as written.
-        addr: std::net::IpAddr,
-        /// The length asked for.
-        len: u8,
-        /// The address family's width.
-        max: u8,
-    },
     /// A traffic selector mixes IPv4 and IPv6 prefixes.
     #[error("traffic selector {src} -> {dst} mixes address families")]
     MixedFamilies {

@@ -64,4 +64,6 @@ pub use packet::{
 };
 pub use replay::{ReplayWindow, DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW};
 pub use sa::{SaConfig, SaCounters, DEFAULT_SEQ_BLOCK};
-pub use selector::{Prefix, TrafficSelector, TrafficSelectors};
+pub use selector::{TrafficSelector, TrafficSelectors};
+/// Selector prefixes are `strait-wire`'s CIDR blocks, as routes and NAT rules.
+pub use strait_wire::IpCidr;

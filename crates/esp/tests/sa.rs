@@ -374,7 +374,7 @@ fn lifetimes_soft_then_hard() {
 #[test]
 fn selectors_are_enforced_both_ways() {
     let key = key_for(CipherSuite::Aes128Gcm);
-    let lan = |s: &str, l| Prefix::new(s.parse().unwrap(), l).unwrap();
+    let lan = |s: &str, l| IpCidr::new(s.parse().unwrap(), l).unwrap();
     let mut narrow = config(CipherSuite::Aes128Gcm, &key, true);
     narrow.selectors =
         TrafficSelectors::new([

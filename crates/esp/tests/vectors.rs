@@ -27,8 +27,8 @@ fn rfc7634_appendix_a_opens_to_the_published_inner_packet() {
     cfg.esn = false;
     // The appendix's inner packet goes from 198.51.100.5 to 192.0.2.5.
     cfg.selectors = TrafficSelectors::new([TrafficSelector::new(
-        Prefix::new("198.51.100.5".parse().unwrap(), 32).unwrap(),
-        Prefix::new("192.0.2.5".parse().unwrap(), 32).unwrap(),
+        IpCidr::new("198.51.100.5".parse().unwrap(), 32).unwrap(),
+        IpCidr::new("192.0.2.5".parse().unwrap(), 32).unwrap(),
     )
     .unwrap()])
     .unwrap();
@@ -53,8 +53,8 @@ fn rfc7634_appendix_a_opens_to_the_published_inner_packet() {
     // The same packet with a selector that excludes its source is refused.
     let mut narrow = cfg.clone();
     narrow.selectors = TrafficSelectors::new([TrafficSelector::new(
-        Prefix::new("198.51.100.6".parse().unwrap(), 32).unwrap(),
-        Prefix::new("192.0.2.5".parse().unwrap(), 32).unwrap(),
+        IpCidr::new("198.51.100.6".parse().unwrap(), 32).unwrap(),
+        IpCidr::new("192.0.2.5".parse().unwrap(), 32).unwrap(),
     )
     .unwrap()])
     .unwrap();

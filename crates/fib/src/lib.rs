@@ -9,10 +9,10 @@
 //! hash ([`FlowHasher`]); the answer is a small `Copy` [`Disposition`].
 //!
 //! ```
-//! use strait_fib::{Disposition, EgressId, NextHop, Route, RouteTable};
+//! use strait_fib::{Disposition, EgressId, IpCidr, NextHop, Route, RouteTable};
 //! let mut table = RouteTable::new();
-//! table.insert(Route::connected("192.168.1.0/24".parse::<strait_fib::IpPrefix>()?, EgressId(1)));
-//! table.insert(Route::via("0.0.0.0/0".parse::<strait_fib::IpPrefix>()?, EgressId(0), "203.0.113.1".parse()?));
+//! table.insert(Route::connected("192.168.1.0/24".parse::<IpCidr>()?, EgressId(1)));
+//! table.insert(Route::via("0.0.0.0/0".parse::<IpCidr>()?, EgressId(0), "203.0.113.1".parse()?));
 //! let fib = std::sync::Arc::new(table.snapshot());
 //! assert_eq!(
 //!     fib.lookup_v4("192.168.1.9".parse()?, 0),
@@ -50,24 +50,24 @@
 //!   snapshot costs well under a millisecond (figures in
 //!   `docs/BENCHMARKS.md`).
 //!
-//! # Prefixes
-//! [`Ipv4Prefix`], [`Ipv6Prefix`] and [`IpPrefix`] parse `ADDRESS/LENGTH` and
-//! refuse host bits (`10.1.2.3/16` is an error naming `10.1.0.0/16`); see
-//! the [`prefix`] module for why.
+//! # Prefixes and egresses
+//! Routes are keyed by [`IpCidr`] (with [`Ipv4Cidr`] and [`Ipv6Cidr`]), the
+//! one CIDR type of `strait-wire` that ESP selectors and NAT rules use too:
+//! it parses `ADDRESS/LENGTH` and refuses host bits (`10.1.2.3/16` is an
+//! error naming `10.1.0.0/16`); see `strait_wire::cidr` for why. Next hops
+//! name their port or tunnel with `strait_wire`'s [`EgressId`], the id NAT
+//! rules match on.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod flow;
-pub mod prefix;
 mod route;
 mod table;
 mod trie;
 
 pub use flow::{FiveTuple, FlowHasher};
-pub use prefix::{IpPrefix, Ipv4Prefix, Ipv6Prefix, PrefixError};
-pub use route::{
-    Disposition, EcmpGroup, EgressId, NextHop, Route, RouteError, RouteKind, MAX_ECMP,
-};
+pub use route::{Disposition, EcmpGroup, NextHop, Route, RouteError, RouteKind, MAX_ECMP};
+pub use strait_wire::{CidrError, EgressId, IpCidr, Ipv4Cidr, Ipv6Cidr};
 pub use table::{Fib, FibStats, RouteTable};
 
 #[cfg(test)]

@@ -3,20 +3,10 @@
 use core::fmt;
 use std::net::IpAddr;
 
-use crate::prefix::IpPrefix;
+use strait_wire::{EgressId, IpCidr};
 
 /// Most next hops one prefix may spread its flows over (equal-cost multipath).
 pub const MAX_ECMP: usize = 4;
-
-/// Where the dataplane sends a frame: one of its ports or tunnels, by index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EgressId(pub u32);
-
-impl fmt::Display for EgressId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "egress {}", self.0)
-    }
-}
 
 /// One way out: an egress and, when the destination is not on-link, the
 /// gateway whose link-layer address the frame is sent to.
@@ -68,13 +58,13 @@ pub enum RouteError {
     #[error("route {prefix}: no next hop given")]
     NoNextHop {
         /// The route's prefix.
-        prefix: IpPrefix,
+        prefix: IpCidr,
     },
     /// More next hops than [`MAX_ECMP`].
     #[error("route {prefix}: {count} next hops exceed the ECMP limit of {MAX_ECMP}")]
     TooManyNextHops {
         /// The route's prefix.
-        prefix: IpPrefix,
+        prefix: IpCidr,
         /// How many were given.
         count: usize,
     },
@@ -157,14 +147,14 @@ pub enum RouteKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
     /// The destinations this route covers.
-    pub prefix: IpPrefix,
+    pub prefix: IpCidr,
     /// What happens to them.
     pub kind: RouteKind,
 }
 
 impl Route {
     /// An on-link subnet behind `egress`.
-    pub fn connected(prefix: impl Into<IpPrefix>, egress: EgressId) -> Self {
+    pub fn connected(prefix: impl Into<IpCidr>, egress: EgressId) -> Self {
         Self {
             prefix: prefix.into(),
             kind: RouteKind::Connected { egress },
@@ -172,7 +162,7 @@ impl Route {
     }
 
     /// A route through one gateway.
-    pub fn via(prefix: impl Into<IpPrefix>, egress: EgressId, gateway: IpAddr) -> Self {
+    pub fn via(prefix: impl Into<IpCidr>, egress: EgressId, gateway: IpAddr) -> Self {
         Self {
             prefix: prefix.into(),
             kind: RouteKind::Static {
@@ -182,7 +172,7 @@ impl Route {
     }
 
     /// A route over 1..=[`MAX_ECMP`] next hops.
-    pub fn ecmp(prefix: impl Into<IpPrefix>, hops: &[NextHop]) -> Result<Self, RouteError> {
+    pub fn ecmp(prefix: impl Into<IpCidr>, hops: &[NextHop]) -> Result<Self, RouteError> {
         let prefix = prefix.into();
         let next_hops = EcmpGroup::new(hops).ok_or(if hops.is_empty() {
             RouteError::NoNextHop { prefix }
@@ -199,7 +189,7 @@ impl Route {
     }
 
     /// Addresses the dataplane owns.
-    pub fn local(prefix: impl Into<IpPrefix>) -> Self {
+    pub fn local(prefix: impl Into<IpCidr>) -> Self {
         Self {
             prefix: prefix.into(),
             kind: RouteKind::Local,
@@ -207,7 +197,7 @@ impl Route {
     }
 
     /// Silently dropped destinations.
-    pub fn blackhole(prefix: impl Into<IpPrefix>) -> Self {
+    pub fn blackhole(prefix: impl Into<IpCidr>) -> Self {
         Self {
             prefix: prefix.into(),
             kind: RouteKind::Blackhole,
@@ -215,7 +205,7 @@ impl Route {
     }
 
     /// Destinations answered with ICMP unreachable.
-    pub fn unreachable(prefix: impl Into<IpPrefix>) -> Self {
+    pub fn unreachable(prefix: impl Into<IpCidr>) -> Self {
         Self {
             prefix: prefix.into(),
             kind: RouteKind::Unreachable,
@@ -297,14 +287,14 @@ mod tests {
 
     fn gw(i: u8) -> NextHop {
         NextHop::via(
-            EgressId(u32::from(i)),
+            EgressId(u16::from(i)),
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, i)),
         )
     }
 
     #[test]
     fn ecmp_group_limits() {
-        let p: IpPrefix = "10.0.0.0/8".parse().unwrap();
+        let p: IpCidr = "10.0.0.0/8".parse().unwrap();
         assert_eq!(
             Route::ecmp(p, &[]).unwrap_err(),
             RouteError::NoNextHop { prefix: p }

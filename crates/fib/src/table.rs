@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crate::prefix::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 use crate::route::{Action, Disposition, Route, RouteKind};
 use crate::trie::{Leaf, Paint, Trie, TrieBuilder};
+use strait_wire::IpCidr;
 
 /// The key of an IPv4 address in the trie: left-aligned in 128 bits.
 #[inline(always)]
@@ -19,10 +19,10 @@ fn key_v6(addr: Ipv6Addr) -> u128 {
     u128::from(addr)
 }
 
-fn key_of(prefix: &IpPrefix) -> u128 {
+fn key_of(prefix: &IpCidr) -> u128 {
     match prefix {
-        IpPrefix::V4(p) => key_v4(p.addr()),
-        IpPrefix::V6(p) => key_v6(p.addr()),
+        IpCidr::V4(p) => key_v4(p.network()),
+        IpCidr::V6(p) => key_v6(p.network()),
     }
 }
 
@@ -129,7 +129,7 @@ pub struct FibStats {
 /// documentation for figures.
 #[derive(Debug)]
 pub struct RouteTable {
-    routes: BTreeMap<IpPrefix, (RouteKind, u32)>,
+    routes: BTreeMap<IpCidr, (RouteKind, u32)>,
     v4: TrieBuilder,
     v6: TrieBuilder,
     actions: Arc<Vec<Action>>,
@@ -164,7 +164,7 @@ impl RouteTable {
         let prefix = route.prefix;
         let action = self.acquire(Action::of(&route.kind));
         let previous = self.routes.insert(prefix, (route.kind, action));
-        let len = prefix.len();
+        let len = prefix.prefix_len();
         self.trie_mut(&prefix)
             .paint(key_of(&prefix), len, Leaf { action, len }, Paint::Insert);
         previous.map(|(kind, old)| {
@@ -175,18 +175,18 @@ impl RouteTable {
 
     /// Withdraws the route for exactly `prefix`, returning it if it existed.
     /// Its addresses fall back to the next longest matching route.
-    pub fn remove(&mut self, prefix: impl Into<IpPrefix>) -> Option<Route> {
+    pub fn remove(&mut self, prefix: impl Into<IpCidr>) -> Option<Route> {
         let prefix = prefix.into();
         let (kind, action) = self.routes.remove(&prefix)?;
         let cover = self.covering(&prefix);
         self.trie_mut(&prefix)
-            .paint(key_of(&prefix), prefix.len(), cover, Paint::Remove);
+            .paint(key_of(&prefix), prefix.prefix_len(), cover, Paint::Remove);
         self.release(action);
         Some(Route { prefix, kind })
     }
 
     /// The route for exactly `prefix`, if any.
-    pub fn get(&self, prefix: impl Into<IpPrefix>) -> Option<Route> {
+    pub fn get(&self, prefix: impl Into<IpCidr>) -> Option<Route> {
         let prefix = prefix.into();
         self.routes
             .get(&prefix)
@@ -201,7 +201,7 @@ impl RouteTable {
             IpAddr::V6(_) => 128,
         };
         (0..=width).rev().find_map(|len| {
-            let prefix = IpPrefix::new_truncated(destination, len).ok()?;
+            let prefix = IpCidr::new_truncated(destination, len).ok()?;
             self.get(prefix)
         })
     }
@@ -247,23 +247,19 @@ impl RouteTable {
         }
     }
 
-    fn trie_mut(&mut self, prefix: &IpPrefix) -> &mut TrieBuilder {
+    fn trie_mut(&mut self, prefix: &IpCidr) -> &mut TrieBuilder {
         match prefix {
-            IpPrefix::V4(_) => &mut self.v4,
-            IpPrefix::V6(_) => &mut self.v6,
+            IpCidr::V4(_) => &mut self.v4,
+            IpCidr::V6(_) => &mut self.v6,
         }
     }
 
     /// The leaf of the longest route strictly shorter than `prefix` that covers it.
-    fn covering(&self, prefix: &IpPrefix) -> Leaf {
-        (0..prefix.len())
+    fn covering(&self, prefix: &IpCidr) -> Leaf {
+        (0..prefix.prefix_len())
             .rev()
             .find_map(|len| {
-                let shorter = match prefix {
-                    IpPrefix::V4(p) => Ipv4Prefix::new_truncated(p.addr(), len).map(IpPrefix::V4),
-                    IpPrefix::V6(p) => Ipv6Prefix::new_truncated(p.addr(), len).map(IpPrefix::V6),
-                }
-                .ok()?;
+                let shorter = IpCidr::new_truncated(prefix.network(), len).ok()?;
                 let &(_, action) = self.routes.get(&shorter)?;
                 Some(Leaf { action, len })
             })
@@ -310,13 +306,14 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{EgressId, NextHop};
+    use crate::route::NextHop;
+    use strait_wire::EgressId;
 
     fn v4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
-    fn p(s: &str) -> IpPrefix {
+    fn p(s: &str) -> IpCidr {
         s.parse().unwrap()
     }
 

@@ -6,18 +6,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use strait_fib::{Disposition, EgressId, Fib, IpPrefix, NextHop, Route, RouteKind, RouteTable};
+use strait_fib::{Disposition, EgressId, Fib, IpCidr, NextHop, Route, RouteKind, RouteTable};
 
 /// The longest route containing `addr`, by exhaustive search.
-fn reference(
-    routes: &HashMap<IpPrefix, RouteKind>,
-    addr: IpAddr,
-    hash: u32,
-) -> Option<Disposition> {
+fn reference(routes: &HashMap<IpCidr, RouteKind>, addr: IpAddr, hash: u32) -> Option<Disposition> {
     let (_, kind) = routes
         .iter()
-        .filter(|(p, _)| p.contains(addr))
-        .max_by_key(|(p, _)| p.len())?;
+        .filter(|(p, _)| p.contains_addr(addr))
+        .max_by_key(|(p, _)| p.prefix_len())?;
     Some(match *kind {
         RouteKind::Connected { egress } => Disposition::Forward(NextHop::on_link(egress)),
         RouteKind::Static { next_hops } => Disposition::Forward(next_hops.select(hash)),
@@ -30,28 +26,26 @@ fn reference(
 #[derive(Debug, Clone)]
 enum Change {
     Insert(Route),
-    Remove(IpPrefix),
+    Remove(IpCidr),
 }
 
 /// Route behaviours drawn from a small pool so that routes share actions,
 /// as they do in real tables.
 fn kind() -> impl Strategy<Value = RouteKind> + Clone {
     prop_oneof![
-        (0u32..4).prop_map(|e| RouteKind::Connected {
+        (0u16..4).prop_map(|e| RouteKind::Connected {
             egress: EgressId(e)
         }),
         (1usize..=4, 0u8..3).prop_map(|(n, g)| {
             let hops: Vec<_> = (0..n)
                 .map(|i| {
                     NextHop::via(
-                        EgressId(i as u32),
+                        EgressId(i as u16),
                         IpAddr::V4(Ipv4Addr::new(192, 0, 2, g * 4 + i as u8)),
                     )
                 })
                 .collect();
-            Route::ecmp(IpPrefix::V4(strait_fib::Ipv4Prefix::ANY), &hops)
-                .unwrap()
-                .kind
+            Route::ecmp(IpCidr::ANY_V4, &hops).unwrap().kind
         }),
         Just(RouteKind::Local),
         Just(RouteKind::Blackhole),
@@ -61,27 +55,25 @@ fn kind() -> impl Strategy<Value = RouteKind> + Clone {
 
 /// IPv4 prefixes clustered under a few bases so that they nest and overlap
 /// at every level of the trie (root, /16../24, /24../32).
-fn v4_prefix() -> impl Strategy<Value = IpPrefix> + Clone {
+fn v4_prefix() -> impl Strategy<Value = IpCidr> + Clone {
     (0usize..3, any::<u32>(), 0u8..=32).prop_map(|(base, noise, len)| {
         let bases = [0x0a00_0000u32, 0x0a01_0000, 0xc0a8_0100];
         // Vary mostly the low bits: lengths near the node boundaries collide.
         let addr = bases[base] ^ (noise & 0x0003_ffff) ^ (noise & 0x8000_0000);
-        IpPrefix::new_truncated(IpAddr::V4(Ipv4Addr::from(addr)), len).unwrap()
+        IpCidr::new_truncated(IpAddr::V4(Ipv4Addr::from(addr)), len).unwrap()
     })
 }
 
-fn v6_prefix() -> impl Strategy<Value = IpPrefix> + Clone {
+fn v6_prefix() -> impl Strategy<Value = IpCidr> + Clone {
     (0usize..2, any::<u128>(), 0u8..=128).prop_map(|(base, noise, len)| {
         let bases = [0x2001_0db8u128 << 96, 0x2001_0db8_00aa_u128 << 80];
         let addr = bases[base]
             ^ (noise & 0xffff_ffff_0000_0000_0000_ffff_ff00_00ffu128.rotate_right(base as u32 * 8));
-        IpPrefix::new_truncated(IpAddr::V6(Ipv6Addr::from(addr)), len).unwrap()
+        IpCidr::new_truncated(IpAddr::V6(Ipv6Addr::from(addr)), len).unwrap()
     })
 }
 
-fn change(
-    prefix: impl Strategy<Value = IpPrefix> + Clone,
-) -> impl Strategy<Value = Change> + Clone {
+fn change(prefix: impl Strategy<Value = IpCidr> + Clone) -> impl Strategy<Value = Change> + Clone {
     prop_oneof![
         3 => (prefix.clone(), kind()).prop_map(|(prefix, kind)| Change::Insert(Route { prefix, kind })),
         2 => prefix.prop_map(Change::Remove),
@@ -89,16 +81,16 @@ fn change(
 }
 
 /// Addresses at and around every prefix boundary, plus random ones.
-fn probes(routes: &HashMap<IpPrefix, RouteKind>, extra: &[IpAddr]) -> Vec<IpAddr> {
+fn probes(routes: &HashMap<IpCidr, RouteKind>, extra: &[IpAddr]) -> Vec<IpAddr> {
     let mut out = extra.to_vec();
     for p in routes.keys() {
-        match p.addr() {
+        match p.network() {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                let size = if p.len() == 0 {
+                let size = if p.prefix_len() == 0 {
                     u32::MAX
                 } else {
-                    (1u32 << (32 - p.len())) - 1
+                    (1u32 << (32 - p.prefix_len())) - 1
                 };
                 for x in [
                     a,
@@ -112,10 +104,10 @@ fn probes(routes: &HashMap<IpPrefix, RouteKind>, extra: &[IpAddr]) -> Vec<IpAddr
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                let size = if p.len() == 0 {
+                let size = if p.prefix_len() == 0 {
                     u128::MAX
                 } else {
-                    (1u128 << (128 - p.len())) - 1
+                    (1u128 << (128 - p.prefix_len())) - 1
                 };
                 for x in [
                     a,
@@ -134,7 +126,7 @@ fn probes(routes: &HashMap<IpPrefix, RouteKind>, extra: &[IpAddr]) -> Vec<IpAddr
 
 fn check(
     fib: &Fib,
-    routes: &HashMap<IpPrefix, RouteKind>,
+    routes: &HashMap<IpCidr, RouteKind>,
     addrs: &[IpAddr],
 ) -> Result<(), TestCaseError> {
     let hash = |i: usize| (i as u32).wrapping_mul(0x9e37_79b9);
@@ -188,8 +180,8 @@ fn check(
 
 fn run(changes: Vec<Change>, extra: Vec<IpAddr>) -> Result<(), TestCaseError> {
     let mut table = RouteTable::new();
-    let mut model: HashMap<IpPrefix, RouteKind> = HashMap::new();
-    let mut history: Vec<(Fib, HashMap<IpPrefix, RouteKind>)> = Vec::new();
+    let mut model: HashMap<IpCidr, RouteKind> = HashMap::new();
+    let mut history: Vec<(Fib, HashMap<IpCidr, RouteKind>)> = Vec::new();
     for (step, change) in changes.into_iter().enumerate() {
         match change {
             Change::Insert(route) => {

@@ -16,7 +16,7 @@
 //! let rules = NatRules::new(
 //!     vec![SnatRule {
 //!         id: RuleId(1),
-//!         source: Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
+//!         source: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
 //!         destination: None,
 //!         egress: None,
 //!         target: SnatTarget::Masquerade { ports: PortRange::new(1024, 65535) },
@@ -79,9 +79,12 @@ pub use config::{
 pub use counters::{DropReason, NatCounters};
 pub use flow::{Direction, Endpoint, FlowTuple, Protocol};
 pub use rules::{
-    BackendSelection, DnatRule, Egress, EgressId, Ipv4Prefix, NatRules, PortRange, RuleError,
-    RuleId, SnatRule, SnatTarget, StaticNatRule,
+    BackendSelection, DnatRule, Egress, NatRules, PortRange, RuleError, RuleId, SnatRule,
+    SnatTarget, StaticNatRule,
 };
+/// Rules match the egress by the dataplane's one egress id (the FIB's), and
+/// prefixes are `strait-wire`'s CIDR blocks (host bits refused).
+pub use strait_wire::{CidrError, EgressId, Ipv4Cidr};
 pub use table::SessionKind;
 pub use tcp::{TcpFlags, TcpState};
 pub use translate::Verdict;

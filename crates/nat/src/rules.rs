@@ -9,6 +9,8 @@
 use core::fmt;
 use std::net::Ipv4Addr;
 
+use strait_wire::{EgressId, Ipv4Cidr};
+
 use crate::flow::{Endpoint, Protocol};
 
 /// Identifier of a rule, stable across snapshots so sessions created under
@@ -21,10 +23,6 @@ impl fmt::Display for RuleId {
         write!(f, "rule {}", self.0)
     }
 }
-
-/// Identifier of an egress interface or path, as the dataplane names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EgressId(pub u16);
 
 /// Where an outbound packet leaves: the interface (or path) identifier and
 /// that interface's current IPv4 address, used by masquerade rules.
@@ -46,14 +44,6 @@ impl Egress {
 /// Errors found while validating a rule snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
-    /// A prefix length above 32.
-    #[error("prefix {addr}/{len}: prefix length {len} exceeds 32")]
-    PrefixLength {
-        /// Address part of the prefix.
-        addr: Ipv4Addr,
-        /// The offending length.
-        len: u8,
-    },
     /// A port range that is empty or includes port 0.
     #[error("{rule}: port range {first}-{last} is empty or includes port 0")]
     PortRange {
@@ -133,62 +123,6 @@ pub enum RuleError {
     },
 }
 
-/// An IPv4 prefix. Host bits are cleared on construction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Prefix {
-    addr: Ipv4Addr,
-    len: u8,
-}
-
-impl Ipv4Prefix {
-    /// Builds a prefix, rejecting lengths above 32.
-    pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, RuleError> {
-        if len > 32 {
-            return Err(RuleError::PrefixLength { addr, len });
-        }
-        let masked = u32::from(addr) & Self::mask(len);
-        Ok(Self {
-            addr: Ipv4Addr::from(masked),
-            len,
-        })
-    }
-
-    /// The prefix matching every address.
-    pub const ANY: Self = Self {
-        addr: Ipv4Addr::UNSPECIFIED,
-        len: 0,
-    };
-
-    fn mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(len))
-        }
-    }
-
-    /// Network address.
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    /// Prefix length in bits.
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    /// Whether `addr` lies inside the prefix.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & Self::mask(self.len) == u32::from(self.addr)
-    }
-}
-
-impl fmt::Display for Ipv4Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
 /// An inclusive range of external ports (or ICMP identifiers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortRange {
@@ -255,10 +189,11 @@ impl SnatTarget {
 pub struct SnatRule {
     /// Rule identifier.
     pub id: RuleId,
-    /// Internal source prefix.
-    pub source: Ipv4Prefix,
+    /// Internal source prefix (host bits are refused when it is built, so
+    /// a rule never translates more sources than were written).
+    pub source: Ipv4Cidr,
     /// Optional destination prefix.
-    pub destination: Option<Ipv4Prefix>,
+    pub destination: Option<Ipv4Cidr>,
     /// Optional egress restriction.
     pub egress: Option<EgressId>,
     /// Translation target.
@@ -267,8 +202,10 @@ pub struct SnatRule {
 
 impl SnatRule {
     fn matches(&self, source: Ipv4Addr, destination: Ipv4Addr, egress: EgressId) -> bool {
-        self.source.contains(source)
-            && self.destination.is_none_or(|p| p.contains(destination))
+        self.source.contains_addr(source)
+            && self
+                .destination
+                .is_none_or(|p| p.contains_addr(destination))
             && self.egress.is_none_or(|e| e == egress)
     }
 }
@@ -491,24 +428,10 @@ mod tests {
     }
 
     #[test]
-    fn prefix_clears_host_bits_and_matches() {
-        let p = Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 16).unwrap();
-        assert_eq!(p.addr(), Ipv4Addr::new(10, 1, 0, 0));
-        assert!(p.contains(Ipv4Addr::new(10, 1, 255, 1)));
-        assert!(!p.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert!(Ipv4Prefix::ANY.contains(Ipv4Addr::new(1, 2, 3, 4)));
-        let err = Ipv4Prefix::new(Ipv4Addr::new(10, 1, 0, 0), 33).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "prefix 10.1.0.0/33: prefix length 33 exceeds 32"
-        );
-    }
-
-    #[test]
     fn rejects_invalid_snapshots() {
         let snat = |id, ports| SnatRule {
             id: RuleId(id),
-            source: Ipv4Prefix::ANY,
+            source: Ipv4Cidr::ANY,
             destination: None,
             egress: None,
             target: SnatTarget::Masquerade { ports },
@@ -555,7 +478,7 @@ mod tests {
         ));
         let pool = SnatRule {
             id: RuleId(4),
-            source: Ipv4Prefix::ANY,
+            source: Ipv4Cidr::ANY,
             destination: None,
             egress: None,
             target: SnatTarget::Pool {
@@ -580,8 +503,8 @@ mod tests {
             vec![
                 SnatRule {
                     id: RuleId(1),
-                    source: Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
-                    destination: Some(Ipv4Prefix::new(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap()),
+                    source: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
+                    destination: Some(Ipv4Cidr::new(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap()),
                     egress: Some(EgressId(2)),
                     target: SnatTarget::Masquerade {
                         ports: PortRange::new(1024, 2047),
@@ -589,7 +512,7 @@ mod tests {
                 },
                 SnatRule {
                     id: RuleId(2),
-                    source: Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
+                    source: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap(),
                     destination: None,
                     egress: None,
                     target: SnatTarget::Masquerade {

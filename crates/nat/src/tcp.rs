@@ -18,6 +18,17 @@ pub struct TcpFlags {
 }
 
 impl TcpFlags {
+    /// The flags the tracker uses, from a TCP header read by `strait-wire`.
+    pub(crate) fn from_wire(flags: strait_wire::TcpFlags) -> Self {
+        use strait_wire::TcpFlags as F;
+        Self {
+            fin: flags.contains(F::FIN),
+            syn: flags.contains(F::SYN),
+            rst: flags.contains(F::RST),
+            ack: flags.contains(F::ACK),
+        }
+    }
+
     /// Decodes the flags byte of a TCP header (byte 13).
     pub fn from_byte(byte: u8) -> Self {
         Self {

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use strait_wire::checksum::{update16, update16_udp, update32, update32_udp};
-use strait_wire::Ipv4Packet;
+use strait_wire::{icmpv4, Icmpv4Packet, Ipv4Packet};
 
 use crate::counters::DropReason;
 use crate::flow::{Direction, Endpoint, Protocol};
@@ -96,11 +96,8 @@ fn rewrite(packet: &mut [u8], p: &Parsed, protocol: Protocol, source_side: bool,
         ip.rewrite_dst_addr(new.addr)
     };
     let l4 = &mut packet[p.header_len..p.end];
-    let port_at = transport::port_offset(protocol, source_side);
-    let old_port = transport::word(l4, port_at);
-    transport::set_word(l4, port_at, new.port);
-    if let Some(at) = transport::checksum_offset(protocol, l4.len()) {
-        let hc = transport::word(l4, at);
+    let old_port = transport::set_port(protocol, l4, source_side, new.port);
+    if let Some(hc) = transport::checksum(protocol, l4) {
         let (old_a, new_a) = (old_addr.to_bits(), new.addr.to_bits());
         let updated = match protocol {
             Protocol::Udp => update16_udp(update32_udp(hc, old_a, new_a), old_port, new.port),
@@ -108,21 +105,20 @@ fn rewrite(packet: &mut [u8], p: &Parsed, protocol: Protocol, source_side: bool,
             // ICMP has no pseudo-header.
             Protocol::Icmp => update16(hc, old_port, new.port),
         };
-        transport::set_word(l4, at, updated);
+        transport::set_checksum(protocol, l4, updated);
     }
 }
 
-/// Offset of the quoted IPv4 header inside an ICMP error message.
-const ICMP_ERROR_QUOTE: usize = 8;
-const ICMP_CHECKSUM: usize = 2;
+/// Offset of the quoted IPv4 header inside an ICMP error message: right
+/// after the ICMP header (RFC 792).
+const ICMP_ERROR_QUOTE: usize = icmpv4::HEADER_LEN;
 
-/// Writes a 16-bit word of an ICMP message and folds the change into the
-/// running ICMP checksum `sum` (RFC 1624 eqn. 3). Every field touched is at
-/// an even offset from the start of the message.
-fn put(icmp: &mut [u8], sum: &mut u16, at: usize, new: u16) {
-    let old = transport::word(icmp, at);
+/// Folds the change of one 16-bit word of an ICMP message into the running
+/// ICMP checksum `sum` (RFC 1624 eqn. 3). Every field touched is at an even
+/// offset from the start of the message; unchanged words leave `sum` as it
+/// is.
+fn fold(sum: &mut u16, old: u16, new: u16) {
     if old != new {
-        transport::set_word(icmp, at, new);
         *sum = update16(*sum, old, new);
     }
 }
@@ -137,35 +133,39 @@ fn rewrite_quoted(
     source_side: bool,
     new: Endpoint,
 ) {
-    let mut sum = transport::word(icmp, ICMP_CHECKSUM);
-    let addr_at = ICMP_ERROR_QUOTE + if source_side { 12 } else { 16 };
-    let old_addr = u32::from_be_bytes([
-        icmp[addr_at],
-        icmp[addr_at + 1],
-        icmp[addr_at + 2],
-        icmp[addr_at + 3],
-    ]);
+    let mut sum = Icmpv4Packet::new_unchecked(&*icmp).checksum();
+    let mut quoted = Ipv4Packet::new_unchecked(&mut icmp[ICMP_ERROR_QUOTE..]);
+    let old_addr = if source_side {
+        quoted.src_addr()
+    } else {
+        quoted.dst_addr()
+    }
+    .to_bits();
     let new_addr = new.addr.to_bits();
-    let ip_checksum_at = ICMP_ERROR_QUOTE + 10;
-    let ip_checksum = update32(transport::word(icmp, ip_checksum_at), old_addr, new_addr);
-    put(icmp, &mut sum, addr_at, (new_addr >> 16) as u16);
-    put(icmp, &mut sum, addr_at + 2, new_addr as u16);
-    put(icmp, &mut sum, ip_checksum_at, ip_checksum);
-    let l4 = ICMP_ERROR_QUOTE + quoted_hl;
-    let port_at = l4 + transport::port_offset(protocol, source_side);
-    let old_port = transport::word(icmp, port_at);
-    put(icmp, &mut sum, port_at, new.port);
-    if let Some(at) = transport::checksum_offset(protocol, icmp.len() - l4) {
-        let at = l4 + at;
-        let hc = transport::word(icmp, at);
+    let old_ip_checksum = quoted.checksum();
+    let ip_checksum = update32(old_ip_checksum, old_addr, new_addr);
+    if source_side {
+        quoted.set_src_addr(new.addr);
+    } else {
+        quoted.set_dst_addr(new.addr);
+    }
+    quoted.set_checksum(ip_checksum);
+    fold(&mut sum, (old_addr >> 16) as u16, (new_addr >> 16) as u16);
+    fold(&mut sum, old_addr as u16, new_addr as u16);
+    fold(&mut sum, old_ip_checksum, ip_checksum);
+    let l4 = &mut icmp[ICMP_ERROR_QUOTE + quoted_hl..];
+    let old_port = transport::set_port(protocol, l4, source_side, new.port);
+    fold(&mut sum, old_port, new.port);
+    if let Some(hc) = transport::checksum(protocol, l4) {
         let updated = match protocol {
             Protocol::Udp => update16_udp(update32_udp(hc, old_addr, new_addr), old_port, new.port),
             Protocol::Tcp => update16(update32(hc, old_addr, new_addr), old_port, new.port),
             Protocol::Icmp => update16(hc, old_port, new.port),
         };
-        put(icmp, &mut sum, at, updated);
+        transport::set_checksum(protocol, l4, updated);
+        fold(&mut sum, hc, updated);
     }
-    transport::set_word(icmp, ICMP_CHECKSUM, sum);
+    Icmpv4Packet::new_unchecked(icmp).set_checksum(sum);
 }
 
 impl NatWorker {
@@ -359,7 +359,7 @@ impl NatWorker {
     }
 
     fn inbound_packet(&mut self, packet: &mut [u8], now: u64) -> Verdict {
-        let egress_unused = Egress::new(crate::rules::EgressId(0), Ipv4Addr::UNSPECIFIED);
+        let egress_unused = Egress::new(strait_wire::EgressId(0), Ipv4Addr::UNSPECIFIED);
         let p = match parse(packet) {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop(reason),

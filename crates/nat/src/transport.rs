@@ -1,30 +1,20 @@
 //! Transport header fields the translator reads and rewrites: TCP and UDP
-//! ports, the TCP flags, ICMP type and echo identifier, and where each
-//! protocol keeps its checksum.
+//! ports, the TCP flags, ICMP type and echo identifier, and each protocol's
+//! checksum, one protocol-independent accessor each.
 //!
-//! `strait-wire` has the IPv4 and UDP views and the RFC 1624 checksum
-//! arithmetic, which this crate uses; its TCP and ICMP views are not there
-//! yet, and wire's `UdpPacket::new_checked` (rightly) refuses a first
-//! fragment whose UDP length exceeds the fragment. The NAT needs the same
-//! handful of fields for all three protocols, including inside the
-//! truncated packet quoted by an ICMP error, so they are named here once.
-//! No checksum is computed here: updates go through
+//! Every field is read and written through `strait-wire`'s views, which
+//! name the offsets. The views are built with `new_unchecked`: wire's
+//! `UdpPacket::new_checked` (rightly) refuses a first fragment whose UDP
+//! length exceeds the fragment, and the packet quoted by an ICMP error may
+//! stop after 8 bytes, so the translator checks the lengths it needs itself
+//! ([`min_header`], [`MIN_QUOTED`], [`checksum`]) and each accessor touches
+//! only its own field. No checksum is computed here: updates go through
 //! `strait_wire::checksum`.
+
+use strait_wire::{icmpv4, tcp, udp, Icmpv4Packet, TcpPacket, UdpPacket};
 
 use crate::flow::Protocol;
 use crate::tcp::TcpFlags;
-
-mod field {
-    use core::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
-    pub const UDP_CHECKSUM: usize = 6;
-    pub const TCP_FLAGS: usize = 13;
-    pub const TCP_CHECKSUM: usize = 16;
-    pub const ICMP_TYPE: usize = 0;
-    pub const ICMP_CHECKSUM: usize = 2;
-    pub const ICMP_IDENT: usize = 4;
-}
 
 /// Bytes every tracked transport header must show: ports or type, code,
 /// checksum and identifier. It is also what RFC 792 guarantees an ICMP
@@ -32,7 +22,7 @@ mod field {
 pub(crate) const MIN_QUOTED: usize = 8;
 /// Fixed TCP header length; a TCP header split across fragments is refused
 /// (RFC 1858 tiny-fragment concern).
-pub(crate) const TCP_HEADER_LEN: usize = 20;
+pub(crate) const TCP_HEADER_LEN: usize = tcp::HEADER_LEN;
 
 /// ICMP types the translator handles (RFC 792).
 pub(crate) mod icmp_type {
@@ -68,63 +58,95 @@ pub(crate) fn icmp_class(kind: u8) -> IcmpClass {
     }
 }
 
-#[inline]
-pub(crate) fn word(buf: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([buf[at], buf[at + 1]])
-}
-
-#[inline]
-pub(crate) fn set_word(buf: &mut [u8], at: usize, value: u16) {
-    buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
-}
-
 /// Source port, destination port (ICMP: identifier twice) of a header that
 /// is at least [`MIN_QUOTED`] bytes long.
 #[inline]
 pub(crate) fn ports(protocol: Protocol, l4: &[u8]) -> (u16, u16) {
     match protocol {
-        Protocol::Tcp | Protocol::Udp => (
-            word(l4, field::SRC_PORT.start),
-            word(l4, field::DST_PORT.start),
-        ),
+        Protocol::Tcp => {
+            let t = TcpPacket::new_unchecked(l4);
+            (t.src_port(), t.dst_port())
+        }
+        Protocol::Udp => {
+            let u = UdpPacket::new_unchecked(l4);
+            (u.src_port(), u.dst_port())
+        }
         Protocol::Icmp => {
-            let id = word(l4, field::ICMP_IDENT);
+            let id = Icmpv4Packet::new_unchecked(l4).echo_ident();
             (id, id)
         }
     }
 }
 
-/// Offset of the port (or identifier) field for the given side.
+/// Writes the port of one side (ICMP: the identifier, whichever side) of a
+/// header at least [`MIN_QUOTED`] bytes long and returns the old value.
+/// The checksum is not updated.
 #[inline]
-pub(crate) fn port_offset(protocol: Protocol, source: bool) -> usize {
+pub(crate) fn set_port(protocol: Protocol, l4: &mut [u8], source: bool, port: u16) -> u16 {
+    let (old_src, old_dst) = ports(protocol, l4);
     match (protocol, source) {
-        (Protocol::Icmp, _) => field::ICMP_IDENT,
-        (_, true) => field::SRC_PORT.start,
-        (_, false) => field::DST_PORT.start,
+        (Protocol::Icmp, _) => {
+            Icmpv4Packet::new_unchecked(l4).set_echo_ident(port);
+            old_src
+        }
+        (Protocol::Tcp, true) => {
+            TcpPacket::new_unchecked(l4).set_src_port(port);
+            old_src
+        }
+        (Protocol::Tcp, false) => {
+            TcpPacket::new_unchecked(l4).set_dst_port(port);
+            old_dst
+        }
+        (Protocol::Udp, true) => {
+            UdpPacket::new_unchecked(l4).set_src_port(port);
+            old_src
+        }
+        (Protocol::Udp, false) => {
+            UdpPacket::new_unchecked(l4).set_dst_port(port);
+            old_dst
+        }
     }
 }
 
-/// Offset of the checksum field and whether it is present in `len` bytes.
+/// The checksum field, when the `l4.len()` bytes present reach it (a quoted
+/// TCP header may stop before it).
 #[inline]
-pub(crate) fn checksum_offset(protocol: Protocol, len: usize) -> Option<usize> {
-    let at = match protocol {
-        Protocol::Tcp => field::TCP_CHECKSUM,
-        Protocol::Udp => field::UDP_CHECKSUM,
-        Protocol::Icmp => field::ICMP_CHECKSUM,
+pub(crate) fn checksum(protocol: Protocol, l4: &[u8]) -> Option<u16> {
+    let (end, value): (usize, fn(&[u8]) -> u16) = match protocol {
+        Protocol::Tcp => (tcp::CHECKSUM_END, |b| {
+            TcpPacket::new_unchecked(b).checksum()
+        }),
+        Protocol::Udp => (udp::CHECKSUM_END, |b| {
+            UdpPacket::new_unchecked(b).checksum()
+        }),
+        Protocol::Icmp => (icmpv4::CHECKSUM_END, |b| {
+            Icmpv4Packet::new_unchecked(b).checksum()
+        }),
     };
-    (len >= at + 2).then_some(at)
+    (l4.len() >= end).then(|| value(l4))
+}
+
+/// Writes the checksum field of a header that reaches it ([`checksum`] is
+/// `Some`).
+#[inline]
+pub(crate) fn set_checksum(protocol: Protocol, l4: &mut [u8], value: u16) {
+    match protocol {
+        Protocol::Tcp => TcpPacket::new_unchecked(l4).set_checksum(value),
+        Protocol::Udp => UdpPacket::new_unchecked(l4).set_checksum(value),
+        Protocol::Icmp => Icmpv4Packet::new_unchecked(l4).set_checksum(value),
+    }
 }
 
 /// TCP flags of a header at least [`TCP_HEADER_LEN`] bytes long.
 #[inline]
 pub(crate) fn tcp_flags(l4: &[u8]) -> TcpFlags {
-    TcpFlags::from_byte(l4[field::TCP_FLAGS])
+    TcpFlags::from_wire(TcpPacket::new_unchecked(l4).flags())
 }
 
 /// ICMP type byte.
 #[inline]
 pub(crate) fn icmp_type_of(l4: &[u8]) -> u8 {
-    l4[field::ICMP_TYPE]
+    Icmpv4Packet::new_unchecked(l4).msg_type().0
 }
 
 /// Minimum header bytes for `protocol` in an unquoted packet.

@@ -111,7 +111,7 @@ fn endpoint_independent_filtering_admits_anyone_to_a_mapping() {
 fn pool_address_without_mapping_is_dropped() {
     let pool = SnatRule {
         id: RuleId(7),
-        source: Ipv4Prefix::new(ip(10, 0, 0, 0), 8).unwrap(),
+        source: Ipv4Cidr::new(ip(10, 0, 0, 0), 8).unwrap(),
         destination: None,
         egress: None,
         target: SnatTarget::Pool {

@@ -26,6 +26,9 @@ mod field {
 /// Length of the ICMP header (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = field::DATA;
 
+/// Header bytes up to the end of the checksum field.
+pub const CHECKSUM_END: usize = field::CHECKSUM.end;
+
 /// Largest datagram an ICMP error may make (RFC 1812 §4.3.2.3).
 pub const MAX_ERROR_DATAGRAM: usize = 576;
 
@@ -185,6 +188,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     /// Sets the checksum field.
     pub fn set_checksum(&mut self, value: u16) {
         self.set_word(field::CHECKSUM.start, value);
+    }
+
+    /// Sets the echo identifier (checksum not updated).
+    pub fn set_echo_ident(&mut self, ident: u16) {
+        self.set_word(field::ECHO_IDENT.start, ident);
     }
 
     /// Sets the four rest-of-header bytes from two words.

@@ -9,11 +9,13 @@
 //! * a plain `XxxRepr` for parsing into meaning and emitting from meaning,
 //!   used by control code, builders and tests.
 //!
-//! Nothing here allocates, locks or makes a system call.
+//! Nothing here allocates, locks or makes a system call on the packet path
+//! (the [`cidr`] parsers allocate only to describe an error).
 #![forbid(unsafe_code)]
 
 pub mod arp;
 pub mod checksum;
+pub mod cidr;
 mod error;
 pub mod esp;
 pub mod ethernet;
@@ -26,6 +28,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use cidr::{CidrError, IpCidr, Ipv4Cidr, Ipv6Cidr};
 pub use error::{Error, Result};
 pub use esp::{classify_nat_traversal, EspPacket, EspRepr, NatTraversalPayload};
 pub use ethernet::{
@@ -70,4 +73,30 @@ impl IpProtocol {
     pub const IPV6_DEST_OPTS: Self = Self(60);
     /// IPv4 encapsulation (IP in IP).
     pub const IPV4: Self = Self(4);
+}
+
+/// Where the dataplane sends a packet: one of its ports or tunnels, by index
+/// (ports first, then tunnels). The FIB hands it out in next hops and NAT
+/// rules match on it, so both name an egress with this one type.
+///
+/// 16 bits: ports and tunnels are numbered with `u16` everywhere else (port
+/// ids, XSK queues, tunnel ids), so a wider id could name an egress that
+/// cannot exist. The FIB does not pack the id into its trie (leaves index
+/// next-hop groups), so the width buys it nothing, and a narrower id keeps
+/// next hops and lookup results small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EgressId(pub u16);
+
+impl EgressId {
+    /// The id as an index into the ports-then-tunnels list.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl core::fmt::Display for EgressId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "egress {}", self.0)
+    }
 }

@@ -23,6 +23,10 @@ mod field {
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
 
+/// Header bytes up to the end of the checksum field: a header cut shorter
+/// (the 8 bytes an ICMP error must quote, RFC 792) has no checksum to patch.
+pub const CHECKSUM_END: usize = field::CHECKSUM.end;
+
 /// Option kinds (RFC 9293 §3.2).
 const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;

@@ -18,6 +18,9 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
+/// Header bytes up to the end of the checksum field (the whole header).
+pub const CHECKSUM_END: usize = field::CHECKSUM.end;
+
 /// A read/write view of a UDP datagram.
 #[derive(Debug, Clone)]
 pub struct UdpPacket<T: AsRef<[u8]>> {

@@ -96,7 +96,7 @@ pub(super) fn policy_violation(t: &Tables, cx: &Ctx<'_>, src: IpAddr) -> bool {
     let Some(strait_fib::Disposition::Forward(nh)) = t.protected.lookup(src, 0) else {
         return false;
     };
-    match t.egress(nh.egress.0) {
+    match t.egress(nh.egress) {
         Some(crate::tables::Egress::Tunnel(tun)) => tun
             .in_specs
             .iter()

@@ -40,7 +40,7 @@ mod tests;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use strait_wire::{Error as WireError, IpProtocol};
+use strait_wire::{EgressId, Error as WireError, IpProtocol};
 
 use crate::counters::{DropReason, PortCounters};
 use crate::neigh::{NeighbourConfig, NeighbourKey, NeighbourTable, Resolution, TimerAction};
@@ -200,7 +200,7 @@ struct Ctx<'t> {
     ip: IpMeta,
     /// The FIB egress id of the tunnel the packet came out of (NAT tells
     /// inside from outside by it).
-    decap: Option<u32>,
+    decap: Option<EgressId>,
     /// What NAT did so far.
     nat: NatDone,
 }
@@ -229,8 +229,8 @@ impl<'t> Ctx<'t> {
     }
 
     /// The FIB egress id the packet arrived by: its port or its tunnel.
-    fn arrived_by(&self) -> u32 {
-        self.decap.unwrap_or(u32::from(self.port.id))
+    fn arrived_by(&self) -> EgressId {
+        self.decap.unwrap_or(EgressId(self.port.id))
     }
 }
 

@@ -49,7 +49,7 @@ pub(super) fn inbound<'t, P>(
     if !p.nat.active() {
         return Next::Route;
     }
-    let ingress = EgressId(cx.arrived_by() as u16);
+    let ingress = cx.arrived_by();
     let packet = &mut pkt.data_mut()[cx.l3..];
     match p
         .nat
@@ -359,14 +359,14 @@ fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -
     // Cheap test first: most inbound traffic comes from addresses no rule
     // would translate.
     let inside_source = rules.match_static_internal(src).is_some()
-        || rules.snat().iter().any(|r| r.source.contains(src));
+        || rules.snat().iter().any(|r| r.source.contains_addr(src));
     if !inside_source {
         return None;
     }
     let egress = match t.ports.iter().find(|p| p.owns_v4(dst)) {
         Some(p) => Egress::new(EgressId(p.id), p.icmp_source_v4()?),
         None => match t.fib.lookup(IpAddr::V4(dst), 0) {
-            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress.0)?,
+            Some(Disposition::Forward(nh)) => egress_for(t, nh.egress)?,
             _ => return None,
         },
     };
@@ -380,16 +380,15 @@ fn hairpin_egress(t: &Tables, src: Ipv4Addr, dst: Ipv4Addr, ingress: EgressId) -
 
 /// The NAT view of a FIB egress: its id and the address masquerade uses.
 #[inline]
-fn egress_for(t: &Tables, fib_egress: u32) -> Option<Egress> {
-    let id = EgressId(u16::try_from(fib_egress).ok()?);
-    match t.ports.get(fib_egress as usize) {
+fn egress_for(t: &Tables, id: EgressId) -> Option<Egress> {
+    match t.ports.get(id.index()) {
         Some(p) => Some(Egress::new(
             id,
             p.icmp_source_v4().unwrap_or(Ipv4Addr::UNSPECIFIED),
         )),
         None => t
             .tunnels
-            .get(fib_egress as usize - t.ports.len())
+            .get(id.index() - t.ports.len())
             .map(|tun| Egress::new(id, tun.local)),
     }
 }

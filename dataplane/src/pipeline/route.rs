@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use strait_fib::{Disposition, NextHop};
+use strait_wire::EgressId;
 use strait_wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpPacket};
 
 use super::esp_in;
@@ -19,7 +20,7 @@ use crate::tables::{Egress, Tables};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Hop<'t> {
     /// The FIB egress id (NAT's view of the egress).
-    pub id: u32,
+    pub id: EgressId,
     /// The port or tunnel it names.
     pub egress: Egress<'t>,
     /// The next hop to resolve when it leaves by a port.
@@ -32,8 +33,8 @@ impl<'t> Hop<'t> {
     #[inline]
     pub(super) fn of(t: &'t Tables, nh: &NextHop, dst: IpAddr) -> Option<Hop<'t>> {
         Some(Hop {
-            id: nh.egress.0,
-            egress: t.egress(nh.egress.0)?,
+            id: nh.egress,
+            egress: t.egress(nh.egress)?,
             neighbour: nh.neighbour(dst),
         })
     }
@@ -173,7 +174,7 @@ pub(super) fn output<'t>(t: &'t Tables, pkt: &PacketBuf<'_>) -> Next<'t> {
 #[inline]
 pub(super) fn outer(t: &Tables, dst: IpAddr) -> Option<(u16, IpAddr)> {
     match t.fib.lookup(dst, 0) {
-        Some(Disposition::Forward(nh)) => match t.egress(nh.egress.0)? {
+        Some(Disposition::Forward(nh)) => match t.egress(nh.egress)? {
             Egress::Port(p) => Some((p.id, nh.neighbour(dst))),
             Egress::Tunnel(_) => None,
         },

@@ -26,7 +26,7 @@ pub fn wan() -> Egress {
 pub fn masquerade(id: u16, ports: PortRange) -> SnatRule {
     SnatRule {
         id: RuleId(id),
-        source: Ipv4Prefix::new(ip(10, 0, 0, 0), 8).unwrap(),
+        source: Ipv4Cidr::new(ip(10, 0, 0, 0), 8).unwrap(),
         destination: None,
         egress: None,
         target: SnatTarget::Masquerade { ports },
