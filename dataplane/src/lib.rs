@@ -2,10 +2,8 @@
 //! poll-mode workers, and exposes the embedding API.
 
 pub mod config;
-pub mod control;
 pub mod counters;
 pub mod engine;
-pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod packet;

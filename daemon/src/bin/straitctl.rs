@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use strait_dataplane::control::{self, DEFAULT_SOCKET};
+use strait_daemon::control::{self, DEFAULT_SOCKET};
 
 /// Control a running Strait daemon.
 #[derive(Debug, Parser)]

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::counters::{DropReason, PortCounters};
-use crate::engine::Engine;
+use strait_dataplane::counters::{DropReason, PortCounters};
+use strait_dataplane::engine::Engine;
 
 /// What one scrape reports, read from the engine at once.
 #[derive(Debug, Clone, Default)]

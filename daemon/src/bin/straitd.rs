@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use strait_dataplane::control::{self, DEFAULT_SOCKET};
+use strait_daemon::control::{self, DEFAULT_SOCKET};
 use strait_dataplane::{Config, Engine};
 
 /// Strait dataplane daemon.
@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", args.control.display()))?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
-            strait_dataplane::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
+            strait_daemon::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
                 .with_context(|| format!("metrics endpoint {addr}"))?,
         ),
         Ok(None) => None,

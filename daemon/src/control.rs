@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::config::{Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig, SaEntryConfig};
-use crate::counters::DropReason;
-use crate::engine::Engine;
-use crate::nat;
-use crate::neigh::NeighbourState;
-use crate::status::SaDirection;
+use strait_dataplane::config::{
+    Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig, SaEntryConfig,
+};
+use strait_dataplane::counters::DropReason;
+use strait_dataplane::engine::Engine;
+use strait_dataplane::nat;
+use strait_dataplane::neigh::NeighbourState;
+use strait_dataplane::status::SaDirection;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
@@ -344,7 +346,7 @@ fn show_sa(engine: &Engine, json: bool) -> String {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect::<serde_json::Map<String, serde_json::Value>>()
     };
-    let esp_drops = |c: &crate::PortCounters| {
+    let esp_drops = |c: &strait_dataplane::PortCounters| {
         DropReason::ALL
             .iter()
             .filter(|r| r.name().starts_with("esp_"))
