@@ -19,14 +19,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use strait_dataplane::config::{
-    Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig, SaEntryConfig,
+use strait_dataplane::{
+    session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
+    NatRuleConfig, NeighbourState, PortCounters, RekeyStep, RouteConfig, SaDirection,
+    SaEntryConfig,
 };
-use strait_dataplane::counters::DropReason;
-use strait_dataplane::engine::Engine;
-use strait_dataplane::nat;
-use strait_dataplane::neigh::NeighbourState;
-use strait_dataplane::status::SaDirection;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
@@ -291,8 +288,8 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
 }
 
 fn show_neighbours(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let port = |i: u16| t.ports.get(usize::from(i)).map_or("?", |p| p.name.as_str());
+    let ports = engine.interfaces();
+    let port = |i: u16| ports.get(usize::from(i)).map_or("?", |p| p.name.as_str());
     let mut n = engine.neighbours();
     n.sort_by_key(|e| (e.port, e.ip, e.worker));
     let state = |s: NeighbourState| match s {
@@ -346,7 +343,7 @@ fn show_sa(engine: &Engine, json: bool) -> String {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect::<serde_json::Map<String, serde_json::Value>>()
     };
-    let esp_drops = |c: &strait_dataplane::PortCounters| {
+    let esp_drops = |c: &PortCounters| {
         DropReason::ALL
             .iter()
             .filter(|r| r.name().starts_with("esp_"))
@@ -439,16 +436,20 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 fn show_interfaces(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
+    let ports = engine.interfaces();
+    let addresses = |p: &InterfaceInfo| -> Vec<String> {
+        p.addresses
+            .iter()
+            .map(|(a, l)| format!("{a}/{l}"))
+            .collect()
+    };
     if json {
-        let v: Vec<_> = t
-            .ports
+        let v: Vec<_> = ports
             .iter()
             .map(|p| {
                 json!({
-                    "name": p.name, "ifindex": p.link.ifindex, "mac": mac(p.link.mac), "mtu": p.mtu,
-                    "addresses": p.v4.iter().map(|(a, l)| format!("{a}/{l}"))
-                        .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}"))).collect::<Vec<_>>(),
+                    "name": p.name, "ifindex": p.ifindex, "mac": mac(p.mac), "mtu": p.mtu,
+                    "addresses": addresses(p),
                 })
             })
             .collect();
@@ -458,41 +459,22 @@ fn show_interfaces(engine: &Engine, json: bool) -> String {
         "{:<12} {:>7} {:<17} {:>5}  addresses\n",
         "interface", "ifindex", "mac", "mtu"
     );
-    for p in &t.ports {
-        let addrs: Vec<String> =
-            p.v4.iter()
-                .map(|(a, l)| format!("{a}/{l}"))
-                .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}")))
-                .collect();
+    for p in &ports {
         let _ = writeln!(
             s,
             "{:<12} {:>7} {:<17} {:>5}  {}",
             p.name,
-            p.link.ifindex,
-            mac(p.link.mac),
+            p.ifindex,
+            mac(p.mac),
             p.mtu,
-            addrs.join(" ")
+            addresses(p).join(" ")
         );
     }
     s
 }
 
 fn show_routes(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let mut routes: Vec<String> = t.routes.routes().map(|r| r.to_string()).collect();
-    routes.sort();
-    let names: Vec<&str> = t.ports.iter().map(|p| p.name.as_str()).collect();
-    // Egress ids are port indexes: show interface names.
-    let named: Vec<String> = routes
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            for (i, n) in names.iter().enumerate().rev() {
-                r = r.replace(&format!("egress {i}"), &format!("dev {n}"));
-            }
-            r
-        })
-        .collect();
+    let named = engine.routes();
     if json {
         return format!("{}\n", json!(named));
     }
@@ -618,8 +600,8 @@ fn show_workers(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat_rules(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
+    let rules = engine.nat_rules();
+    let snaps = engine.nat_snapshots();
     let sessions = |id| {
         snaps
             .iter()
@@ -634,9 +616,7 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
         NatKindConfig::Static => "static",
     };
     if json {
-        let v: Vec<_> = t
-            .nat
-            .infos
+        let v: Vec<_> = rules
             .iter()
             .map(|r| {
                 json!({
@@ -648,7 +628,7 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
         return format!("{}\n", serde_json::Value::Array(v));
     }
     let mut s = format!("{:<16} {:<11} {:>8}  rule\n", "name", "kind", "sessions");
-    for r in &t.nat.infos {
+    for r in &rules {
         let _ = writeln!(
             s,
             "{:<16} {:<11} {:>8}  {}",
@@ -662,9 +642,15 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat_sessions(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
-    let rule = |id| t.nat.rule_name(id).unwrap_or("(removed)").to_owned();
+    let rules = engine.nat_rules();
+    let snaps = engine.nat_snapshots();
+    let rule = |id| {
+        rules
+            .iter()
+            .find(|r| r.id == id)
+            .map_or("(removed)", |r| r.name.as_str())
+            .to_owned()
+    };
     let total: usize = snaps.iter().map(|s| s.session_count).sum();
     let listed: usize = snaps.iter().map(|s| s.sessions.len()).sum();
     if json {
@@ -684,10 +670,10 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
                     "inside": x.inside.to_string(), "external": x.external.to_string(),
                     "outside": x.outside.to_string(),
                     "initiator": match x.initiator {
-                        strait_nat::Direction::Outbound => "inside",
-                        strait_nat::Direction::Inbound => "outside",
+                        NatDirection::Outbound => "inside",
+                        NatDirection::Inbound => "outside",
                     },
-                    "state": nat::session_state(x),
+                    "state": session_state(x),
                     "age": x.age, "idle": x.idle, "expires_in": x.expires_in,
                 })
             })
@@ -716,7 +702,7 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
                 o.destination.to_string(),
                 tr.source.to_string(),
                 tr.destination.to_string(),
-                nat::session_state(x),
+                session_state(x),
                 x.age,
                 x.idle,
                 rule(x.rule)
@@ -728,8 +714,7 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
+    let snaps = engine.nat_snapshots();
     if json {
         let v: Vec<_> = snaps
             .iter()

@@ -342,13 +342,17 @@ pub struct SaEntryConfig {
     pub esn: bool,
     /// Anti-replay window (inbound), packets; multiple of 64 up to 4096.
     pub replay_window: Option<u32>,
-    /// Soft/hard lifetimes in seconds and bytes (0 = none).
+    /// Soft lifetime in seconds: past it the engine reports
+    /// [`EngineEvent::SaSoftExpired`](crate::EngineEvent) (0 = none).
     #[serde(default)]
     pub soft_seconds: u64,
+    /// Hard lifetime in seconds: past it the SA refuses traffic (0 = none).
     #[serde(default)]
     pub hard_seconds: u64,
+    /// Soft lifetime in inner bytes (0 = none).
     #[serde(default)]
     pub soft_bytes: u64,
+    /// Hard lifetime in inner bytes (0 = none).
     #[serde(default)]
     pub hard_bytes: u64,
 }
@@ -518,20 +522,31 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// Syntax or type error; the message carries line and column.
     #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
     /// Content that cannot work; `line` is where the item (or the field
     /// at fault) is in the file, when it came from one.
     #[error("{path}{}: {item}: {reason}", at_line(.line))]
     Invalid {
+        /// The file.
         path: String,
+        /// Line of the field at fault, or of the item.
         line: Option<u32>,
+        /// The item, e.g. `route 10.9.0.0/16` or `engine.workers`.
         item: String,
+        /// Why it was refused.
         reason: String,
     },
 }

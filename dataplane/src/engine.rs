@@ -25,6 +25,7 @@ use crate::config::{
     BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
 };
 use crate::counters::{PortCounters, SharedCounters};
+use crate::nat::{NatRuleInfo, NatSnapshot};
 use crate::punt::HostTap;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
 use crate::tables::{kernel_link, SharedTables, Tables};
@@ -39,14 +40,18 @@ pub enum EngineError {
     /// An AF_XDP port could not be opened.
     #[error("interface {interface}: {source}")]
     Xdp {
+        /// The interface (or the comma-separated interfaces of a worker).
         interface: String,
+        /// What AF_XDP refused.
         #[source]
         source: strait_xdp::Error,
     },
     /// The host-path TAP could not be created.
     #[error("host path for {interface}: {source}")]
     HostPath {
+        /// The interface whose TAP device failed.
         interface: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -59,8 +64,11 @@ pub enum EngineError {
          (it needs root or CAP_SYS_NICE)"
     )]
     Scheduling {
+        /// The worker.
         worker: usize,
+        /// The priority asked for.
         priority: u8,
+        /// What the kernel answered.
         #[source]
         source: std::io::Error,
     },
@@ -99,6 +107,21 @@ pub struct TunnelSas {
     /// Counters of the interface the tunnel's outer packets use: ESP
     /// sealed/opened packets and the `esp_*` drop reasons.
     pub egress_counters: Option<PortCounters>,
+}
+
+/// An interface the engine serves, as `show interfaces` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Kernel name.
+    pub name: String,
+    /// Kernel interface index.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// IP-layer MTU used for forwarding decisions.
+    pub mtu: u16,
+    /// Addresses the dataplane owns on it, IPv4 first, with prefix lengths.
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
 }
 
 /// Moves a worker thread to SCHED_FIFO at `priority` (1–99).
@@ -319,9 +342,75 @@ impl Engine {
         &self.path
     }
 
-    /// The tables in force.
-    pub fn tables(&self) -> Arc<Tables> {
-        self.tables.load_full()
+    /// Checks `config` as [`Engine::start`] would (content, interfaces
+    /// present in this network namespace) without taking anything over:
+    /// what `straitd --check` runs.
+    pub fn check(config: &Config, path: &str) -> Result<(), ConfigError> {
+        Tables::build(config, path, 0, 0, None, kernel_link).map(|_| ())
+    }
+
+    /// Generation of the tables in force; every accepted change publishes
+    /// the next one.
+    pub fn generation(&self) -> u64 {
+        self.tables.load().generation
+    }
+
+    /// The interfaces served, in configuration order (the order the `port`
+    /// of [`NeighbourInfo`] indexes).
+    pub fn interfaces(&self) -> Vec<InterfaceInfo> {
+        self.tables
+            .load()
+            .ports
+            .iter()
+            .map(|p| InterfaceInfo {
+                name: p.name.clone(),
+                ifindex: p.link.ifindex,
+                mac: p.link.mac,
+                mtu: p.mtu,
+                addresses: p
+                    .v4
+                    .iter()
+                    .map(|(a, l)| (std::net::IpAddr::V4(*a), *l))
+                    .chain(p.v6.iter().map(|(a, l)| (std::net::IpAddr::V6(*a), *l)))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Every route in force (connected, local and static), one line each,
+    /// sorted, egress interfaces by name.
+    pub fn routes(&self) -> Vec<String> {
+        let t = self.tables.load();
+        let mut routes: Vec<String> = t.routes.routes().map(|r| r.to_string()).collect();
+        routes.sort();
+        // Egress ids are port indexes: show interface names. The highest
+        // index first, so `egress 1` is not taken for the start of `egress 12`.
+        routes
+            .into_iter()
+            .map(|mut r| {
+                for (i, p) in t.ports.iter().enumerate().rev() {
+                    r = r.replace(&format!("egress {i}"), &format!("dev {}", p.name));
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// The NAT rules in force, in configuration order.
+    pub fn nat_rules(&self) -> Vec<NatRuleInfo> {
+        self.tables.load().nat.infos.clone()
+    }
+
+    /// The name of the NAT rule `id` in force, `None` once it is removed
+    /// (its sessions live on until they expire).
+    pub fn nat_rule_name(&self, id: strait_nat::RuleId) -> Option<String> {
+        self.tables.load().nat.rule_name(id).map(str::to_owned)
+    }
+
+    /// Each worker's last NAT snapshot: sessions, capacity, counters
+    /// (published by the workers; a fraction of a second old).
+    pub fn nat_snapshots(&self) -> Vec<NatSnapshot> {
+        self.tables.load().nat.status.snapshots()
     }
 
     /// The configuration in force.

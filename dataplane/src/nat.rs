@@ -640,6 +640,7 @@ impl NatStage {
     }
 
     /// The translator, once built.
+    #[cfg(test)]
     pub fn worker(&self) -> Option<&NatWorker> {
         self.worker.as_ref()
     }

@@ -219,6 +219,7 @@ impl<P> Pipeline<P> {
     }
 
     /// The NAT stage (sessions, counters).
+    #[cfg(test)]
     pub fn nat(&self) -> &NatStage {
         &self.nat
     }

@@ -48,14 +48,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(&args.config)?;
     if args.check {
-        strait_dataplane::Tables::build(
-            &config,
-            &args.config,
-            0,
-            0,
-            None,
-            strait_dataplane::tables::kernel_link,
-        )?;
+        Engine::check(&config, &args.config)?;
         println!("{}: ok", args.config);
         return Ok(());
     }
