@@ -170,7 +170,7 @@ pub fn parse_route(prefix: &str, rest: &[&str]) -> Result<RouteConfig, String> {
         via: Vec::new(),
         dev: None,
         kind: None,
-        lines: Default::default(),
+        spans: Default::default(),
     };
     let mut words = rest.iter();
     while let Some(word) = words.next() {

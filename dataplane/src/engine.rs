@@ -438,7 +438,7 @@ impl Engine {
             .with_rekey(tunnel, step)
             .map_err(|reason| ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: format!("tunnel {tunnel}"),
                 reason,
             })?;
@@ -507,7 +507,7 @@ impl Engine {
         let mut next = control.0.clone();
         change(&mut next).map_err(|reason| ConfigError::Invalid {
             path: self.path.clone(),
-            line: None,
+            span: None,
             item,
             reason,
         })?;
@@ -561,7 +561,7 @@ impl Engine {
         if config.engine != current.engine {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[engine]".into(),
                 reason: "changes to workers, cores, XDP or polling need a restart".into(),
             });
@@ -569,7 +569,7 @@ impl Engine {
         if config.metrics != current.metrics {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[metrics]".into(),
                 reason: "changing the metrics endpoint needs a restart".into(),
             });
@@ -583,7 +583,7 @@ impl Engine {
         if names(&config) != names(current) {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[[interface]]".into(),
                 reason: "adding, removing or reordering interfaces needs a restart".into(),
             });

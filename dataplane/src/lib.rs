@@ -28,10 +28,10 @@ mod tables;
 mod worker;
 
 pub use config::{
-    BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, IcmpConfig,
-    InterfaceConfig, MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig,
+    BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
+    IcmpConfig, InterfaceConfig, MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig,
     NatSettingsConfig, NeighbourConfigEntry, PollConfig, RekeyStep, RouteConfig, SaEntryConfig,
-    Secret, SourceLines, TunnelConfig, XdpModeConfig,
+    Secret, Span, TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PortCounters};
 pub use engine::{Engine, EngineError, InterfaceInfo, SaSummary, TunnelSas};
