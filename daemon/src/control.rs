@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::events::EventLog;
 use strait_dataplane::{
     session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
     NatRuleConfig, NeighbourState, PortCounters, RekeyStep, RouteConfig, SaDirection,
@@ -28,9 +29,11 @@ use strait_dataplane::{
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
 
-/// Serves the control socket at `path` until `stop` is set.
+/// Serves the control socket at `path` until `stop` is set; `show events`
+/// answers from `events`.
 pub fn serve(
     engine: Arc<Engine>,
+    events: Arc<EventLog>,
     path: &Path,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
@@ -48,7 +51,7 @@ pub fn serve(
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Err(e) = handle(&engine, stream) {
+                        if let Err(e) = handle(&engine, &events, stream) {
                             tracing::debug!(error = %e, "control connection");
                         }
                     }
@@ -88,7 +91,7 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
-fn handle(engine: &Engine, stream: UnixStream) -> io::Result<()> {
+fn handle(engine: &Engine, events: &EventLog, stream: UnixStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let uid = peer_uid(&stream)?;
@@ -101,13 +104,13 @@ fn handle(engine: &Engine, stream: UnixStream) -> io::Result<()> {
     }
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
-    let answer = execute(engine, line.trim());
+    let answer = execute(engine, events, line.trim());
     out.write_all(answer.as_bytes())?;
     Ok(())
 }
 
 /// Runs one command against the engine and returns the answer.
-pub fn execute(engine: &Engine, command: &str) -> String {
+pub fn execute(engine: &Engine, events: &EventLog, command: &str) -> String {
     let mut words: Vec<&str> = command.split_whitespace().collect();
     let json = if let Some(i) = words.iter().position(|w| *w == "--json") {
         words.remove(i);
@@ -126,6 +129,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         ["show", "nat"] => show_nat(engine, json),
         ["show", "sa"] | ["sa", "list"] => show_sa(engine, json),
         ["show", "neighbours"] | ["show", "neighbors"] => show_neighbours(engine, json),
+        ["show", "events"] => show_events(events, json),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -146,7 +150,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         },
         // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
-            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|nat|nat rules|nat sessions [--json], \
+            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions [--json], \
              route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
             words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),
@@ -285,6 +289,35 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
              or retire-inbound TUNNEL SPI"
         )),
     }
+}
+
+fn show_events(events: &EventLog, json: bool) -> String {
+    let events = events.recent();
+    let direction = |d: SaDirection| match d {
+        SaDirection::Outbound => "outbound",
+        SaDirection::Inbound => "inbound",
+    };
+    if json {
+        let v: Vec<_> = events
+            .iter()
+            .map(|(at, e)| {
+                let mut o = json!({ "kind": e.kind(), "age": at.elapsed().as_secs_f64() });
+                if let Some(sa) = e.sa() {
+                    o["tunnel"] = json!(sa.tunnel);
+                    o["spi"] = json!(sa.spi);
+                    o["direction"] = json!(direction(sa.direction));
+                    o["limit"] = json!(sa.limit.name());
+                }
+                o
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = format!("{:>9}  event\n", "age (s)");
+    for (at, e) in &events {
+        let _ = writeln!(s, "{:>9.1}  {e}", at.elapsed().as_secs_f64());
+    }
+    s
 }
 
 fn show_neighbours(engine: &Engine, json: bool) -> String {

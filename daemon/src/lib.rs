@@ -4,4 +4,5 @@
 //! any vendor's management software would.
 
 pub mod control;
+pub mod events;
 pub mod metrics;

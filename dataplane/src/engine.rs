@@ -25,6 +25,7 @@ use crate::config::{
     BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
 };
 use crate::counters::{PortCounters, SharedCounters};
+use crate::events::{self, EngineEvent};
 use crate::nat::{NatRuleInfo, NatSnapshot};
 use crate::punt::HostTap;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
@@ -168,6 +169,17 @@ pub struct Engine {
     control: Mutex<(Config, u64)>,
     flow_seed: u64,
     reports: Vec<String>,
+    events: Mutex<EventQueue>,
+}
+
+/// The embedder's end of the workers' event channel.
+#[derive(Debug)]
+struct EventQueue {
+    rx: std::sync::mpsc::Receiver<EngineEvent>,
+    /// Events already passed on. Every worker's inbound SA counts its own
+    /// traffic, so several may report the same SA: the embedder hears it
+    /// once. A handful per SA ever, so a list does.
+    seen: Vec<EngineEvent>,
 }
 
 impl Engine {
@@ -230,6 +242,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(e.workers);
         let mut reports = Vec::new();
         let mut contexts = Vec::with_capacity(e.workers);
+        let (event_tx, event_rx) = events::channel();
         for w in 0..e.workers {
             let snapshot = shared.load_full();
             let specs: Vec<PortSpec> = snapshot
@@ -283,6 +296,7 @@ impl Engine {
                 poll: e.poll,
                 taps,
                 status: Arc::clone(&status),
+                events: event_tx.clone(),
             });
             workers.push(WorkerHandle {
                 thread: None,
@@ -329,7 +343,28 @@ impl Engine {
             control: Mutex::new((config, 2)),
             flow_seed,
             reports,
+            events: Mutex::new(EventQueue {
+                rx: event_rx,
+                seen: Vec::new(),
+            }),
         })
+    }
+
+    /// Moves the events reported since the last call into `out` (oldest
+    /// first) and returns how many. The workers notice SA lifetime events
+    /// at most 500 ms late; call this about as often (the daemon does every
+    /// 50 ms). Each event is delivered once, to whichever caller drains it;
+    /// about a thousand wait at most, newer ones are dropped meanwhile.
+    pub fn poll_events(&self, out: &mut Vec<EngineEvent>) -> usize {
+        let mut q = self.events.lock().expect("event queue lock");
+        let before = out.len();
+        while let Ok(e) = q.rx.try_recv() {
+            if !q.seen.contains(&e) {
+                q.seen.push(e.clone());
+                out.push(e);
+            }
+        }
+        out.len() - before
     }
 
     /// How each worker's ports were bound (zero-copy or copy, XDP mode).

@@ -17,6 +17,7 @@
 mod config;
 mod counters;
 mod engine;
+mod events;
 mod nat;
 mod neigh;
 mod packet;
@@ -35,6 +36,7 @@ pub use config::{
 };
 pub use counters::{DropReason, PortCounters};
 pub use engine::{Engine, EngineError, InterfaceInfo, SaSummary, TunnelSas};
+pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use nat::{session_state, NatRuleInfo, NatSnapshot};
 pub use neigh::NeighbourState;
 pub use status::{NeighbourInfo, SaCounterInfo, SaDirection};

@@ -1244,6 +1244,37 @@ impl<P> Pipeline<P> {
         }
     }
 
+    /// Reports the SA lifetime events this worker sees (status period,
+    /// never per packet): its inbound SAs' own, and the shared outbound
+    /// SAs' (each reported once, by whichever worker polls first).
+    pub fn sa_events(
+        &mut self,
+        t: &Tables,
+        now: Instant,
+        mut report: impl FnMut(crate::events::EngineEvent),
+    ) {
+        use crate::events::sa_event;
+        use crate::status::SaDirection;
+        let clock = now.saturating_duration_since(t.epoch);
+        for tun in &t.tunnels {
+            while let Some(e) = tun.out_sa.poll_event(clock) {
+                let bytes = tun.out_sa.bytes_published();
+                let dir = SaDirection::Outbound;
+                report(sa_event(e, &tun.name, &tun.out_spec, dir, bytes, clock));
+            }
+        }
+        for entry in &mut self.esp.inbound {
+            let Some(tun) = t.tunnels.get(usize::from(entry.tunnel)) else {
+                continue;
+            };
+            while let Some(e) = entry.sa.poll_event(clock) {
+                let bytes = entry.sa.counters().bytes;
+                let dir = SaDirection::Inbound;
+                report(sa_event(e, &tun.name, &entry.spec, dir, bytes, clock));
+            }
+        }
+    }
+
     /// Runs neighbour timers.
     pub fn tick(&mut self, now: Instant, actions: impl FnMut(TimerAction), dropped: impl FnMut(P)) {
         self.neighbours.tick(now, actions, dropped);
