@@ -11,7 +11,7 @@ use strait_dataplane::EngineEvent;
 /// Events kept; older ones are forgotten (they were logged).
 const KEEP: usize = 256;
 
-/// The last [`KEEP`] engine events, with when the daemon received them.
+/// The last 256 engine events, with when the daemon received them.
 #[derive(Debug, Default)]
 pub struct EventLog(Mutex<VecDeque<(Instant, EngineEvent)>>);
 

@@ -605,7 +605,7 @@ pub struct NatSnapshot {
     pub capacity: usize,
     /// Heap bytes held by the translator.
     pub memory_bytes: usize,
-    /// Up to [`SNAPSHOT_LIMIT`] sessions.
+    /// Up to `SNAPSHOT_LIMIT` (10 000) sessions.
     pub sessions: Vec<SessionInfo>,
     /// The translator's counters.
     pub counters: NatCounters,
