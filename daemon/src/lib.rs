@@ -3,6 +3,8 @@
 //! read the engine only through the `strait-dataplane` embedding API, as
 //! any vendor's management software would.
 
+#![warn(missing_docs)]
+
 pub mod control;
 pub mod events;
 pub mod metrics;

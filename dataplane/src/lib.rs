@@ -6,7 +6,8 @@
 //! from then on changes the running tables ([`Engine::apply`],
 //! [`Engine::add_route`], [`Engine::rekey`], ...), reads counters and
 //! read-only views ([`Engine::counters`], [`Engine::security_associations`],
-//! [`Engine::nat_snapshots`], ...), and finally stops it. Everything else —
+//! [`Engine::nat_snapshots`], ...), drains its events
+//! ([`Engine::poll_events`]: SA lifetimes passing), and finally stops it. Everything else —
 //! the pipeline, the workers, the table snapshots — is private: the daemon
 //! (`strait-daemon`) is built on this API alone.
 //!
