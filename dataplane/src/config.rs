@@ -132,7 +132,7 @@ pub struct NatRuleConfig {
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]
-    pub lines: SourceLines,
+    pub spans: FieldSpans,
 }
 
 /// Inbound filtering of dynamic mappings (RFC 4787 §5).
@@ -266,7 +266,7 @@ pub struct TunnelConfig {
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]
-    pub lines: SourceLines,
+    pub spans: FieldSpans,
 }
 
 /// A step of a lossless rekey, applied to a configuration.
@@ -342,13 +342,17 @@ pub struct SaEntryConfig {
     pub esn: bool,
     /// Anti-replay window (inbound), packets; multiple of 64 up to 4096.
     pub replay_window: Option<u32>,
-    /// Soft/hard lifetimes in seconds and bytes (0 = none).
+    /// Soft lifetime in seconds: past it the engine reports
+    /// [`EngineEvent::SaSoftExpired`](crate::EngineEvent) (0 = none).
     #[serde(default)]
     pub soft_seconds: u64,
+    /// Hard lifetime in seconds: past it the SA refuses traffic (0 = none).
     #[serde(default)]
     pub hard_seconds: u64,
+    /// Soft lifetime in inner bytes (0 = none).
     #[serde(default)]
     pub soft_bytes: u64,
+    /// Hard lifetime in inner bytes (0 = none).
     #[serde(default)]
     pub hard_bytes: u64,
 }
@@ -455,7 +459,7 @@ pub struct InterfaceConfig {
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]
-    pub lines: SourceLines,
+    pub spans: FieldSpans,
 }
 
 /// `[[route]]`.
@@ -474,7 +478,7 @@ pub struct RouteConfig {
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]
-    pub lines: SourceLines,
+    pub spans: FieldSpans,
 }
 
 /// `[[neighbour]]`.
@@ -490,7 +494,7 @@ pub struct NeighbourConfigEntry {
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]
-    pub lines: SourceLines,
+    pub spans: FieldSpans,
 }
 
 /// `[icmp]`.
@@ -512,76 +516,130 @@ impl Default for IcmpConfig {
     }
 }
 
-/// A configuration that could not be read.
+/// Where a value is in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+    /// Byte range in the file.
+    pub bytes: std::ops::Range<usize>,
+}
+
+impl Span {
+    /// The span of `bytes` in `text`.
+    fn in_text(text: &str, bytes: std::ops::Range<usize>) -> Span {
+        let before = text.get(..bytes.start).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Span {
+            line: 1 + before.bytes().filter(|b| *b == b'\n').count() as u32,
+            column: 1 + before[line_start..].chars().count() as u32,
+            bytes,
+        }
+    }
+}
+
+/// A configuration that could not be read, parsed or accepted. Displayed
+/// as `strait.toml line 14: route 10.9.0.0/33: prefix length 33 exceeds
+/// 32`: the file, the line when the item came from one, the item, the
+/// reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
-    /// Syntax or type error; the message carries line and column.
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    /// Content that cannot work; `line` is where the item (or the field
-    /// at fault) is in the file, when it came from one.
-    #[error("{path}{}: {item}: {reason}", at_line(.line))]
-    Invalid {
+    /// Syntax or type error, e.g. a string where a number belongs or a
+    /// field that does not exist.
+    #[error("{path}{}: {message}", at_line_column(.span))]
+    Parse {
+        /// The file.
         path: String,
-        line: Option<u32>,
+        /// Where the parser stopped, when it says.
+        span: Option<Span>,
+        /// The parser's reason, on one line.
+        message: String,
+    },
+    /// Content that cannot work, found after parsing (or in a change made
+    /// at run time).
+    #[error("{path}{}: {item}: {reason}", at_line(.span))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The field at fault (or the item's first field) when the item
+        /// came from the file; `None` for run-time changes and sections
+        /// as a whole.
+        span: Option<Span>,
+        /// The item, e.g. `route 10.9.0.0/16` or `engine.workers`.
         item: String,
+        /// Why it was refused.
         reason: String,
     },
 }
 
-fn at_line(line: &Option<u32>) -> String {
-    line.map(|l| format!(":{l}")).unwrap_or_default()
+impl ConfigError {
+    /// The file's line the error is about, if known.
+    pub fn line(&self) -> Option<u32> {
+        match self {
+            ConfigError::Io { .. } => None,
+            ConfigError::Parse { span, .. } | ConfigError::Invalid { span, .. } => {
+                span.as_ref().map(|s| s.line)
+            }
+        }
+    }
 }
 
-/// Where an item's fields are in the configuration file: field name and
-/// 1-based line. Equal to any other: a location is not content, so moving
-/// an item in the file does not make it a different item.
-#[derive(Debug, Clone, Default)]
-pub struct SourceLines(Vec<(String, u32)>);
+fn at_line(span: &Option<Span>) -> String {
+    span.as_ref()
+        .map(|s| format!(" line {}", s.line))
+        .unwrap_or_default()
+}
 
-impl PartialEq for SourceLines {
-    fn eq(&self, _: &SourceLines) -> bool {
+fn at_line_column(span: &Option<Span>) -> String {
+    span.as_ref()
+        .map(|s| format!(" line {}, column {}", s.line, s.column))
+        .unwrap_or_default()
+}
+
+/// Where an item's fields are in the configuration file, by field name.
+/// Equal to any other: a location is not content, so moving an item in
+/// the file does not make it a different item.
+#[derive(Debug, Clone, Default)]
+pub struct FieldSpans(Vec<(String, Span)>);
+
+impl PartialEq for FieldSpans {
+    fn eq(&self, _: &FieldSpans) -> bool {
         true
     }
 }
 
-impl SourceLines {
-    /// The line of `field`, or of the item's first field when `field` is
-    /// not written in the file.
-    pub fn line(&self, field: &str) -> Option<u32> {
+impl Eq for FieldSpans {}
+
+impl FieldSpans {
+    /// The span of `field`'s value, or of the item's first field when
+    /// `field` is not written in the file (a missing field is the item's
+    /// fault).
+    pub fn span(&self, field: &str) -> Option<Span> {
         self.0
             .iter()
             .find(|(f, _)| f == field)
-            .map(|(_, l)| *l)
+            .map(|(_, s)| s.clone())
             .or_else(|| self.first())
     }
 
-    /// The line the item starts at (its first field).
-    pub fn first(&self) -> Option<u32> {
-        self.0.iter().map(|(_, l)| *l).min()
-    }
-
-    /// The line of the field a validation message starts with (`source:
-    /// prefix ...`, `mtu 9000 must ...`), else the item's first line.
-    pub fn for_reason(&self, reason: &str) -> Option<u32> {
-        let word: String = reason
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect();
-        // "backend: ..." is about the `backends` list.
-        let plural = format!("{word}s");
+    /// The span of the item's first field.
+    pub fn first(&self) -> Option<Span> {
         self.0
             .iter()
-            .find(|(f, _)| *f == word || *f == plural)
-            .map(|(_, l)| *l)
-            .or_else(|| self.first())
+            .map(|(_, s)| s)
+            .min_by_key(|s| s.bytes.start)
+            .cloned()
     }
 }
 
@@ -608,36 +666,33 @@ impl Config {
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_owned(),
-            message: one_line(&e.to_string()),
+            span: e.span().map(|bytes| Span::in_text(text, bytes)),
+            message: e.message().trim().to_owned(),
         };
         let mut config: Config = toml::from_str(text).map_err(parse_error)?;
-        let spans: SpannedItems = toml::from_str(text).map_err(parse_error)?;
-        let line_of = |offset: usize| {
-            let before = text.get(..offset).unwrap_or(text);
-            1 + before.bytes().filter(|b| *b == b'\n').count() as u32
-        };
-        let lines = |fields: &SpannedFields| {
-            SourceLines(
+        let items: SpannedItems = toml::from_str(text).map_err(parse_error)?;
+        let spans = |fields: &SpannedFields| {
+            FieldSpans(
                 fields
                     .iter()
-                    .map(|(k, v)| (k.clone(), line_of(v.span().start)))
+                    .map(|(k, v)| (k.clone(), Span::in_text(text, v.span())))
                     .collect(),
             )
         };
-        for (item, fields) in config.interfaces.iter_mut().zip(&spans.interface) {
-            item.lines = lines(fields);
+        for (item, fields) in config.interfaces.iter_mut().zip(&items.interface) {
+            item.spans = spans(fields);
         }
-        for (item, fields) in config.routes.iter_mut().zip(&spans.route) {
-            item.lines = lines(fields);
+        for (item, fields) in config.routes.iter_mut().zip(&items.route) {
+            item.spans = spans(fields);
         }
-        for (item, fields) in config.neighbours.iter_mut().zip(&spans.neighbour) {
-            item.lines = lines(fields);
+        for (item, fields) in config.neighbours.iter_mut().zip(&items.neighbour) {
+            item.spans = spans(fields);
         }
-        for (item, fields) in config.tunnels.iter_mut().zip(&spans.tunnel) {
-            item.lines = lines(fields);
+        for (item, fields) in config.tunnels.iter_mut().zip(&items.tunnel) {
+            item.spans = spans(fields);
         }
-        for (item, fields) in config.nat.iter_mut().zip(&spans.nat) {
-            item.lines = lines(fields);
+        for (item, fields) in config.nat.iter_mut().zip(&items.nat) {
+            item.spans = spans(fields);
         }
         Ok(config)
     }
@@ -649,24 +704,6 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path)
-    }
-}
-
-/// The toml crate's messages span several lines with a source excerpt;
-/// keep the location and the reason on one line for logs.
-fn one_line(msg: &str) -> String {
-    let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
-    let head = lines.next().unwrap_or("").trim().to_owned();
-    let reason = msg
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
-        .unwrap_or("");
-    if reason.is_empty() || reason == head {
-        head
-    } else {
-        format!("{head} {reason}")
     }
 }
 
@@ -717,8 +754,9 @@ mac = "02:00:00:00:00:01"
     fn syntax_and_type_errors_name_the_line() {
         let err = Config::parse("[engine]\nworkers = \"two\"\n", "bad.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("bad.toml:"), "{msg}");
-        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.starts_with("bad.toml line 2, column 11: "), "{msg}");
+        assert!(msg.contains("invalid type: string \"two\""), "{msg}");
+        assert_eq!(err.line(), Some(2));
 
         let err = Config::parse("[[interface]]\nname = \"a\"\nspeed = 10\n", "x.toml")
             .unwrap_err()

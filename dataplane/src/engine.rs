@@ -25,7 +25,10 @@ use crate::config::{
     BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
 };
 use crate::counters::{PortCounters, SharedCounters};
+use crate::events::{self, EngineEvent};
+use crate::nat::NatRuleInfo;
 use crate::punt::HostTap;
+use crate::status::NatSnapshot;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
 use crate::tables::{kernel_link, SharedTables, Tables};
 use crate::worker::{self, WorkerContext};
@@ -39,14 +42,18 @@ pub enum EngineError {
     /// An AF_XDP port could not be opened.
     #[error("interface {interface}: {source}")]
     Xdp {
+        /// The interface (or the comma-separated interfaces of a worker).
         interface: String,
+        /// What AF_XDP refused.
         #[source]
         source: strait_xdp::Error,
     },
     /// The host-path TAP could not be created.
     #[error("host path for {interface}: {source}")]
     HostPath {
+        /// The interface whose TAP device failed.
         interface: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -59,8 +66,11 @@ pub enum EngineError {
          (it needs root or CAP_SYS_NICE)"
     )]
     Scheduling {
+        /// The worker.
         worker: usize,
+        /// The priority asked for.
         priority: u8,
+        /// What the kernel answered.
         #[source]
         source: std::io::Error,
     },
@@ -99,6 +109,21 @@ pub struct TunnelSas {
     /// Counters of the interface the tunnel's outer packets use: ESP
     /// sealed/opened packets and the `esp_*` drop reasons.
     pub egress_counters: Option<PortCounters>,
+}
+
+/// An interface the engine serves, as `show interfaces` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Kernel name.
+    pub name: String,
+    /// Kernel interface index.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// IP-layer MTU used for forwarding decisions.
+    pub mtu: u16,
+    /// Addresses the dataplane owns on it, IPv4 first, with prefix lengths.
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
 }
 
 /// Moves a worker thread to SCHED_FIFO at `priority` (1–99).
@@ -145,6 +170,17 @@ pub struct Engine {
     control: Mutex<(Config, u64)>,
     flow_seed: u64,
     reports: Vec<String>,
+    events: Mutex<EventQueue>,
+}
+
+/// The embedder's end of the workers' event channel.
+#[derive(Debug)]
+struct EventQueue {
+    rx: std::sync::mpsc::Receiver<EngineEvent>,
+    /// Events already passed on. Every worker's inbound SA counts its own
+    /// traffic, so several may report the same SA: the embedder hears it
+    /// once. A handful per SA ever, so a list does.
+    seen: Vec<EngineEvent>,
 }
 
 impl Engine {
@@ -207,6 +243,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(e.workers);
         let mut reports = Vec::new();
         let mut contexts = Vec::with_capacity(e.workers);
+        let (event_tx, event_rx) = events::channel();
         for w in 0..e.workers {
             let snapshot = shared.load_full();
             let specs: Vec<PortSpec> = snapshot
@@ -260,6 +297,7 @@ impl Engine {
                 poll: e.poll,
                 taps,
                 status: Arc::clone(&status),
+                events: event_tx.clone(),
             });
             workers.push(WorkerHandle {
                 thread: None,
@@ -306,7 +344,28 @@ impl Engine {
             control: Mutex::new((config, 2)),
             flow_seed,
             reports,
+            events: Mutex::new(EventQueue {
+                rx: event_rx,
+                seen: Vec::new(),
+            }),
         })
+    }
+
+    /// Moves the events reported since the last call into `out` (oldest
+    /// first) and returns how many. The workers notice SA lifetime events
+    /// at most 500 ms late; call this about as often (the daemon does every
+    /// 50 ms). Each event is delivered once, to whichever caller drains it;
+    /// about a thousand wait at most, newer ones are dropped meanwhile.
+    pub fn poll_events(&self, out: &mut Vec<EngineEvent>) -> usize {
+        let mut q = self.events.lock().expect("event queue lock");
+        let before = out.len();
+        while let Ok(e) = q.rx.try_recv() {
+            if !q.seen.contains(&e) {
+                q.seen.push(e.clone());
+                out.push(e);
+            }
+        }
+        out.len() - before
     }
 
     /// How each worker's ports were bound (zero-copy or copy, XDP mode).
@@ -319,9 +378,75 @@ impl Engine {
         &self.path
     }
 
-    /// The tables in force.
-    pub fn tables(&self) -> Arc<Tables> {
-        self.tables.load_full()
+    /// Checks `config` as [`Engine::start`] would (content, interfaces
+    /// present in this network namespace) without taking anything over:
+    /// what `straitd --check` runs.
+    pub fn check(config: &Config, path: &str) -> Result<(), ConfigError> {
+        Tables::build(config, path, 0, 0, None, kernel_link).map(|_| ())
+    }
+
+    /// Generation of the tables in force; every accepted change publishes
+    /// the next one.
+    pub fn generation(&self) -> u64 {
+        self.tables.load().generation
+    }
+
+    /// The interfaces served, in configuration order (the order the `port`
+    /// of [`NeighbourInfo`] indexes).
+    pub fn interfaces(&self) -> Vec<InterfaceInfo> {
+        self.tables
+            .load()
+            .ports
+            .iter()
+            .map(|p| InterfaceInfo {
+                name: p.name.clone(),
+                ifindex: p.link.ifindex,
+                mac: p.link.mac,
+                mtu: p.mtu,
+                addresses: p
+                    .v4
+                    .iter()
+                    .map(|(a, l)| (std::net::IpAddr::V4(*a), *l))
+                    .chain(p.v6.iter().map(|(a, l)| (std::net::IpAddr::V6(*a), *l)))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Every route in force (connected, local and static), one line each,
+    /// sorted, egress interfaces by name.
+    pub fn routes(&self) -> Vec<String> {
+        let t = self.tables.load();
+        let mut routes: Vec<String> = t.routes.routes().map(|r| r.to_string()).collect();
+        routes.sort();
+        // Egress ids are port indexes: show interface names. The highest
+        // index first, so `egress 1` is not taken for the start of `egress 12`.
+        routes
+            .into_iter()
+            .map(|mut r| {
+                for (i, p) in t.ports.iter().enumerate().rev() {
+                    r = r.replace(&format!("egress {i}"), &format!("dev {}", p.name));
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// The NAT rules in force, in configuration order.
+    pub fn nat_rules(&self) -> Vec<NatRuleInfo> {
+        self.tables.load().nat.infos.clone()
+    }
+
+    /// The name of the NAT rule `id` in force, `None` once it is removed
+    /// (its sessions live on until they expire).
+    pub fn nat_rule_name(&self, id: strait_nat::RuleId) -> Option<String> {
+        self.tables.load().nat.rule_name(id).map(str::to_owned)
+    }
+
+    /// Each worker's last NAT snapshot: sessions, capacity, counters
+    /// (published by the workers; a fraction of a second old).
+    pub fn nat_snapshots(&self) -> Vec<NatSnapshot> {
+        self.tables.load().nat.status.snapshots()
     }
 
     /// The configuration in force.
@@ -349,7 +474,7 @@ impl Engine {
             .with_rekey(tunnel, step)
             .map_err(|reason| ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: format!("tunnel {tunnel}"),
                 reason,
             })?;
@@ -418,7 +543,7 @@ impl Engine {
         let mut next = control.0.clone();
         change(&mut next).map_err(|reason| ConfigError::Invalid {
             path: self.path.clone(),
-            line: None,
+            span: None,
             item,
             reason,
         })?;
@@ -472,7 +597,7 @@ impl Engine {
         if config.engine != current.engine {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[engine]".into(),
                 reason: "changes to workers, cores, XDP or polling need a restart".into(),
             });
@@ -480,7 +605,7 @@ impl Engine {
         if config.metrics != current.metrics {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[metrics]".into(),
                 reason: "changing the metrics endpoint needs a restart".into(),
             });
@@ -494,7 +619,7 @@ impl Engine {
         if names(&config) != names(current) {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
-                line: None,
+                span: None,
                 item: "[[interface]]".into(),
                 reason: "adding, removing or reordering interfaces needs a restart".into(),
             });

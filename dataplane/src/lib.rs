@@ -1,22 +1,48 @@
 //! The Strait engine: wires AF_XDP ports, routing, NAT and ESP into
 //! poll-mode workers, and exposes the embedding API.
+//!
+//! An appliance's management software builds a [`Config`] (from TOML with
+//! [`Config::load`] or field by field), starts an [`Engine`] with it, and
+//! from then on changes the running tables ([`Engine::apply`],
+//! [`Engine::add_route`], [`Engine::rekey`], ...), reads counters and
+//! read-only views ([`Engine::counters`], [`Engine::security_associations`],
+//! [`Engine::nat_snapshots`], ...), drains its events
+//! ([`Engine::poll_events`]: SA lifetimes passing), and finally stops it. Everything else —
+//! the pipeline, the workers, the table snapshots — is private: the daemon
+//! (`strait-daemon`) is built on this API alone.
+//!
+//! See `dataplane/examples/embed.rs`.
 
-pub mod config;
-pub mod control;
-pub mod counters;
-pub mod engine;
-pub mod metrics;
-pub mod nat;
-pub mod neigh;
-pub mod packet;
-pub mod pipeline;
-pub mod punt;
-pub mod ratelimit;
-pub mod status;
-pub mod tables;
-pub mod worker;
+#![warn(missing_docs)]
 
-pub use config::{Config, ConfigError, RekeyStep};
-pub use counters::{DropReason, PortCounters};
-pub use engine::{Engine, EngineError};
-pub use tables::Tables;
+mod config;
+mod counters;
+mod engine;
+mod events;
+mod nat;
+mod neigh;
+mod packet;
+mod pipeline;
+mod punt;
+mod ratelimit;
+mod status;
+mod tables;
+mod worker;
+
+pub use config::{
+    BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
+    IcmpConfig, InterfaceConfig, MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig,
+    NatSettingsConfig, NeighbourConfigEntry, PollConfig, RekeyStep, RouteConfig, SaEntryConfig,
+    Secret, Span, TunnelConfig, XdpModeConfig,
+};
+pub use counters::{DropReason, PortCounters, Stage};
+pub use engine::{Engine, EngineError, InterfaceInfo, SaSummary, TunnelSas};
+pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
+pub use nat::{session_state, NatRuleInfo};
+pub use neigh::NeighbourState;
+pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
+/// NAT session types as the sans-I/O translator reports them, for reading
+/// [`NatSnapshot`]s.
+pub use strait_nat::{
+    Direction as NatDirection, NatCounters, RuleId as NatRuleId, SessionInfo as NatSessionInfo,
+};

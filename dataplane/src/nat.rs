@@ -42,6 +42,11 @@ pub const DEFAULT_PORTS: PortRange = PortRange::new(1024, 65535);
 /// 24 KiB of port bitmaps, allocated when first used).
 const MAX_EXTERNAL_ADDRESSES: usize = 256;
 
+/// Why the NAT part of a configuration was refused: the item (`nat rule
+/// NAME`, `[nat_settings]`, ...), the field at fault whose line the error
+/// names (`None`: the item or section as a whole), and the reason.
+pub type NatConfigError = (String, Option<&'static str>, String);
+
 /// A rule as operators know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatRuleInfo {
@@ -115,13 +120,14 @@ impl NatTables {
         tunnels: &[Tunnel],
         flow_seed: u64,
         previous: Option<&NatTables>,
-    ) -> Result<NatTables, (String, String)> {
+    ) -> Result<NatTables, NatConfigError> {
         let settings = config.nat_settings.clone();
         let workers = u16::try_from(config.engine.workers).unwrap_or(u16::MAX);
         if let Some(prev) = previous {
             if prev.settings != settings {
                 return Err((
                     "[nat_settings]".into(),
+                    None,
                     "changes need a restart (session tables are sized and keyed at start)".into(),
                 ));
             }
@@ -148,10 +154,11 @@ impl NatTables {
         };
         lib_config
             .validate()
-            .map_err(|e| ("[nat_settings]".to_owned(), e.to_string()))?;
+            .map_err(|e| ("[nat_settings]".to_owned(), None, e.to_string()))?;
         if !config.nat.is_empty() && workers > 1 {
             return Err((
                 "[[nat]]".into(),
+                None,
                 format!(
                     "NAT needs engine.workers = 1 (got {workers}): steering each session's \
                      packets to the worker that owns it is not available yet"
@@ -181,12 +188,13 @@ impl NatTables {
         for (i, rc) in config.nat.iter().enumerate() {
             let item = format!("nat rule {}", rc.name);
             if rc.name.is_empty() {
-                return Err((format!("nat rule #{}", i + 1), "name is empty".into()));
+                let item = format!("nat rule #{}", i + 1);
+                return Err((item, Some("name"), "name is empty".into()));
             }
             if config.nat[..i].iter().any(|o| o.name == rc.name) {
-                return Err((item, "listed twice".into()));
+                return Err((item, Some("name"), "listed twice".into()));
             }
-            check_fields(rc).map_err(|reason| (item.clone(), reason))?;
+            check_fields(rc).map_err(|(field, reason)| (item.clone(), Some(field), reason))?;
             // A name keeps its identifier across reloads, so sessions
             // created under the old snapshot are still attributed to it.
             let kept = previous
@@ -195,25 +203,34 @@ impl NatTables {
                 .filter(|id| !used.contains(id));
             let id = match kept {
                 Some(id) => id,
-                None => fresh_id(&used, previous, config)
-                    .ok_or_else(|| (item.clone(), "too many rules (at most 65535)".to_owned()))?,
+                None => fresh_id(&used, previous, config).ok_or_else(|| {
+                    let reason = "too many rules (at most 65535)".to_owned();
+                    (item.clone(), Some("name"), reason)
+                })?,
             };
             used.push(id);
             let summary = match rc.kind {
                 NatKindConfig::Snat | NatKindConfig::Masquerade => {
                     let source = prefix(rc.source.as_deref().unwrap_or_default())
-                        .map_err(|r| (item.clone(), format!("source: {r}")))?;
-                    let destination = rc
-                        .destination
-                        .as_deref()
-                        .map(prefix)
-                        .transpose()
-                        .map_err(|r| (item.clone(), format!("destination: {r}")))?;
+                        .map_err(|r| (item.clone(), Some("source"), format!("source: {r}")))?;
+                    let destination =
+                        rc.destination
+                            .as_deref()
+                            .map(prefix)
+                            .transpose()
+                            .map_err(|r| {
+                                (
+                                    item.clone(),
+                                    Some("destination"),
+                                    format!("destination: {r}"),
+                                )
+                            })?;
                     let out = match rc.out_interface.as_deref() {
                         None => None,
                         Some(name) => Some(egress_of(name).ok_or_else(|| {
                             (
                                 item.clone(),
+                                Some("out_interface"),
                                 format!(
                                     "out_interface {name} is not a configured interface or tunnel"
                                 ),
@@ -222,18 +239,20 @@ impl NatTables {
                     };
                     let ports = match rc.ports.as_deref() {
                         None => DEFAULT_PORTS,
-                        Some(s) => port_range(s).map_err(|r| (item.clone(), r))?,
+                        Some(s) => port_range(s).map_err(|r| (item.clone(), Some("ports"), r))?,
                     };
                     let target = if rc.kind == NatKindConfig::Masquerade {
                         match out {
                             None => return Err((
                                 item,
+                                Some("out_interface"),
                                 "masquerade needs out_interface (its address is the new source)"
                                     .into(),
                             )),
                             Some((_, None)) => {
                                 return Err((
                                     item,
+                                    Some("out_interface"),
                                     format!(
                                         "out_interface {} has no IPv4 address to masquerade as",
                                         rc.out_interface.as_deref().unwrap_or_default()
@@ -244,18 +263,21 @@ impl NatTables {
                         }
                     } else {
                         if rc.addresses.is_empty() {
-                            return Err((item, "snat needs addresses (the pool)".into()));
+                            let reason = "snat needs addresses (the pool)".into();
+                            return Err((item, Some("addresses"), reason));
                         }
                         let mut pool = Vec::with_capacity(rc.addresses.len());
                         for a in &rc.addresses {
                             let addr: Ipv4Addr = a.parse().map_err(|_| {
                                 (
                                     item.clone(),
+                                    Some("addresses"),
                                     format!("address {a:?} is not an IPv4 address"),
                                 )
                             })?;
                             if pool.contains(&addr) {
-                                return Err((item, format!("address {addr} listed twice")));
+                                let reason = format!("address {addr} listed twice");
+                                return Err((item, Some("addresses"), reason));
                             }
                             pool.push(addr);
                         }
@@ -296,20 +318,25 @@ impl NatTables {
                         Some("tcp") => Protocol::Tcp,
                         Some("udp") => Protocol::Udp,
                         Some(other) => {
-                            return Err((item, format!("protocol {other:?} is not tcp or udp")))
+                            let reason = format!("protocol {other:?} is not tcp or udp");
+                            return Err((item, Some("protocol"), reason));
                         }
-                        None => return Err((item, "dnat needs protocol (tcp or udp)".into())),
+                        None => {
+                            let reason = "dnat needs protocol (tcp or udp)".into();
+                            return Err((item, Some("protocol"), reason));
+                        }
                     };
                     let public = endpoint(rc.public.as_deref().unwrap_or_default())
-                        .map_err(|r| (item.clone(), format!("public: {r}")))?;
+                        .map_err(|r| (item.clone(), Some("public"), format!("public: {r}")))?;
                     if rc.backends.is_empty() {
-                        return Err((item, "dnat needs at least one backend".into()));
+                        let reason = "dnat needs at least one backend".into();
+                        return Err((item, Some("backends"), reason));
                     }
                     let mut backends = Vec::with_capacity(rc.backends.len());
                     for b in &rc.backends {
-                        backends.push(
-                            endpoint(b).map_err(|r| (item.clone(), format!("backend: {r}")))?,
-                        );
+                        backends.push(endpoint(b).map_err(|r| {
+                            (item.clone(), Some("backends"), format!("backend: {r}"))
+                        })?);
                     }
                     external.push(public.addr);
                     let selection = match rc.selection.unwrap_or_default() {
@@ -338,13 +365,16 @@ impl NatTables {
                     summary
                 }
                 NatKindConfig::Static => {
-                    let addr = |field: &str,
+                    let addr = |field: &'static str,
                                 v: Option<&str>|
-                     -> Result<Ipv4Addr, (String, String)> {
-                        let v = v.ok_or_else(|| (item.clone(), format!("static needs {field}")))?;
+                     -> Result<Ipv4Addr, NatConfigError> {
+                        let v = v.ok_or_else(|| {
+                            (item.clone(), Some(field), format!("static needs {field}"))
+                        })?;
                         v.parse().map_err(|_| {
                             (
                                 item.clone(),
+                                Some(field),
                                 format!("{field} {v:?} is not an IPv4 address"),
                             )
                         })
@@ -403,7 +433,7 @@ fn fresh_id(used: &[RuleId], previous: Option<&NatTables>, config: &Config) -> O
 
 /// Refuses fields that do not belong to the rule's kind: a typo'd kind
 /// must not silently drop half of a rule.
-fn check_fields(rc: &NatRuleConfig) -> Result<(), String> {
+fn check_fields(rc: &NatRuleConfig) -> Result<(), (&'static str, String)> {
     let present = [
         ("source", rc.source.is_some()),
         ("destination", rc.destination.is_some()),
@@ -439,34 +469,37 @@ fn check_fields(rc: &NatRuleConfig) -> Result<(), String> {
         .iter()
         .find(|(field, set)| *set && !allowed.contains(field))
     {
-        return Err(format!("{field} does not apply to a {kind} rule"));
+        return Err((field, format!("{field} does not apply to a {kind} rule")));
     }
     if matches!(rc.kind, NatKindConfig::Snat | NatKindConfig::Masquerade) && rc.source.is_none() {
-        return Err(format!("{kind} needs source (an IPv4 prefix)"));
+        return Err(("source", format!("{kind} needs source (an IPv4 prefix)")));
     }
     Ok(())
 }
 
 /// The library's message with rule numbers replaced by names.
-fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
+fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> NatConfigError {
     let name = |id: RuleId| {
         infos
             .iter()
             .find(|r| r.id == id)
             .map_or_else(|| id.to_string(), |r| r.name.clone())
     };
-    let (rule, other) = match e {
-        RuleError::PortRange { rule, .. }
-        | RuleError::EmptyPool { rule }
-        | RuleError::NoBackends { rule }
-        | RuleError::DnatPortZero { rule, .. }
-        | RuleError::DnatProtocol { rule, .. }
-        | RuleError::DuplicateRuleId { rule } => (Some(*rule), None),
-        RuleError::DuplicatePublicEndpoint { rule, other, .. }
-        | RuleError::DuplicateStaticAddress { rule, other, .. } => (Some(*rule), Some(*other)),
+    // The rule at fault, another rule the message names, and the field.
+    let (rule, other, field) = match e {
+        RuleError::PortRange { rule, .. } => (Some(*rule), None, Some("ports")),
+        RuleError::EmptyPool { rule } => (Some(*rule), None, Some("addresses")),
+        RuleError::NoBackends { rule } => (Some(*rule), None, Some("backends")),
+        RuleError::DnatPortZero { rule, .. } => (Some(*rule), None, Some("public")),
+        RuleError::DnatProtocol { rule, .. } => (Some(*rule), None, Some("protocol")),
+        RuleError::DuplicateRuleId { rule } => (Some(*rule), None, Some("name")),
+        RuleError::DuplicatePublicEndpoint { rule, other, .. } => {
+            (Some(*rule), Some(*other), Some("public"))
+        }
+        RuleError::DuplicateStaticAddress { rule, other, .. } => (Some(*rule), Some(*other), None),
         RuleError::StaticInPool {
             rule, pool_rule, ..
-        } => (Some(*rule), Some(*pool_rule)),
+        } => (Some(*rule), Some(*pool_rule), None),
     };
     let mut msg = e.to_string();
     if let Some(rule) = rule {
@@ -479,7 +512,7 @@ fn rule_error(infos: &[NatRuleInfo], e: &RuleError) -> (String, String) {
         msg = msg.replace(&other.to_string(), &format!("nat rule {}", name(other)));
     }
     let item = rule.map_or_else(|| "[[nat]]".to_owned(), |r| format!("nat rule {}", name(r)));
-    (item, msg)
+    (item, field, msg)
 }
 
 /// The one prefix parser routes and tunnels use too: host bits are refused

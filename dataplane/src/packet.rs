@@ -47,24 +47,28 @@ impl<'a> PacketBuf<'a> {
     }
 
     /// True when the packet is empty.
+    #[cfg(test)]
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
 
     /// Bytes free in front of the packet.
+    #[cfg(test)]
     #[inline]
     pub fn headroom(&self) -> usize {
         self.start
     }
 
     /// Bytes free behind the packet.
+    #[cfg(test)]
     #[inline]
     pub fn tailroom(&self) -> usize {
         self.buf.len() - self.end
     }
 
     /// Grows the packet by `n` bytes at the front; false if there is no room.
+    #[cfg(test)]
     #[inline]
     pub fn push_front(&mut self, n: usize) -> bool {
         if n > self.start {

@@ -93,11 +93,6 @@ impl HostTap {
         }
     }
 
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Hands one Ethernet frame to the host stack.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: frame is a valid readable slice for its length.

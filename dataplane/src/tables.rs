@@ -15,7 +15,9 @@ use strait_fib::{EgressId, Fib, FlowHasher, IpCidr, NextHop, Route, RouteTable};
 
 use strait_esp::{CipherSuite, Lifetime, OutboundSa, SaConfig, TrafficSelector, TrafficSelectors};
 
-use crate::config::{Config, ConfigError, EncapConfig, IcmpConfig, SaEntryConfig, TunnelConfig};
+use crate::config::{
+    Config, ConfigError, EncapConfig, IcmpConfig, SaEntryConfig, Span, TunnelConfig,
+};
 use crate::nat::NatTables;
 
 /// Interface attributes the kernel knows and the dataplane needs.
@@ -367,9 +369,9 @@ impl Tables {
         previous: Option<&Tables>,
         mut link: impl FnMut(&str) -> std::io::Result<KernelLink>,
     ) -> Result<Tables, ConfigError> {
-        let invalid_at = |line: Option<u32>, item: String, reason: String| ConfigError::Invalid {
+        let invalid_at = |span: Option<Span>, item: String, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
-            line,
+            span,
             item,
             reason,
         };
@@ -390,7 +392,7 @@ impl Tables {
         let mut ports = Vec::with_capacity(config.interfaces.len());
         for (i, ic) in config.interfaces.iter().enumerate() {
             let item = format!("interface {}", ic.name);
-            let at = |field: &str| ic.lines.line(field);
+            let at = |field: &str| ic.spans.span(field);
             if config.interfaces[..i].iter().any(|o| o.name == ic.name) {
                 return Err(invalid_at(at("name"), item, "listed twice".into()));
             }
@@ -450,18 +452,19 @@ impl Tables {
             let item = format!("tunnel {}", tc.name);
             if config.tunnels[..i].iter().any(|o| o.name == tc.name) {
                 return Err(invalid_at(
-                    tc.lines.line("name"),
+                    tc.spans.span("name"),
                     item,
                     "listed twice".into(),
                 ));
             }
             let old = previous.and_then(|p| p.tunnels.iter().find(|t| t.name == tc.name));
-            let tunnel = build_tunnel(i, tc, &ports, epoch, old)
-                .map_err(|reason| invalid_at(tc.lines.for_reason(&reason), item.clone(), reason))?;
+            let tunnel = build_tunnel(i, tc, &ports, epoch, old).map_err(|(field, reason)| {
+                invalid_at(tc.spans.span(field), item.clone(), reason)
+            })?;
             for prefix in &tunnel.prefixes {
                 if routes.get(*prefix).is_some() {
                     return Err(invalid_at(
-                        tc.lines.line("prefixes"),
+                        tc.spans.span("prefixes"),
                         item.clone(),
                         format!("prefix {prefix} is already routed (an interface subnet or another tunnel)"),
                     ));
@@ -474,7 +477,7 @@ impl Tables {
                     .any(|t: &Tunnel| t.in_specs.iter().any(|s| s.spi == spec.spi))
                 {
                     return Err(invalid_at(
-                        tc.lines.line("inbound"),
+                        tc.spans.span("inbound"),
                         item.clone(),
                         format!("inbound SPI {} is used by another tunnel", spec.spi),
                     ));
@@ -485,23 +488,19 @@ impl Tables {
         let port_of = |name: &str| ports.iter().find(|p| p.name == name).map(|p| p.id);
         for rc in &config.routes {
             let item = format!("route {}", rc.prefix);
-            let invalid = |item: String, reason: String| {
-                // The field a reason is about: via, dev or kind, else the prefix.
-                let field = ["via", "gateway", "dev", "kind"]
-                    .into_iter()
-                    .find(|f| reason.starts_with(f))
-                    .map_or("prefix", |f| if f == "gateway" { "via" } else { f });
-                invalid_at(rc.lines.line(field), item, reason)
+            // `field`: the one at fault, whose line the error names.
+            let invalid = |field: &str, item: String, reason: String| {
+                invalid_at(rc.spans.span(field), item, reason)
             };
-            let prefix: IpCidr = rc
-                .prefix
-                .parse()
-                .map_err(|e: strait_fib::CidrError| invalid(item.clone(), e.to_string()))?;
+            let prefix: IpCidr = rc.prefix.parse().map_err(|e: strait_fib::CidrError| {
+                invalid("prefix", item.clone(), e.to_string())
+            })?;
             let route = match rc.kind.as_deref() {
                 Some("blackhole") | Some("unreachable")
                     if !rc.via.is_empty() || rc.dev.is_some() =>
                 {
                     return Err(invalid(
+                        "kind",
                         item,
                         "kind blackhole or unreachable takes no via or dev".into(),
                     ))
@@ -510,6 +509,7 @@ impl Tables {
                 Some("unreachable") => Route::unreachable(prefix),
                 Some(other) => {
                     return Err(invalid(
+                        "kind",
                         item,
                         format!("kind {other:?} is not one of blackhole, unreachable"),
                     ))
@@ -518,6 +518,7 @@ impl Tables {
                     let dev = match &rc.dev {
                         Some(d) => Some(port_of(d).ok_or_else(|| {
                             invalid(
+                                "dev",
                                 item.clone(),
                                 format!("dev {d} is not a configured interface"),
                             )
@@ -527,6 +528,7 @@ impl Tables {
                     if rc.via.is_empty() {
                         let Some(dev) = dev else {
                             return Err(invalid(
+                                "prefix",
                                 item,
                                 "needs via (gateways) or dev (on-link)".into(),
                             ));
@@ -536,10 +538,15 @@ impl Tables {
                         let mut hops = Vec::with_capacity(rc.via.len());
                         for gw in &rc.via {
                             let gw: IpAddr = gw.parse().map_err(|_| {
-                                invalid(item.clone(), format!("via {gw} is not an IP address"))
+                                invalid(
+                                    "via",
+                                    item.clone(),
+                                    format!("via {gw} is not an IP address"),
+                                )
                             })?;
                             if gw.is_ipv4() != prefix.is_ipv4() {
                                 return Err(invalid(
+                                    "via",
                                     item.clone(),
                                     format!("via {gw} is not of the prefix's address family"),
                                 ));
@@ -548,6 +555,7 @@ impl Tables {
                                 Some(d) => d,
                                 None => connected_port(&ports, gw).ok_or_else(|| {
                                     invalid(
+                                        "via",
                                         item.clone(),
                                         format!("gateway {gw} is not on any interface's subnet"),
                                     )
@@ -556,12 +564,13 @@ impl Tables {
                             hops.push(NextHop::via(EgressId(egress), gw));
                         }
                         Route::ecmp(prefix, &hops)
-                            .map_err(|e| invalid(item.clone(), e.to_string()))?
+                            .map_err(|e| invalid("prefix", item.clone(), e.to_string()))?
                     }
                 }
             };
             if routes.get(prefix).is_some() {
                 return Err(invalid(
+                    "prefix",
                     item,
                     "prefix already routed (a duplicate route or an interface's own subnet)".into(),
                 ));
@@ -571,20 +580,22 @@ impl Tables {
         let mut static_neighbours = Vec::new();
         for n in &config.neighbours {
             let item = format!("neighbour {} on {}", n.ip, n.interface);
-            let invalid = |item: String, reason: String| {
-                let field = ["ip", "mac"]
-                    .into_iter()
-                    .find(|f| reason.starts_with(f))
-                    .unwrap_or("interface");
-                invalid_at(n.lines.line(field), item, reason)
+            let invalid = |field: &str, item: String, reason: String| {
+                invalid_at(n.spans.span(field), item, reason)
             };
-            let port = port_of(&n.interface)
-                .ok_or_else(|| invalid(item.clone(), "not a configured interface".into()))?;
+            let port = port_of(&n.interface).ok_or_else(|| {
+                invalid(
+                    "interface",
+                    item.clone(),
+                    "not a configured interface".into(),
+                )
+            })?;
             let ip: IpAddr =
                 n.ip.parse()
-                    .map_err(|_| invalid(item.clone(), "ip is not an IP address".into()))?;
+                    .map_err(|_| invalid("ip", item.clone(), "ip is not an IP address".into()))?;
             let mac = parse_mac(&n.mac).ok_or_else(|| {
                 invalid(
+                    "mac",
                     item.clone(),
                     format!("mac {:?} is not aa:bb:cc:dd:ee:ff", n.mac),
                 )
@@ -642,12 +653,16 @@ impl Tables {
             flow_seed,
             previous.map(|p| &p.nat),
         )
-        .map_err(|(item, reason)| {
+        .map_err(|(item, field, reason)| {
             let rule = item
                 .strip_prefix("nat rule ")
                 // The last rule of that name: "listed twice" is about it.
                 .and_then(|name| config.nat.iter().rev().find(|r| r.name == name));
-            invalid_at(rule.and_then(|r| r.lines.for_reason(&reason)), item, reason)
+            let span = rule.and_then(|r| match field {
+                Some(f) => r.spans.span(f),
+                None => r.spans.first(),
+            });
+            invalid_at(span, item, reason)
         })?;
         let mut protected = RouteTable::new();
         for tun in &tunnels {
@@ -712,46 +727,57 @@ fn build_tunnel(
     ports: &[Port],
     epoch: Instant,
     old: Option<&Tunnel>,
-) -> Result<Tunnel, String> {
+) -> Result<Tunnel, (&'static str, String)> {
     // Tunnels are numbered after the ports in one 16-bit egress space.
-    let egress = u16::try_from(ports.len() + i)
-        .map(EgressId)
-        .map_err(|_| "too many interfaces and tunnels (egress ids are 16 bits)".to_owned())?;
-    let local: Ipv4Addr = tc.local.parse().map_err(|_| {
-        format!(
-            "local {:?} is not an IPv4 address (outer IPv6 is not supported yet)",
-            tc.local
+    let egress = u16::try_from(ports.len() + i).map(EgressId).map_err(|_| {
+        (
+            "name",
+            "too many interfaces and tunnels (egress ids are 16 bits)".to_owned(),
         )
     })?;
-    let remote: Ipv4Addr = tc
-        .remote
-        .parse()
-        .map_err(|_| format!("remote {:?} is not an IPv4 address", tc.remote))?;
+    let local: Ipv4Addr = tc.local.parse().map_err(|_| {
+        let reason = format!(
+            "local {:?} is not an IPv4 address (outer IPv6 is not supported yet)",
+            tc.local
+        );
+        ("local", reason)
+    })?;
+    let remote: Ipv4Addr = tc.remote.parse().map_err(|_| {
+        let reason = format!("remote {:?} is not an IPv4 address", tc.remote);
+        ("remote", reason)
+    })?;
     if tc.encap == EncapConfig::Udp && tc.local_port != strait_esp::NAT_T_PORT {
-        return Err(format!(
-            "local_port {} unsupported: UDP-encapsulated ESP is received on port {} (RFC 3948)",
-            tc.local_port,
-            strait_esp::NAT_T_PORT
+        return Err((
+            "local_port",
+            format!(
+                "local_port {} unsupported: UDP-encapsulated ESP is received on port {} (RFC 3948)",
+                tc.local_port,
+                strait_esp::NAT_T_PORT
+            ),
         ));
     }
     let Some(port) = ports.iter().find(|p| p.owns_v4(local)) else {
-        return Err(format!("local {local} is not an address of any interface"));
+        let reason = format!("local {local} is not an address of any interface");
+        return Err(("local", reason));
     };
     let mut prefixes = Vec::with_capacity(tc.prefixes.len());
     for p in &tc.prefixes {
         prefixes.push(
             p.parse::<IpCidr>()
-                .map_err(|e| format!("prefix {p}: {e}"))?,
+                .map_err(|e| ("prefixes", format!("prefix {p}: {e}")))?,
         );
     }
     if prefixes.is_empty() {
-        return Err("needs at least one prefix behind the peer".into());
+        return Err((
+            "prefixes",
+            "needs at least one prefix behind the peer".into(),
+        ));
     }
     let mut local_prefixes = Vec::with_capacity(tc.local_prefixes.len());
     for p in &tc.local_prefixes {
         local_prefixes.push(
             p.parse::<IpCidr>()
-                .map_err(|e| format!("local prefix {p}: {e}"))?,
+                .map_err(|e| ("local_prefixes", format!("local prefix {p}: {e}")))?,
         );
     }
     let overhead = match tc.encap {
@@ -761,21 +787,24 @@ fn build_tunnel(
     let max_mtu = port.mtu.saturating_sub(overhead);
     let mtu = tc.mtu.unwrap_or(max_mtu);
     if mtu < 576 || mtu > max_mtu {
-        return Err(format!(
+        return Err(("mtu", format!(
             "mtu {mtu} must be between 576 and {max_mtu} (egress MTU {} less {overhead} bytes of encapsulation)",
             port.mtu
-        ));
+        )));
     }
     let now = epoch.elapsed();
     let out_sel = selectors(&local_prefixes, &prefixes);
     let in_sel = selectors(&prefixes, &local_prefixes);
-    let out_spec = sa_spec(&tc.outbound, out_sel, now).map_err(|e| format!("outbound {e}"))?;
+    let out_spec =
+        sa_spec(&tc.outbound, out_sel, now).map_err(|e| ("outbound", format!("outbound {e}")))?;
     let mut in_new = Vec::with_capacity(1 + tc.inbound_extra.len());
-    for sa in std::iter::once(&tc.inbound).chain(&tc.inbound_extra) {
+    let inbound = std::iter::once(("inbound", &tc.inbound))
+        .chain(tc.inbound_extra.iter().map(|sa| ("inbound_extra", sa)));
+    for (field, sa) in inbound {
         if in_new.iter().any(|s: &SaSpec| s.spi == sa.spi) {
-            return Err(format!("inbound SPI {} listed twice", sa.spi));
+            return Err((field, format!("inbound SPI {} listed twice", sa.spi)));
         }
-        in_new.push(sa_spec(sa, in_sel.clone(), now).map_err(|e| format!("inbound {e}"))?);
+        in_new.push(sa_spec(sa, in_sel.clone(), now).map_err(|e| (field, format!("inbound {e}")))?);
     }
     // An unchanged SA keeps its state across reloads: a new OutboundSa
     // would restart the sequence at 1 and reuse nonces under the same key.
@@ -785,7 +814,7 @@ fn build_tunnel(
         }
         _ => {
             let sa = OutboundSa::new(&out_spec.sa_config())
-                .map_err(|e| format!("outbound SPI {}: {e}", out_spec.spi))?;
+                .map_err(|e| ("outbound", format!("outbound SPI {}: {e}", out_spec.spi)))?;
             (sa, Arc::new(out_spec))
         }
     };
@@ -1022,7 +1051,7 @@ addresses = ["192.0.2.1/24"]
         for (extra, want, line) in cases {
             let err = build(extra).unwrap_err().to_string();
             let at = line
-                .map(|l| format!("t.toml:{l}: "))
+                .map(|l| format!("t.toml line {l}: "))
                 .unwrap_or("t.toml: ".into());
             assert!(err.starts_with(&at), "{extra:?}: {err} (want {at:?})");
             assert!(err.contains(want), "{extra:?}: {err}");
@@ -1037,9 +1066,49 @@ addresses = ["192.0.2.1/24"]
             .to_string();
         assert!(err.contains("prefix length 40 exceeds 32"), "{err}");
         assert!(
-            err.starts_with("t:3: interface lan address 10.0.0.1/40"),
+            err.starts_with("t line 3: interface lan address 10.0.0.1/40"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tunnel_errors_name_the_line_of_the_field_at_fault() {
+        let tunnel = |local: &str, cipher: &str| {
+            format!(
+                "[[tunnel]]\nname = \"hub\"\nlocal = \"{local}\"\nremote = \"198.51.100.1\"\n\
+                 prefixes = [\"10.2.0.0/16\"]\n\
+                 outbound = {{ spi = 4096, cipher = \"aes128-gcm\", key = \"{KEY}\" }}\n\
+                 inbound = {{ spi = 4097, cipher = \"{cipher}\", key = \"{KEY}\" }}\n"
+            )
+        };
+        const KEY: &str = "000102030405060708090a0b0c0d0e0f10111213";
+        // BASE takes 7 lines: [[tunnel]] is line 8, local line 10,
+        // inbound line 14.
+        let err = build(&tunnel("192.0.2.9", "aes128-gcm")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml line 10: tunnel hub: local 192.0.2.9 is not an address of any interface"
+        );
+        assert_eq!(err.line(), Some(10));
+        let err = build(&tunnel("192.0.2.1", "rot13")).unwrap_err();
+        assert_eq!(err.line(), Some(14), "{err}");
+        assert!(err.to_string().contains("cipher \"rot13\""), "{err}");
+        assert!(build(&tunnel("192.0.2.1", "aes128-gcm")).is_ok());
+        // A change made at run time has no line to name.
+        let mut c = Config::parse(BASE, "t.toml").unwrap();
+        c.routes.push(crate::config::RouteConfig {
+            prefix: "10.9.0.0/33".into(),
+            via: vec!["192.0.2.254".into()],
+            dev: None,
+            kind: None,
+            spans: Default::default(),
+        });
+        let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert!(
+            err.to_string().starts_with("t.toml: route 10.9.0.0/33: "),
+            "{err}"
+        );
+        assert_eq!(err.line(), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use strait_xdp::{FrameBatch, FrameDesc, PortId, PortSet};
 
 use crate::config::PollConfig;
 use crate::counters::{DropReason, SharedCounters};
+use crate::events::EventSender;
 use crate::neigh::{RefuseReason, Resolution, TimerAction};
 use crate::packet::PacketBuf;
 use crate::pipeline::{
@@ -50,6 +51,8 @@ pub struct WorkerContext {
     pub taps: Vec<Option<HostTap>>,
     /// Where this worker publishes its neighbour cache and SA counters.
     pub status: Arc<WorkerStatus>,
+    /// Where this worker reports SA lifetime events.
+    pub events: EventSender,
 }
 
 /// How often timers run.
@@ -129,6 +132,8 @@ pub fn run(mut ctx: WorkerContext) {
                     s.sas.clear();
                     pipeline.sa_counters(&mut s.sas);
                 });
+                let events = &ctx.events;
+                w.pipeline.sa_events(&tables, now, |e| events.send(e));
             }
             if now >= next_nat_publish {
                 next_nat_publish = now + NAT_PUBLISH_PERIOD;

@@ -27,7 +27,7 @@ impl Binaries {
         for p in [&b.straitd, &b.straitctl] {
             if !p.is_file() {
                 bail!(
-                    "{} not found: build with `cargo build --release -p strait-dataplane` \
+                    "{} not found: build with `cargo build --release -p strait-daemon` \
                      or pass --bin-dir",
                     p.display()
                 );

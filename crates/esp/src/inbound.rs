@@ -291,6 +291,11 @@ impl<T> SadIn<T> {
         self.spis.iter().copied().zip(self.entries.iter())
     }
 
+    /// Mutable entries in SPI order (the map's shape stays fixed).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut T)> {
+        self.spis.iter().copied().zip(self.entries.iter_mut())
+    }
+
     /// The entries, in SPI order, taking the map apart (to rebuild it with
     /// what a new configuration keeps).
     pub fn into_entries(self) -> impl Iterator<Item = T> {

@@ -155,6 +155,7 @@ impl<P> Pipeline<P> {
     }
 
     /// The NAT stage (sessions, counters).
+    #[cfg(test)]
     pub fn nat(&self) -> &NatStage {
         &self.nat
     }
@@ -205,6 +206,7 @@ impl NatStage {
     }
 
     /// The translator, once built.
+    #[cfg(test)]
     pub fn worker(&self) -> Option<&NatWorker> {
         self.worker.as_ref()
     }

@@ -3,10 +3,12 @@
 //! stays the same; both ESP stages use it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use strait_esp::{InboundSa, OutboundWorker, SadIn};
 
 use super::Pipeline;
+use crate::events::{sa_event, EngineEvent};
 use crate::status::{SaCounterInfo, SaDirection};
 use crate::tables::{SaSpec, Tables};
 
@@ -84,6 +86,30 @@ impl EspState {
 }
 
 impl<P> Pipeline<P> {
+    /// Reports the SA lifetime events this worker sees (status period,
+    /// never per packet): its inbound SAs' own, and the shared outbound
+    /// SAs' (each reported once, by whichever worker polls first).
+    pub fn sa_events(&mut self, t: &Tables, now: Instant, mut report: impl FnMut(EngineEvent)) {
+        let clock = now.saturating_duration_since(t.epoch);
+        for tun in &t.tunnels {
+            while let Some(e) = tun.out_sa.poll_event(clock) {
+                let bytes = tun.out_sa.bytes_published();
+                let dir = SaDirection::Outbound;
+                report(sa_event(e, &tun.name, &tun.out_spec, dir, bytes, clock));
+            }
+        }
+        for (_, entry) in self.esp.inbound.iter_mut() {
+            let Some(tun) = t.tunnels.get(usize::from(entry.tunnel)) else {
+                continue;
+            };
+            while let Some(e) = entry.sa.poll_event(clock) {
+                let bytes = entry.sa.counters().bytes;
+                let dir = SaDirection::Inbound;
+                report(sa_event(e, &tun.name, &entry.spec, dir, bytes, clock));
+            }
+        }
+    }
+
     /// This worker's per-SA counters, for the status snapshot.
     pub fn sa_counters(&self, out: &mut Vec<SaCounterInfo>) {
         let info = |tunnel: u16, spi: u32, direction, c: &strait_esp::SaCounters| SaCounterInfo {

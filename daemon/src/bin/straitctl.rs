@@ -1,7 +1,7 @@
 //! `straitctl`: talks to a running `straitd` over its control socket.
 //!
 //! ```text
-//! straitctl [--socket PATH] show interfaces|routes|counters|drops|workers|sa [--json]
+//! straitctl [--socket PATH] show interfaces|routes|counters|drops|workers|sa|events [--json]
 //! straitctl [--socket PATH] show nat [rules|sessions] [--json]
 //! straitctl [--socket PATH] route add PREFIX via GW[,GW..] [dev IF] | dev IF | blackhole | unreachable
 //! straitctl [--socket PATH] route del PREFIX
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use strait_dataplane::control::{self, DEFAULT_SOCKET};
+use strait_daemon::control::{self, DEFAULT_SOCKET};
 
 /// Control a running Strait daemon.
 #[derive(Debug, Parser)]

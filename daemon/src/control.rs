@@ -19,19 +19,21 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::config::{Config, NatKindConfig, NatRuleConfig, RekeyStep, RouteConfig, SaEntryConfig};
-use crate::counters::DropReason;
-use crate::engine::Engine;
-use crate::nat;
-use crate::neigh::NeighbourState;
-use crate::status::SaDirection;
+use crate::events::EventLog;
+use strait_dataplane::{
+    session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
+    NatRuleConfig, NeighbourState, PortCounters, RekeyStep, RouteConfig, SaDirection,
+    SaEntryConfig,
+};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
 
-/// Serves the control socket at `path` until `stop` is set.
+/// Serves the control socket at `path` until `stop` is set; `show events`
+/// answers from `events`.
 pub fn serve(
     engine: Arc<Engine>,
+    events: Arc<EventLog>,
     path: &Path,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
@@ -49,7 +51,7 @@ pub fn serve(
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        if let Err(e) = handle(&engine, stream) {
+                        if let Err(e) = handle(&engine, &events, stream) {
                             tracing::debug!(error = %e, "control connection");
                         }
                     }
@@ -89,7 +91,7 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
-fn handle(engine: &Engine, stream: UnixStream) -> io::Result<()> {
+fn handle(engine: &Engine, events: &EventLog, stream: UnixStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let uid = peer_uid(&stream)?;
@@ -102,13 +104,13 @@ fn handle(engine: &Engine, stream: UnixStream) -> io::Result<()> {
     }
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
-    let answer = execute(engine, line.trim());
+    let answer = execute(engine, events, line.trim());
     out.write_all(answer.as_bytes())?;
     Ok(())
 }
 
 /// Runs one command against the engine and returns the answer.
-pub fn execute(engine: &Engine, command: &str) -> String {
+pub fn execute(engine: &Engine, events: &EventLog, command: &str) -> String {
     let mut words: Vec<&str> = command.split_whitespace().collect();
     let json = if let Some(i) = words.iter().position(|w| *w == "--json") {
         words.remove(i);
@@ -127,6 +129,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         ["show", "nat"] => show_nat(engine, json),
         ["show", "sa"] | ["sa", "list"] => show_sa(engine, json),
         ["show", "neighbours"] | ["show", "neighbors"] => show_neighbours(engine, json),
+        ["show", "events"] => show_events(events, json),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -147,7 +150,7 @@ pub fn execute(engine: &Engine, command: &str) -> String {
         },
         // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
-            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|nat|nat rules|nat sessions [--json], \
+            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions [--json], \
              route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
             words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),
@@ -171,7 +174,7 @@ pub fn parse_route(prefix: &str, rest: &[&str]) -> Result<RouteConfig, String> {
         via: Vec::new(),
         dev: None,
         kind: None,
-        lines: Default::default(),
+        spans: Default::default(),
     };
     let mut words = rest.iter();
     while let Some(word) = words.next() {
@@ -288,9 +291,38 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
     }
 }
 
+fn show_events(events: &EventLog, json: bool) -> String {
+    let events = events.recent();
+    let direction = |d: SaDirection| match d {
+        SaDirection::Outbound => "outbound",
+        SaDirection::Inbound => "inbound",
+    };
+    if json {
+        let v: Vec<_> = events
+            .iter()
+            .map(|(at, e)| {
+                let mut o = json!({ "kind": e.kind(), "age": at.elapsed().as_secs_f64() });
+                if let Some(sa) = e.sa() {
+                    o["tunnel"] = json!(sa.tunnel);
+                    o["spi"] = json!(sa.spi);
+                    o["direction"] = json!(direction(sa.direction));
+                    o["limit"] = json!(sa.limit.name());
+                }
+                o
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(v));
+    }
+    let mut s = format!("{:>9}  event\n", "age (s)");
+    for (at, e) in &events {
+        let _ = writeln!(s, "{:>9.1}  {e}", at.elapsed().as_secs_f64());
+    }
+    s
+}
+
 fn show_neighbours(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let port = |i: u16| t.ports.get(usize::from(i)).map_or("?", |p| p.name.as_str());
+    let ports = engine.interfaces();
+    let port = |i: u16| ports.get(usize::from(i)).map_or("?", |p| p.name.as_str());
     let mut n = engine.neighbours();
     n.sort_by_key(|e| (e.port, e.ip, e.worker));
     let state = |s: NeighbourState| match s {
@@ -344,7 +376,7 @@ fn show_sa(engine: &Engine, json: bool) -> String {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect::<serde_json::Map<String, serde_json::Value>>()
     };
-    let esp_drops = |c: &crate::PortCounters| {
+    let esp_drops = |c: &PortCounters| {
         DropReason::ALL
             .iter()
             .filter(|r| r.name().starts_with("esp_"))
@@ -437,16 +469,20 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 fn show_interfaces(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
+    let ports = engine.interfaces();
+    let addresses = |p: &InterfaceInfo| -> Vec<String> {
+        p.addresses
+            .iter()
+            .map(|(a, l)| format!("{a}/{l}"))
+            .collect()
+    };
     if json {
-        let v: Vec<_> = t
-            .ports
+        let v: Vec<_> = ports
             .iter()
             .map(|p| {
                 json!({
-                    "name": p.name, "ifindex": p.link.ifindex, "mac": mac(p.link.mac), "mtu": p.mtu,
-                    "addresses": p.v4.iter().map(|(a, l)| format!("{a}/{l}"))
-                        .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}"))).collect::<Vec<_>>(),
+                    "name": p.name, "ifindex": p.ifindex, "mac": mac(p.mac), "mtu": p.mtu,
+                    "addresses": addresses(p),
                 })
             })
             .collect();
@@ -456,41 +492,22 @@ fn show_interfaces(engine: &Engine, json: bool) -> String {
         "{:<12} {:>7} {:<17} {:>5}  addresses\n",
         "interface", "ifindex", "mac", "mtu"
     );
-    for p in &t.ports {
-        let addrs: Vec<String> =
-            p.v4.iter()
-                .map(|(a, l)| format!("{a}/{l}"))
-                .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}")))
-                .collect();
+    for p in &ports {
         let _ = writeln!(
             s,
             "{:<12} {:>7} {:<17} {:>5}  {}",
             p.name,
-            p.link.ifindex,
-            mac(p.link.mac),
+            p.ifindex,
+            mac(p.mac),
             p.mtu,
-            addrs.join(" ")
+            addresses(p).join(" ")
         );
     }
     s
 }
 
 fn show_routes(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let mut routes: Vec<String> = t.routes.routes().map(|r| r.to_string()).collect();
-    routes.sort();
-    let names: Vec<&str> = t.ports.iter().map(|p| p.name.as_str()).collect();
-    // Egress ids are port indexes: show interface names.
-    let named: Vec<String> = routes
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            for (i, n) in names.iter().enumerate().rev() {
-                r = r.replace(&format!("egress {i}"), &format!("dev {n}"));
-            }
-            r
-        })
-        .collect();
+    let named = engine.routes();
     if json {
         return format!("{}\n", json!(named));
     }
@@ -616,8 +633,8 @@ fn show_workers(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat_rules(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
+    let rules = engine.nat_rules();
+    let snaps = engine.nat_snapshots();
     let sessions = |id| {
         snaps
             .iter()
@@ -632,9 +649,7 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
         NatKindConfig::Static => "static",
     };
     if json {
-        let v: Vec<_> = t
-            .nat
-            .infos
+        let v: Vec<_> = rules
             .iter()
             .map(|r| {
                 json!({
@@ -646,7 +661,7 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
         return format!("{}\n", serde_json::Value::Array(v));
     }
     let mut s = format!("{:<16} {:<11} {:>8}  rule\n", "name", "kind", "sessions");
-    for r in &t.nat.infos {
+    for r in &rules {
         let _ = writeln!(
             s,
             "{:<16} {:<11} {:>8}  {}",
@@ -660,9 +675,15 @@ fn show_nat_rules(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat_sessions(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
-    let rule = |id| t.nat.rule_name(id).unwrap_or("(removed)").to_owned();
+    let rules = engine.nat_rules();
+    let snaps = engine.nat_snapshots();
+    let rule = |id| {
+        rules
+            .iter()
+            .find(|r| r.id == id)
+            .map_or("(removed)", |r| r.name.as_str())
+            .to_owned()
+    };
     let total: usize = snaps.iter().map(|s| s.session_count).sum();
     let listed: usize = snaps.iter().map(|s| s.sessions.len()).sum();
     if json {
@@ -682,10 +703,10 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
                     "inside": x.inside.to_string(), "external": x.external.to_string(),
                     "outside": x.outside.to_string(),
                     "initiator": match x.initiator {
-                        strait_nat::Direction::Outbound => "inside",
-                        strait_nat::Direction::Inbound => "outside",
+                        NatDirection::Outbound => "inside",
+                        NatDirection::Inbound => "outside",
                     },
-                    "state": nat::session_state(x),
+                    "state": session_state(x),
                     "age": x.age, "idle": x.idle, "expires_in": x.expires_in,
                 })
             })
@@ -714,7 +735,7 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
                 o.destination.to_string(),
                 tr.source.to_string(),
                 tr.destination.to_string(),
-                nat::session_state(x),
+                session_state(x),
                 x.age,
                 x.idle,
                 rule(x.rule)
@@ -726,8 +747,7 @@ fn show_nat_sessions(engine: &Engine, json: bool) -> String {
 }
 
 fn show_nat(engine: &Engine, json: bool) -> String {
-    let t = engine.tables();
-    let snaps = t.nat.status.snapshots();
+    let snaps = engine.nat_snapshots();
     if json {
         let v: Vec<_> = snaps
             .iter()

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use strait_dataplane::control::{self, DEFAULT_SOCKET};
-use strait_dataplane::{Config, Engine};
+use strait_daemon::control::{self, DEFAULT_SOCKET};
+use strait_daemon::events::EventLog;
+use strait_dataplane::{Config, Engine, EngineEvent};
 
 /// Strait dataplane daemon.
 #[derive(Debug, Parser)]
@@ -48,14 +49,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(&args.config)?;
     if args.check {
-        strait_dataplane::Tables::build(
-            &config,
-            &args.config,
-            0,
-            0,
-            None,
-            strait_dataplane::tables::kernel_link,
-        )?;
+        Engine::check(&config, &args.config)?;
         println!("{}: ok", args.config);
         return Ok(());
     }
@@ -72,11 +66,17 @@ fn main() -> anyhow::Result<()> {
     for r in engine.bind_reports() {
         tracing::info!("{r}");
     }
-    let control_thread = control::serve(Arc::clone(&engine), &args.control, Arc::clone(&stop))
-        .with_context(|| format!("control socket {}", args.control.display()))?;
+    let events = Arc::new(EventLog::default());
+    let control_thread = control::serve(
+        Arc::clone(&engine),
+        Arc::clone(&events),
+        &args.control,
+        Arc::clone(&stop),
+    )
+    .with_context(|| format!("control socket {}", args.control.display()))?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
-            strait_dataplane::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
+            strait_daemon::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
                 .with_context(|| format!("metrics endpoint {addr}"))?,
         ),
         Ok(None) => None,
@@ -89,7 +89,16 @@ fn main() -> anyhow::Result<()> {
         "forwarding"
     );
     let mut failed = false;
+    let mut new_events = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        engine.poll_events(&mut new_events);
+        for e in new_events.drain(..) {
+            match e {
+                EngineEvent::SaHardExpired(_) => tracing::error!(event = e.kind(), "{e}"),
+                _ => tracing::warn!(event = e.kind(), "{e}"),
+            }
+            events.record(e);
+        }
         let dead = engine.dead_workers();
         if !dead.is_empty() {
             tracing::error!(?dead, "worker thread ended; stopping");
@@ -98,7 +107,7 @@ fn main() -> anyhow::Result<()> {
             break;
         }
         if reload.swap(false, Ordering::Relaxed) {
-            let answer = control::execute(&engine, "reload");
+            let answer = control::execute(&engine, &events, "reload");
             if answer.starts_with("error:") {
                 tracing::error!("{}", answer.trim());
             } else {

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::counters::{DropReason, PortCounters};
-use crate::engine::Engine;
+use strait_dataplane::{DropReason, Engine, PortCounters};
 
 /// What one scrape reports, read from the engine at once.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +32,6 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Reads everything from `engine`.
     pub fn read(engine: &Engine) -> MetricsSnapshot {
-        let tables = engine.tables();
         MetricsSnapshot {
             interfaces: engine.counters(),
             workers: engine
@@ -47,18 +45,16 @@ impl MetricsSnapshot {
                     sum
                 })
                 .collect(),
-            nat: tables
-                .nat
-                .status
-                .snapshots()
+            nat: engine
+                .nat_snapshots()
                 .iter()
                 .map(|s| (s.session_count, s.capacity))
                 .collect(),
-            generation: tables.generation,
-            tunnels: tables
-                .tunnels
-                .iter()
-                .map(|t| (t.name.clone(), t.out_sa.bytes_published()))
+            generation: engine.generation(),
+            tunnels: engine
+                .security_associations()
+                .into_iter()
+                .map(|t| (t.tunnel, t.sealed_bytes))
                 .collect(),
         }
     }

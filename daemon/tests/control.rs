@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use strait_dataplane::control;
+use strait_daemon::control;
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
 mod common;

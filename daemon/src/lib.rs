@@ -1,0 +1,10 @@
+//! The Strait daemon's servers, shared by `straitd`, `straitctl` and the
+//! end-to-end tests: the control socket and the Prometheus endpoint. They
+//! read the engine only through the `strait-dataplane` embedding API, as
+//! any vendor's management software would.
+
+#![warn(missing_docs)]
+
+pub mod control;
+pub mod events;
+pub mod metrics;
