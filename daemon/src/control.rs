@@ -23,7 +23,7 @@ use crate::events::EventLog;
 use strait_dataplane::{
     session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
     NatRuleConfig, NeighbourState, PortCounters, RekeyStep, RouteConfig, SaDirection,
-    SaEntryConfig,
+    SaEntryConfig, Stage,
 };
 
 /// Default socket path.
@@ -379,7 +379,7 @@ fn show_sa(engine: &Engine, json: bool) -> String {
     let esp_drops = |c: &PortCounters| {
         DropReason::ALL
             .iter()
-            .filter(|r| r.name().starts_with("esp_"))
+            .filter(|r| matches!(r.stage(), Stage::EspIn | Stage::EspOut))
             .map(|r| c.drops[*r as usize])
             .sum::<u64>()
     };
@@ -581,12 +581,22 @@ fn show_drops(engine: &Engine, json: bool) -> String {
             .collect();
         return format!("{}\n", serde_json::Value::Object(v));
     }
-    let mut s = format!("{:<12} {:<24} {:>12}\n", "interface", "reason", "packets");
+    let mut s = format!(
+        "{:<12} {:<10} {:<26} {:>12}\n",
+        "interface", "stage", "reason", "packets"
+    );
     for (n, c) in &counters {
         for r in DropReason::ALL {
             let v = c.drops[r as usize];
             if v > 0 {
-                let _ = writeln!(s, "{:<12} {:<24} {:>12}", n, r.name(), v);
+                let _ = writeln!(
+                    s,
+                    "{:<12} {:<10} {:<26} {:>12}",
+                    n,
+                    r.stage().name(),
+                    r.name(),
+                    v
+                );
             }
         }
     }

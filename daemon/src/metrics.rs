@@ -146,11 +146,16 @@ pub fn render(s: &MetricsSnapshot) -> String {
         &mut out,
         "strait_drops_total",
         "counter",
-        "Frames dropped, by interface and reason.",
+        "Frames dropped, by interface, the data-path stage that dropped them, and reason.",
         s.interfaces.iter().flat_map(|(n, c)| {
             DropReason::ALL.iter().map(move |r| {
                 (
-                    format!("iface=\"{}\",reason=\"{}\"", escape(n), r.name()),
+                    format!(
+                        "iface=\"{}\",stage=\"{}\",reason=\"{}\"",
+                        escape(n),
+                        r.stage().name(),
+                        r.name()
+                    ),
                     c.drops[*r as usize],
                 )
             })
@@ -306,7 +311,8 @@ mod tests {
         assert!(lines.contains(&"strait_tx_packets_total{iface=\"lan\"} 7"));
         assert!(lines.contains(&"strait_forwarded_packets_total{iface=\"w\\\"an\"} 0"));
         let drop = format!(
-            "strait_drops_total{{iface=\"lan\",reason=\"{}\"}} 2",
+            "strait_drops_total{{iface=\"lan\",stage=\"{}\",reason=\"{}\"}} 2",
+            DropReason::ALL[0].stage().name(),
             DropReason::ALL[0].name()
         );
         assert!(lines.contains(&drop.as_str()), "{text}");

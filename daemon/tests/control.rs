@@ -209,7 +209,12 @@ fn straitctl_route_changes_metrics_and_permissions() {
     let m = scrape(&bed.dp);
     assert!(metric(&m, "strait_rx_packets_total{iface=\"left\"}") >= 5.0);
     assert!(metric(&m, "strait_forwarded_packets_total{iface=\"left\"}") >= 3.0);
-    assert!(metric(&m, "strait_drops_total{iface=\"left\",reason=\"no_route\"}") >= 2.0);
+    assert!(
+        metric(
+            &m,
+            "strait_drops_total{iface=\"left\",stage=\"route\",reason=\"no_route\"}"
+        ) >= 2.0
+    );
     assert!(metric(&m, "strait_tables_generation") >= 5.0);
 
     // Another user is refused (by the file mode at connect, or by the

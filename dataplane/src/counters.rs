@@ -437,6 +437,15 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_is_documented_with_its_stage() {
+        let doc = include_str!("../../docs/CLI.md");
+        for r in DropReason::ALL {
+            let row = format!("| `{}` | `{}` |", r.stage().name(), r.name());
+            assert!(doc.contains(&row), "docs/CLI.md lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_round_trip() {
         for r in DropReason::ALL {
             assert_eq!(DropReason::from_name(r.name()), Some(r));
