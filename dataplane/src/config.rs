@@ -1,7 +1,7 @@
 //! The engine's configuration, as read from TOML.
 //!
 //! Parsing checks the syntax and the types (with the line of the offending
-//! value); [`Config::validate`](crate::tables) turns it into tables and
+//! value); `Tables::build` (`tables/mod.rs`) turns it into tables and
 //! refuses inconsistent content, naming the item and the reason. Nothing is
 //! applied until the whole file is valid.
 
@@ -704,6 +704,73 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path)
+    }
+}
+
+/// Builds the configuration errors of one file: the item, the reason, and
+/// the span of the field at fault when there is one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Invalid<'a>(pub(crate) &'a str);
+
+impl Invalid<'_> {
+    pub(crate) fn at(&self, span: Option<Span>, item: String, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.0.to_owned(),
+            span,
+            item,
+            reason,
+        }
+    }
+
+    pub(crate) fn item(&self, item: String, reason: String) -> ConfigError {
+        self.at(None, item, reason)
+    }
+}
+
+impl Config {
+    /// Checks the sections read as a whole (`[engine]`, `[metrics]`); on
+    /// error, the key at fault and the reason.
+    pub(crate) fn check_sections(&self) -> Result<(), (String, String)> {
+        let config = self;
+        if config.engine.workers == 0 || config.engine.workers > 64 {
+            return Err(("engine.workers".into(), "must be between 1 and 64".into()));
+        }
+        if !config.engine.cores.is_empty() && config.engine.cores.len() != config.engine.workers {
+            return Err((
+                "engine.cores".into(),
+                format!(
+                    "lists {} cores for {} workers",
+                    config.engine.cores.len(),
+                    config.engine.workers
+                ),
+            ));
+        }
+        let e = &config.engine;
+        if e.realtime_priority > 99 {
+            return Err((
+                "engine.realtime_priority".into(),
+                format!(
+                    "{} is above 99 (0: normal scheduling, 1-99: SCHED_FIFO priority)",
+                    e.realtime_priority
+                ),
+            ));
+        }
+        for (key, n) in [("engine.rx_ring", e.rx_ring), ("engine.tx_ring", e.tx_ring)] {
+            if !n.is_power_of_two() || !(64..=16384).contains(&n) {
+                return Err((
+                    key.into(),
+                    format!("{n} must be a power of two from 64 to 16384"),
+                ));
+            }
+        }
+        if !(1..=256).contains(&config.engine.batch) {
+            return Err(("engine.batch".into(), "must be between 1 and 256".into()));
+        }
+        config
+            .metrics
+            .listen_addr()
+            .map_err(|reason| ("[metrics]".to_owned(), reason))?;
+        Ok(())
     }
 }
 

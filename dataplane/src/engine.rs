@@ -26,11 +26,10 @@ use crate::config::{
 };
 use crate::counters::{PortCounters, SharedCounters};
 use crate::events::{self, EngineEvent};
-use crate::nat::NatRuleInfo;
 use crate::punt::HostTap;
 use crate::status::NatSnapshot;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
-use crate::tables::{kernel_link, SharedTables, Tables};
+use crate::tables::{kernel_link, NatRuleInfo, SharedTables, Tables};
 use crate::worker::{self, WorkerContext};
 
 /// Why an engine could not start or change.

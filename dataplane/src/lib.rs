@@ -19,7 +19,6 @@ mod config;
 mod counters;
 mod engine;
 mod events;
-mod nat;
 mod neigh;
 mod packet;
 mod pipeline;
@@ -38,7 +37,6 @@ pub use config::{
 pub use counters::{DropReason, PortCounters, Stage};
 pub use engine::{Engine, EngineError, InterfaceInfo, SaSummary, TunnelSas};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
-pub use nat::{session_state, NatRuleInfo};
 pub use neigh::NeighbourState;
 pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
 /// NAT session types as the sans-I/O translator reports them, for reading
@@ -46,3 +44,4 @@ pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
 pub use strait_nat::{
     Direction as NatDirection, NatCounters, RuleId as NatRuleId, SessionInfo as NatSessionInfo,
 };
+pub use tables::{session_state, NatRuleInfo};

@@ -2,20 +2,15 @@
 //! RFC 4443): which source, the rate limit, the RFC 1812 §4.3.2.7 /
 //! RFC 4443 §2.4(e) suppressions, and NAT of the quoted packet.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use strait_wire::{
-    emit_icmpv4_error, emit_icmpv6_error, EtherType, Icmpv4Error, Icmpv6Error, Icmpv6Repr,
-    IpProtocol, Ipv6Repr,
-};
+use strait_wire::{emit_icmpv4_error, emit_icmpv6_error, EtherType, Icmpv4Error, Icmpv6Error};
 
-use super::ipv6::HEADER_LEN as IPV6_LEN;
-use super::l2::{sender_mac, write_eth, ETH_LEN};
-use super::{nat, Ctx, NatDone, Next, Pipeline, Verdict};
+use super::reply::reply_from_scratch;
+use super::{Ctx, NatDone, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
 use crate::packet::PacketBuf;
-use crate::tables::{Port, Tables};
 
 /// An ICMP error of either family.
 #[derive(Debug, Clone, Copy)]
@@ -66,15 +61,14 @@ impl IcmpError {
 /// unless the rate limit or RFC 1812 §4.3.2.7 say no.
 ///
 /// A packet translated on its way in (DNAT, or a reply un-SNATed) names
-/// the inside in its header: the error passes through the NAT's outbound
-/// ICMP-error translation (RFC 5508 REQ-5), which restores the quoted
-/// packet to what the sender sent and sends the error from the session's
-/// public address. Without that the sender could not match the error and
-/// would learn the private address. A hairpinned packet has both ends
-/// rewritten: its errors are suppressed.
+/// the inside in its header: the error goes on to the NAT stage
+/// (`Next::NatError`, RFC 5508 REQ-5), which restores the quoted packet to
+/// what the sender sent and sends the error from the session's public
+/// address. Without that the sender could not match the error and would
+/// learn the private address. A hairpinned packet has both ends rewritten:
+/// its errors are suppressed.
 pub(super) fn error<'t, P>(
     p: &mut Pipeline<P>,
-    t: &Tables,
     cx: &Ctx<'t>,
     pkt: &mut PacketBuf<'_>,
     error: IcmpError,
@@ -118,54 +112,7 @@ pub(super) fn error<'t, P>(
         return Next::Done(Verdict::Drop(reason));
     }
     if cx.nat == NatDone::Inbound {
-        if let Some(done) = nat::translate_error(p, t, cx, pkt, now) {
-            return done;
-        }
+        return Next::NatError;
     }
     cx.reply(pkt)
-}
-
-/// Replaces the frame by an Ethernet header back to the sender followed
-/// by `scratch[..n]`.
-pub(super) fn reply_from_scratch<P>(
-    p: &Pipeline<P>,
-    port: &Port,
-    pkt: &mut PacketBuf<'_>,
-    n: usize,
-    ethertype: EtherType,
-) -> Result<(), DropReason> {
-    let sender = sender_mac(pkt);
-    let start = pkt.start();
-    if !pkt.set_window(start, ETH_LEN + n) {
-        return Err(DropReason::NoHeadroom);
-    }
-    let data = pkt.data_mut();
-    write_eth(data, sender, port.link.mac, ethertype);
-    data[ETH_LEN..].copy_from_slice(&p.scratch[..n]);
-    Ok(())
-}
-
-/// Writes an IPv6 header and an ICMPv6 message into `out`; its length.
-pub(super) fn emit_ipv6_icmp(
-    out: &mut [u8],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    hop_limit: u8,
-    icmp: &Icmpv6Repr<'_>,
-) -> Option<usize> {
-    let len = icmp.buffer_len();
-    Ipv6Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::ICMPV6,
-        payload_len: len,
-        hop_limit,
-        traffic_class: 0,
-        flow_label: 0,
-    }
-    .emit(out)
-    .ok()?;
-    icmp.emit(out.get_mut(IPV6_LEN..IPV6_LEN + len)?, src, dst)
-        .ok()?;
-    Some(IPV6_LEN + len)
 }

@@ -12,8 +12,7 @@ use crate::counters::DropReason;
 use crate::packet::PacketBuf;
 use crate::tables::Tables;
 
-/// IPv6 fixed header.
-pub(super) const HEADER_LEN: usize = 40;
+use strait_wire::ipv6::HEADER_LEN;
 
 /// Validates the IPv6 header at `cx.l3` and records what routing needs.
 #[inline]

@@ -7,7 +7,7 @@ use crate::counters::DropReason;
 use crate::packet::PacketBuf;
 
 /// Ethernet header length (untagged; frames are sent untagged).
-pub const ETH_LEN: usize = 14;
+pub const ETH_LEN: usize = strait_wire::ethernet::HEADER_LEN;
 
 /// Checks the destination MAC and dispatches on the EtherType; sets the
 /// offset of the L3 header (after any VLAN tags).

@@ -9,8 +9,8 @@ use strait_wire::{
     IpProtocol, Ipv4Packet, Ipv6Packet,
 };
 
-use super::icmp::{emit_ipv6_icmp, reply_from_scratch};
 use super::l2::swap_macs;
+use super::reply::{emit_ipv6_icmp, reply_from_scratch};
 use super::{Ctx, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
 use crate::packet::PacketBuf;

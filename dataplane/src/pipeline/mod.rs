@@ -31,6 +31,7 @@ mod l2;
 mod local;
 mod nat;
 mod neighbour;
+mod reply;
 mod route;
 mod sa;
 
@@ -142,6 +143,9 @@ enum Next<'t> {
     Output,
     /// Answered with an ICMP error; the packet is dropped for the reason.
     IcmpError(IcmpError, DropReason),
+    /// That error, about a packet NAT translated inbound, translated back
+    /// (RFC 5508 REQ-5).
+    NatError,
     /// The end of the path.
     Done(Verdict),
 }
@@ -342,9 +346,8 @@ impl<P> Pipeline<P> {
                 Next::Transmit(hop) => route::transmit(self, &cx, pkt, hop),
                 Next::Seal(tun) => esp_out::seal(self, t, tun, pkt, now),
                 Next::Output => route::output(t, pkt),
-                Next::IcmpError(error, reason) => {
-                    icmp::error(self, t, &cx, pkt, error, reason, now)
-                }
+                Next::IcmpError(error, reason) => icmp::error(self, &cx, pkt, error, reason, now),
+                Next::NatError => nat::translate_error(self, t, &cx, pkt, now),
                 Next::Done(verdict) => return verdict,
             };
         }

@@ -98,28 +98,27 @@ pub(super) fn outbound<'t, P>(
 /// Passes an ICMP error Strait built (in the window, behind Ethernet)
 /// about a packet NAT translated inbound through the outbound ICMP-error
 /// translation (RFC 5508 REQ-5), back the way the packet came: its port,
-/// or the tunnel it was decapsulated from. `None` when translated; the
-/// end of the path otherwise (sending it untranslated would leak the
-/// inside address).
+/// or the tunnel it was decapsulated from. Untranslated it is not sent:
+/// it would leak the inside address.
 pub(super) fn translate_error<'t, P>(
     p: &mut Pipeline<P>,
     t: &Tables,
     cx: &Ctx<'t>,
     pkt: &mut PacketBuf<'_>,
     now: Instant,
-) -> Option<Next<'t>> {
+) -> Next<'t> {
     let Some(egress) = egress_for(t, cx.arrived_by()) else {
-        return Some(Next::Done(Verdict::Consumed));
+        return Next::Done(Verdict::Consumed);
     };
     let packet = &mut pkt.data_mut()[ETH_LEN..];
     match p.nat.outbound(packet, egress, nat_clock(t, now)) {
-        NatVerdict::Translated => None,
+        NatVerdict::Translated => cx.reply(pkt),
         // The session is gone or the error cannot be rewritten.
         NatVerdict::Drop(r) => {
             p.count_drop(cx.port.id, drop_reason(r));
-            Some(Next::Done(Verdict::Consumed))
+            Next::Done(Verdict::Consumed)
         }
-        NatVerdict::NotTranslated | NatVerdict::Hairpin => Some(Next::Done(Verdict::Consumed)),
+        NatVerdict::NotTranslated | NatVerdict::Hairpin => Next::Done(Verdict::Consumed),
     }
 }
 

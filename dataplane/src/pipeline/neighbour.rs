@@ -11,8 +11,8 @@ use strait_wire::{
     Icmpv6Repr, Icmpv6Type, Ipv6Packet,
 };
 
-use super::icmp::{emit_ipv6_icmp, reply_from_scratch};
 use super::l2::{sender_mac, write_eth, ETH_LEN};
+use super::reply::{emit_ipv6_icmp, reply_from_scratch};
 use super::{Ctx, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
 use crate::packet::PacketBuf;

@@ -9,7 +9,7 @@ use strait_wire::{
     Icmpv6Packet, Icmpv6Repr, Icmpv6Type, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, UdpRepr,
 };
 
-use super::icmp::emit_ipv6_icmp;
+use super::reply::emit_ipv6_icmp;
 use super::*;
 use crate::config::Config;
 use crate::tables::KernelLink;

@@ -27,12 +27,13 @@ use strait_nat::{
     Timeouts, WorkerPartition,
 };
 
+use super::port::Port;
+use super::tunnel::Tunnel;
 use crate::config::{
     BackendSelectionConfig, Config, NatFilteringConfig, NatKindConfig, NatRuleConfig,
     NatSettingsConfig,
 };
 use crate::status::NatStatus;
-use crate::tables::{Port, Tunnel};
 
 /// External ports rules use when `ports` is not given. Port 0 is not a
 /// port, and ports below 1024 are left to services published by DNAT.

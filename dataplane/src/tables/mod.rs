@@ -1,0 +1,414 @@
+//! Table snapshots: everything a worker reads per packet, built whole by the
+//! control side and published with one atomic swap.
+//!
+//! Workers load the current `Arc<Tables>` once per batch; a new
+//! configuration is validated and built completely before the swap, so a
+//! worker sees the old tables or the new ones, never a mix. The parts:
+//! interfaces (`port.rs`), static routes (`routes.rs`), tunnels and their
+//! SAs (`tunnel.rs`), NAT rules (`nat.rs`).
+//!
+//! # What workers write into a snapshot
+//!
+//! The tables are read-only to the workers but for two cells, each shared
+//! on purpose and written without a lock:
+//!
+//! * [`Tunnel`]'s learned peer endpoint (one relaxed `AtomicU64` per
+//!   tunnel): a floating peer's address moves with authenticated traffic
+//!   seen by any worker, and every worker must send to the new one; it is
+//!   carried across snapshots with the tunnel.
+//! * the NAT status slots ([`NatTables::status`], `status.rs`): each worker
+//!   publishes its session snapshot into its own slot with `try_lock`, so
+//!   the control thread can read them whatever snapshot is current.
+//!
+//! The outbound SA ([`Tunnel::out_sa`]) hands out sequence blocks
+//! atomically, but that is the SA's own state, not the table's. Everything
+//! else a worker writes (sessions, replay windows, counters, neighbours) is
+//! the worker's own, and reaches the control side through `status.rs` and
+//! `counters.rs`.
+
+mod nat;
+mod port;
+mod routes;
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use strait_fib::{EgressId, Fib, FlowHasher, RouteTable};
+
+use crate::config::{Config, ConfigError, IcmpConfig, Invalid};
+
+pub use nat::{session_state, NatRuleInfo, NatTables};
+pub use port::{kernel_link, KernelLink, Port, StaticNeighbour};
+#[cfg(test)]
+pub use tunnel::TUNNEL_OVERHEAD_UDP;
+pub use tunnel::{SaSpec, Tunnel};
+
+/// What a FIB egress id names: a port, or a tunnel (ids past the ports).
+#[derive(Debug, Clone, Copy)]
+pub enum Egress<'a> {
+    /// A port.
+    Port(&'a Port),
+    /// An ESP tunnel.
+    Tunnel(&'a Tunnel),
+}
+
+impl Egress<'_> {
+    /// MTU of the IP layer leaving by it.
+    #[inline]
+    pub fn mtu(&self) -> u16 {
+        match self {
+            Egress::Port(p) => p.mtu,
+            Egress::Tunnel(t) => t.mtu,
+        }
+    }
+}
+
+/// Everything the workers read per packet.
+#[derive(Debug)]
+pub struct Tables {
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    /// Interfaces, indexed by port id.
+    pub ports: Vec<Port>,
+    /// Routes.
+    pub fib: Fib,
+    /// The routes the FIB was built from (for `show routes` and edits).
+    pub routes: RouteTable,
+    /// Configured neighbours.
+    pub static_neighbours: Vec<StaticNeighbour>,
+    /// ICMP generation limits.
+    pub icmp: IcmpConfig,
+    /// ECMP flow hash, seeded per device.
+    pub flow_hasher: FlowHasher,
+    /// ESP tunnels; tunnel `i` is FIB egress `ports.len() + i`.
+    pub tunnels: Vec<Tunnel>,
+    /// The tunnels' remote prefixes, each routed to its tunnel: a packet
+    /// from one of these sources must arrive through that tunnel (RFC 4301
+    /// §5.2), so one lookup finds the tunnel whose policy a cleartext
+    /// packet would break.
+    pub protected: Fib,
+    /// The clock origin SA lifetimes and NAT timeouts count from (fixed
+    /// for the engine's life).
+    pub epoch: Instant,
+    /// NAT rules, settings and the workers' session snapshots.
+    pub nat: NatTables,
+}
+
+impl Tables {
+    /// The port or tunnel a FIB egress id names.
+    #[inline]
+    pub fn egress(&self, id: EgressId) -> Option<Egress<'_>> {
+        let id = id.index();
+        match id.checked_sub(self.ports.len()) {
+            None => self.ports.get(id).map(Egress::Port),
+            Some(i) => self.tunnels.get(i).map(Egress::Tunnel),
+        }
+    }
+
+    /// Port by kernel name.
+    pub fn port_by_name(&self, name: &str) -> Option<&Port> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Builds tables from a configuration, resolving interfaces with
+    /// `link` (normally [`kernel_link`]). Refuses the whole configuration
+    /// on the first inconsistency, naming the item and the reason.
+    pub fn build(
+        config: &Config,
+        path: &str,
+        generation: u64,
+        flow_seed: u64,
+        previous: Option<&Tables>,
+        link: impl FnMut(&str) -> std::io::Result<KernelLink>,
+    ) -> Result<Tables, ConfigError> {
+        let invalid = Invalid(path);
+        config
+            .check_sections()
+            .map_err(|(item, reason)| invalid.item(item, reason))?;
+        let mut routes = RouteTable::new();
+        let ports = port::build_ports(config, &invalid, &mut routes, link)?;
+        let epoch = previous.map_or_else(Instant::now, |p| p.epoch);
+        let tunnels = tunnel::build_tunnels(
+            config,
+            &invalid,
+            &ports,
+            &mut routes,
+            epoch,
+            previous.map(|p| &p.tunnels[..]),
+        )?;
+        routes::add_static(config, &invalid, &ports, &mut routes)?;
+        let static_neighbours = port::static_neighbours(config, &invalid, &ports)?;
+        let nat = NatTables::build(
+            config,
+            &ports,
+            &tunnels,
+            flow_seed,
+            previous.map(|p| &p.nat),
+        )
+        .map_err(|(item, field, reason)| {
+            let rule = item
+                .strip_prefix("nat rule ")
+                // The last rule of that name: "listed twice" is about it.
+                .and_then(|name| config.nat.iter().rev().find(|r| r.name == name));
+            let span = rule.and_then(|r| match field {
+                Some(f) => r.spans.span(f),
+                None => r.spans.first(),
+            });
+            invalid.at(span, item, reason)
+        })?;
+        Ok(Tables {
+            nat,
+            protected: tunnel::protected_sources(&tunnels),
+            generation,
+            fib: routes.snapshot(),
+            routes,
+            ports,
+            static_neighbours,
+            icmp: config.icmp.clone(),
+            flow_hasher: FlowHasher::new(flow_seed),
+            tunnels,
+            epoch,
+        })
+    }
+}
+
+/// The published tables, shared by the control side and the workers.
+#[derive(Debug)]
+pub struct SharedTables(ArcSwap<Tables>);
+
+impl SharedTables {
+    /// Starts with `tables`.
+    pub fn new(tables: Tables) -> SharedTables {
+        SharedTables(ArcSwap::from_pointee(tables))
+    }
+
+    /// The current snapshot (workers: once per batch).
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Tables>> {
+        self.0.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<Tables> {
+        self.0.load_full()
+    }
+
+    /// Publishes a complete new snapshot.
+    pub fn publish(&self, tables: Tables) {
+        self.0.store(Arc::new(tables));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use strait_fib::NextHop;
+
+    use super::port::parse_mac;
+    use super::*;
+
+    fn fake_link(name: &str) -> std::io::Result<KernelLink> {
+        match name {
+            "lan" => Ok(KernelLink {
+                ifindex: 2,
+                mac: [2, 0, 0, 0, 0, 1],
+                mtu: 1500,
+            }),
+            "wan" => Ok(KernelLink {
+                ifindex: 3,
+                mac: [2, 0, 0, 0, 0, 2],
+                mtu: 1500,
+            }),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
+    }
+
+    const BASE: &str = r#"
+[[interface]]
+name = "lan"
+addresses = ["10.0.1.1/24", "fd00:1::1/64"]
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24"]
+"#;
+
+    fn build(extra: &str) -> Result<Tables, ConfigError> {
+        let c = Config::parse(&format!("{BASE}{extra}"), "t.toml")?;
+        Tables::build(&c, "t.toml", 1, 7, None, fake_link)
+    }
+
+    #[test]
+    fn builds_connected_local_and_static_routes() {
+        let t = build("[[route]]\nprefix = \"0.0.0.0/0\"\nvia = [\"192.0.2.254\"]\n").unwrap();
+        use strait_fib::Disposition;
+        let d = |a: &str| t.fib.lookup(a.parse().unwrap(), 0);
+        assert_eq!(d("10.0.1.1"), Some(Disposition::Local));
+        assert_eq!(
+            d("10.0.1.9"),
+            Some(Disposition::Forward(NextHop::on_link(EgressId(0))))
+        );
+        assert_eq!(
+            d("8.8.8.8"),
+            Some(Disposition::Forward(NextHop::via(
+                EgressId(1),
+                "192.0.2.254".parse().unwrap()
+            )))
+        );
+        assert_eq!(d("fd00:1::1"), Some(Disposition::Local));
+        assert_eq!(d("fd00:2::1"), None);
+        assert_eq!(
+            t.ports[0].icmp_source_v4(),
+            Some(Ipv4Addr::new(10, 0, 1, 1))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_configs_naming_item_and_reason() {
+        let cases = [
+            ("[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"192.0.2.254\"]\n", "route 10.9.0.0/33", Some(9)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"203.0.113.1\"]\n", "not on any interface", Some(10)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\n", "needs via", Some(9)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\ndev = \"eth9\"\n", "dev eth9", Some(10)),
+            ("[[route]]\nprefix = \"10.9.0.0/16\"\nkind = \"magic\"\n", "magic", Some(10)),
+            (
+                "[[route]]\nprefix = \"10.9.0.0/16\"\nvia = [\"192.0.2.2\",\"192.0.2.3\",\"192.0.2.4\",\"192.0.2.5\",\"192.0.2.6\"]\n",
+                "route 10.9.0.0/16", Some(9)),
+            ("[[route]]\nprefix = \"fd00:9::/64\"\nvia = [\"192.0.2.2\"]\n", "address family", Some(10)),
+            ("[[interface]]\nname = \"eth7\"\n", "interface eth7: not found", Some(9)),
+            ("[[interface]]\nname = \"lan\"\n", "listed twice", Some(9)),
+            ("[[neighbour]]\ninterface = \"lan\"\nip = \"10.0.1.2\"\nmac = \"zz\"\n", "mac", Some(11)),
+            ("[engine]\nworkers = 0\n", "engine.workers", None),
+            ("[engine]\nworkers = 2\ncores = [1]\n", "engine.cores", None),
+            ("[engine]\nrealtime_priority = 100\n", "engine.realtime_priority: 100 is above 99", None),
+            ("[engine]\nrx_ring = 1000\n", "engine.rx_ring: 1000 must be a power of two", None),
+            ("[engine]\ntx_ring = 32768\n", "engine.tx_ring: 32768 must be a power of two from 64 to 16384", None),
+            (
+                "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\n",
+                "nat rule m: masquerade needs out_interface", Some(9)),
+            (
+                "[[nat]]\nname = \"m\"\nkind = \"masquerade\"\nsource = \"10.0.1.0/24\"\nout_interface = \"eth9\"\n",
+                "out_interface eth9 is not a configured interface or tunnel", Some(12)),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/33\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: source: 10.0.1.0/33: prefix length 33 exceeds 32", Some(11)),
+            // Host bits are refused as in routes, not silently cleared to
+            // translate the whole 10.1.0.0/16.
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.1.2.3/16\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: source: 10.1.2.3/16: host bits set after /16 (did you mean 10.1.0.0/16?)", Some(11)),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.1.0.0/16\"\ndestination = \"192.0.2.77/24\"\naddresses = [\"192.0.2.9\"]\n",
+                "nat rule s: destination: 192.0.2.77/24: host bits set after /24 (did you mean 192.0.2.0/24?)", Some(12)),
+            (
+                "[[route]]\nprefix = \"10.9.1.0/16\"\nvia = [\"192.0.2.254\"]\n",
+                "route 10.9.1.0/16: 10.9.1.0/16: host bits set after /16 (did you mean 10.9.0.0/16?)", Some(9)),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\n",
+                "snat needs addresses", Some(9)),
+            (
+                "[[nat]]\nname = \"s\"\nkind = \"snat\"\nsource = \"10.0.1.0/24\"\naddresses = [\"192.0.2.9\"]\nports = \"2000-1000\"\n",
+                "ports \"2000-1000\"", Some(13)),
+            (
+                "[[nat]]\nname = \"x\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\nsource = \"10.0.0.0/8\"\n",
+                "nat rule x: source does not apply to a static rule", Some(13)),
+            (
+                "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"icmp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n",
+                "protocol \"icmp\" is not tcp or udp", Some(11)),
+            (
+                "[[nat]]\nname = \"d\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2\"]\n",
+                "nat rule d: backend: \"10.0.1.2\" is not an IPv4 addr:port", Some(13)),
+            (
+                "[[nat]]\nname = \"a\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.2:80\"]\n\
+                 [[nat]]\nname = \"b\"\nkind = \"dnat\"\nprotocol = \"tcp\"\npublic = \"192.0.2.1:80\"\nbackends = [\"10.0.1.3:80\"]\n",
+                "nat rule b: public endpoint tcp 192.0.2.1:80 already published by nat rule a", Some(18)),
+            (
+                "[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n\
+                 [[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.6\"\nexternal = \"192.0.2.6\"\n",
+                "nat rule a: listed twice", Some(14)),
+            (
+                "[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+                "[metrics]: listen 0.0.0.0:9464: only a loopback address is allowed",
+                None,
+            ),
+            (
+                "[nat_settings]\nudp_timeout = 30\n",
+                "[nat_settings]: udp timeout 30 s is below the 120 s required by RFC 4787 REQ-5", None),
+            (
+                "[engine]\nworkers = 2\n[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n",
+                "[[nat]]: NAT needs engine.workers = 1", None),
+        ];
+        // BASE takes 7 lines; an item's line is where its field at fault
+        // (or its first field) is written.
+        for (extra, want, line) in cases {
+            let err = build(extra).unwrap_err().to_string();
+            let at = line
+                .map(|l| format!("t.toml line {l}: "))
+                .unwrap_or("t.toml: ".into());
+            assert!(err.starts_with(&at), "{extra:?}: {err} (want {at:?})");
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        let c = Config::parse(
+            "[[interface]]\nname = \"lan\"\naddresses = [\"10.0.0.1/40\"]\n",
+            "t",
+        )
+        .unwrap();
+        let err = Tables::build(&c, "t", 1, 7, None, fake_link)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix length 40 exceeds 32"), "{err}");
+        assert!(
+            err.starts_with("t line 3: interface lan address 10.0.0.1/40"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tunnel_errors_name_the_line_of_the_field_at_fault() {
+        let tunnel = |local: &str, cipher: &str| {
+            format!(
+                "[[tunnel]]\nname = \"hub\"\nlocal = \"{local}\"\nremote = \"198.51.100.1\"\n\
+                 prefixes = [\"10.2.0.0/16\"]\n\
+                 outbound = {{ spi = 4096, cipher = \"aes128-gcm\", key = \"{KEY}\" }}\n\
+                 inbound = {{ spi = 4097, cipher = \"{cipher}\", key = \"{KEY}\" }}\n"
+            )
+        };
+        const KEY: &str = "000102030405060708090a0b0c0d0e0f10111213";
+        // BASE takes 7 lines: [[tunnel]] is line 8, local line 10,
+        // inbound line 14.
+        let err = build(&tunnel("192.0.2.9", "aes128-gcm")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml line 10: tunnel hub: local 192.0.2.9 is not an address of any interface"
+        );
+        assert_eq!(err.line(), Some(10));
+        let err = build(&tunnel("192.0.2.1", "rot13")).unwrap_err();
+        assert_eq!(err.line(), Some(14), "{err}");
+        assert!(err.to_string().contains("cipher \"rot13\""), "{err}");
+        assert!(build(&tunnel("192.0.2.1", "aes128-gcm")).is_ok());
+        // A change made at run time has no line to name.
+        let mut c = Config::parse(BASE, "t.toml").unwrap();
+        c.routes.push(crate::config::RouteConfig {
+            prefix: "10.9.0.0/33".into(),
+            via: vec!["192.0.2.254".into()],
+            dev: None,
+            kind: None,
+            spans: Default::default(),
+        });
+        let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert!(
+            err.to_string().starts_with("t.toml: route 10.9.0.0/33: "),
+            "{err}"
+        );
+        assert_eq!(err.line(), None);
+    }
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("2:0:0:0:0:a"), None);
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+    }
+}
