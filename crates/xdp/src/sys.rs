@@ -198,10 +198,7 @@ impl UmemRegion {
         let start = usize::try_from(addr).ok();
         match start.and_then(|start| Some((start, start.checked_add(len as usize)?))) {
             Some((start, end)) if end <= self.map.len => (start, end),
-            _ => panic!(
-                "frame at {addr} (+{len}) outside the {}-byte UMEM",
-                self.map.len
-            ),
+            _ => outside_umem(addr, len, self.map.len),
         }
     }
 
@@ -230,6 +227,14 @@ impl UmemRegion {
         // reference into the region.
         unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr().add(start), end - start) }
     }
+}
+
+/// Kept out of line so the check in the frame accessors stays a compare
+/// and a branch.
+#[cold]
+#[inline(never)]
+fn outside_umem(addr: u64, len: u32, region: usize) -> ! {
+    panic!("frame at {addr} (+{len}) outside the {region}-byte UMEM")
 }
 
 /// One mapped AF_XDP ring of `T` entries: producer, consumer and flags
