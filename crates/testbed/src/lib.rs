@@ -12,14 +12,28 @@
 //!
 //! The same topology can be described as text and built with
 //! [`Topology`]; the `strait-netns` binary does that for shell scripts.
+//!
+//! Every libc call is in one module, `sys`, behind safe wrappers; the
+//! crate root denies `unsafe_code` elsewhere. Its public part
+//! ([`PacketSocket`], [`pin_thread_to_cpu`], the signal helpers) lets tests
+//! and the `strait-netns` binary inject frames, pin threads and handle
+//! signals without `unsafe` of their own.
 
-use std::ffi::CString;
+#![deny(unsafe_code)]
+
 use std::fmt;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+#[allow(unsafe_code)]
+mod sys;
 mod topology;
+pub use sys::{
+    default_termination_signals_in_child, ignore_termination_signals, pin_thread_to_cpu,
+    PacketSocket, Received,
+};
 pub use topology::{Topology, TopologyError};
 
 /// Errors from building or driving a testbed.
@@ -60,10 +74,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// `CAP_NET_ADMIN` and `CAP_BPF`; a test that needs them must not pass
 /// silently without them.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
     assert!(
-        euid == 0,
+        sys::effective_uid() == 0,
         "this test needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN for network namespaces and \
          veth pairs, CAP_BPF for XDP); run the test suite as root: `sudo scripts/test`"
     );
@@ -181,9 +193,9 @@ fn kill_namespace_processes(name: &str) {
     };
     for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         if let Ok(pid) = pid.parse::<i32>() {
-            // SAFETY: kill has no memory-safety preconditions; the pid came
-            // from the kernel's list of processes in our own namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The pid came from the kernel's list of processes in the
+            // namespace; one that already exited is no error.
+            let _ = sys::kill_hard(pid);
         }
     }
 }
@@ -358,21 +370,9 @@ impl Netns {
 
 /// Moves the calling thread into the network namespace at `path`.
 pub fn enter_netns(path: &str) -> std::io::Result<()> {
-    let cpath = CString::new(path).map_err(std::io::Error::other)?;
-    // SAFETY: cpath is a valid NUL-terminated string for the duration of the call.
-    let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is an open namespace file descriptor we own.
-    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: fd is ours and closed exactly once.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return Err(err);
-    }
-    Ok(())
+    // Read-only and close-on-exec, as std opens every file; closed on return.
+    let ns = std::fs::File::open(path)?;
+    sys::setns_net(ns.as_fd())
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -419,6 +419,56 @@ mod tests {
         assert_eq!(parse_mac("02:00:0a:ff:00"), None);
         assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
         assert_eq!(parse_mac("<BROADCAST,UP>"), None);
+    }
+
+    #[test]
+    fn pinning_refuses_cpus_beyond_the_set() {
+        assert!(pin_thread_to_cpu(usize::MAX).is_err());
+        std::thread::spawn(|| pin_thread_to_cpu(0).unwrap())
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn packet_sockets_inject_and_capture_frames() {
+        require_root();
+        let mut tb = Testbed::new("pktsock");
+        let a = tb.netns("a").unwrap();
+        let b = tb.netns("b").unwrap();
+        tb.veth((&a, "eth0"), (&b, "eth0")).unwrap();
+        let open = |ns: &Netns| {
+            ns.enter(|| {
+                let s = PacketSocket::open("eth0")?;
+                s.set_read_timeout(Duration::from_millis(50))?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let (tx, watch, rx) = (open(&a), open(&a), open(&b));
+        let mut frame = vec![0u8; 60];
+        frame[..6].fill(0xff);
+        frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        frame[14..20].copy_from_slice(b"pktsok");
+        assert_eq!(tx.send(&frame).unwrap(), 60);
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "frame never arrived"
+            );
+            let Ok(r) = rx.recv(&mut buf) else { continue };
+            if !r.outgoing && buf[..r.len] == frame[..] {
+                break;
+            }
+        }
+        // Another socket on the sending side sees the frame as outgoing.
+        let seen = watch.recv(&mut buf).unwrap();
+        assert!(seen.outgoing && buf[..seen.len] == frame[..]);
+        let err = a.enter(|| PacketSocket::open("no-such-if0")).unwrap();
+        assert!(err.is_err());
     }
 
     #[test]

@@ -19,17 +19,10 @@
 //! next start fail with `EBUSY`.)
 
 use std::fmt;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
+use crate::sys::{self, ProgLoad};
 use crate::Error;
-
-// bpf(2) commands (include/uapi/linux/bpf.h, enum bpf_cmd).
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -165,80 +158,6 @@ pub(crate) fn redirect_program(map_fd: RawFd, pass: &[u16]) -> Vec<Insn> {
     prog
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: attr points to a properly initialised, zero-padded bpf_attr
-    // prefix of the given size that lives for the duration of the call; the
-    // kernel reads (and for some commands writes) at most that many bytes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned_fd(rc: libc::c_long) -> OwnedFd {
-    // SAFETY: a non-negative return of a bpf(2) command that creates an
-    // object is a new file descriptor that nobody else owns.
-    unsafe { OwnedFd::from_raw_fd(rc as RawFd) }
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
 fn object_name(name: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (dst, src) in out.iter_mut().zip(name.bytes().take(15)) {
@@ -278,38 +197,26 @@ impl XdpProgram {
                 pass_ethertypes.len()
             )));
         }
-        let mut map_attr = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_XSKMAP,
-            key_size: 4,
-            value_size: 4,
-            max_entries: XSKMAP_ENTRIES,
-            map_name: object_name("strait_xsks"),
-            ..Default::default()
-        };
-        let map =
-            owned_fd(
-                sys_bpf(BPF_MAP_CREATE, &mut map_attr).map_err(|source| Error::Bpf {
-                    what: "creating the XSKMAP",
-                    source,
-                    log: String::new(),
-                })?,
-            );
+        let map = sys::map_create_u32(
+            BPF_MAP_TYPE_XSKMAP,
+            XSKMAP_ENTRIES,
+            object_name("strait_xsks"),
+        )
+        .map_err(|source| Error::Bpf {
+            what: "creating the XSKMAP",
+            source,
+            log: String::new(),
+        })?;
         let insns = redirect_program(map.as_raw_fd(), pass_ethertypes);
         let prog = load_xdp(&insns)?;
-        let mut link_attr = LinkCreateAttr {
-            prog_fd: prog.as_raw_fd() as u32,
-            target_ifindex: ifindex,
-            attach_type: BPF_XDP,
-            flags: mode.flags(),
-        };
         let link =
-            owned_fd(
-                sys_bpf(BPF_LINK_CREATE, &mut link_attr).map_err(|source| Error::Attach {
+            sys::link_create(prog.as_fd(), ifindex, BPF_XDP, mode.flags()).map_err(|source| {
+                Error::Attach {
                     ifindex,
                     mode,
                     source,
-                })?,
-            );
+                }
+            })?;
         Ok(XdpProgram {
             ifindex,
             mode,
@@ -331,18 +238,12 @@ impl XdpProgram {
 
     /// Steers RX queue `queue` to the AF_XDP socket `socket_fd`.
     pub fn insert_socket(&self, queue: u32, socket_fd: RawFd) -> Result<(), Error> {
-        let key = queue;
-        let value = socket_fd as u32;
-        let mut attr = MapElemAttr {
-            map_fd: self.map.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            ..Default::default()
-        };
-        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map_err(|source| Error::Bpf {
-            what: "inserting a socket into the XSKMAP",
-            source,
-            log: String::new(),
+        sys::map_update_u32(self.map.as_fd(), queue, socket_fd as u32).map_err(|source| {
+            Error::Bpf {
+                what: "inserting a socket into the XSKMAP",
+                source,
+                log: String::new(),
+            }
         })?;
         Ok(())
     }
@@ -350,15 +251,9 @@ impl XdpProgram {
     /// Stops steering RX queue `queue` to any socket (frames are passed to
     /// the kernel again). Removing an absent entry is not an error.
     pub fn remove_socket(&self, queue: u32) {
-        let key = queue;
-        let mut attr = MapElemAttr {
-            map_fd: self.map.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            ..Default::default()
-        };
         // ENOENT just means nothing was there; closing the socket removes
         // its entry anyway.
-        let _ = sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr);
+        let _ = sys::map_delete_u32(self.map.as_fd(), queue);
     }
 
     /// The link file descriptor (keeps the program attached).
@@ -378,27 +273,20 @@ pub(crate) fn load_xdp(insns: &[Insn]) -> Result<OwnedFd, Error> {
     // The helpers used are GPL-only for some kernels; the crate's code is
     // Apache-2.0, which the kernel does not recognise, so declare the
     // dual licence the kernel accepts.
-    let license = c"Dual MIT/GPL";
-    let mut attr = ProgLoadAttr {
+    let prog = ProgLoad {
         prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: object_name("strait_redirect"),
         expected_attach_type: BPF_XDP,
-        ..Default::default()
+        license: c"Dual MIT/GPL",
+        name: object_name("strait_redirect"),
     };
-    match sys_bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(owned_fd(fd)),
+    match sys::prog_load(&prog, insns, None) {
+        Ok(fd) => Ok(fd),
         Err(first) => {
             let mut log = vec![0u8; 64 * 1024];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            let source = match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+            let source = match sys::prog_load(&prog, insns, Some(&mut log)) {
                 // Loading with a log succeeded where it failed without one:
                 // keep the program rather than fail.
-                Ok(fd) => return Ok(owned_fd(fd)),
+                Ok(fd) => return Ok(fd),
                 Err(e) => e,
             };
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());

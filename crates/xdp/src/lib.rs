@@ -43,11 +43,16 @@
 //! # Kernel interface
 //!
 //! The sockets and rings are driven directly through `libc` (the structs and
-//! constants of `<linux/if_xdp.h>`). `xsk-rs` was evaluated and not used: its
-//! frame descriptors fix the transmitted address at the start of the data
-//! segment, so headers written into the headroom cannot be sent without
-//! copying the packet, which defeats zero-copy encapsulation; it also ties
-//! the build to a C toolchain for libxdp.
+//! constants of `<linux/if_xdp.h>`). Every system call, raw pointer and
+//! mapping is in one module, `sys`, behind safe wrappers with documented
+//! invariants; the rest of the crate is safe code, and the crate root denies
+//! `unsafe_code` so the compiler keeps it that way.
+//!
+//! `xsk-rs` was evaluated and not used: its frame descriptors fix the
+//! transmitted address at the start of the data segment, so headers
+//! written into the headroom cannot be sent without copying the packet,
+//! which defeats zero-copy encapsulation; it also ties the build to a C
+//! toolchain for libxdp.
 //!
 //! The XDP program ([`XdpProgram`]) is assembled here (five instructions,
 //! plus an optional EtherType pass list) and attached with
@@ -60,6 +65,8 @@
 //!
 //! # Modules
 //!
+//! - `sys`: the only `unsafe` code: mappings (UMEM region, rings), socket
+//!   options, wakeups, `bpf(2)` commands.
 //! - `bpf`: the redirect program, XSKMAP and link.
 //! - `ring`: the producer/consumer protocol on the shared rings.
 //! - `socket`: one socket, its rings and the bind sequence.
@@ -67,11 +74,15 @@
 //! - `batch`: [`FrameBatch`].
 //! - `ports`: [`PortSet`], the per-worker object, and its counters.
 
+#![deny(unsafe_code)]
+
 mod batch;
 mod bpf;
 mod ports;
 mod ring;
 mod socket;
+#[allow(unsafe_code)]
+mod sys;
 mod umem;
 
 use std::io;

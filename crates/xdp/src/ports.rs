@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::socket::{BindOutcome, XdpSocket};
+use crate::sys;
 use crate::{
     BindMode, BindPolicy, Error, FrameBatch, FrameDesc, PortId, RingSizes, Umem, UmemConfig,
     XdpMode, XdpProgram,
@@ -53,11 +54,8 @@ impl PortSpec {
     /// network namespace.
     pub fn named(name: &str, queue: u32) -> Result<Self, Error> {
         let cname = CString::new(name).map_err(|_| Error::NoSuchInterface(name.to_owned()))?;
-        // SAFETY: cname is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(Error::NoSuchInterface(name.to_owned()));
-        }
+        let ifindex =
+            sys::if_nametoindex(&cname).ok_or_else(|| Error::NoSuchInterface(name.to_owned()))?;
         Ok(Self::new(ifindex, queue))
     }
 
@@ -236,14 +234,10 @@ pub struct PortSet {
 }
 
 fn raise_memlock() -> bool {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain setrlimit call with a valid struct. Failure is fine:
-    // with CAP_IPC_LOCK (or a large enough limit) registration still works,
-    // and if not, registration reports ENOBUFS with a hint.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 }
+    // Failure is fine: with CAP_IPC_LOCK (or a large enough limit)
+    // registration still works, and if not, registration reports ENOBUFS
+    // with a hint.
+    sys::raise_memlock().is_ok()
 }
 
 impl PortSet {

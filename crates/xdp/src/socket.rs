@@ -2,10 +2,11 @@
 //! the bind sequence.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::ring::{ConsumerRing, ProducerRing, RingMap};
+use crate::ring::{ConsumerRing, ProducerRing};
+use crate::sys::{self, Plain, RingMap};
 use crate::{Error, Umem};
 
 /// `XDP_MAX_TX_SKB_BUDGET` (include/uapi/linux/if_xdp.h, Linux 6.16+): the
@@ -102,22 +103,8 @@ pub(crate) struct XdpSocket {
     fd: OwnedFd,
 }
 
-fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: value points to a live T of the given size for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn setsockopt<T: Plain>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
+    sys::setsockopt(fd, libc::SOL_XDP, name, value)
 }
 
 fn sock_err(what: &'static str, ifindex: u32, queue: u32) -> impl FnOnce(io::Error) -> Error {
@@ -145,16 +132,9 @@ impl XdpSocket {
         mode: BindMode,
         sizes: RingSizes,
     ) -> Result<(XdpSocket, BindOutcome), Error> {
-        // SAFETY: plain socket(2) call.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(sock_err("creating an AF_XDP socket", ifindex, queue)(
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: raw is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let f = fd.as_raw_fd();
+        let fd =
+            sys::xdp_socket().map_err(sock_err("creating an AF_XDP socket", ifindex, queue))?;
+        let f = fd.as_fd();
 
         if shared_with.is_none() {
             let reg = umem.registration();
@@ -184,43 +164,28 @@ impl XdpSocket {
             queue,
         ))?;
 
-        // SAFETY: all-zero is a valid xdp_mmap_offsets (plain integers).
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut optlen = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: off/optlen are live and sized as declared.
-        let rc = unsafe {
-            libc::getsockopt(
-                f,
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                &mut off as *mut _ as *mut libc::c_void,
-                &mut optlen,
-            )
-        };
-        if rc != 0 {
-            return Err(sock_err("reading ring offsets", ifindex, queue)(
-                io::Error::last_os_error(),
-            ));
-        }
-        if optlen as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        let (off, optlen) =
+            sys::getsockopt::<libc::xdp_mmap_offsets>(f, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS)
+                .map_err(sock_err("reading ring offsets", ifindex, queue))?;
+        if optlen != std::mem::size_of::<libc::xdp_mmap_offsets>() {
             return Err(Error::Config(format!(
                 "kernel reports pre-5.4 AF_XDP ring offsets ({optlen} bytes); \
                  Linux 5.4 or later is required for need_wakeup"
             )));
         }
         let map_err = sock_err("mapping a ring", ifindex, queue);
-        let rx = RingMap::map::<libc::xdp_desc>(f, libc::XDP_PGOFF_RX_RING, &off.rx, sizes.rx);
-        let tx = RingMap::map::<libc::xdp_desc>(f, libc::XDP_PGOFF_TX_RING, &off.tx, sizes.tx);
-        let fill = RingMap::map::<u64>(
+        let rx = RingMap::map(f, libc::XDP_PGOFF_RX_RING, (&off.rx).into(), sizes.rx);
+        let tx = RingMap::map(f, libc::XDP_PGOFF_TX_RING, (&off.tx).into(), sizes.tx);
+        let fill = RingMap::map(
             f,
             libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
-            &off.fr,
+            (&off.fr).into(),
             sizes.fill,
         );
-        let completion = RingMap::map::<u64>(
+        let completion = RingMap::map(
             f,
             libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
-            &off.cr,
+            (&off.cr).into(),
             sizes.completion,
         );
         let (rx, tx, fill, completion) = match (rx, tx, fill, completion) {
@@ -229,19 +194,13 @@ impl XdpSocket {
                 return Err(map_err(e))
             }
         };
-        let socket = XdpSocket {
-            rx: ConsumerRing::new(rx),
-            tx: ProducerRing::new(tx),
-            fill: ProducerRing::new(fill),
-            completion: ConsumerRing::new(completion),
-            fd,
+        let mut addr = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: 0,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
         };
-
-        // SAFETY: all-zero is a valid sockaddr_xdp.
-        let mut addr: libc::sockaddr_xdp = unsafe { std::mem::zeroed() };
-        addr.sxdp_family = libc::AF_XDP as u16;
-        addr.sxdp_ifindex = ifindex;
-        addr.sxdp_queue_id = queue;
         match shared_with {
             Some(owner) => {
                 addr.sxdp_flags = libc::XDP_SHARED_UMEM;
@@ -257,19 +216,7 @@ impl XdpSocket {
         }
         let mut ebusy_retries = 0;
         let mut backoff = Duration::from_millis(5);
-        loop {
-            // SAFETY: addr is a live, initialised sockaddr_xdp.
-            let rc = unsafe {
-                libc::bind(
-                    f,
-                    &addr as *const libc::sockaddr_xdp as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-            let err = io::Error::last_os_error();
+        while let Err(err) = sys::bind_xdp(f, &addr) {
             if err.raw_os_error() == Some(libc::EBUSY) && ebusy_retries + 1 < BIND_ATTEMPTS {
                 // The queue is still held by a socket being released
                 // (typically the previous run of the daemon).
@@ -290,6 +237,13 @@ impl XdpSocket {
         // Older kernels do not know the option: the default budget of 32
         // still works, only with more kicks.
         let tx_budget_raised = setsockopt(f, XDP_MAX_TX_SKB_BUDGET, &TX_SKB_BUDGET).is_ok();
+        let socket = XdpSocket {
+            rx: ConsumerRing::new(rx),
+            tx: ProducerRing::new(tx),
+            fill: ProducerRing::new(fill),
+            completion: ConsumerRing::new(completion),
+            fd,
+        };
         Ok((
             socket,
             BindOutcome {
@@ -306,64 +260,29 @@ impl XdpSocket {
     /// Asks the kernel to process the TX ring (copy mode, or zero-copy when
     /// the driver set need_wakeup). Transient refusals are normal: the
     /// descriptors stay on the ring and the next kick retries.
+    #[inline]
     pub(crate) fn kick_tx(&self) -> io::Result<()> {
-        // SAFETY: a zero-length sendto with null buffers is the documented
-        // AF_XDP TX wakeup.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => Ok(()),
-            _ => Err(err),
+        match sys::wake_tx(self.fd.as_fd()) {
+            Err(err)
+                if !matches!(
+                    err.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN)
+                ) =>
+            {
+                Err(err)
+            }
+            _ => Ok(()),
         }
     }
 
     /// Asks the driver to refill from the fill ring (need_wakeup set on it).
+    #[inline]
     pub(crate) fn wake_rx(&self) {
-        // SAFETY: a zero-length non-blocking recvfrom with null buffers is
-        // the documented AF_XDP RX wakeup; errors only mean "try later".
-        unsafe {
-            libc::recvfrom(
-                self.fd(),
-                std::ptr::null_mut(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
+        sys::wake_rx(self.fd.as_fd());
     }
 
     /// The kernel's drop counters for this socket (`XDP_STATISTICS`).
     pub(crate) fn statistics(&self) -> io::Result<libc::xdp_statistics> {
-        // SAFETY: all-zero is a valid xdp_statistics.
-        let mut stats: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: stats/len are live and sized as declared.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                &mut stats as *mut _ as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            Ok(stats)
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        sys::getsockopt(self.fd.as_fd(), libc::SOL_XDP, libc::XDP_STATISTICS).map(|(s, _)| s)
     }
 }

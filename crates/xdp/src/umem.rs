@@ -15,10 +15,9 @@
 //! moves it. So a frame the kernel is reading or writing can never be
 //! reached through [`Umem::frame`] or [`Umem::frame_mut`].
 
-use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use crate::sys::UmemRegion;
 use crate::{Error, PortId};
 
 /// Default frame (chunk) size.
@@ -215,71 +214,23 @@ impl FramePool {
 
 static NEXT_UMEM_ID: AtomicU16 = AtomicU16::new(0);
 
-/// An anonymous mapping holding the frames.
-#[derive(Debug)]
-struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Region {
-    fn map(len: usize) -> Result<Region, Error> {
-        // SAFETY: a fresh anonymous private mapping; no existing memory is
-        // affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Error::UmemMap {
-                bytes: len,
-                source: io::Error::last_os_error(),
-            });
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::UmemMap {
-            bytes: len,
-            source: io::Error::other("mmap returned a null mapping"),
-        })?;
-        Ok(Region { ptr, len })
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len describe the mapping made in `map`; every socket
-        // using it has been closed before the Umem is dropped (PortSet drop
-        // order), and the kernel keeps its own page references anyway.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
 /// The frame memory of one worker, its geometry and its free pool.
 #[derive(Debug)]
 pub struct Umem {
-    region: Region,
+    region: UmemRegion,
     config: UmemConfig,
     chunk_mask: u64,
     id: u16,
     pool: FramePool,
 }
 
-// SAFETY: the Umem exclusively owns its mapping; the raw pointer is only
-// dereferenced through &self/&mut self, so moving it to another thread is
-// as safe as moving a Vec<u8>. It is deliberately not Sync.
-unsafe impl Send for Umem {}
-
 impl Umem {
     /// Maps a UMEM of `config.frame_count` frames. It is registered with the
     /// kernel by the first socket bound on it.
     pub fn new(config: UmemConfig) -> Result<Umem, Error> {
         config.validate()?;
-        let region = Region::map(config.bytes())?;
+        let bytes = config.bytes();
+        let region = UmemRegion::new(bytes).map_err(|source| Error::UmemMap { bytes, source })?;
         Ok(Umem {
             region,
             chunk_mask: !(u64::from(config.frame_size) - 1),
@@ -305,14 +256,10 @@ impl Umem {
 
     /// The `xdp_umem_reg` describing this region.
     pub(crate) fn registration(&self) -> libc::xdp_umem_reg {
-        libc::xdp_umem_reg {
-            addr: self.region.ptr.as_ptr() as u64,
-            len: self.region.len as u64,
-            chunk_size: self.config.frame_size,
-            headroom: self.config.headroom - XDP_PACKET_HEADROOM,
-            flags: 0,
-            tx_metadata_len: 0,
-        }
+        self.region.registration(
+            self.config.frame_size,
+            self.config.headroom - XDP_PACKET_HEADROOM,
+        )
     }
 
     #[inline]
@@ -326,7 +273,7 @@ impl Umem {
     #[inline]
     pub(crate) fn desc_from_kernel(&self, addr: u64, len: u32, port: PortId) -> Option<FrameDesc> {
         let offset = addr & !self.chunk_mask;
-        let fits = addr < self.region.len as u64
+        let fits = addr < self.region.len() as u64
             && offset + u64::from(len) <= u64::from(self.config.frame_size);
         fits.then_some(FrameDesc {
             addr,
@@ -373,16 +320,11 @@ impl Umem {
     #[inline]
     pub fn frame(&self, desc: &FrameDesc) -> &[u8] {
         self.check(desc);
-        // SAFETY: desc was validated to lie inside one frame of this region
-        // when it was created, every resize keeps it there, and owning the
-        // descriptor means neither the kernel nor another descriptor refers
-        // to this frame. The borrow of self prevents a concurrent &mut.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.region.ptr.as_ptr().add(desc.addr as usize),
-                desc.len as usize,
-            )
-        }
+        // desc was validated to lie inside one frame of this region when it
+        // was created and every resize keeps it there (the region checks
+        // again); owning the descriptor means neither the kernel nor another
+        // descriptor refers to this frame.
+        self.region.frame(desc.addr, desc.len)
     }
 
     /// The packet bytes, writable.
@@ -392,14 +334,7 @@ impl Umem {
     #[inline]
     pub fn frame_mut(&mut self, desc: &FrameDesc) -> &mut [u8] {
         self.check(desc);
-        // SAFETY: as in `frame`; &mut self makes this the only live
-        // reference into the region.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region.ptr.as_ptr().add(desc.addr as usize),
-                desc.len as usize,
-            )
-        }
+        self.region.frame_mut(desc.addr, desc.len)
     }
 
     /// Bytes free in front of the packet.

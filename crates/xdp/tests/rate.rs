@@ -3,6 +3,8 @@
 //!
 //! `cargo test --release -p strait-xdp --test rate -- --ignored --nocapture`
 
+#![deny(unsafe_code)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,13 +41,9 @@ fn rx_packets(ns: &Netns, ifname: &str) -> u64 {
 }
 
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling
-    // thread with a valid set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    // Best effort, as before: an unpinned thread only makes the figures
+    // noisier.
+    let _ = strait_testbed::pin_thread_to_cpu(cpu);
 }
 
 /// Transmits `size`-byte frames on port 0 until `stop`; returns frames

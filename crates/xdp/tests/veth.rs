@@ -1,5 +1,7 @@
 //! AF_XDP ports on real veth pairs inside network namespaces (needs root).
 
+#![deny(unsafe_code)]
+
 mod common;
 
 use std::collections::BTreeMap;

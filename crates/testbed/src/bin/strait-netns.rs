@@ -11,6 +11,8 @@
 //! The command sees one variable per namespace, `NS_<SHORT>` (upper case,
 //! `-` as `_`), holding the full namespace name.
 
+#![deny(unsafe_code)]
+
 use std::process::{Command, ExitCode};
 
 use strait_testbed::{Testbed, Topology};
@@ -71,12 +73,7 @@ fn run(args: &[String]) -> ExitCode {
     strait_testbed::require_root();
     // The child owns the terminal's signals; this process only waits and
     // then tears down, so an interrupt still cleans up.
-    // SAFETY: installing SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
+    strait_testbed::ignore_termination_signals();
     let mut tb = Testbed::new(&tag);
     let namespaces = match topology.build(&mut tb) {
         Ok(ns) => ns,
@@ -91,16 +88,7 @@ fn run(args: &[String]) -> ExitCode {
         let var = format!("NS_{}", short.to_uppercase().replace('-', "_"));
         cmd.env(var, ns.name());
     }
-    // SAFETY: restoring default dispositions in the child before exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            libc::signal(libc::SIGHUP, libc::SIG_DFL);
-            Ok(())
-        });
-    }
+    strait_testbed::default_termination_signals_in_child(&mut cmd);
     let status = match cmd.status() {
         Ok(s) => s,
         Err(e) => {

@@ -4,10 +4,9 @@
 #![allow(dead_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use strait_testbed::{Netns, Testbed};
+use strait_testbed::{Netns, PacketSocket, Testbed};
 
 /// EtherType of test frames (IEEE 802 local experimental).
 pub const TEST_ETHERTYPE: u16 = 0x88b5;
@@ -54,7 +53,7 @@ pub fn pair(tag: &str) -> (Testbed, Netns, Netns) {
 /// An AF_PACKET raw socket bound to one interface.
 #[derive(Debug)]
 pub struct RawSocket {
-    fd: OwnedFd,
+    sock: PacketSocket,
 }
 
 impl RawSocket {
@@ -66,69 +65,17 @@ impl RawSocket {
     }
 
     fn open(ifname: &str) -> io::Result<RawSocket> {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a new descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let name = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: sll is a live sockaddr_ll of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        // SAFETY: tv is a live timeval of the given size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        Ok(RawSocket { fd })
+        let sock = PacketSocket::open(ifname)?;
+        sock.set_read_timeout(Duration::from_millis(50))?;
+        Ok(RawSocket { sock })
     }
 
     /// Sends one frame out of the interface.
     pub fn send(&self, frame: &[u8]) {
-        // SAFETY: frame is a live buffer of the given length.
-        let rc = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(
-            rc,
-            frame.len() as isize,
-            "AF_PACKET send: {}",
-            io::Error::last_os_error()
-        );
+        match self.sock.send(frame) {
+            Ok(n) => assert_eq!(n, frame.len(), "AF_PACKET send: short write"),
+            Err(e) => panic!("AF_PACKET send: {e}"),
+        }
     }
 
     /// Collects incoming frames of type `ethertype` until `count` distinct
@@ -138,27 +85,13 @@ impl RawSocket {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 4096];
         while got.len() < count && start.elapsed() < timeout {
-            // SAFETY: all-zero is a valid sockaddr_ll.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: buf and from are live and sized as declared.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    &mut from as *mut _ as *mut libc::sockaddr,
-                    &mut from_len,
-                )
+            let Ok(r) = self.sock.recv(&mut buf) else {
+                continue;
             };
-            if n <= 0 {
+            if r.len == 0 || r.outgoing {
                 continue;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let frame = &buf[..n as usize];
+            let frame = &buf[..r.len];
             if test_seq(frame, ethertype).is_some() {
                 got.push(frame.to_vec());
             }
