@@ -9,5 +9,9 @@
 //! (`scripts/bench`): Strait against the kernel and as an ESP tunnel
 //! endpoint on one namespace bed, repeated trials, medians and ratios.
 
+#![deny(unsafe_code)]
+
 pub mod gen;
 pub mod harness;
+#[allow(unsafe_code)]
+pub mod sys;

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::events::EventLog;
+use crate::sys;
 use strait_dataplane::{
     session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
     NatRuleConfig, NeighbourState, PortCounters, RekeyStep, RouteConfig, SaDirection,
@@ -68,35 +68,11 @@ pub fn serve(
         })
 }
 
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
-}
-
 fn handle(engine: &Engine, events: &EventLog, stream: UnixStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let uid = peer_uid(&stream)?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let uid = sys::peer_uid(&stream)?;
+    let me = sys::effective_uid();
     let mut out = stream.try_clone()?;
     if uid != 0 && uid != me {
         writeln!(out, "error: permission denied (uid {uid} is not root)")?;

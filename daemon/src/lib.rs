@@ -4,7 +4,10 @@
 //! any vendor's management software would.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod control;
 pub mod events;
 pub mod metrics;
+#[allow(unsafe_code)]
+mod sys;

@@ -125,23 +125,6 @@ pub struct InterfaceInfo {
     pub addresses: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// Moves a worker thread to SCHED_FIFO at `priority` (1–99).
-fn set_fifo(thread: &std::thread::JoinHandle<()>, priority: u8) -> std::io::Result<()> {
-    use std::os::unix::thread::JoinHandleExt;
-    let param = libc::sched_param {
-        sched_priority: i32::from(priority),
-    };
-    // SAFETY: the pthread_t is of a thread we started and have not joined
-    // (the handle is borrowed), and `param` is a valid sched_param.
-    let rc =
-        unsafe { libc::pthread_setschedparam(thread.as_pthread_t(), libc::SCHED_FIFO, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(rc))
-    }
-}
-
 fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
     match c {
         strait_esp::CipherSuite::Aes128Gcm => "aes128-gcm",
@@ -315,10 +298,12 @@ impl Engine {
                     let priority = e.realtime_priority;
                     let r = match priority {
                         0 => Ok(()),
-                        p => set_fifo(&thread, p).map_err(|source| EngineError::Scheduling {
-                            worker: w,
-                            priority: p,
-                            source,
+                        p => crate::sys::set_fifo(&thread, p).map_err(|source| {
+                            EngineError::Scheduling {
+                                worker: w,
+                                priority: p,
+                                source,
+                            }
                         }),
                     };
                     workers[w].thread = Some(thread);

@@ -14,6 +14,7 @@
 //! See `dataplane/examples/embed.rs`.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod config;
 mod counters;
@@ -25,6 +26,8 @@ mod pipeline;
 mod punt;
 mod ratelimit;
 mod status;
+#[allow(unsafe_code)]
+mod sys;
 mod tables;
 mod worker;
 

@@ -9,10 +9,16 @@
 //! wire. This is the slow path: one `read`/`write` per punted frame, polled
 //! by the worker only between batches.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::process::Command;
+
+use crate::sys;
+
+/// Where `ip` (iproute2) is looked for: by absolute path, never through
+/// `PATH`, which a caller of a privileged daemon could point elsewhere.
+const IP_PATHS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
 
 /// A TAP device standing for one dataplane interface in the host stack.
 #[derive(Debug)]
@@ -34,29 +40,7 @@ impl HostTap {
     /// descriptor closes, so a crashed process leaves nothing behind.
     pub fn open(iface: &str, mac: [u8; 6], mtu: u16, addresses: &[String]) -> io::Result<HostTap> {
         let name = tap_name(iface);
-        let path = CString::new("/dev/net/tun").expect("static path");
-        // SAFETY: path is NUL-terminated and outlives the call.
-        let raw = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a freshly opened descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF takes a pointer to an ifreq that lives across the call.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = sys::open_tap(&name)?;
         let tap = HostTap { fd, name };
         let mac = mac
             .iter()
@@ -81,7 +65,11 @@ impl HostTap {
     }
 
     fn ip(&self, args: &[&str]) -> io::Result<()> {
-        let out = Command::new("ip").args(args).output()?;
+        let ip = IP_PATHS
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| io::Error::other(format!("ip (iproute2) not found in {IP_PATHS:?}")))?;
+        let out = Command::new(ip).args(args).output()?;
         if out.status.success() {
             Ok(())
         } else {
@@ -95,27 +83,15 @@ impl HostTap {
 
     /// Hands one Ethernet frame to the host stack.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: frame is a valid readable slice for its length.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        sys::write(self.fd.as_fd(), frame).map(|_| ())
     }
 
     /// Reads one frame the host stack sent, if any (never blocks).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: buf is a valid writable slice for its length.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(err)
+        match sys::read(self.fd.as_fd(), buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

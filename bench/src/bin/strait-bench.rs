@@ -6,6 +6,8 @@
 //! Every figure is the median and range of `--reps` trials. Run it through
 //! `scripts/bench`, which installs what it needs and builds release.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! forwarding device) — throughput, loss, reordering, duplicates, one-way
 //! latency, NDR/PDR search. See `docs/GENERATOR.md`.
 
+#![deny(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::Duration;

@@ -40,7 +40,6 @@ mod receiver;
 mod report;
 mod search;
 mod sender;
-mod sock;
 mod spec;
 mod template;
 mod xdp;
@@ -48,6 +47,9 @@ mod xdp;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use crate::sys::{
+    iface_mac, ifindex, in_netns, parse_mac, MsgBatch, PacketDirection, PacketSocket,
+};
 pub use clock::monotonic_ns;
 pub use error::{GenError, Result};
 pub use flows::{FlowCursor, FlowKey};
@@ -63,7 +65,6 @@ pub use report::{
 };
 pub use search::{RateSearch, SearchConfig, SearchResult, Trial};
 pub use sender::{AfPacketTx, SendOutcome, Sender, TxPort, TxProgress, TxStats, UdpTx};
-pub use sock::{iface_mac, ifindex, in_netns, parse_mac, MsgBatch, PacketDirection, PacketSocket};
 pub use spec::{
     FlowOrder, FlowSpec, PortRange, Protocol, Rate, SizeMix, TrafficSpec, FCS_LEN, MAX_FRAME,
     MIN_FRAME, WIRE_OVERHEAD,

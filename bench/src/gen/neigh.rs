@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use strait_wire::EthernetAddress;
 
 use super::error::{GenError, Result};
-use super::sock::parse_mac;
+use crate::sys::parse_mac;
 
 /// Resolves `addr` on `iface` to a MAC, waiting up to 3 s.
 pub fn resolve_neighbour(iface: &str, addr: IpAddr) -> Result<EthernetAddress> {

@@ -132,9 +132,7 @@ pub fn wait(ns: u64) {
 
 /// Lowers this thread's timer slack to 1 µs so paced sleeps wake on time.
 pub fn tighten_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only affects
-    // the calling thread; failure leaves the default slack, which is fine.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+    crate::sys::set_timer_slack_ns(1000);
 }
 
 #[cfg(test)]

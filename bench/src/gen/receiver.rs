@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use super::clock::monotonic_ns;
 use super::error::{GenError, Result};
 use super::probe::latency_ns;
-use super::sock::{MsgBatch, PacketDirection, PacketSocket, JUMBO_SLOT};
 use super::template::locate_probe;
+use crate::sys::{MsgBatch, PacketDirection, PacketSocket, JUMBO_SLOT};
 
 /// Sequence numbers remembered behind the highest one seen. A packet that
 /// arrives more than this far behind cannot be told apart from a duplicate

@@ -10,9 +10,9 @@ use super::error::{GenError, Result};
 use super::flows::FlowCursor;
 use super::pacing::{self, Pacer};
 use super::probe::FLAG_WARMUP;
-use super::sock::{MsgBatch, PacketDirection, PacketSocket, JUMBO_SLOT, SLOT};
 use super::spec::{FlowOrder, Protocol, TrafficSpec, FCS_LEN, WIRE_OVERHEAD};
 use super::template::FrameFactory;
+use crate::sys::{MsgBatch, PacketDirection, PacketSocket, JUMBO_SLOT, SLOT};
 
 /// What one [`TxPort::send`] call did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]

@@ -196,18 +196,7 @@ pub fn sched_time(pid: u32, prefix: &str) -> Option<SchedTime> {
 
 impl Drop for Straitd {
     fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our
-        // own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::sys::terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -25,8 +25,7 @@ pub fn utc_stamp(format: &str) -> String {
 
 /// One line for the results: CPUs, CPU model, kernel and load right now.
 pub fn machine_notes() -> String {
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = crate::sys::cpus_online();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

@@ -346,18 +346,7 @@ impl WgPair {
 impl Drop for WgPair {
     fn drop(&mut self) {
         for (ns, child, ifname) in &mut self.children {
-            // SAFETY: kill has no memory-safety preconditions; the pid is
-            // our own child, not yet reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::sys::terminate(child, Duration::from_secs(3));
             // A killed implementation may leave its TUN device and socket.
             let _ = ns.ip(&["link", "del", "dev", ifname]);
             let _ = std::fs::remove_file(format!("/var/run/wireguard/{ifname}.sock"));

@@ -457,20 +457,8 @@ impl Drop for StrongswanPair {
     fn drop(&mut self) {
         for g in &mut self.gateways {
             // SIGTERM lets charon delete the SAs, its routes and its
-            // routing rule; it is our own child, not yet reaped.
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(g.child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(3);
-            let mut exited = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = g.child.try_wait() {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = g.child.kill();
-            let _ = g.child.wait();
+            // routing rule.
+            let exited = crate::sys::terminate(&mut g.child, Duration::from_secs(3));
             if !exited {
                 // Killed: what it would have removed itself stays behind.
                 // The TUN device dies with the process; the rule into

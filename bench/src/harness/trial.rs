@@ -17,6 +17,7 @@ use crate::gen::{
     in_netns, run_trial, AfPacketRx, AfPacketTx, CdfPoint, FlowSpec, Rate, RateSearch, Report,
     RxPort, SearchConfig, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
 };
+use crate::sys;
 
 /// Which generator port sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -319,18 +320,6 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// CPU time of this process (the generator's threads), seconds.
-fn own_cpu_seconds() -> Option<f64> {
-    // SAFETY: rusage is plain data; getrusage writes inside it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer to an rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return None;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
-}
-
 /// CPU seconds one trial cost: the machine's busy time, and the part of
 /// it the generator (this process) spent.
 #[derive(Debug, Clone, Copy)]
@@ -339,38 +328,10 @@ struct CpuUse {
     generator_s: f64,
 }
 
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
 /// Pins the calling thread (and the threads it starts afterwards) to `cpu`,
 /// or to every CPU with `None`.
 pub fn pin_current_thread(cpu: Option<usize>) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // Not available_parallelism: that reads the current (maybe pinned)
-    // affinity, and unpinning must restore every configured CPU.
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.clamp(1, 1024) as usize;
-    for c in 0..n {
-        if cpu.is_none_or(|want| want == c) {
-            // SAFETY: c is below the number of CPUs, well inside the set.
-            unsafe { libc::CPU_SET(c, &mut set) };
-        }
-    }
-    // SAFETY: set is a valid cpu_set_t of the size given; pid 0 is the
-    // calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
-    }
-    Ok(())
+    sys::set_affinity(cpu).context("sched_setaffinity")
 }
 
 /// Counts runnable threads of user programs other than `own` (and their
@@ -513,7 +474,7 @@ fn run_with_cdf(
     let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, size - FCS_LEN)?;
     pin_current_thread(plan.gen_cpu)?;
     let before = cpu_jiffies();
-    let own_before = own_cpu_seconds();
+    let own_before = sys::own_cpu_seconds();
     let mut own = own.to_vec();
     own.push(std::process::id());
     let (mut samples, mut foreign) = (0u32, 0u32);
@@ -524,7 +485,7 @@ fn run_with_cdf(
         }
     });
     let after = cpu_jiffies();
-    let own_after = own_cpu_seconds();
+    let own_after = sys::own_cpu_seconds();
     pin_current_thread(None)?;
     let report = report?;
     // The whole trial (warm-up and linger included) against the bytes
@@ -533,7 +494,7 @@ fn run_with_cdf(
         .zip(after)
         .zip(own_before.zip(own_after))
         .map(|((b, a), (ob, oa))| CpuUse {
-            machine_s: (a.0 - b.0) as f64 / ticks_per_second(),
+            machine_s: (a.0 - b.0) as f64 / sys::ticks_per_second(),
             generator_s: oa - ob,
         });
     let (_, failed, _) = tunnel.snapshot();
@@ -761,12 +722,10 @@ mod tests {
     #[test]
     fn pinning_to_one_cpu_and_back() {
         pin_current_thread(Some(0)).unwrap();
-        // SAFETY: sched_getcpu has no preconditions.
-        assert_eq!(unsafe { libc::sched_getcpu() }, 0);
+        assert_eq!(crate::sys::current_cpu(), 0);
         pin_current_thread(None).unwrap();
         let all = std::thread::available_parallelism().unwrap().get();
-        // SAFETY: sysconf has no preconditions.
-        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as usize;
+        let online = crate::sys::cpus_online();
         assert_eq!(all, online, "unpinning restores every CPU");
     }
 }

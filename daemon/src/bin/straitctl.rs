@@ -18,6 +18,8 @@
 //! process list nor in the shell's history. `stats` computes rates from
 //! successive counter reads (docs/CLI.md).
 
+#![deny(unsafe_code)]
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -11,6 +11,8 @@
 //! freed); SIGHUP reloads the configuration file, keeping the running one
 //! if the new one is refused.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

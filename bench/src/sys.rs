@@ -1,15 +1,17 @@
-//! Thin, checked wrappers over the socket system calls the generator uses:
-//! AF_PACKET sockets bound to one interface, and `sendmmsg` / `recvmmsg`
-//! batches over preallocated buffers.
+//! Every libc call of the generator and the harness, behind safe wrappers
+//! (the rest of the crate denies `unsafe` code): AF_PACKET sockets bound
+//! to one interface, `sendmmsg` / `recvmmsg` batches over preallocated
+//! buffers, network namespaces, and the process, clock, CPU and signal
+//! calls of the harness.
 //!
-//! Every `unsafe` block here is a system call on a descriptor this module
-//! owns, with pointers into buffers that outlive the call.
+//! Every `unsafe` block here is a system call on a descriptor or buffer
+//! this module owns, with pointers into buffers that outlive the call.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::error::{GenError, Result};
+use crate::gen::{GenError, Result};
 
 /// Size of each frame slot in a batch: one standard-MTU frame, rounded up.
 pub const SLOT: usize = 2048;
@@ -421,6 +423,108 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(p, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+// ------------------------------------------------------- process and time
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (see `gen/clock.rs` for why the raw
+/// clock).
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail (served from the vDSO).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sets this thread's timer slack; failure leaves the default slack.
+pub fn set_timer_slack_ns(ns: u64) {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only affects
+    // the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Asks our child to stop (SIGTERM), waits up to `grace` for it, then
+/// kills it; whether it exited on its own.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) -> bool {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own
+    // child, not yet reaped (we hold its handle), so it names no other
+    // process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// CPU time of this process (user + system), seconds.
+pub fn own_cpu_seconds() -> Option<f64> {
+    // SAFETY: rusage is plain data; getrusage writes inside it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to an rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// `sysconf(name)`, for the names that have no preconditions.
+fn sysconf(name: libc::c_int) -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(name) }
+}
+
+/// Clock ticks per second of `/proc` times.
+pub fn ticks_per_second() -> f64 {
+    match sysconf(libc::_SC_CLK_TCK) {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// CPUs online now.
+pub fn cpus_online() -> usize {
+    sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize
+}
+
+/// Pins the calling thread (and the threads it starts afterwards) to `cpu`,
+/// or to every configured CPU with `None`.
+pub fn set_affinity(cpu: Option<usize>) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // Not available_parallelism: that reads the current (maybe pinned)
+    // affinity, and unpinning must restore every configured CPU.
+    let n = sysconf(libc::_SC_NPROCESSORS_CONF).clamp(1, 1024) as usize;
+    for c in 0..n {
+        if cpu.is_none_or(|want| want == c) {
+            // SAFETY: c is below 1024, inside the set.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: set is a valid cpu_set_t of the size given; pid 0 is the
+    // calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPU the calling thread runs on.
+pub fn current_cpu() -> i32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    unsafe { libc::sched_getcpu() }
 }
 
 #[cfg(test)]
