@@ -425,6 +425,13 @@ pub struct EngineConfig {
     /// Hand traffic for our own addresses that the dataplane does not
     /// handle to the host stack through a TAP device.
     pub host_punt: bool,
+    /// Frames per second each interface hands the host stack at most (one
+    /// `write(2)` each, on worker 0, which also forwards); above it they
+    /// are dropped as `host_punt_policed`, so a flood at our address cannot
+    /// stall forwarding.
+    pub host_punt_rate: u32,
+    /// Burst above `host_punt_rate`.
+    pub host_punt_burst: u32,
 }
 
 impl Default for EngineConfig {
@@ -441,6 +448,8 @@ impl Default for EngineConfig {
             tx_ring: 1024,
             batch: 64,
             host_punt: true,
+            host_punt_rate: 20_000,
+            host_punt_burst: 2_000,
         }
     }
 }

@@ -149,6 +149,11 @@ drop_reasons! {
         NeighbourQueueFull = "neighbour_queue_full",
         /// The neighbour table was full.
         NeighbourTableFull = "neighbour_table_full",
+        /// The packets held for unresolved neighbours, all together,
+        /// reached their cap.
+        NeighbourHeldLimit = "neighbour_held_limit",
+        /// Too many new unresolved neighbours this second.
+        NeighbourRateLimited = "neighbour_rate_limited",
     }
     Nat {
         /// NAT: transport header too short to translate.
@@ -205,6 +210,8 @@ drop_reasons! {
         /// Traffic for the host stack could not be handed over (no TAP, or
         /// the TAP refused it).
         HostPuntFailed = "host_punt_failed",
+        /// Traffic for the host stack above `engine.host_punt_rate`.
+        HostPuntPoliced = "host_punt_policed",
         /// A packet that arrived through a tunnel was for the host stack,
         /// which would answer in clear on the wire: refused.
         TunnelToHost = "tunnel_to_host",

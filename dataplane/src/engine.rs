@@ -277,6 +277,7 @@ impl Engine {
                 stop: Arc::clone(&stop),
                 core: e.cores.get(w).copied(),
                 poll: e.poll,
+                punt_limit: (e.host_punt_rate, e.host_punt_burst),
                 taps,
                 status: Arc::clone(&status),
                 events: event_tx.clone(),

@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::ratelimit::TokenBucket;
+
 /// Timing and size limits.
 #[derive(Debug, Clone, Copy)]
 pub struct NeighbourConfig {
@@ -29,6 +31,15 @@ pub struct NeighbourConfig {
     pub max_probes: u8,
     /// Entries at most (per worker).
     pub max_entries: usize,
+    /// Packets held for unresolved neighbours at most, all neighbours
+    /// together (per worker): a scan of a connected /64 must not take the
+    /// frame pool.
+    pub max_held: usize,
+    /// New unresolved neighbours per second at most, and the burst above
+    /// that rate: each one costs a request on the wire and holds frames.
+    pub new_per_second: u32,
+    /// See `new_per_second`.
+    pub new_burst: u32,
 }
 
 impl Default for NeighbourConfig {
@@ -39,12 +50,22 @@ impl Default for NeighbourConfig {
             retransmit: Duration::from_secs(1),
             max_probes: 3,
             max_entries: 4096,
+            max_held: 1024,
+            new_per_second: 1000,
+            new_burst: 200,
         }
     }
 }
 
 /// Packets held per unresolved neighbour (RFC 1122 §2.3.2.2 asks for at
 /// least one; a few absorb a burst such as a TCP handshake plus data).
+///
+/// Linux queues up to `unres_qlen_bytes` (about 100 full-size packets) per
+/// neighbour; a forwarder whose frames come from a fixed pool cannot: 8 per
+/// neighbour and [`NeighbourConfig::max_held`] (1024 by default, an eighth
+/// of the default 8192-frame pool) in all, so traffic to addresses that
+/// never answer costs at most that much of the pool and the rest keeps
+/// forwarding.
 pub const PENDING_PER_NEIGHBOUR: usize = 8;
 
 /// A neighbour's key: the egress port and the next hop's address.
@@ -100,6 +121,10 @@ pub enum RefuseReason {
     QueueFull,
     /// The table holds `max_entries` neighbours.
     TableFull,
+    /// `max_held` packets already wait, all neighbours together.
+    HeldLimit,
+    /// Too many new neighbours to resolve this second.
+    RateLimited,
 }
 
 /// What a timer tick asks the caller to do for one neighbour.
@@ -119,6 +144,10 @@ pub enum TimerAction {
 pub struct NeighbourTable<P> {
     config: NeighbourConfig,
     entries: HashMap<NeighbourKey, Entry<P>>,
+    /// Packets held, all entries together.
+    held: usize,
+    /// Admits new unresolved entries.
+    new_entries: Option<TokenBucket>,
 }
 
 impl<P> NeighbourTable<P> {
@@ -127,7 +156,15 @@ impl<P> NeighbourTable<P> {
         NeighbourTable {
             config,
             entries: HashMap::with_capacity(config.max_entries.min(1024)),
+            held: 0,
+            new_entries: None,
         }
+    }
+
+    /// Packets held for unresolved neighbours.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Number of entries.
@@ -152,6 +189,7 @@ impl<P> NeighbourTable<P> {
     pub fn resolve(&mut self, key: NeighbourKey, packet: P, now: Instant) -> Resolution<P> {
         let max = self.config.max_entries;
         let len = self.entries.len();
+        let full = self.held >= self.config.max_held;
         let retransmit = self.config.retransmit;
         let reachable = self.config.reachable;
         if let Some(e) = self.entries.get_mut(&key) {
@@ -182,8 +220,10 @@ impl<P> NeighbourTable<P> {
                     packet,
                 },
                 NeighbourState::Incomplete => match e.pending.iter_mut().find(|p| p.is_none()) {
+                    Some(_) if full => Resolution::Refused(packet, RefuseReason::HeldLimit),
                     Some(slot) => {
                         *slot = Some(packet);
+                        self.held += 1;
                         Resolution::Queued { request: false }
                     }
                     None => Resolution::Refused(packet, RefuseReason::QueueFull),
@@ -193,10 +233,21 @@ impl<P> NeighbourTable<P> {
         if len >= max {
             return Resolution::Refused(packet, RefuseReason::TableFull);
         }
+        if full {
+            return Resolution::Refused(packet, RefuseReason::HeldLimit);
+        }
+        let cfg = self.config;
+        let bucket = self
+            .new_entries
+            .get_or_insert_with(|| TokenBucket::new(cfg.new_per_second, cfg.new_burst, now));
+        if !bucket.take(now) {
+            return Resolution::Refused(packet, RefuseReason::RateLimited);
+        }
         let mut e = Entry::new([0; 6], NeighbourState::Incomplete, now);
         e.probes = 1;
         e.next_probe = now + retransmit;
         e.pending[0] = Some(packet);
+        self.held += 1;
         self.entries.insert(key, e);
         Resolution::Queued { request: true }
     }
@@ -225,6 +276,7 @@ impl<P> NeighbourTable<P> {
                 e.since = now;
                 e.probes = 0;
                 for p in e.pending.iter_mut().filter_map(Option::take) {
+                    self.held -= 1;
                     out(p);
                 }
             }
@@ -245,6 +297,7 @@ impl<P> NeighbourTable<P> {
         mut dropped: impl FnMut(P),
     ) {
         let cfg = self.config;
+        let held = &mut self.held;
         self.entries.retain(|key, e| match e.state {
             NeighbourState::Static => true,
             NeighbourState::Reachable => {
@@ -259,6 +312,7 @@ impl<P> NeighbourTable<P> {
                 if e.probes >= cfg.max_probes {
                     if e.state == NeighbourState::Incomplete {
                         for p in e.pending.iter_mut().filter_map(Option::take) {
+                            *held -= 1;
                             dropped(p);
                         }
                         action(TimerAction::Unresolved { key: *key });
@@ -436,5 +490,86 @@ mod tests {
         let st: Vec<_> = n.entries().filter(|e| e.0 == key(3)).collect();
         assert_eq!(st[0].1, [2; 6]);
         assert_eq!(st[0].2, NeighbourState::Static);
+    }
+
+    #[test]
+    fn held_packets_are_capped_for_all_neighbours_together() {
+        let t0 = Instant::now();
+        let cfg = NeighbourConfig {
+            max_held: 10,
+            ..NeighbourConfig::default()
+        };
+        let mut n = NeighbourTable::new(cfg);
+        // Eight for one neighbour, then the cap across the others.
+        for p in 0..8u32 {
+            assert!(matches!(
+                n.resolve(key(2), p, t0),
+                Resolution::Queued { .. }
+            ));
+        }
+        assert!(matches!(
+            n.resolve(key(3), 8, t0),
+            Resolution::Queued { .. }
+        ));
+        assert!(matches!(
+            n.resolve(key(4), 9, t0),
+            Resolution::Queued { .. }
+        ));
+        assert_eq!(n.held(), 10);
+        assert_eq!(
+            n.resolve(key(5), 10, t0),
+            Resolution::Refused(10, RefuseReason::HeldLimit)
+        );
+        assert_eq!(
+            n.resolve(key(3), 11, t0),
+            Resolution::Refused(11, RefuseReason::HeldLimit)
+        );
+        // An answer releases its packets and makes room again.
+        let mut released = 0;
+        n.confirm(key(2), MAC, false, t0, |_| released += 1);
+        assert_eq!((released, n.held()), (8, 2));
+        assert!(matches!(
+            n.resolve(key(5), 12, t0),
+            Resolution::Queued { .. }
+        ));
+        // Failed resolutions give their room back too.
+        let mut dropped = 0;
+        n.tick(t0 + Duration::from_secs(60), |_| {}, |_| dropped += 1);
+        let later = t0 + Duration::from_secs(120);
+        n.tick(later, |_| {}, |_| dropped += 1);
+        n.tick(later + Duration::from_secs(60), |_| {}, |_| dropped += 1);
+        n.tick(later + Duration::from_secs(120), |_| {}, |_| dropped += 1);
+        assert_eq!((dropped, n.held()), (3, 0));
+    }
+
+    #[test]
+    fn new_unresolved_neighbours_are_rate_limited() {
+        let t0 = Instant::now();
+        let cfg = NeighbourConfig {
+            new_per_second: 10,
+            new_burst: 5,
+            ..NeighbourConfig::default()
+        };
+        let mut n = NeighbourTable::new(cfg);
+        let mut refused = 0;
+        for i in 0..50u8 {
+            if let Resolution::Refused(_, RefuseReason::RateLimited) =
+                n.resolve(key(i), u32::from(i), t0)
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!((n.len(), refused), (5, 45));
+        // Known neighbours are never limited.
+        assert!(matches!(
+            n.resolve(key(0), 99, t0),
+            Resolution::Queued { .. }
+        ));
+        // A second later the bucket has refilled by the rate.
+        let t1 = t0 + Duration::from_secs(1);
+        let admitted = (100..120u8)
+            .filter(|i| matches!(n.resolve(key(*i), 0, t1), Resolution::Queued { .. }))
+            .count();
+        assert_eq!(admitted, 5);
     }
 }

@@ -1,8 +1,9 @@
-//! Token bucket for locally generated ICMP errors (RFC 1812 §4.3.2.8: a
-//! router must be able to limit the rate of ICMP errors it sends).
+//! Token buckets: for locally generated ICMP errors (RFC 1812 §4.3.2.8: a
+//! router must be able to limit the rate of ICMP errors it sends), for
+//! frames handed to the host stack, and for new unresolved neighbours.
 //!
-//! One bucket per worker; refilled from the worker's coarse clock, so the
-//! check costs a subtraction and a compare.
+//! Each bucket belongs to one worker; refilled from the worker's coarse
+//! clock, so the check costs a subtraction and a compare.
 
 use std::time::Instant;
 

@@ -27,6 +27,7 @@ use crate::pipeline::{
     FragmentTarget, Pipeline, Verdict, ETH_LEN,
 };
 use crate::punt::HostTap;
+use crate::ratelimit::TokenBucket;
 use crate::status::{NeighbourInfo, WorkerStatus};
 use crate::tables::{SharedTables, Tables};
 
@@ -49,6 +50,8 @@ pub struct WorkerContext {
     pub poll: PollConfig,
     /// Host-path TAP per port (worker 0 only).
     pub taps: Vec<Option<HostTap>>,
+    /// Frames per second and burst each port hands the host at most.
+    pub punt_limit: (u32, u32),
     /// Where this worker publishes its neighbour cache and SA counters.
     pub status: Arc<WorkerStatus>,
     /// Where this worker reports SA lifetime events.
@@ -85,6 +88,9 @@ pub fn run(mut ctx: WorkerContext) {
         keepalives: Vec::new(),
         sends_keepalives: ctx.id == 0,
         copy: Box::new([0; 2048]),
+        punt_buckets: (0..n_ports)
+            .map(|_| TokenBucket::new(ctx.punt_limit.0, ctx.punt_limit.1, now))
+            .collect(),
     };
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
@@ -210,6 +216,8 @@ struct Worker {
     /// epoch.
     keepalives: Vec<Option<KeepaliveTimer>>,
     sends_keepalives: bool,
+    /// Polices what each port hands the host (one syscall per frame).
+    punt_buckets: Vec<TokenBucket>,
 }
 
 impl Worker {
@@ -282,7 +290,14 @@ impl Worker {
             }
             Verdict::Reply => self.queue(ports, ingress, desc),
             Verdict::Punt => {
+                let admitted = self
+                    .punt_buckets
+                    .get_mut(usize::from(ingress))
+                    .is_some_and(|b| b.take(now));
                 match taps.get(usize::from(ingress)).and_then(Option::as_ref) {
+                    Some(_) if !admitted => self
+                        .pipeline
+                        .count_drop(ingress, DropReason::HostPuntPoliced),
                     Some(tap) if tap.send(ports.frame(&desc)).is_ok() => {
                         self.pipeline.counters[usize::from(ingress)].punted += 1;
                     }
@@ -401,6 +416,8 @@ impl Worker {
                 let r = match reason {
                     RefuseReason::QueueFull => DropReason::NeighbourQueueFull,
                     RefuseReason::TableFull => DropReason::NeighbourTableFull,
+                    RefuseReason::HeldLimit => DropReason::NeighbourHeldLimit,
+                    RefuseReason::RateLimited => DropReason::NeighbourRateLimited,
                 };
                 self.pipeline.count_drop(port, r);
                 ports.drop_frame(desc);

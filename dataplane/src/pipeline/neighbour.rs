@@ -32,13 +32,16 @@ pub(super) fn arp<'t, P>(
         Err(_) => return drop(DropReason::ArpMalformed),
     };
     let for_us = port.owns_v4(repr.target_protocol_addr);
-    let key = (port.id, IpAddr::V4(repr.source_protocol_addr));
+    let sender = IpAddr::V4(repr.source_protocol_addr);
+    let key = (port.id, sender);
     let released = &mut p.released;
     // RFC 826 "merge": update a known sender; create it if the packet
-    // was for us.
+    // was for us and the sender is on one of the port's subnets (anything
+    // else would let a flood of made-up senders fill the table).
     if !repr.source_protocol_addr.is_unspecified() {
+        let create = for_us && port.on_link(sender);
         p.neighbours
-            .confirm(key, repr.source_hardware_addr.0, for_us, now, |held| {
+            .confirm(key, repr.source_hardware_addr.0, create, now, |held| {
                 released.push((key, held))
             });
     }
@@ -114,14 +117,17 @@ pub(super) fn ndp<'t, P>(
     }
     match msg {
         Ndp::Solicit(target, source_lladdr) => {
-            if let (Some(mac), false) = (source_lladdr, src.is_unspecified()) {
-                let key = (port.id, IpAddr::V6(src));
-                let released = &mut p.released;
-                p.neighbours
-                    .confirm(key, mac.0, true, now, |held| released.push((key, held)));
-            }
+            // RFC 4861 §7.2.3: only a solicitation for one of our addresses
+            // is processed (and only then is its sender learned).
             if !port.owns_v6(target) {
                 return Some(Next::Done(Verdict::Consumed));
+            }
+            if let (Some(mac), false) = (source_lladdr, src.is_unspecified()) {
+                let key = (port.id, IpAddr::V6(src));
+                let create = port.on_link(IpAddr::V6(src));
+                let released = &mut p.released;
+                p.neighbours
+                    .confirm(key, mac.0, create, now, |held| released.push((key, held)));
             }
             // RFC 4861 §7.2.4: answer a DAD probe (unspecified source)
             // to all-nodes.

@@ -83,6 +83,24 @@ impl Port {
         self.v6.iter().any(|(a, _)| *a == addr)
     }
 
+    /// True if `addr` is on one of this port's subnets (for IPv6, also any
+    /// link-local address): the only neighbours worth learning here.
+    pub fn on_link(&self, addr: IpAddr) -> bool {
+        matches!(addr, IpAddr::V6(a) if a.is_unicast_link_local()) || self.in_subnet(addr)
+    }
+
+    /// True if `addr` is on one of this port's configured subnets.
+    pub fn in_subnet(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(_) => self.v4.iter().any(|(pa, len)| {
+                IpCidr::new_truncated(IpAddr::V4(*pa), *len).is_ok_and(|n| n.contains_addr(addr))
+            }),
+            IpAddr::V6(_) => self.v6.iter().any(|(pa, len)| {
+                IpCidr::new_truncated(IpAddr::V6(*pa), *len).is_ok_and(|n| n.contains_addr(addr))
+            }),
+        }
+    }
+
     /// The address ICMP errors sent from this port come from
     /// (RFC 1812 §4.3.2.4).
     pub fn icmp_source_v4(&self) -> Option<Ipv4Addr> {
@@ -223,19 +241,7 @@ pub(super) fn static_neighbours(
 
 /// The port whose subnet holds `addr`.
 pub(super) fn connected_port(ports: &[Port], addr: IpAddr) -> Option<u16> {
-    ports
-        .iter()
-        .find(|p| match addr {
-            IpAddr::V4(a) => p.v4.iter().any(|(pa, len)| {
-                IpCidr::new_truncated(IpAddr::V4(*pa), *len)
-                    .is_ok_and(|n| n.contains_addr(IpAddr::V4(a)))
-            }),
-            IpAddr::V6(a) => p.v6.iter().any(|(pa, len)| {
-                IpCidr::new_truncated(IpAddr::V6(*pa), *len)
-                    .is_ok_and(|n| n.contains_addr(IpAddr::V6(a)))
-            }),
-        })
-        .map(|p| p.id)
+    ports.iter().find(|p| p.in_subnet(addr)).map(|p| p.id)
 }
 
 /// Parses an interface address `addr/len`, keeping the host bits.

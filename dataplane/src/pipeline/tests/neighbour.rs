@@ -62,3 +62,58 @@ fn arp_reply_releases_held_packets() {
     assert_eq!(Frame::new(&reply).run(&mut p, &t, 0), Verdict::Punt);
     assert_eq!(p.released, [(key, 41)]);
 }
+
+/// Whether worker `p` has an entry for `ip` on port 0.
+fn knows(p: &Pipeline<u32>, ip: IpAddr) -> bool {
+    p.neighbours
+        .entries()
+        .any(|((port, a), _, _)| port == 0 && a == ip)
+}
+
+#[test]
+fn only_on_link_senders_asking_for_our_addresses_are_learned() {
+    let t = tables();
+    let mut p = pipeline();
+    // An ARP request for our address from a sender outside the port's
+    // subnets is answered, but the sender is not added.
+    let mut req = [0u8; 60];
+    write_eth(&mut req, [0xff; 6], HOST_MAC, EtherType::ARP);
+    ArpRepr::request(
+        EthernetAddress(HOST_MAC),
+        ip("192.168.99.9"),
+        ip("10.0.1.1"),
+    )
+    .emit(&mut req[ETH_LEN..])
+    .unwrap();
+    assert_eq!(Frame::new(&req).run(&mut p, &t, 0), Verdict::Reply);
+    assert!(!knows(&p, IpAddr::V4(ip("192.168.99.9"))));
+    // RFC 4861 §7.2.3: a solicitation for an address that is not ours is
+    // not processed, so its sender is not learned either.
+    let ns = Icmpv6Repr::NeighborSolicit {
+        target: v6("fd00:1::77"),
+        source_lladdr: Some(EthernetAddress(HOST_MAC)),
+    };
+    let frame = v6_frame(
+        [0x33, 0x33, 0xff, 0, 0, 0x77],
+        v6("fd00:1::2"),
+        v6("ff02::1:ff00:77"),
+        255,
+        &ns,
+    );
+    assert_eq!(Frame::new(&frame).run(&mut p, &t, 0), Verdict::Consumed);
+    assert!(!knows(&p, IpAddr::V6(v6("fd00:1::2"))));
+    // For our own address, from on the link, both are learned as before.
+    let ns = Icmpv6Repr::NeighborSolicit {
+        target: v6("fd00:1::1"),
+        source_lladdr: Some(EthernetAddress(HOST_MAC)),
+    };
+    let frame = v6_frame(
+        [0x33, 0x33, 0xff, 0, 0, 1],
+        v6("fd00:1::2"),
+        v6("ff02::1:ff00:1"),
+        255,
+        &ns,
+    );
+    assert_eq!(Frame::new(&frame).run(&mut p, &t, 0), Verdict::Reply);
+    assert!(knows(&p, IpAddr::V6(v6("fd00:1::2"))));
+}
