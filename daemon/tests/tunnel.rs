@@ -370,4 +370,85 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     );
     let hd = hub.json(&["show", "drops"]);
     assert_eq!(hd["wan"]["esp_auth_failed"], 0, "{hd}");
+
+    cleartext_claiming_the_branch_is_refused(home, &ns["hub"], lanb, &hub);
+}
+
+/// RFC 4301 §5.2 on the real path: a packet from the branch's prefix sent
+/// in clear to the hub's WAN (from the home router's side) must not reach
+/// the hub's LAN; the hub counts it as a policy violation.
+fn cleartext_claiming_the_branch_is_refused(
+    home: &Netns,
+    hub_ns: &Netns,
+    lanb: &Netns,
+    hub: &Daemon,
+) {
+    use strait_wire::{EtherType, EthernetAddress, EthernetFrame, IpProtocol, Ipv4Repr, UdpRepr};
+    let (src, dst) = ("10.1.0.99".parse().unwrap(), "10.2.0.2".parse().unwrap());
+    let mut frame = vec![0u8; 14 + 20 + 8 + 16];
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(EthernetAddress(hub_ns.mac("wan").unwrap()));
+        eth.set_src_addr(EthernetAddress(home.mac("wan").unwrap()));
+        eth.set_ethertype(EtherType::IPV4);
+    }
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::UDP,
+        payload_len: 8 + 16,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 7,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(&mut frame[14..])
+    .unwrap();
+    UdpRepr {
+        src_port: 5305,
+        dst_port: 5304,
+    }
+    .emit(&mut frame[34..], 16)
+    .unwrap();
+    let mut udp = strait_wire::UdpPacket::new_unchecked(&mut frame[34..]);
+    udp.fill_checksum_v4(src, dst);
+
+    let srv = lanb.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        srv.enter(move || {
+            let s = udp_receiver("10.2.0.2:5304", 1 << 20);
+            s.set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 256];
+            let mut got = 0;
+            while s.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            got
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    home.enter(move || {
+        let sock = strait_testbed::PacketSocket::open("wan").unwrap();
+        for _ in 0..5 {
+            sock.send(&frame).unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        receiver.join().unwrap(),
+        0,
+        "spoofed cleartext reached lanb"
+    );
+    let drops = hub.json(&["show", "drops"]);
+    assert!(
+        drops["wan"]["esp_policy_violation"].as_u64().unwrap() >= 5,
+        "{drops}"
+    );
 }

@@ -339,6 +339,9 @@ addresses = ["192.0.2.1/24"]
             (
                 "[engine]\nworkers = 2\n[[nat]]\nname = \"a\"\nkind = \"static\"\ninternal = \"10.0.1.5\"\nexternal = \"192.0.2.5\"\n",
                 "[[nat]]: NAT needs engine.workers = 1", None),
+            (
+                "[engine]\nworkers = 2\n[[tunnel]]\nname = \"t\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\nprefixes = [\"10.9.0.0/16\"]\noutbound = { spi = 4097, cipher = \"aes128-gcm\", key = \"000102030405060708090a0b0c0d0e0f10111213\" }\ninbound = { spi = 8194, cipher = \"aes128-gcm\", key = \"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3\" }\n",
+                "[[tunnel]]: tunnels need engine.workers = 1", Some(11)),
         ];
         // BASE takes 7 lines; an item's line is where its field at fault
         // (or its first field) is written.

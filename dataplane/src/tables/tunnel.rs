@@ -197,6 +197,20 @@ pub(super) fn build_tunnels(
     epoch: Instant,
     previous: Option<&[Tunnel]>,
 ) -> Result<Vec<Tunnel>, ConfigError> {
+    // Each worker keeps its own replay window per inbound SA and the XDP
+    // program steers by RX queue, not SPI: with two workers a replay that
+    // lands on the other worker would be accepted. Until inbound SPIs are
+    // steered to one worker, tunnels run on one.
+    if let (Some(tc), workers @ 2..) = (config.tunnels.first(), config.engine.workers) {
+        return Err(invalid.at(
+            tc.spans.first(),
+            "[[tunnel]]".into(),
+            format!(
+                "tunnels need engine.workers = 1 (got {workers}): each worker keeps its own \
+                 anti-replay window, and steering each SPI to one worker is not available yet"
+            ),
+        ));
+    }
     let mut tunnels: Vec<Tunnel> = Vec::with_capacity(config.tunnels.len());
     for (i, tc) in config.tunnels.iter().enumerate() {
         let item = format!("tunnel {}", tc.name);
