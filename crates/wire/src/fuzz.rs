@@ -18,7 +18,7 @@ use crate::{ArpPacket, ArpRepr, EspPacket, IpProtocol};
 const SCRATCH: usize = 2048;
 
 /// Parses `data` as an Ethernet frame down to the transport layer, and also
-/// as a bare IPv4 / IPv6 packet and a UDP/4500 payload; then applies the
+/// as a bare IPv4 / IPv6 packet, a UDP/4500 payload and CIDR text; then applies the
 /// forwarding and NAT rewrites to a copy. Returns how many headers of the
 /// Ethernet walk parsed cleanly (Ethernet = 1, network = 2, transport = 3).
 ///
@@ -32,6 +32,7 @@ pub fn fuzz_parse_all(data: &[u8]) -> usize {
     let _ = classify_nat_traversal(data);
     let _ = split_trailer(data);
     let _ = ArpPacket::new_checked(data).map(|p| ArpRepr::parse(&p));
+    cidr_text(data);
 
     let mut scratch = [0u8; SCRATCH];
     let len = data.len().min(SCRATCH);
@@ -40,6 +41,19 @@ pub fn fuzz_parse_all(data: &[u8]) -> usize {
     scratch[..len].copy_from_slice(&data[..len]);
     rewrite_ipv6(&mut scratch[..len]);
     depth
+}
+
+/// The one CIDR parser (configuration input): never panics, and what it
+/// accepts prints back to itself and parses again to the same value.
+fn cidr_text(data: &[u8]) {
+    let Ok(text) = core::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(c) = text.parse::<crate::cidr::IpCidr>() {
+        let again: crate::cidr::IpCidr =
+            c.to_string().parse().expect("a printed CIDR parses again");
+        assert_eq!(again, c, "CIDR display round trip");
+    }
 }
 
 fn walk_frame(data: &[u8]) -> usize {
