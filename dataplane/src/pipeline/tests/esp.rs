@@ -474,25 +474,14 @@ fn a_floating_peer_moves_only_with_packets_that_advance_the_window() {
 
 #[test]
 fn the_inbound_policy_covers_ipv6_prefixes_too() {
+    // The hub of the other tests, with IPv6 on both sides of the tunnel.
     let hub = site(
-        r#"
-[[interface]]
-name = "lan"
-addresses = ["fd02::1/64"]
-[[interface]]
-name = "wan"
-addresses = ["198.51.100.1/24", "2001:db8::1/64"]
-[[route]]
-prefix = "0.0.0.0/0"
-via = ["198.51.100.254"]
-[[tunnel]]
-name = "branch"
-local = "198.51.100.1"
-remote = "192.0.2.1"
-prefixes = ["fd01::/48"]
-outbound = { spi = 8194, cipher = "aes128-gcm", key = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff10111213" }
-inbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c0d0e0f10111213" }
-"#,
+        &HUB.replace("\"10.2.0.1/24\"", "\"fd02::1/64\"")
+            .replace(
+                "\"198.51.100.1/24\"",
+                "\"198.51.100.1/24\", \"2001:db8::1/64\"",
+            )
+            .replace("\"10.1.0.0/16\"", "\"fd01::/48\""),
     );
     let mut p = pipeline();
     let echo = Icmpv6Repr::EchoRequest {
