@@ -51,11 +51,16 @@ pub enum DropReason {
     /// The SA passed its hard lifetime (RFC 4301 §4.4.2.1).
     #[error("security association passed its hard lifetime")]
     SaExpired,
+    /// Every sequence number reserved so far is used and the owner of the
+    /// [`SeqSpace`](crate::SeqSpace) has not extended the reservation yet
+    /// (it records each reservation durably before sealing under it).
+    #[error("no reserved sequence number left: the reservation is being extended")]
+    SeqUnreserved,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::NoRoom,
         DropReason::BadSpi,
@@ -68,6 +73,7 @@ impl DropReason {
         DropReason::SelectorMismatch,
         DropReason::SeqExhausted,
         DropReason::SaExpired,
+        DropReason::SeqUnreserved,
     ];
 
     /// Number of distinct reasons (size of a counter array).
@@ -88,6 +94,7 @@ impl DropReason {
             DropReason::SelectorMismatch => "selector_mismatch",
             DropReason::SeqExhausted => "seq_exhausted",
             DropReason::SaExpired => "sa_expired",
+            DropReason::SeqUnreserved => "seq_unreserved",
         }
     }
 

@@ -74,6 +74,23 @@ impl InboundSa {
         })
     }
 
+    /// Rebuilds `from` for a changed `config` under the same key (new
+    /// selectors or lifetimes): the replay window carries over, exactly
+    /// when its size is unchanged, else resumed at its top; the byte tally
+    /// carries over too. A fresh window would accept every packet seen
+    /// under the key once more.
+    pub fn carried_over(config: &SaConfig<'_>, from: &InboundSa) -> Result<Self, ConfigError> {
+        let mut sa = if config.replay_window == from.window.size() {
+            let mut sa = Self::new(config)?;
+            sa.window = from.window.clone();
+            sa
+        } else {
+            Self::resumed(config, from.window.top())?
+        };
+        sa.bytes = from.bytes;
+        Ok(sa)
+    }
+
     /// The SPI this SA receives.
     pub fn spi(&self) -> u32 {
         self.core.spi

@@ -57,7 +57,7 @@ pub use encap::{
 pub use error::{ConfigError, DropReason};
 pub use inbound::{InboundSa, Opened, SadIn};
 pub use lifetime::{Lifetime, LifetimeState, SaEvent};
-pub use outbound::{OutboundSa, OutboundWorker, Sealed};
+pub use outbound::{OutboundSa, OutboundWorker, Sealed, SeqSpace};
 pub use packet::{
     pad_len_for, peek_spi, sealed_len, EspPacket, EspRepr, NextHeader, ESP_HEADROOM, ESP_TAILROOM,
     HEADER_LEN, ICV_LEN, IP_PROTO_ESP, IV_LEN, MIN_PACKET_LEN, PAD_ALIGN, TRAILER_LEN,

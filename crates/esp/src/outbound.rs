@@ -39,12 +39,83 @@ struct CacheAligned<T>(T);
 /// State every worker writes, but rarely: once per sequence block.
 #[derive(Debug)]
 struct SharedCounters {
-    /// Next unreserved sequence number; 0 or above the SA's maximum once
-    /// the space is exhausted (0 is never a valid number to send).
-    next_seq: AtomicU64,
     /// Inner bytes sealed by all workers, as last published.
     bytes: AtomicU64,
     flags: AtomicU8,
+}
+
+/// The sequence numbers one key may still seal under: the allocator the
+/// workers reserve blocks from, and an optional upper limit.
+///
+/// Under AES-GCM and ChaCha20-Poly1305 the IV is the sequence number, so a
+/// number must never be used twice under one key (RFC 4106 §3.1, RFC 7634
+/// §2). Within one process the allocator guarantees it; across restarts
+/// the owner of a long-lived (configured) key keeps a durable record:
+/// it writes "numbers up to L may have been used" to stable storage, then
+/// raises the limit to L with [`extend`](Self::extend). Workers never seal
+/// above the limit (they drop with [`DropReason::SeqUnreserved`] until it
+/// is raised), so after a crash the sender resumes above the record.
+///
+/// SAs that share a key share one space ([`OutboundSa::with_space`]):
+/// rebuilding an SA for a changed selector keeps counting where it was.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct SeqSpace {
+    /// Next unreserved sequence number; 0 or above the SA's maximum once
+    /// the space is exhausted (0 is never a valid number to send).
+    next: AtomicU64,
+    /// Highest number that may be reserved.
+    limit: AtomicU64,
+}
+
+impl SeqSpace {
+    /// A space starting at `first` with no limit (keys negotiated for this
+    /// SA alone, which no restart can bring back).
+    pub fn unlimited(first: u64) -> Arc<Self> {
+        Self::limited(first, u64::MAX)
+    }
+
+    /// A space starting at `first` in which numbers up to `limit` may be
+    /// used; raise the limit with [`extend`](Self::extend).
+    pub fn limited(first: u64, limit: u64) -> Arc<Self> {
+        Arc::new(SeqSpace {
+            next: AtomicU64::new(first),
+            limit: AtomicU64::new(limit),
+        })
+    }
+
+    /// The next number no worker has reserved yet: every number below it
+    /// may have been used. 0 once the space is exhausted.
+    pub fn next(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// Highest number workers may reserve now.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Raises the limit to `limit` (never lowers it). Call only once every
+    /// number up to `limit` is recorded as possibly used.
+    pub fn extend(&self, limit: u64) {
+        self.limit.fetch_max(limit, Ordering::Relaxed);
+    }
+
+    /// Stops further reservations and returns the next unreserved number
+    /// (every number below it may have been used), e.g. before recording
+    /// the exact position at shutdown. Sealing fails as unreserved after.
+    pub fn freeze(&self) -> u64 {
+        self.limit.store(0, Ordering::Relaxed);
+        self.next()
+    }
+}
+
+/// Why no block could be reserved.
+enum NoBlock {
+    /// The space is used up for good.
+    Exhausted,
+    /// The limit is reached; it may be raised.
+    Unreserved,
 }
 
 /// Immutable outbound SA parameters plus the shared sequence allocator.
@@ -53,6 +124,7 @@ struct SharedCounters {
 pub struct OutboundSa {
     core: SaCore,
     seq_block: u64,
+    space: Arc<SeqSpace>,
     shared: CacheAligned<SharedCounters>,
 }
 
@@ -66,22 +138,38 @@ impl OutboundSa {
     /// over after failover. The caller must guarantee no number at or above
     /// `next_seq` was ever sent under this key: reuse repeats a GCM nonce.
     pub fn resumed(config: &SaConfig<'_>, next_seq: u64) -> Result<Arc<Self>, ConfigError> {
+        Self::with_space(config, SeqSpace::unlimited(next_seq))
+    }
+
+    /// Builds an SA that reserves its sequence numbers from `space`, which
+    /// other SAs under the same key may share (they then never use one
+    /// number twice between them).
+    pub fn with_space(
+        config: &SaConfig<'_>,
+        space: Arc<SeqSpace>,
+    ) -> Result<Arc<Self>, ConfigError> {
         let core = SaCore::new(config)?;
         if config.seq_block == 0 {
             return Err(ConfigError::SeqBlock);
         }
+        let next_seq = space.next();
         if next_seq == 0 || next_seq > core.max_seq() {
             return Err(ConfigError::ResumeSeq(next_seq));
         }
         Ok(Arc::new(OutboundSa {
             core,
             seq_block: u64::from(config.seq_block),
+            space,
             shared: CacheAligned(SharedCounters {
-                next_seq: AtomicU64::new(next_seq),
                 bytes: AtomicU64::new(0),
                 flags: AtomicU8::new(0),
             }),
         }))
+    }
+
+    /// The sequence space this SA reserves from.
+    pub fn space(&self) -> &Arc<SeqSpace> {
+        &self.space
     }
 
     /// A worker handle. Create one per worker thread; do not share it.
@@ -156,33 +244,39 @@ impl OutboundSa {
 
     /// Reserves the next block: one atomic read-modify-write per block.
     /// Returns the first and last (inclusive) numbers of the block.
-    fn reserve_block(&self) -> Option<(u64, u64)> {
+    fn reserve_block(&self) -> Result<(u64, u64), NoBlock> {
         let max = self.core.max_seq();
         let block = self.seq_block;
-        let block_end = |first: u64| first.saturating_add(block - 1).min(max);
+        let mut refused = NoBlock::Exhausted;
+        let mut last = 0;
         // Relaxed suffices: uniqueness comes from the read-modify-write on a
-        // single location, and nothing else is published through it.
-        self.shared
-            .0
-            .next_seq
+        // single location. The limit only grows (or drops to 0 when frozen),
+        // and each value was made durable before it was stored.
+        let first = self
+            .space
+            .next
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |first| {
+                let limit = self.space.limit.load(Ordering::Relaxed).min(max);
                 if first == 0 || first > max {
+                    refused = NoBlock::Exhausted;
+                    None
+                } else if first > limit {
+                    refused = NoBlock::Unreserved;
                     None
                 } else {
+                    last = first.saturating_add(block - 1).min(limit);
                     // Past 2^64-1 this wraps to 0, the exhausted marker.
-                    Some(block_end(first).wrapping_add(1))
+                    Some(last.wrapping_add(1))
                 }
             })
-            .ok()
-            .map(|first| {
-                // Ask for a rekey well before the space runs out: with
-                // 32-bit numbers the last sixteenth is about 268 million
-                // packets, minutes of headroom at line rate.
-                if first >= max - (max >> 4) {
-                    self.raise(FLAG_REKEY);
-                }
-                (first, block_end(first))
-            })
+            .map_err(|_| refused)?;
+        // Ask for a rekey well before the space runs out: with 32-bit
+        // numbers the last sixteenth is about 268 million packets, minutes
+        // of headroom at line rate.
+        if first >= max - (max >> 4) {
+            self.raise(FLAG_REKEY);
+        }
+        Ok((first, last))
     }
 }
 
@@ -342,11 +436,12 @@ impl OutboundWorker {
             }
             self.flush();
             match self.sa.reserve_block() {
-                Some((first, last)) => {
+                Ok((first, last)) => {
                     self.next = first;
                     self.end = last;
                 }
-                None => {
+                Err(NoBlock::Unreserved) => return Err(DropReason::SeqUnreserved),
+                Err(NoBlock::Exhausted) => {
                     self.flags_seen |= LOCAL_EXHAUSTED;
                     self.raise_once(FLAG_EXPIRED);
                     return Err(DropReason::SeqExhausted);

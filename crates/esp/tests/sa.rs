@@ -589,6 +589,101 @@ fn workers_share_an_sa_without_repeating_a_sequence_number() {
     assert!(*all.last().unwrap() <= 3 * per_worker as u64 + 3 * 64);
 }
 
+#[test]
+fn a_limited_space_stops_at_its_limit_until_extended() {
+    let key = key_for(CipherSuite::Aes128Gcm);
+    let mut cfg = config(CipherSuite::Aes128Gcm, &key, true);
+    cfg.seq_block = 4;
+    // Numbers 101..=110 are reserved (e.g. recorded durably by the owner).
+    let space = SeqSpace::limited(101, 110);
+    let out = OutboundSa::with_space(&cfg, Arc::clone(&space)).unwrap();
+    let mut w = out.worker();
+    let seal = |w: &mut OutboundWorker| {
+        let (mut f, inner) = ipv4_frame(60);
+        w.seal(&mut f, inner, NOW).map(|s| s.seq)
+    };
+    let got: Vec<u64> = (0..10).map(|_| seal(&mut w).unwrap()).collect();
+    assert_eq!(got, (101..=110).collect::<Vec<_>>());
+    // The last block was cut at the limit; nothing above it is sealed.
+    assert_eq!(seal(&mut w), Err(DropReason::SeqUnreserved));
+    assert_eq!(seal(&mut w), Err(DropReason::SeqUnreserved));
+    assert_eq!(w.counters().drops(DropReason::SeqUnreserved), 2);
+    // Waiting for a reservation is not the end of the SA.
+    assert_eq!(out.lifetime_state(NOW), LifetimeState::Fresh);
+    assert_eq!(out.poll_event(NOW), None);
+    space.extend(112);
+    assert_eq!(seal(&mut w), Ok(111));
+    assert_eq!(seal(&mut w), Ok(112));
+    assert_eq!(seal(&mut w), Err(DropReason::SeqUnreserved));
+    // Extending never lowers the limit.
+    space.extend(50);
+    assert_eq!(space.limit(), 112);
+    space.extend(200);
+    // Freezing stops reservations and says where sealing stopped.
+    assert_eq!(seal(&mut w), Ok(113));
+    assert_eq!(
+        space.freeze(),
+        117,
+        "the worker holds 114..=116 in its block"
+    );
+    assert_eq!(seal(&mut w), Ok(114), "a block already reserved is used up");
+    let mut fresh = out.worker();
+    assert_eq!(seal(&mut fresh), Err(DropReason::SeqUnreserved));
+}
+
+#[test]
+fn a_rebuilt_inbound_sa_keeps_its_replay_window() {
+    let key = key_for(CipherSuite::Aes128Gcm);
+    let cfg = config(CipherSuite::Aes128Gcm, &key, true);
+    let out = OutboundSa::new(&cfg).unwrap();
+    let mut w = out.worker();
+    let mut inbound = InboundSa::new(&cfg).unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        let (mut f, inner) = ipv4_frame(60);
+        let s = w.seal(&mut f, inner, NOW).unwrap();
+        sent.push((f.clone(), s.esp.clone()));
+        inbound.open(&mut f, s.esp, NOW).unwrap();
+    }
+    for window in [cfg.replay_window, 2 * cfg.replay_window] {
+        let mut cfg2 = cfg.clone();
+        cfg2.replay_window = window;
+        let mut rebuilt = InboundSa::carried_over(&cfg2, &inbound).unwrap();
+        assert_eq!(rebuilt.replay_window().top(), 5);
+        for (f, esp) in &sent {
+            let mut f = f.clone();
+            assert_eq!(
+                rebuilt.open(&mut f, esp.clone(), NOW).map(|o| o.seq),
+                Err(DropReason::Replay),
+                "window {window}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sas_sharing_a_space_never_repeat_a_number() {
+    // An SA rebuilt for a changed selector or lifetime while workers may
+    // still seal with the old one: both draw from one space.
+    let key = key_for(CipherSuite::Aes256Gcm);
+    let mut cfg = config(CipherSuite::Aes256Gcm, &key, true);
+    cfg.seq_block = 8;
+    let space = SeqSpace::unlimited(1);
+    let old = OutboundSa::with_space(&cfg, Arc::clone(&space)).unwrap();
+    let mut cfg2 = cfg.clone();
+    cfg2.lifetime.soft_bytes = Some(1 << 40);
+    cfg2.lifetime.hard_bytes = Some(1 << 41);
+    let new = OutboundSa::with_space(&cfg2, Arc::clone(&space)).unwrap();
+    let (mut a, mut b) = (old.worker(), new.worker());
+    let mut seen = BTreeSet::new();
+    for i in 0..100 {
+        let w = if i % 3 == 0 { &mut a } else { &mut b };
+        let (mut f, inner) = ipv4_frame(60);
+        assert!(seen.insert(w.seal(&mut f, inner, NOW).unwrap().seq));
+    }
+    assert_eq!(seen.len(), 100);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
