@@ -17,6 +17,7 @@ const CONFIG: &str = r#"
 [engine]
 workers = 1
 host_punt = false
+state_dir = "STATE_DIR"
 
 [[interface]]
 name = "left"
@@ -47,7 +48,9 @@ fn show_events_lists_sa_lifetime_events() {
     let ns = topo.build(&mut tb).unwrap();
     let dir = std::env::temp_dir().join(tb.prefix());
     std::fs::create_dir_all(&dir).unwrap();
-    let daemon = Daemon::start(&ns["dp"], &dir, "strait", CONFIG);
+    let state = dir.join("state");
+    let config = CONFIG.replace("STATE_DIR", &state.display().to_string());
+    let daemon = Daemon::start(&ns["dp"], &dir, "strait", &config);
     assert_eq!(daemon.json(&["show", "events"]), serde_json::json!([]));
     let deadline = Instant::now() + Duration::from_secs(8);
     let events = loop {

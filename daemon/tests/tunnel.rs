@@ -19,11 +19,13 @@ use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f10111213";
 const KEY_B: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
 
-fn branch_config() -> String {
+fn branch_config(state: &Path) -> String {
+    let state = state.display();
     format!(
         r#"
 [engine]
 workers = 1
+state_dir = "{state}"
 
 [[interface]]
 name = "lan"
@@ -49,11 +51,13 @@ inbound = {{ spi = 8194, cipher = "aes128-gcm", key = "{KEY_B}" }}
     )
 }
 
-fn hub_config() -> String {
+fn hub_config(state: &Path) -> String {
+    let state = state.display();
     format!(
         r#"
 [engine]
 workers = 1
+state_dir = "{state}"
 
 [[interface]]
 name = "wan"
@@ -223,8 +227,13 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     let dir = std::env::temp_dir().join(tb.prefix());
     std::fs::create_dir_all(&dir).unwrap();
     let (lana, lanb, home) = (&ns["lana"], &ns["lanb"], &ns["home"]);
-    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config());
-    let branch = Daemon::start(&ns["branch"], &dir, "branch", &branch_config());
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir.join("hub.state")));
+    let branch = Daemon::start(
+        &ns["branch"],
+        &dir,
+        "branch",
+        &branch_config(&dir.join("branch.state")),
+    );
 
     let capture = Capture::start(home, "wan");
 

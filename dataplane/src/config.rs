@@ -432,6 +432,12 @@ pub struct EngineConfig {
     pub host_punt_rate: u32,
     /// Burst above `host_punt_rate`.
     pub host_punt_burst: u32,
+    /// Directory where the sequence positions of SAs with configured keys
+    /// are recorded (fsynced before use), so a restart never seals twice
+    /// under one key and sequence number, nor accepts a replay again.
+    /// Required when a `[[tunnel]]` is configured; one daemon per
+    /// directory (it is locked).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -450,6 +456,7 @@ impl Default for EngineConfig {
             host_punt: true,
             host_punt_rate: 20_000,
             host_punt_burst: 2_000,
+            state_dir: None,
         }
     }
 }

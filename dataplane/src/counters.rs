@@ -241,6 +241,10 @@ drop_reasons! {
         /// A packet could not be sealed (selectors, sequence exhausted,
         /// expired SA).
         EspSealFailed = "esp_seal_failed",
+        /// The key's recorded sequence reservation is used up and not yet
+        /// extended (the state directory is slow or failing): the packet
+        /// is dropped rather than sealed under an unrecorded number.
+        EspSeqUnreserved = "esp_seq_unreserved",
         /// No route out of a port to the tunnel's peer.
         TunnelNoRoute = "tunnel_no_route",
     }

@@ -59,6 +59,9 @@ pub enum EngineError {
     /// A worker thread could not be started.
     #[error("worker {0}: {1}")]
     Thread(usize, std::io::Error),
+    /// The thread that records SA sequence positions could not be started.
+    #[error("SA state thread: {0}")]
+    Keeper(std::io::Error),
     /// A worker could not be given the real-time priority asked for.
     #[error(
         "worker {worker}: engine.realtime_priority = {priority}: SCHED_FIFO refused: {source} \
@@ -125,7 +128,7 @@ pub struct InterfaceInfo {
     pub addresses: Vec<(std::net::IpAddr, u8)>,
 }
 
-fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
+pub(crate) fn cipher_name(c: strait_esp::CipherSuite) -> &'static str {
     match c {
         strait_esp::CipherSuite::Aes128Gcm => "aes128-gcm",
         strait_esp::CipherSuite::Aes256Gcm => "aes256-gcm",
@@ -153,6 +156,8 @@ pub struct Engine {
     flow_seed: u64,
     reports: Vec<String>,
     events: Mutex<EventQueue>,
+    /// Keeps configured keys' sequence reservations ahead of use.
+    keeper: Option<JoinHandle<()>>,
 }
 
 /// The embedder's end of the workers' event channel.
@@ -321,7 +326,27 @@ impl Engine {
                 return Err(err);
             }
         }
+        let keeper = {
+            let (tables, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("strait-sa".into())
+                .spawn(move || keep_sa_state(&tables, &stop))
+                .map_err(EngineError::Keeper)
+        };
+        let keeper = match keeper {
+            Ok(k) => Some(k),
+            Err(err) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in &mut workers {
+                    if let Some(t) = h.thread.take() {
+                        let _ = t.join();
+                    }
+                }
+                return Err(err);
+            }
+        };
         Ok(Engine {
+            keeper,
             path: path.to_owned(),
             tables: shared,
             stop,
@@ -367,7 +392,16 @@ impl Engine {
     /// present in this network namespace) without taking anything over:
     /// what `straitd --check` runs.
     pub fn check(config: &Config, path: &str) -> Result<(), ConfigError> {
-        Tables::build(config, path, 0, 0, None, kernel_link).map(|_| ())
+        Tables::build_in(
+            config,
+            path,
+            0,
+            0,
+            None,
+            kernel_link,
+            crate::sastore::StoreMode::ReadOnly,
+        )
+        .map(|_| ())
     }
 
     /// Generation of the tables in force; every accepted change publishes
@@ -698,6 +732,24 @@ impl Engine {
                 let _ = t.join();
             }
         }
+        if let Some(k) = self.keeper.take() {
+            let _ = k.join();
+            // Nothing seals or opens any more: record exact positions.
+            if let Some(store) = &self.tables.load().sa_store {
+                store.close();
+            }
+        }
+    }
+}
+
+/// The SA state keeper: extends outbound reservations before workers run
+/// out and records inbound positions, off the workers (it writes files).
+fn keep_sa_state(tables: &SharedTables, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(store) = &tables.load().sa_store {
+            store.maintain(std::time::Instant::now());
+        }
+        std::thread::sleep(crate::sastore::MAINTAIN_EVERY);
     }
 }
 

@@ -25,6 +25,7 @@ mod packet;
 mod pipeline;
 mod punt;
 mod ratelimit;
+mod sastore;
 mod status;
 #[allow(unsafe_code)]
 mod sys;

@@ -76,3 +76,13 @@ pub(crate) fn set_fifo(thread: &std::thread::JoinHandle<()>, priority: u8) -> io
         Err(io::Error::from_raw_os_error(rc))
     }
 }
+
+/// Takes an exclusive `flock` on `file` without waiting; fails with
+/// `WouldBlock` while another open file description holds it.
+pub(crate) fn try_lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    // SAFETY: flock on a descriptor we own for the call's duration.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

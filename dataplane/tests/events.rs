@@ -15,12 +15,14 @@ use strait_testbed::{require_root, Testbed, Topology};
 const KEY_OUT: &str = "000102030405060708090a0b0c0d0e0f10111213";
 const KEY_IN: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
 
-fn config() -> String {
+fn config(state: &std::path::Path) -> String {
+    let state = state.display();
     format!(
         r#"
 [engine]
 workers = 1
 host_punt = false
+state_dir = "{state}"
 
 [[interface]]
 name = "left"
@@ -78,9 +80,22 @@ fn sa_lifetimes_reach_the_embedder_as_events() {
     );
 }
 
+/// Removes a directory when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn engine_reports_sa_lifetimes() {
-    let config = Config::parse(&config(), "events.toml").unwrap();
+    // A fresh directory each run: the namespace copy of the test runs once.
+    let state = std::env::temp_dir().join(format!("strait-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let config = Config::parse(&config(&state), "events.toml").unwrap();
     let engine = Engine::start(config, "events.toml").unwrap();
+    let _cleanup = RemoveOnDrop(state.clone());
     let mut events = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(8);
     while events.len() < 4 && Instant::now() < deadline {

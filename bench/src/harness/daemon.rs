@@ -59,8 +59,20 @@ impl Straitd {
         name: &str,
         config: &str,
     ) -> Result<Straitd> {
+        // Every daemon gets a fresh SA state directory beside its config:
+        // each case's peers (the generator among them) seal from 1.
+        let state = dir.join(format!("{name}.state"));
+        let _ = std::fs::remove_dir_all(&state);
+        let line = format!("state_dir = \"{}\"\n", state.display());
+        let config = match config.find("[engine]\n") {
+            Some(at) => {
+                let at = at + "[engine]\n".len();
+                format!("{}{line}{}", &config[..at], &config[at..])
+            }
+            None => format!("[engine]\n{line}{config}"),
+        };
         let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, &config).with_context(|| format!("writing {}", path.display()))?;
         let control = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&control);
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;

@@ -54,6 +54,9 @@ pub(super) fn open<'t, P>(
     let Some(tun) = t.tunnels.get(usize::from(entry.tunnel)) else {
         return drop(DropReason::EspBadSpi);
     };
+    if opened.seq > top {
+        entry.state.note_top(opened.seq);
+    }
     // NAT traversal: answer where authenticated traffic comes from, but
     // only traffic that advanced the window: an old packet replayed from
     // elsewhere (authentic, inside the window) must not move the peer.

@@ -39,6 +39,7 @@ pub(super) fn seal<'t, P>(
     let sealed = match out.seal(buf, start..end, clock) {
         Ok(s) => s,
         Err(EspDrop::NoRoom) => return drop(DropReason::NoHeadroom),
+        Err(EspDrop::SeqUnreserved) => return drop(DropReason::EspSeqUnreserved),
         Err(_) => return drop(DropReason::EspSealFailed),
     };
     let (dst, dst_port) = tun.peer();

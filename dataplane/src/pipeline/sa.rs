@@ -9,6 +9,7 @@ use strait_esp::{InboundSa, OutboundWorker, SadIn};
 
 use super::Pipeline;
 use crate::events::{sa_event, EngineEvent};
+use crate::sastore::SaState;
 use crate::status::{SaCounterInfo, SaDirection};
 use crate::tables::{SaSpec, Tables};
 
@@ -26,6 +27,8 @@ pub(super) struct InboundEntry {
     pub(super) spi: u32,
     pub(super) tunnel: u16,
     spec: Arc<SaSpec>,
+    /// The key's durable position, raised as the window advances.
+    pub(super) state: Arc<SaState>,
     pub(super) sa: InboundSa,
 }
 
@@ -53,7 +56,7 @@ impl EspState {
                 None => tun.out_sa.worker(),
             };
             self.out.push(out);
-            for spec in &tun.in_specs {
+            for (spec, state) in tun.in_specs.iter().zip(&tun.in_states) {
                 let entry = match old_in.iter().position(|e| Arc::ptr_eq(&e.spec, spec)) {
                     Some(i) => {
                         let mut e = old_in.swap_remove(i);
@@ -61,14 +64,27 @@ impl EspState {
                         Some(e)
                     }
                     // Validated when the tables were built.
-                    None => InboundSa::new(&spec.sa_config())
-                        .ok()
-                        .map(|sa| InboundEntry {
+                    None => {
+                        let config = spec.sa_config();
+                        // A changed SA under a key this worker already
+                        // opens with keeps its window; otherwise the window
+                        // starts at the key's recorded position (everything
+                        // at or below it counts as seen).
+                        let sa = match old_in.iter().position(|e| Arc::ptr_eq(&e.state, state)) {
+                            Some(i) => InboundSa::carried_over(&config, &old_in[i].sa),
+                            None => match state.top() {
+                                0 => InboundSa::new(&config),
+                                top => InboundSa::resumed(&config, top),
+                            },
+                        };
+                        sa.ok().map(|sa| InboundEntry {
                             spi: spec.spi,
                             tunnel: tun.id,
                             spec: Arc::clone(spec),
+                            state: Arc::clone(state),
                             sa,
-                        }),
+                        })
+                    }
                 };
                 inbound.extend(entry);
             }

@@ -21,7 +21,9 @@
 //!   the control thread can read them whatever snapshot is current.
 //!
 //! The outbound SA ([`Tunnel::out_sa`]) hands out sequence blocks
-//! atomically, but that is the SA's own state, not the table's. Everything
+//! atomically, but that is the SA's own state, not the table's; so is the
+//! highest inbound sequence number a worker records in its key's state
+//! (`sastore.rs`) for the store to make durable. Everything
 //! else a worker writes (sessions, replay windows, counters, neighbours) is
 //! the worker's own, and reaches the control side through `status.rs` and
 //! `counters.rs`.
@@ -38,6 +40,7 @@ use arc_swap::ArcSwap;
 use strait_fib::{EgressId, Fib, FlowHasher, RouteTable};
 
 use crate::config::{Config, ConfigError, IcmpConfig, Invalid};
+use crate::sastore::{SaStore, StoreMode};
 
 pub use nat::{session_state, NatRuleInfo, NatTables};
 pub use port::{kernel_link, KernelLink, Port, StaticNeighbour};
@@ -94,6 +97,9 @@ pub struct Tables {
     pub epoch: Instant,
     /// NAT rules, settings and the workers' session snapshots.
     pub nat: NatTables,
+    /// Where configured keys' sequence positions are recorded (opened
+    /// with the first tunnel, then carried from snapshot to snapshot).
+    pub(crate) sa_store: Option<Arc<SaStore>>,
 }
 
 impl Tables {
@@ -123,10 +129,47 @@ impl Tables {
         previous: Option<&Tables>,
         link: impl FnMut(&str) -> std::io::Result<KernelLink>,
     ) -> Result<Tables, ConfigError> {
+        Self::build_in(
+            config,
+            path,
+            generation,
+            flow_seed,
+            previous,
+            link,
+            StoreMode::Write,
+        )
+    }
+
+    /// [`build`](Self::build), with the SA state directory only read when
+    /// `mode` says so (a check beside a running daemon that holds it).
+    pub(crate) fn build_in(
+        config: &Config,
+        path: &str,
+        generation: u64,
+        flow_seed: u64,
+        previous: Option<&Tables>,
+        link: impl FnMut(&str) -> std::io::Result<KernelLink>,
+        mode: StoreMode,
+    ) -> Result<Tables, ConfigError> {
         let invalid = Invalid(path);
         config
             .check_sections()
             .map_err(|(item, reason)| invalid.item(item, reason))?;
+        let sa_store = match (
+            previous.and_then(|p| p.sa_store.clone()),
+            &config.engine.state_dir,
+        ) {
+            (Some(store), _) => Some(store),
+            (None, Some(dir)) if !config.tunnels.is_empty() => {
+                Some(SaStore::open(dir, mode).map_err(|e| {
+                    invalid.item(
+                        "[engine]".into(),
+                        format!("state_dir {}: {e}", dir.display()),
+                    )
+                })?)
+            }
+            (None, _) => None,
+        };
         let mut routes = RouteTable::new();
         let ports = port::build_ports(config, &invalid, &mut routes, link)?;
         let epoch = previous.map_or_else(Instant::now, |p| p.epoch);
@@ -137,6 +180,7 @@ impl Tables {
             &mut routes,
             epoch,
             previous.map(|p| &p.tunnels[..]),
+            sa_store.as_deref(),
         )?;
         routes::add_static(config, &invalid, &ports, &mut routes)?;
         let static_neighbours = port::static_neighbours(config, &invalid, &ports)?;
@@ -158,6 +202,13 @@ impl Tables {
             });
             invalid.at(span, item, reason)
         })?;
+        // Everything is valid: now the new keys' first reservations may be
+        // recorded (a refused configuration leaves no trace on disk).
+        if let Some(store) = &sa_store {
+            store
+                .prepare()
+                .map_err(|reason| invalid.item("[engine] state_dir".into(), reason))?;
+        }
         Ok(Tables {
             nat,
             protected: tunnel::protected_sources(&tunnels),
@@ -170,6 +221,7 @@ impl Tables {
             flow_hasher: FlowHasher::new(flow_seed),
             tunnels,
             epoch,
+            sa_store,
         })
     }
 }
@@ -236,7 +288,8 @@ addresses = ["192.0.2.1/24"]
 "#;
 
     fn build(extra: &str) -> Result<Tables, ConfigError> {
-        let c = Config::parse(&format!("{BASE}{extra}"), "t.toml")?;
+        let mut c = Config::parse(&format!("{BASE}{extra}"), "t.toml")?;
+        c.engine.state_dir = Some(crate::sastore::test_dir("t"));
         Tables::build(&c, "t.toml", 1, 7, None, fake_link)
     }
 
@@ -368,6 +421,64 @@ addresses = ["192.0.2.1/24"]
         );
     }
 
+    fn tunnel_with(out_key: &str, in_key: &str) -> String {
+        format!(
+            "[[tunnel]]\nname = \"hub\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n\
+             prefixes = [\"10.2.0.0/16\"]\n\
+             outbound = {{ spi = 4096, cipher = \"aes128-gcm\", key = \"{out_key}\" }}\n\
+             inbound = {{ spi = 4097, cipher = \"aes128-gcm\", key = \"{in_key}\" }}\n"
+        )
+    }
+
+    #[test]
+    fn configured_keys_need_a_state_dir_and_one_sa_each() {
+        const K1: &str = "000102030405060708090a0b0c0d0e0f10111213";
+        const K2: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+        const K3: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d";
+        // No state directory: refused, naming the tunnel's line.
+        let c = Config::parse(&format!("{BASE}{}", tunnel_with(K1, K2)), "t.toml").unwrap();
+        let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert_eq!(err.line(), Some(9), "{err}");
+        assert!(err.to_string().contains("need [engine] state_dir"), "{err}");
+        // One key for both directions: refused at the inbound line.
+        let err = build(&tunnel_with(K1, K1)).unwrap_err();
+        assert_eq!(err.line(), Some(14), "{err}");
+        assert!(
+            err.to_string()
+                .contains("inbound SPI 4097 has the same key as tunnel hub outbound SPI 4096"),
+            "{err}"
+        );
+        // Two tunnels sharing a key: refused too.
+        let second = tunnel_with(K3, K1)
+            .replace("name = \"hub\"", "name = \"hub2\"")
+            .replace("10.2.0.0/16", "10.3.0.0/16")
+            .replace("4096", "5000")
+            .replace("4097", "5001");
+        let err = build(&format!("{}{second}", tunnel_with(K1, K2))).unwrap_err();
+        assert!(err.to_string().contains("tunnel hub2"), "{err}");
+        assert!(err.to_string().contains("same key"), "{err}");
+        // A key that sealed here may not later open: the peer would seal
+        // under it from its own counter.
+        let dir = crate::sastore::test_dir("swap");
+        let mut c = Config::parse(&format!("{BASE}{}", tunnel_with(K1, K2)), "t.toml").unwrap();
+        c.engine.state_dir = Some(dir.clone());
+        let t = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap();
+        let mut swapped =
+            Config::parse(&format!("{BASE}{}", tunnel_with(K2, K1)), "t.toml").unwrap();
+        swapped.engine.state_dir = Some(dir.clone());
+        let err = Tables::build(&swapped, "t.toml", 2, 7, Some(&t), fake_link).unwrap_err();
+        assert!(err.to_string().contains("one direction only"), "{err}");
+        // Also across a restart, from the records alone.
+        drop(t);
+        let err = Tables::build(&swapped, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert!(err.to_string().contains("one direction only"), "{err}");
+        // A second daemon on the same directory is refused.
+        let t = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap();
+        let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert!(err.to_string().contains("another straitd holds"), "{err}");
+        drop(t);
+    }
+
     #[test]
     fn tunnel_errors_name_the_line_of_the_field_at_fault() {
         let tunnel = |local: &str, cipher: &str| {
@@ -375,10 +486,11 @@ addresses = ["192.0.2.1/24"]
                 "[[tunnel]]\nname = \"hub\"\nlocal = \"{local}\"\nremote = \"198.51.100.1\"\n\
                  prefixes = [\"10.2.0.0/16\"]\n\
                  outbound = {{ spi = 4096, cipher = \"aes128-gcm\", key = \"{KEY}\" }}\n\
-                 inbound = {{ spi = 4097, cipher = \"{cipher}\", key = \"{KEY}\" }}\n"
+                 inbound = {{ spi = 4097, cipher = \"{cipher}\", key = \"{KEY2}\" }}\n"
             )
         };
         const KEY: &str = "000102030405060708090a0b0c0d0e0f10111213";
+        const KEY2: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
         // BASE takes 7 lines: [[tunnel]] is line 8, local line 10,
         // inbound line 14.
         let err = build(&tunnel("192.0.2.9", "aes128-gcm")).unwrap_err();

@@ -13,6 +13,7 @@ use strait_fib::{EgressId, Fib, IpCidr, Route, RouteTable};
 
 use super::port::Port;
 use crate::config::{Config, ConfigError, EncapConfig, Invalid, SaEntryConfig, TunnelConfig};
+use crate::sastore::{fingerprint, Fingerprint, SaState, SaStore};
 
 /// Everything needed to (re)build one direction's SA.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct SaSpec {
     pub selectors: TrafficSelectors,
     /// When it was created, on the tables' epoch.
     pub created: Duration,
+    /// Names the key's durable state without revealing it.
+    pub fingerprint: Fingerprint,
 }
 
 impl std::fmt::Debug for SaSpec {
@@ -63,6 +66,15 @@ impl SaSpec {
             created: other.created,
             ..self.clone()
         } == *other
+    }
+
+    /// The highest sequence number the SA may use (RFC 4303 §3.3.3).
+    fn max_seq(&self) -> u64 {
+        if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        }
     }
 }
 
@@ -96,9 +108,13 @@ pub struct Tunnel {
     pub out_sa: Arc<OutboundSa>,
     /// Its parameters.
     pub out_spec: Arc<SaSpec>,
+    /// Its key's durable sequence reservation.
+    pub out_state: Arc<SaState>,
     /// Inbound SAs accepted (the configured one first, then those installed
     /// for a rekey); each worker keeps its own replay window per SA.
     pub in_specs: Vec<Arc<SaSpec>>,
+    /// Their keys' durable positions, one per entry of `in_specs`.
+    pub in_states: Vec<Arc<SaState>>,
     /// Prefixes behind the peer.
     pub prefixes: Vec<IpCidr>,
 }
@@ -196,6 +212,7 @@ pub(super) fn build_tunnels(
     routes: &mut RouteTable,
     epoch: Instant,
     previous: Option<&[Tunnel]>,
+    store: Option<&SaStore>,
 ) -> Result<Vec<Tunnel>, ConfigError> {
     // Each worker keeps its own replay window per inbound SA and the XDP
     // program steers by RX queue, not SPI: with two workers a replay that
@@ -211,6 +228,23 @@ pub(super) fn build_tunnels(
             ),
         ));
     }
+    // Configured keys outlive the process, so their sequence positions
+    // must too: without a place to record them a restart would seal again
+    // from 1 under the same key (a repeated AES-GCM nonce).
+    let store = match (config.tunnels.first(), store) {
+        (None, _) => None,
+        (Some(_), Some(store)) => Some(store),
+        (Some(tc), None) => {
+            return Err(invalid.at(
+                tc.spans.first(),
+                "[[tunnel]]".into(),
+                "configured keys need [engine] state_dir: the directory where each key's \
+                 sequence position is recorded, so a restart never reuses a nonce"
+                    .into(),
+            ))
+        }
+    };
+    refuse_shared_keys(config, invalid)?;
     let mut tunnels: Vec<Tunnel> = Vec::with_capacity(config.tunnels.len());
     for (i, tc) in config.tunnels.iter().enumerate() {
         let item = format!("tunnel {}", tc.name);
@@ -218,8 +252,9 @@ pub(super) fn build_tunnels(
             return Err(invalid.at(tc.spans.span("name"), item, "listed twice".into()));
         }
         let old = previous.and_then(|p| p.iter().find(|t| t.name == tc.name));
-        let tunnel = build_tunnel(i, tc, ports, epoch, old)
+        let tunnel = build_tunnel(i, tc, ports, epoch, old, store)
             .map_err(|(field, reason)| invalid.at(tc.spans.span(field), item.clone(), reason))?;
+
         for prefix in &tunnel.prefixes {
             if routes.get(*prefix).is_some() {
                 return Err(invalid.at(
@@ -249,6 +284,38 @@ pub(super) fn build_tunnels(
     Ok(tunnels)
 }
 
+/// Refuses a key that serves two SAs (two tunnels, both directions of one,
+/// or an installed rekey SA): with AES-GCM and ChaCha20-Poly1305 two
+/// senders under one key repeat nonces. Keys that are not hex are left to
+/// the tunnel's own checks.
+fn refuse_shared_keys(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+    let mut keys: Vec<(Fingerprint, String)> = Vec::new();
+    for tc in &config.tunnels {
+        let sas = std::iter::once(("outbound", &tc.outbound))
+            .chain(std::iter::once(("inbound", &tc.inbound)))
+            .chain(tc.inbound_extra.iter().map(|sa| ("inbound_extra", sa)));
+        for (field, sa) in sas {
+            let Some(key) = parse_hex(&sa.key.0) else {
+                continue;
+            };
+            let fp = fingerprint(&key);
+            let this = format!("{field} SPI {}", sa.spi);
+            if let Some((_, other)) = keys.iter().find(|(k, _)| *k == fp) {
+                return Err(invalid.at(
+                    tc.spans.span(field),
+                    format!("tunnel {}", tc.name),
+                    format!(
+                        "{this} has the same key as {other}: two SAs under one key repeat \
+                         AES-GCM/ChaCha20-Poly1305 nonces; give each SA its own key"
+                    ),
+                ));
+            }
+            keys.push((fp, format!("tunnel {} {this}", tc.name)));
+        }
+    }
+    Ok(())
+}
+
 /// The tunnels' remote prefixes as a FIB, each routed to its tunnel: the
 /// sources only that tunnel may deliver (RFC 4301 §5.2).
 pub(super) fn protected_sources(tunnels: &[Tunnel]) -> Fib {
@@ -273,6 +340,7 @@ fn sa_spec(
         )
     })?;
     let key = parse_hex(&sa.key.0).ok_or_else(|| format!("SPI {}: key is not hex", sa.spi))?;
+    let key_bytes = key.clone();
     let nz = |v: u64| (v > 0).then_some(v);
     let spec = SaSpec {
         spi: sa.spi,
@@ -290,6 +358,7 @@ fn sa_spec(
         },
         selectors,
         created,
+        fingerprint: fingerprint(&key_bytes),
     };
     // Let the esp crate check key length, SPI range, window and lifetimes.
     strait_esp::InboundSa::new(&spec.sa_config()).map_err(|e| format!("SPI {}: {e}", sa.spi))?;
@@ -302,6 +371,7 @@ fn build_tunnel(
     ports: &[Port],
     epoch: Instant,
     old: Option<&Tunnel>,
+    store: Option<&SaStore>,
 ) -> Result<Tunnel, (&'static str, String)> {
     // Tunnels are numbered after the ports in one 16-bit egress space.
     let egress = u16::try_from(ports.len() + i).map(EgressId).map_err(|_| {
@@ -381,25 +451,60 @@ fn build_tunnel(
         }
         in_new.push(sa_spec(sa, in_sel.clone(), now).map_err(|e| (field, format!("inbound {e}")))?);
     }
-    // An unchanged SA keeps its state across reloads: a new OutboundSa
-    // would restart the sequence at 1 and reuse nonces under the same key.
-    let (out_sa, out_spec) = match old {
-        Some(o) if o.out_spec.same_sa(&out_spec) => {
-            (Arc::clone(&o.out_sa), Arc::clone(&o.out_spec))
-        }
-        _ => {
-            let sa = OutboundSa::new(&out_spec.sa_config())
-                .map_err(|e| ("outbound", format!("outbound SPI {}: {e}", out_spec.spi)))?;
-            (sa, Arc::new(out_spec))
+    // An unchanged SA keeps its state across reloads. A changed one under
+    // the same key (new prefixes, lifetimes, SPI, a renamed tunnel, a key
+    // switched back to) continues the key's sequence position: the store
+    // hands out the live state of a key in use, or resumes it from its
+    // record, never from 1.
+    let state_of = |spec: &SaSpec, outbound: bool| {
+        let store = store.ok_or_else(|| "no SA state directory".to_owned())?;
+        let (cipher, key, max) = (spec.cipher, &spec.key[..], spec.max_seq());
+        if outbound {
+            store.outbound(spec.spi, cipher, key, max)
+        } else {
+            store.inbound(spec.spi, cipher, key, max)
         }
     };
-    let in_specs = in_new
-        .into_iter()
-        .map(|spec| {
-            old.and_then(|o| o.in_specs.iter().find(|s| s.same_sa(&spec)))
-                .map_or_else(|| Arc::new(spec), Arc::clone)
-        })
-        .collect();
+    let (out_sa, out_spec, out_state) = match old {
+        Some(o) if o.out_spec.same_sa(&out_spec) => (
+            Arc::clone(&o.out_sa),
+            Arc::clone(&o.out_spec),
+            Arc::clone(&o.out_state),
+        ),
+        _ => {
+            let spi = out_spec.spi;
+            let state = state_of(&out_spec, true)
+                .map_err(|e| ("outbound", format!("outbound SPI {spi}: {e}")))?;
+            let space = state.space().map(Arc::clone).ok_or_else(|| {
+                (
+                    "outbound",
+                    format!("outbound SPI {spi}: its key is an inbound key"),
+                )
+            })?;
+            let sa = OutboundSa::with_space(&out_spec.sa_config(), space)
+                .map_err(|e| ("outbound", format!("outbound SPI {spi}: {e}")))?;
+            (sa, Arc::new(out_spec), state)
+        }
+    };
+    let mut in_specs = Vec::with_capacity(in_new.len());
+    let mut in_states = Vec::with_capacity(in_new.len());
+    for spec in in_new {
+        let kept = old.and_then(|o| {
+            let i = o.in_specs.iter().position(|s| s.same_sa(&spec))?;
+            Some((Arc::clone(&o.in_specs[i]), Arc::clone(&o.in_states[i])))
+        });
+        let (spec, state) = match kept {
+            Some(k) => k,
+            None => {
+                let spi = spec.spi;
+                let state = state_of(&spec, false)
+                    .map_err(|e| ("inbound", format!("inbound SPI {spi}: {e}")))?;
+                (Arc::new(spec), state)
+            }
+        };
+        in_specs.push(spec);
+        in_states.push(state);
+    }
     let ip_overhead = if prefixes.iter().any(|p| !p.is_ipv4()) {
         60
     } else {
@@ -420,7 +525,9 @@ fn build_tunnel(
             .then(|| Duration::from_secs(tc.keepalive)),
         out_sa,
         out_spec,
+        out_state,
         in_specs,
+        in_states,
         prefixes,
     })
 }

@@ -4,7 +4,11 @@ use super::*;
 
 /// Seals a LAN packet at the branch; returns the WAN frame (Ethernet
 /// to the hub) and the original inner packet.
-fn seal_at_branch(branch: &Tables, p: &mut Pipeline<u32>, payload: usize) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn seal_at_branch(
+    branch: &Tables,
+    p: &mut Pipeline<u32>,
+    payload: usize,
+) -> (Vec<u8>, Vec<u8>) {
     let lan = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.2"), 64, payload, false);
     let mut f = Frame::new(&lan);
     let v = f.run(p, branch, 0);
@@ -243,8 +247,10 @@ fn lossless_rekey_install_inbound_switch_outbound_retire() {
         })
         .unwrap()
     };
-    let hub_c = Config::parse(HUB, "hub.toml").unwrap();
-    let branch_c = Config::parse(BRANCH, "branch.toml").unwrap();
+    let mut hub_c = Config::parse(HUB, "hub.toml").unwrap();
+    let mut branch_c = Config::parse(BRANCH, "branch.toml").unwrap();
+    hub_c.engine.state_dir = Some(crate::sastore::test_dir("hub"));
+    branch_c.engine.state_dir = Some(crate::sastore::test_dir("branch"));
     let hub1 = build(&hub_c, None, 1);
     let branch1 = build(&branch_c, None, 1);
     let (mut pb, mut ph) = (pipeline(), pipeline());

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::tables::KernelLink;
 
 mod esp;
+mod esp_state;
 mod forward;
 mod nat;
 mod neighbour;
@@ -209,7 +210,8 @@ inbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c
 "#;
 
 fn site(text: &str) -> Tables {
-    let c = Config::parse(text, "site.toml").unwrap();
+    let mut c = Config::parse(text, "site.toml").unwrap();
+    c.engine.state_dir = Some(crate::sastore::test_dir("site"));
     Tables::build(&c, "site.toml", 1, 3, None, |name| {
         Ok(KernelLink {
             ifindex: 2,
