@@ -426,10 +426,12 @@ impl SaStore {
         let state = match dir {
             SaDir::Outbound => {
                 let first = match &record {
-                    Some(r) if r.seq >= max_seq => return Err(format!(
+                    Some(r) if r.seq >= max_seq => {
+                        return Err(format!(
                         "its key has used up its sequence numbers (up to {}): configure a new key",
                         r.seq
-                    )),
+                    ))
+                    }
                     Some(r) => r.seq + 1,
                     None => 1,
                 };

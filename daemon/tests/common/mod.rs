@@ -116,8 +116,9 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Stops the process with SIGTERM (a clean stop), SIGKILL after 5 s.
+    pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -132,6 +133,12 @@ impl Drop for Daemon {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
