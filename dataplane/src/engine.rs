@@ -254,11 +254,7 @@ impl Engine {
             let taps = if w == 0 && e.host_punt {
                 let mut taps = Vec::with_capacity(snapshot.ports.len());
                 for p in &snapshot.ports {
-                    let addrs: Vec<String> =
-                        p.v4.iter()
-                            .map(|(a, l)| format!("{a}/{l}"))
-                            .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}")))
-                            .collect();
+                    let addrs = host_addresses(p);
                     let tap =
                         HostTap::open(&p.name, p.link.mac, p.mtu, &addrs).map_err(|source| {
                             EngineError::HostPath {
@@ -657,7 +653,24 @@ impl Engine {
             },
         )?;
         let generation = tables.generation;
+        // The host stack behind each TAP answers for the interface's
+        // addresses: it follows a reload too.
+        let taps: Vec<_> = if config.engine.host_punt {
+            old.ports
+                .iter()
+                .zip(&tables.ports)
+                .map(|(o, n)| (n.name.clone(), host_addresses(o), host_addresses(n)))
+                .filter(|(_, o, n)| o != n)
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.tables.publish(tables);
+        for (name, old_addrs, new_addrs) in taps {
+            if let Err(e) = crate::punt::update_addresses(&name, &old_addrs, &new_addrs) {
+                tracing::warn!(interface = %name, error = %e, "host path addresses not updated");
+            }
+        }
         *next_gen += 1;
         *current = config;
         Ok(generation)
@@ -740,6 +753,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// An interface's addresses as `ip addr` takes them (`addr/len`).
+fn host_addresses(p: &crate::tables::Port) -> Vec<String> {
+    p.v4.iter()
+        .map(|(a, l)| format!("{a}/{l}"))
+        .chain(p.v6.iter().map(|(a, l)| format!("{a}/{l}")))
+        .collect()
 }
 
 /// The SA state keeper: extends outbound reservations before workers run

@@ -20,6 +20,40 @@ use crate::sys;
 /// `PATH`, which a caller of a privileged daemon could point elsewhere.
 const IP_PATHS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
 
+/// Runs `ip ARGS`, by absolute path.
+fn ip(args: &[&str]) -> io::Result<()> {
+    let ip = IP_PATHS
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| io::Error::other(format!("ip (iproute2) not found in {IP_PATHS:?}")))?;
+    let out = Command::new(ip).args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Gives the TAP of interface `iface` the addresses of a reloaded
+/// configuration (`addr/len`): removes those no longer listed, then makes
+/// sure every listed one is there (removing a subnet's primary address
+/// also removes its secondaries, so those are put back). Run by the
+/// control side, never a worker.
+pub fn update_addresses(iface: &str, old: &[String], new: &[String]) -> io::Result<()> {
+    let name = tap_name(iface);
+    for a in old.iter().filter(|a| !new.contains(a)) {
+        ip(&["addr", "del", a, "dev", &name])?;
+    }
+    for a in new {
+        ip(&["addr", "replace", a, "dev", &name])?;
+    }
+    Ok(())
+}
+
 /// A TAP device standing for one dataplane interface in the host stack.
 #[derive(Debug)]
 pub struct HostTap {
@@ -47,7 +81,7 @@ impl HostTap {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":");
-        tap.ip(&[
+        ip(&[
             "link",
             "set",
             "dev",
@@ -58,27 +92,10 @@ impl HostTap {
             &mtu.to_string(),
         ])?;
         for a in addresses {
-            tap.ip(&["addr", "add", a, "dev", &tap.name])?;
+            ip(&["addr", "add", a, "dev", &tap.name])?;
         }
-        tap.ip(&["link", "set", "dev", &tap.name, "up"])?;
+        ip(&["link", "set", "dev", &tap.name, "up"])?;
         Ok(tap)
-    }
-
-    fn ip(&self, args: &[&str]) -> io::Result<()> {
-        let ip = IP_PATHS
-            .iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| io::Error::other(format!("ip (iproute2) not found in {IP_PATHS:?}")))?;
-        let out = Command::new(ip).args(args).output()?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
     }
 
     /// Hands one Ethernet frame to the host stack.

@@ -229,6 +229,9 @@ impl Worker {
                 .add_static((n.port, n.ip), n.mac, now);
         }
         self.generation = tables.generation;
+        let icmp = &tables.icmp;
+        self.pipeline
+            .set_icmp_limit(icmp.errors_per_second, icmp.burst, now);
         let clock = now.saturating_duration_since(tables.epoch);
         self.keepalives = tables
             .tunnels

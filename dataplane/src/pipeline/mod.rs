@@ -248,6 +248,8 @@ pub struct Pipeline<P> {
     /// Packets released by a neighbour answer: the worker sends them.
     pub released: Vec<(NeighbourKey, P)>,
     icmp_bucket: TokenBucket,
+    /// The `[icmp]` rate and burst the bucket was built with.
+    icmp_limit: (u32, u32),
     /// Room to build generated packets (ICMP errors, NDP answers) before
     /// they replace the frame.
     scratch: Box<[u8; 1600]>,
@@ -278,9 +280,19 @@ impl<P> Pipeline<P> {
             counters: vec![PortCounters::default(); ports],
             released: Vec::with_capacity(crate::neigh::PENDING_PER_NEIGHBOUR * 4),
             icmp_bucket: TokenBucket::new(icmp_rate, icmp_burst, now),
+            icmp_limit: (icmp_rate, icmp_burst),
             scratch: Box::new([0; 1600]),
             esp: EspState::default(),
             nat: NatStage::default(),
+        }
+    }
+
+    /// Applies `[icmp]` limits from a new snapshot (a reload); the bucket
+    /// starts full again only when they changed.
+    pub fn set_icmp_limit(&mut self, rate: u32, burst: u32, now: Instant) {
+        if self.icmp_limit != (rate, burst) {
+            self.icmp_limit = (rate, burst);
+            self.icmp_bucket = TokenBucket::new(rate, burst, now);
         }
     }
 
