@@ -472,6 +472,11 @@ pub struct InterfaceConfig {
     pub addresses: Vec<String>,
     /// MTU of the IP layer; the kernel's when absent.
     pub mtu: Option<u16>,
+    /// Ingress filtering (BCP 38): drop packets whose source is not routed
+    /// back out of this interface, e.g. on a LAN port, so hosts behind it
+    /// cannot send with others' addresses. Off by default.
+    #[serde(default)]
+    pub source_check: bool,
     /// Where the item's fields are in the file (empty for items added
     /// at run time).
     #[serde(skip)]

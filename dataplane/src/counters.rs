@@ -134,6 +134,10 @@ drop_reasons! {
         /// Source address that can never be a sender (RFC 1812 §5.3.7), or
         /// one of this port's own addresses.
         MartianSource = "martian_source",
+        /// On a port with `source_check`: the source is not routed back out
+        /// of the port it arrived on (BCP 38 ingress filtering, RFC 3704
+        /// §2.2; any member of an ECMP group counts).
+        SourceCheckFailed = "source_check_failed",
     }
     Neighbour {
         /// ARP packet that does not parse (RFC 826).

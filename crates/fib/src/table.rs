@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::route::{Action, Disposition, Route, RouteKind};
 use crate::trie::{Leaf, Paint, Trie, TrieBuilder};
+use strait_wire::EgressId;
 use strait_wire::IpCidr;
 
 /// The key of an IPv4 address in the trie: left-aligned in 128 bits.
@@ -55,6 +56,21 @@ impl Fib {
     pub fn lookup_v6(&self, destination: Ipv6Addr, flow_hash: u32) -> Option<Disposition> {
         let action = self.v6.lookup(key_v6(destination));
         self.actions[action as usize].resolve(flow_hash)
+    }
+
+    /// Whether the route covering `source` leaves by `egress` (through any
+    /// member of an ECMP group): the reverse-path test of ingress filtering
+    /// (BCP 38, RFC 3704 §2.2 strict mode, §2.3 feasible within ECMP).
+    #[inline]
+    pub fn reaches(&self, source: IpAddr, egress: EgressId) -> bool {
+        let action = match source {
+            IpAddr::V4(a) => self.v4.lookup(key_v4(a)),
+            IpAddr::V6(a) => self.v6.lookup(key_v6(a)),
+        };
+        match &self.actions[action as usize] {
+            Action::Forward(group) => group.hops().iter().any(|h| h.egress == egress),
+            _ => false,
+        }
     }
 
     /// The route decision for either family; see [`Fib::lookup_v4`].
@@ -307,7 +323,6 @@ impl RouteTable {
 mod tests {
     use super::*;
     use crate::route::NextHop;
-    use strait_wire::EgressId;
 
     fn v4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -315,6 +330,37 @@ mod tests {
 
     fn p(s: &str) -> IpCidr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn reverse_path_check_follows_every_ecmp_member() {
+        let mut t = RouteTable::new();
+        t.insert(Route::connected(p("10.1.0.0/24"), EgressId(1)));
+        t.insert(Route::via(
+            p("0.0.0.0/0"),
+            EgressId(0),
+            "203.0.113.1".parse().unwrap(),
+        ));
+        let ecmp = [
+            NextHop::via(EgressId(2), "10.3.0.1".parse().unwrap()),
+            NextHop::via(EgressId(3), "10.4.0.1".parse().unwrap()),
+        ];
+        t.insert(Route::ecmp(p("10.9.0.0/16"), &ecmp).unwrap());
+        t.insert(Route::local(p("10.1.0.1/32")));
+        t.insert(Route::blackhole(p("10.66.0.0/16")));
+        let fib = t.snapshot();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(fib.reaches(a("10.1.0.7"), EgressId(1)));
+        assert!(!fib.reaches(a("10.1.0.7"), EgressId(0)));
+        assert!(fib.reaches(a("8.8.8.8"), EgressId(0)));
+        assert!(!fib.reaches(a("8.8.8.8"), EgressId(1)));
+        assert!(fib.reaches(a("10.9.1.1"), EgressId(2)));
+        assert!(fib.reaches(a("10.9.1.1"), EgressId(3)));
+        assert!(!fib.reaches(a("10.9.1.1"), EgressId(1)));
+        // Our own address, a blackhole or no route: never a valid source.
+        assert!(!fib.reaches(a("10.1.0.1"), EgressId(1)));
+        assert!(!fib.reaches(a("10.66.0.1"), EgressId(0)));
+        assert!(!fib.reaches(a("2001:db8::1"), EgressId(0)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use strait_fib::{FiveTuple, FlowHasher};
+use strait_fib::{EgressId, FiveTuple, FlowHasher};
 use strait_wire::{IpProtocol, Ipv4Packet};
 
 use super::{wire_drop, Ctx, IpMeta, Next, Verdict};
@@ -32,6 +32,9 @@ pub(super) fn check<'t>(t: &Tables, cx: &mut Ctx<'t>, pkt: &mut PacketBuf<'_>) -
     if martian(src) || cx.port.owns_v4(src) {
         return drop(DropReason::MartianSource);
     }
+    if !source_ok(t, cx, IpAddr::V4(src)) {
+        return drop(DropReason::SourceCheckFailed);
+    }
     let IpAddr::V4(dst) = meta.dst else {
         return drop(DropReason::IpMalformed);
     };
@@ -55,6 +58,15 @@ pub(super) fn meta<T: AsRef<[u8]>>(t: &Tables, ip: &Ipv4Packet<T>) -> IpMeta {
         proto: ip.protocol(),
         hash: flow_hash(&t.flow_hasher, ip),
     }
+}
+
+/// BCP 38 ingress filtering on ports that ask for it: the source must be
+/// routed back out of the arrival port (RFC 3704 §2.2). Decapsulated
+/// packets answer to their SA's selectors instead. One FIB lookup, only on
+/// such ports.
+#[inline]
+pub(super) fn source_ok(t: &Tables, cx: &Ctx<'_>, src: IpAddr) -> bool {
+    !cx.port.source_check || cx.decap.is_some() || t.fib.reaches(src, EgressId(cx.port.id))
 }
 
 fn drop<'t>(reason: DropReason) -> Next<'t> {

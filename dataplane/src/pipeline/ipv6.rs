@@ -43,6 +43,13 @@ pub(super) fn check<'t, P>(
     if martian(src) {
         return drop(DropReason::MartianSource);
     }
+    // Link-local and unspecified sources (neighbour discovery, DAD) are
+    // on-link by definition and never routed.
+    if !(src.is_unicast_link_local() || src.is_unspecified())
+        && !super::ipv4::source_ok(t, cx, IpAddr::V6(src))
+    {
+        return drop(DropReason::SourceCheckFailed);
+    }
     cx.ip = meta;
     // Neighbour discovery is link-local (RFC 4861 §7.1: hop limit 255):
     // never answered or learned from inside a tunnel.

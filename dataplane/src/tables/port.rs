@@ -68,6 +68,8 @@ pub struct Port {
     pub v4: Vec<(Ipv4Addr, u8)>,
     /// IPv6 addresses owned here, with prefix lengths.
     pub v6: Vec<(Ipv6Addr, u8)>,
+    /// Ingress filtering: sources must be routed back out of this port.
+    pub source_check: bool,
 }
 
 impl Port {
@@ -163,6 +165,7 @@ pub(super) fn build_ports(
             link: kl,
             v4: Vec::new(),
             v6: Vec::new(),
+            source_check: ic.source_check,
         };
         if port.mtu < 576 || port.mtu > port.link.mtu {
             return Err(invalid.at(

@@ -362,3 +362,80 @@ fn ipv6_forwarding_hop_limit_and_neighbour_discovery() {
     let icmp = Icmpv6Packet::new_checked(ipp.payload()).unwrap();
     assert!(icmp.verify_checksum(ipp.src_addr(), ipp.dst_addr()));
 }
+
+#[test]
+fn source_check_drops_what_the_lan_could_not_have_sent() {
+    let text = |check: bool| {
+        format!(
+            r#"
+[[interface]]
+name = "lan"
+addresses = ["10.1.0.1/24", "fd01::1/64"]
+source_check = {check}
+[[interface]]
+name = "wan"
+addresses = ["192.0.2.1/24", "fd02::1/64"]
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["192.0.2.254"]
+[[route]]
+prefix = "::/0"
+via = ["fd02::fe"]
+[[route]]
+prefix = "10.7.0.0/16"
+via = ["10.1.0.254"]
+"#
+        )
+    };
+    let (checked, open) = (site(&text(true)), site(&text(false)));
+    let mut p = pipeline();
+    let from = |src: &str| udp_frame(LAN_MAC, ip(src), ip("198.51.100.7"), 64, 20, false);
+    // Sources on the LAN's subnet or routed via the LAN pass.
+    for src in ["10.1.0.2", "10.7.3.4"] {
+        assert!(
+            matches!(
+                Frame::new(&from(src)).run(&mut p, &checked, 0),
+                Verdict::Forward { port: 1, .. }
+            ),
+            "{src}"
+        );
+    }
+    // A source the dataplane routes elsewhere is spoofed: dropped by name.
+    for src in ["198.51.100.9", "10.2.0.5"] {
+        assert_eq!(
+            Frame::new(&from(src)).run(&mut p, &checked, 0),
+            Verdict::Drop(DropReason::SourceCheckFailed),
+            "{src}"
+        );
+        // Without the check it is forwarded as before.
+        assert!(matches!(
+            Frame::new(&from(src)).run(&mut p, &open, 0),
+            Verdict::Forward { .. }
+        ));
+    }
+    // The WAN port does not check.
+    let wan = udp_frame(WAN_MAC, ip("8.8.8.8"), ip("10.1.0.2"), 64, 20, false);
+    assert!(matches!(
+        Frame::new(&wan).run(&mut p, &checked, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+    // IPv6 too; link-local sources are on-link by definition.
+    let echo = Icmpv6Repr::EchoRequest {
+        ident: 1,
+        seq_no: 1,
+        data: b"x",
+    };
+    let v6_from = |src: &str| v6_frame(LAN_MAC, v6(src), v6("2001:db8::9"), 64, &echo);
+    assert!(matches!(
+        Frame::new(&v6_from("fd01::5")).run(&mut p, &checked, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    assert_eq!(
+        Frame::new(&v6_from("2001:db8:66::1")).run(&mut p, &checked, 0),
+        Verdict::Drop(DropReason::SourceCheckFailed)
+    );
+    assert_ne!(
+        Frame::new(&v6_from("fe80::5")).run(&mut p, &checked, 0),
+        Verdict::Drop(DropReason::SourceCheckFailed)
+    );
+}
