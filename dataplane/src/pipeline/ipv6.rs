@@ -45,9 +45,8 @@ pub(super) fn check<'t, P>(
     }
     // Link-local and unspecified sources (neighbour discovery, DAD) are
     // on-link by definition and never routed.
-    if !(src.is_unicast_link_local() || src.is_unspecified())
-        && !super::ipv4::source_ok(t, cx, IpAddr::V6(src))
-    {
+    let on_link = src.is_unicast_link_local() || src.is_unspecified();
+    if !on_link && !super::ipv4::source_ok(t, cx, IpAddr::V6(src)) {
         return drop(DropReason::SourceCheckFailed);
     }
     cx.ip = meta;
