@@ -91,8 +91,9 @@ pub use translate::Verdict;
 pub use worker::{NatWorker, SessionInfo};
 
 /// Heap bytes per session slot the worker reserves, from the struct sizes:
-/// one session, one mapping (worst case: no two sessions share one) and one
-/// `u32` bucket head in each of the four hash indices (bucket arrays are
+/// one session, one mapping (worst case: no two sessions share one), one
+/// address-dependent filtering permit (worst case: one per session) and one
+/// `u32` bucket head in each of the five hash indices (bucket arrays are
 /// rounded up to a power of two, so up to twice that).
 pub fn bytes_per_session_bound() -> usize {
     table::slot_bytes_bound()

@@ -88,7 +88,7 @@ impl NatWorker {
             timeouts,
             rules: Arc::new(NatRules::default()),
             round_robin: Vec::new(),
-            table: SessionTable::new(config.max_sessions, config.hash_key),
+            table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
             ports: PortAllocator::new(config.max_external_addresses),
             counters: NatCounters::default(),
         };
@@ -166,7 +166,7 @@ impl NatWorker {
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
         let mut removed = 0;
         while removed < budget {
-            let i = self.table.oldest_expired(now, &self.timeouts);
+            let i = self.table.oldest_expired(now);
             if i == NIL {
                 break;
             }
@@ -189,7 +189,7 @@ impl NatWorker {
 
     /// A live session index, reaping it first if its timeout has passed.
     fn live(&mut self, index: u32, now: u64) -> u32 {
-        if index != NIL && self.table.is_expired(index, now, &self.timeouts) {
+        if index != NIL && self.table.is_expired(index, now) {
             self.remove_session(index);
             self.counters.sessions_expired += 1;
             return NIL;
@@ -416,13 +416,10 @@ impl NatWorker {
             }
             let permitted = match self.config.filtering {
                 crate::config::Filtering::EndpointIndependent => true,
-                crate::config::Filtering::AddressDependent => self.table.has_session_with_address(
-                    protocol,
-                    destination,
-                    source.addr,
-                    now,
-                    &self.timeouts,
-                ),
+                crate::config::Filtering::AddressDependent => {
+                    self.table
+                        .has_session_with_address(mapping, source.addr, now)
+                }
             };
             if !permitted {
                 return Err(DropReason::Filtered);
@@ -534,7 +531,7 @@ impl NatWorker {
     pub fn sessions(&self, now: u64) -> impl Iterator<Item = SessionInfo> + '_ {
         let timeouts = self.timeouts;
         self.table.iter().map(move |s| {
-            let idle = now.saturating_sub(s.last_seen);
+            let idle = now.saturating_sub(u64::from(s.last_seen));
             let class = TimerClass::for_flow(s.protocol, s.tcp) as usize;
             SessionInfo {
                 rule: s.rule,
@@ -545,7 +542,7 @@ impl NatWorker {
                 outside: s.outside,
                 initiator: s.initiator,
                 tcp_state: (s.protocol == Protocol::Tcp).then_some(s.tcp),
-                age: now.saturating_sub(s.created),
+                age: now.saturating_sub(u64::from(s.created)),
                 idle,
                 expires_in: timeouts[class].saturating_sub(idle),
             }
