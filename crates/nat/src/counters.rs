@@ -8,8 +8,11 @@
 pub enum DropReason {
     /// Truncated or inconsistent headers.
     Malformed = 0,
-    /// A non-first IPv4 fragment: it carries no ports, so it cannot be
-    /// matched to a session (fragments are not reassembled or tracked).
+    /// A non-first IPv4 fragment of traffic a rule claims whose first
+    /// fragment was not translated first (it came later, was refused, or
+    /// its entry was evicted): without ports it cannot be matched to a
+    /// session (RFC 4787 REQ-14; fragments are not held or reassembled).
+    /// Also fragmented ICMP errors.
     Fragment,
     /// A protocol other than TCP, UDP and ICMP from or to a translated
     /// address.
@@ -97,6 +100,11 @@ pub struct NatCounters {
     pub sessions_expired: u64,
     /// Mappings created.
     pub mappings_created: u64,
+    /// Non-first fragments translated like their first fragment.
+    pub fragments_translated: u64,
+    /// First-fragment entries evicted before their timeout by newer ones
+    /// (the fragment table is full).
+    pub fragment_evictions: u64,
 }
 
 impl NatCounters {
@@ -133,6 +141,8 @@ impl NatCounters {
             ("sessions_created", self.sessions_created),
             ("sessions_expired", self.sessions_expired),
             ("mappings_created", self.mappings_created),
+            ("fragments_translated", self.fragments_translated),
+            ("fragment_evictions", self.fragment_evictions),
         ]
         .into_iter()
         .chain(DROP_NAMES.into_iter().zip(self.drops))

@@ -51,9 +51,12 @@
 //!   is translated;
 //! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),
 //!   unmatched ones dropped (`icmp_error_no_session`);
-//! * non-first fragments dropped (`fragment`): they carry no ports and are
-//!   neither reassembled nor tracked by IP ID (a known gap against RFC 4787
-//!   REQ-14);
+//! * non-first fragments translated like their first fragment, tracked by
+//!   `(source, destination, protocol, IP ID)` in a small bounded table
+//!   (RFC 4787 REQ-14, [`FRAGMENT_TIMEOUT`]); one that comes before its
+//!   first fragment is dropped (`fragment`) if a rule claims its addresses
+//!   and passed on unchanged if none does (fragments are never held or
+//!   reassembled);
 //! * TCP segments other than an initial SYN without a session dropped
 //!   (`tcp_not_syn`).
 //!
@@ -64,6 +67,7 @@
 mod config;
 mod counters;
 mod flow;
+mod fragments;
 mod ports;
 mod rules;
 mod table;
@@ -78,6 +82,7 @@ pub use config::{
 };
 pub use counters::{DropReason, NatCounters};
 pub use flow::{Direction, Endpoint, FlowTuple, Protocol};
+pub use fragments::FRAGMENT_TIMEOUT;
 pub use rules::{
     BackendSelection, DnatRule, Egress, NatRules, PortRange, RuleError, RuleId, SnatRule,
     SnatTarget, StaticNatRule,

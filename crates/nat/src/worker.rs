@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::config::{ConfigError, NatConfig};
 use crate::counters::{DropReason, NatCounters};
 use crate::flow::{Direction, Endpoint, FlowTuple, Protocol};
+use crate::fragments::FragmentTable;
 use crate::ports::PortAllocator;
 use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
 use crate::table::{
@@ -70,6 +71,7 @@ pub struct NatWorker {
     round_robin: Vec<u32>,
     pub(crate) table: SessionTable,
     ports: PortAllocator,
+    pub(crate) fragments: FragmentTable,
     pub(crate) counters: NatCounters,
 }
 
@@ -90,6 +92,7 @@ impl NatWorker {
             round_robin: Vec::new(),
             table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
             ports: PortAllocator::new(config.max_external_addresses),
+            fragments: FragmentTable::new(config.fragment_flows, config.hash_key),
             counters: NatCounters::default(),
         };
         worker.install_rules(rules);
@@ -155,7 +158,7 @@ impl NatWorker {
     /// Heap bytes held by the tables and port bitmaps. Fixed after
     /// construction except for port bitmaps of newly seen addresses.
     pub fn memory_bytes(&self) -> usize {
-        self.table.heap_bytes() + self.ports.heap_bytes()
+        self.table.heap_bytes() + self.ports.heap_bytes() + self.fragments.heap_bytes()
     }
 
     /// Removes up to `budget` sessions whose idle timeout has passed at
