@@ -183,6 +183,9 @@ drop_reasons! {
         NatIcmpErrorMalformed = "nat_icmp_error_malformed",
         /// NAT: ICMP type the translator does not handle.
         NatIcmpUnsupported = "nat_icmp_unsupported",
+        /// NAT: TCP reset outside the receiver's window (RFC 5961 §3):
+        /// a blind reset, the session is kept.
+        NatTcpRstOutOfWindow = "nat_tcp_rst_out_of_window",
     }
     Route {
         /// No route to the destination (ICMP unreachable sent when allowed).

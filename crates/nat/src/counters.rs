@@ -37,11 +37,14 @@ pub enum DropReason {
     /// ICMP message type the translator does not handle (neither echo nor
     /// destination-unreachable / time-exceeded / parameter-problem).
     IcmpUnsupported,
+    /// TCP reset whose sequence number is outside the receiver's window
+    /// (RFC 5961 section 3): a blind reset; the session is left as it was.
+    TcpRstOutOfWindow,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Malformed,
         Self::Fragment,
         Self::UnsupportedProtocol,
@@ -53,6 +56,7 @@ impl DropReason {
         Self::IcmpErrorChecksum,
         Self::IcmpErrorMalformed,
         Self::IcmpUnsupported,
+        Self::TcpRstOutOfWindow,
     ];
 
     /// Stable counter name.
@@ -69,6 +73,7 @@ impl DropReason {
             Self::IcmpErrorChecksum => "icmp_error_checksum",
             Self::IcmpErrorMalformed => "icmp_error_malformed",
             Self::IcmpUnsupported => "icmp_unsupported",
+            Self::TcpRstOutOfWindow => "tcp_rst_out_of_window",
         }
     }
 }
@@ -131,6 +136,7 @@ impl NatCounters {
             "drop_icmp_error_checksum",
             "drop_icmp_error_malformed",
             "drop_icmp_unsupported",
+            "drop_tcp_rst_out_of_window",
         ];
         [
             ("translated_outbound", self.translated_outbound),

@@ -58,7 +58,11 @@
 //!   and passed on unchanged if none does (fragments are never held or
 //!   reassembled);
 //! * TCP segments other than an initial SYN without a session dropped
-//!   (`tcp_not_syn`).
+//!   (`tcp_not_syn`);
+//! * a TCP reset believed only when its sequence number is the next one
+//!   expected or inside the receiver's window (RFC 5961 section 3,
+//!   loosely), else dropped (`tcp_rst_out_of_window`) with the session
+//!   untouched.
 //!
 //! Multi-worker steering is described in the [`worker`] module and served
 //! by [`owner_worker_for_inbound`].
@@ -97,9 +101,11 @@ pub use worker::{NatWorker, SessionInfo};
 
 /// Heap bytes per session slot the worker reserves, from the struct sizes:
 /// one session, one mapping (worst case: no two sessions share one), one
-/// address-dependent filtering permit (worst case: one per session) and one
-/// `u32` bucket head in each of the five hash indices (bucket arrays are
-/// rounded up to a power of two, so up to twice that).
+/// address-dependent filtering permit (worst case: one per session), the
+/// TCP sequence state of the slot and one `u32` bucket head in each of the
+/// five hash indices (bucket arrays are rounded up to a power of two, so up
+/// to twice that). The fragment table and the port bitmaps are not per
+/// slot.
 pub fn bytes_per_session_bound() -> usize {
-    table::slot_bytes_bound()
+    table::slot_bytes_bound() + core::mem::size_of::<tcp::TcpWindow>()
 }

@@ -21,7 +21,7 @@ use crate::counters::DropReason;
 use crate::flow::{Direction, Endpoint, Protocol};
 use crate::fragments::{FragmentKey, FragmentTranslation};
 use crate::rules::Egress;
-use crate::tcp::TcpFlags;
+use crate::tcp::Segment;
 use crate::transport::{self, icmp_class, IcmpClass};
 use crate::worker::{Leg, NatWorker, Opening};
 
@@ -257,18 +257,18 @@ impl NatWorker {
         protocol: Protocol,
         l4: &[u8],
         direction: Direction,
-    ) -> (TcpFlags, Result<Opening, IcmpClass>) {
+    ) -> (Segment, Result<Opening, IcmpClass>) {
         match protocol {
             Protocol::Tcp => {
-                let flags = transport::tcp_flags(l4);
-                let opening = if flags.is_initial_syn() {
+                let segment = transport::tcp_segment(l4);
+                let opening = if segment.flags.is_initial_syn() {
                     Opening::Allowed
                 } else {
                     Opening::Refused(DropReason::TcpNotSyn)
                 };
-                (flags, Ok(opening))
+                (segment, Ok(opening))
             }
-            Protocol::Udp => (TcpFlags::default(), Ok(Opening::Allowed)),
+            Protocol::Udp => (Segment::default(), Ok(Opening::Allowed)),
             Protocol::Icmp => {
                 let class = icmp_class(transport::icmp_type_of(l4));
                 let opening = match (class, direction) {
@@ -277,7 +277,7 @@ impl NatWorker {
                     (IcmpClass::EchoReply, _) => Ok(Opening::Refused(DropReason::NoMapping)),
                     (other, _) => Err(other),
                 };
-                (TcpFlags::default(), opening)
+                (Segment::default(), opening)
             }
         }
     }

@@ -32,7 +32,7 @@ use crate::table::{
     endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TimerClass, NIL,
     TIMER_CLASSES,
 };
-use crate::tcp::{TcpFlags, TcpState};
+use crate::tcp::{Segment, TcpState, TcpWindow};
 
 /// Whether a packet without a session may open one, and if not, why it is
 /// dropped.
@@ -50,7 +50,7 @@ pub(crate) struct Leg {
     pub(crate) protocol: Protocol,
     pub(crate) source: Endpoint,
     pub(crate) destination: Endpoint,
-    pub(crate) tcp: TcpFlags,
+    pub(crate) tcp: Segment,
     pub(crate) opening: Opening,
 }
 
@@ -72,6 +72,8 @@ pub struct NatWorker {
     pub(crate) table: SessionTable,
     ports: PortAllocator,
     pub(crate) fragments: FragmentTable,
+    /// Sequence state of TCP sessions, by session index.
+    windows: Box<[TcpWindow]>,
     pub(crate) counters: NatCounters,
 }
 
@@ -93,6 +95,7 @@ impl NatWorker {
             table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
             ports: PortAllocator::new(config.max_external_addresses),
             fragments: FragmentTable::new(config.fragment_flows, config.hash_key),
+            windows: vec![TcpWindow::default(); config.max_sessions].into_boxed_slice(),
             counters: NatCounters::default(),
         };
         worker.install_rules(rules);
@@ -158,7 +161,10 @@ impl NatWorker {
     /// Heap bytes held by the tables and port bitmaps. Fixed after
     /// construction except for port bitmaps of newly seen addresses.
     pub fn memory_bytes(&self) -> usize {
-        self.table.heap_bytes() + self.ports.heap_bytes() + self.fragments.heap_bytes()
+        self.table.heap_bytes()
+            + self.ports.heap_bytes()
+            + self.fragments.heap_bytes()
+            + self.windows.len() * core::mem::size_of::<TcpWindow>()
     }
 
     /// Removes up to `budget` sessions whose idle timeout has passed at
@@ -209,11 +215,25 @@ impl NatWorker {
         }
     }
 
-    fn track(&mut self, index: u32, direction: Direction, tcp: TcpFlags, now: u64) {
+    /// Follows a packet of an existing session. A TCP reset outside the
+    /// receiver's window is refused and changes nothing (RFC 5961 section
+    /// 3): it neither resets nor refreshes the session.
+    fn track(
+        &mut self,
+        index: u32,
+        direction: Direction,
+        tcp: Segment,
+        now: u64,
+    ) -> Result<(), DropReason> {
         let s = self.table.session(index);
         let protocol = s.protocol;
         if protocol == Protocol::Tcp {
-            let next = s.tcp.on_segment(direction, s.initiator, tcp);
+            let window = &mut self.windows[index as usize];
+            if tcp.flags.rst && !window.rst_acceptable(direction, &tcp) {
+                return Err(DropReason::TcpRstOutOfWindow);
+            }
+            window.update(direction, &tcp);
+            let next = s.tcp.on_segment(direction, s.initiator, tcp.flags);
             self.table.set_tcp_state(index, next);
         }
         // RFC 4787 REQ-6: outbound traffic always refreshes; inbound UDP
@@ -222,6 +242,7 @@ impl NatWorker {
             || protocol != Protocol::Udp
             || self.config.inbound_refresh;
         self.table.touch(index, now, refresh);
+        Ok(())
     }
 
     /// Room for one more session, reclaiming an expired one if needed.
@@ -250,7 +271,7 @@ impl NatWorker {
         let found = self.table.lookup_outbound(protocol, source, destination);
         let index = self.live(found, now);
         if index != NIL {
-            self.track(index, Direction::Outbound, tcp, now);
+            self.track(index, Direction::Outbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
         }
         let rules = Arc::clone(&self.rules);
@@ -290,13 +311,18 @@ impl NatWorker {
             rule,
             mapping,
         };
-        self.create(new, now).map(Some)
+        self.create(new, tcp, now).map(Some)
     }
 
-    fn create(&mut self, new: NewSession, now: u64) -> Result<Binding, DropReason> {
+    fn create(&mut self, new: NewSession, tcp: Segment, now: u64) -> Result<Binding, DropReason> {
         match self.table.insert_session(new, now) {
             Some(index) => {
                 self.counters.sessions_created += 1;
+                if new.protocol == Protocol::Tcp {
+                    let window = &mut self.windows[index as usize];
+                    *window = TcpWindow::default();
+                    window.update(new.initiator, &tcp);
+                }
                 Ok(self.binding(index))
             }
             None => {
@@ -407,7 +433,7 @@ impl NatWorker {
         let found = self.table.lookup_inbound(protocol, destination, source);
         let index = self.live(found, now);
         if index != NIL {
-            self.track(index, Direction::Inbound, tcp, now);
+            self.track(index, Direction::Inbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
         }
         let mapping = self.table.lookup_mapping_external(protocol, destination);
@@ -451,7 +477,7 @@ impl NatWorker {
                 rule: m.rule,
                 mapping,
             };
-            return self.create(new, now).map(Some);
+            return self.create(new, tcp, now).map(Some);
         }
         let rules = Arc::clone(&self.rules);
         let (rule, kind, inside) = if let Some((at, dnat)) = rules.match_dnat(protocol, destination)
@@ -498,7 +524,7 @@ impl NatWorker {
             rule,
             mapping: NIL,
         };
-        self.create(new, now).map(Some)
+        self.create(new, tcp, now).map(Some)
     }
 
     /// The session an ICMP error refers to, without refreshing it
