@@ -103,6 +103,10 @@ pub struct NatCounters {
     pub sessions_created: u64,
     /// Sessions removed by idle timeout.
     pub sessions_expired: u64,
+    /// Sessions never answered (a SYN, a datagram or an echo request
+    /// without reply) removed, oldest first, to make room for a new flow
+    /// in a full table (early drop, as Linux conntrack does).
+    pub sessions_early_dropped: u64,
     /// Mappings created.
     pub mappings_created: u64,
     /// Non-first fragments translated like their first fragment.
@@ -146,6 +150,7 @@ impl NatCounters {
             ("icmp_errors_translated", self.icmp_errors_translated),
             ("sessions_created", self.sessions_created),
             ("sessions_expired", self.sessions_expired),
+            ("sessions_early_dropped", self.sessions_early_dropped),
             ("mappings_created", self.mappings_created),
             ("fragments_translated", self.fragments_translated),
             ("fragment_evictions", self.fragment_evictions),

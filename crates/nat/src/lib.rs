@@ -47,6 +47,10 @@
 //! * idle timeouts: UDP 300 s (REQ-5 floor 120 s), TCP established 7440 s
 //!   and transitory 240 s (RFC 5382 REQ-5) from a small TCP state tracker,
 //!   ICMP 60 s (RFC 5508 REQ-2); expiry by per-class LRU lists;
+//! * a full table drops the oldest never-answered session (SYN, datagram
+//!   or echo request without reply) to admit a new flow, as Linux
+//!   conntrack's early drop does (`sessions_early_dropped`); answered
+//!   sessions are never dropped for a new flow (`nat_exhausted` then);
 //! * hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-2) for packets whose source
 //!   is translated;
 //! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),

@@ -41,7 +41,10 @@ use crate::tcp::TcpState;
 /// End of a chain or list.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Timeout classes; one LRU list each.
+/// Timeout classes; one LRU list each. Sessions nothing has answered yet
+/// have lists of their own (with their protocol's timeout), so the oldest
+/// unanswered session, the one a full table drops early for a new flow,
+/// is always at the head of one of three lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum TimerClass {
@@ -49,14 +52,27 @@ pub(crate) enum TimerClass {
     TcpEstablished = 1,
     TcpTransitory = 2,
     Icmp = 3,
+    UdpUnanswered = 4,
+    TcpUnanswered = 5,
+    IcmpUnanswered = 6,
 }
 
-pub(crate) const TIMER_CLASSES: usize = 4;
+pub(crate) const TIMER_CLASSES: usize = 7;
+
+/// The classes of sessions never answered.
+const UNANSWERED: [TimerClass; 3] = [
+    TimerClass::UdpUnanswered,
+    TimerClass::TcpUnanswered,
+    TimerClass::IcmpUnanswered,
+];
 const FREE_CLASS: u8 = u8::MAX;
 
 impl TimerClass {
-    pub(crate) fn for_flow(protocol: Protocol, tcp: TcpState) -> Self {
+    pub(crate) fn for_flow(protocol: Protocol, tcp: TcpState, answered: bool) -> Self {
         match protocol {
+            Protocol::Udp if !answered => Self::UdpUnanswered,
+            Protocol::Icmp if !answered => Self::IcmpUnanswered,
+            Protocol::Tcp if !answered => Self::TcpUnanswered,
             Protocol::Udp => Self::Udp,
             Protocol::Icmp => Self::Icmp,
             Protocol::Tcp if tcp.is_established() => Self::TcpEstablished,
@@ -101,6 +117,8 @@ pub(crate) struct Session {
     /// The outside endpoint is one of this translator's own external
     /// endpoints: outbound packets are hairpinned back in (RFC 4787 REQ-9).
     pub(crate) hairpin: bool,
+    /// A packet went the other way than the first one.
+    pub(crate) answered: bool,
     pub(crate) rule: RuleId,
     pub(crate) mapping: u32,
     /// The address-dependent filtering permit this session holds
@@ -449,7 +467,7 @@ impl SessionTable {
 
     /// Inserts a session at the tail of its LRU list. `None` when full.
     pub(crate) fn insert_session(&mut self, new: NewSession, now: u64) -> Option<u32> {
-        let class = TimerClass::for_flow(new.protocol, new.tcp) as u8;
+        let class = TimerClass::for_flow(new.protocol, new.tcp, false) as u8;
         let session = Session {
             inside: new.inside,
             external: new.external,
@@ -460,6 +478,7 @@ impl SessionTable {
             tcp: new.tcp,
             class,
             hairpin: new.hairpin,
+            answered: false,
             rule: new.rule,
             mapping: new.mapping,
             permit: NIL,
@@ -502,11 +521,11 @@ impl SessionTable {
     /// Marks activity: moves the session to the tail of the list of its
     /// (possibly new) timeout class.
     pub(crate) fn touch(&mut self, index: u32, now: u64, refresh: bool) {
-        let (protocol, tcp, old_class) = {
+        let (protocol, tcp, answered, old_class) = {
             let s = &self.sessions[index as usize];
-            (s.protocol, s.tcp, s.class)
+            (s.protocol, s.tcp, s.answered, s.class)
         };
-        let class = TimerClass::for_flow(protocol, tcp) as u8;
+        let class = TimerClass::for_flow(protocol, tcp, answered) as u8;
         if !refresh && class == old_class {
             return;
         }
@@ -521,6 +540,29 @@ impl SessionTable {
 
     pub(crate) fn set_tcp_state(&mut self, index: u32, state: TcpState) {
         self.sessions[index as usize].tcp = state;
+    }
+
+    /// Records that a packet went the other way than the first one (the
+    /// next [`Self::touch`] moves the session to its answered class).
+    pub(crate) fn set_answered(&mut self, index: u32) {
+        self.sessions[index as usize].answered = true;
+    }
+
+    /// The least recently used session nothing has answered, of any
+    /// protocol: what a full table drops to admit a new flow.
+    pub(crate) fn oldest_unanswered(&self) -> u32 {
+        let mut oldest = NIL;
+        for class in UNANSWERED {
+            let head = self.lru_head[class as usize];
+            if head != NIL
+                && (oldest == NIL
+                    || self.sessions[head as usize].last_seen
+                        < self.sessions[oldest as usize].last_seen)
+            {
+                oldest = head;
+            }
+        }
+        oldest
     }
 
     /// The least recently used session of any class whose idle time has
@@ -748,7 +790,7 @@ fn unlink_chain<E>(head: &mut u32, entries: &mut [E], index: u32, link: fn(&mut 
 mod tests {
     use super::*;
 
-    const TIMEOUTS: [u64; TIMER_CLASSES] = [300, 7440, 240, 60];
+    const TIMEOUTS: [u64; TIMER_CLASSES] = [300, 7440, 240, 60, 300, 240, 60];
 
     fn ep(last: u8, port: u16) -> Endpoint {
         Endpoint::new(Ipv4Addr::new(10, 0, 0, last), port)

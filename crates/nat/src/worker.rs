@@ -87,6 +87,9 @@ impl NatWorker {
         timeouts[TimerClass::TcpEstablished as usize] = t.tcp_established;
         timeouts[TimerClass::TcpTransitory as usize] = t.tcp_transitory;
         timeouts[TimerClass::Icmp as usize] = t.icmp;
+        timeouts[TimerClass::UdpUnanswered as usize] = t.udp;
+        timeouts[TimerClass::TcpUnanswered as usize] = t.tcp_transitory;
+        timeouts[TimerClass::IcmpUnanswered as usize] = t.icmp;
         let mut worker = Self {
             config,
             timeouts,
@@ -227,6 +230,7 @@ impl NatWorker {
     ) -> Result<(), DropReason> {
         let s = self.table.session(index);
         let protocol = s.protocol;
+        let answer = direction != s.initiator && !s.answered;
         if protocol == Protocol::Tcp {
             let window = &mut self.windows[index as usize];
             if tcp.flags.rst && !window.rst_acceptable(direction, &tcp) {
@@ -235,6 +239,9 @@ impl NatWorker {
             window.update(direction, &tcp);
             let next = s.tcp.on_segment(direction, s.initiator, tcp.flags);
             self.table.set_tcp_state(index, next);
+        }
+        if answer {
+            self.table.set_answered(index);
         }
         // RFC 4787 REQ-6: outbound traffic always refreshes; inbound UDP
         // only when configured. TCP and ICMP refresh both ways.
@@ -245,12 +252,26 @@ impl NatWorker {
         Ok(())
     }
 
-    /// Room for one more session, reclaiming an expired one if needed.
+    /// Room for one more session: when the table is full, an expired
+    /// session is reclaimed, or else the oldest session nothing has
+    /// answered is dropped early (an unanswered SYN, datagram or echo
+    /// request, as Linux conntrack's early drop does), so a flood of
+    /// unanswered flows cannot lock new flows out. Answered sessions are
+    /// never dropped for a new flow.
     fn has_room(&mut self, now: u64) -> bool {
-        if self.table.is_full() {
-            self.expire(now, 1);
+        if !self.table.is_full() {
+            return true;
         }
-        !self.table.is_full()
+        if self.expire(now, 1) == 1 {
+            return true;
+        }
+        let victim = self.table.oldest_unanswered();
+        if victim == NIL {
+            return false;
+        }
+        self.remove_session(victim);
+        self.counters.sessions_early_dropped += 1;
+        true
     }
 
     /// Session for an outbound packet `source -> destination`, created if a
@@ -561,7 +582,7 @@ impl NatWorker {
         let timeouts = self.timeouts;
         self.table.iter().map(move |s| {
             let idle = now.saturating_sub(u64::from(s.last_seen));
-            let class = TimerClass::for_flow(s.protocol, s.tcp) as usize;
+            let class = TimerClass::for_flow(s.protocol, s.tcp, s.answered) as usize;
             SessionInfo {
                 rule: s.rule,
                 kind: s.kind,

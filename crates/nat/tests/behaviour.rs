@@ -724,11 +724,15 @@ fn full_session_table_drops_new_flows() {
     };
     let mut nat = masquerade_worker(config);
     for k in 0..4u16 {
-        let mut p = udp(client(), ep(ip(192, 0, 2, 1), 100 + k), b"q", true);
+        let server = ep(ip(192, 0, 2, 1), 100 + k);
+        let mut p = udp(client(), server, b"q", true);
         assert_eq!(
             nat.translate_outbound(&mut p, wan(), 0),
             Verdict::Translated
         );
+        // Every session answered: none may be dropped early.
+        let mut back = udp(server, src_of(&p), b"a", true);
+        assert_eq!(nat.translate_inbound(&mut back, 0), Verdict::Translated);
     }
     let mut p = udp(client(), ep(ip(192, 0, 2, 1), 200), b"q", true);
     assert_eq!(
@@ -746,6 +750,50 @@ fn full_session_table_drops_new_flows() {
         nat.translate_outbound(&mut p, wan(), 300),
         Verdict::Translated
     );
+    assert_eq!(nat.counters().sessions_early_dropped, 0);
+}
+
+#[test]
+fn a_full_table_drops_the_oldest_unanswered_session_for_a_new_flow() {
+    // Like Linux conntrack's early drop: a flood of unanswered SYNs or
+    // datagrams cannot lock answered flows out, nor new flows.
+    let config = NatConfig {
+        max_sessions: 4,
+        ..NatConfig::default()
+    };
+    let mut nat = masquerade_worker(config);
+    let server = |k: u16| ep(ip(192, 0, 2, 1), 100 + k);
+    // 0: answered UDP; 1: an unanswered SYN; 2: unanswered UDP; 3: answered.
+    let mut p = udp(client(), server(0), b"q", true);
+    nat.translate_outbound(&mut p, wan(), 0);
+    nat.translate_inbound(&mut udp(server(0), src_of(&p), b"a", true), 0);
+    let mut syn = tcp_seq(client(), server(1), SYN, 1, 0, b"");
+    nat.translate_outbound(&mut syn, wan(), 1);
+    nat.translate_outbound(&mut udp(client(), server(2), b"q", true), wan(), 2);
+    let mut p = udp(client(), server(3), b"q", true);
+    nat.translate_outbound(&mut p, wan(), 3);
+    nat.translate_inbound(&mut udp(server(3), src_of(&p), b"a", true), 3);
+    assert_eq!(nat.session_count(), 4);
+    let open = |nat: &NatWorker| {
+        let mut v: Vec<u16> = nat.sessions(10).map(|s| s.outside.port - 100).collect();
+        v.sort_unstable();
+        v
+    };
+    // The oldest unanswered session (the SYN) makes room...
+    let mut p = udp(client(), server(4), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 10),
+        Verdict::Translated
+    );
+    assert_eq!(open(&nat), [0, 2, 3, 4]);
+    // ...then the next oldest, never an answered one.
+    let mut p = udp(client(), server(5), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 11),
+        Verdict::Translated
+    );
+    assert_eq!(open(&nat), [0, 3, 4, 5]);
+    assert_eq!(nat.counters().sessions_early_dropped, 2);
 }
 
 #[test]
