@@ -1,5 +1,7 @@
 //! NAT micro-benchmarks: translating a 64-byte UDP packet of an existing
-//! session in tables of 1k, 100k and 1M sessions, and new-session setup.
+//! session in tables of 1k, 100k and 1M sessions, an inbound packet when one
+//! remote address holds 16 to 60 000 sessions with one mapping (the lookup
+//! must not grow with them), and new-session setup.
 //!
 //! cargo bench -p strait-bench --bench nat -- --warm-up-time 1 --measurement-time 3
 
@@ -118,6 +120,56 @@ fn translate_existing(c: &mut Criterion) {
     group.finish();
 }
 
+/// One remote address reaching one mapping from `sessions` source ports.
+fn one_remote(sessions: u16) -> (NatWorker, [u8; 64], u16) {
+    let config = NatConfig {
+        max_sessions: usize::from(sessions).next_power_of_two() * 2,
+        filtering: Filtering::EndpointIndependent,
+        ..NatConfig::default()
+    };
+    let mut nat = NatWorker::new(
+        config,
+        snat(SnatTarget::Masquerade {
+            ports: PortRange::new(1024, 65535),
+        }),
+    )
+    .expect("valid config");
+    let remote = Ipv4Addr::new(192, 0, 2, 1);
+    let mut p = udp64(Ipv4Addr::new(10, 0, 0, 1), 10_000, remote, 443);
+    assert_eq!(
+        nat.translate_outbound(&mut p, egress(), 0),
+        Verdict::Translated
+    );
+    let external = u16::from_be_bytes([p[20], p[21]]);
+    for port in 1..=sessions {
+        let mut q = udp64(remote, port, WAN, external);
+        assert_eq!(nat.translate_inbound(&mut q, 0), Verdict::Translated);
+    }
+    (nat, udp64(remote, 0, WAN, external), external)
+}
+
+fn inbound_one_remote(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nat/inbound_one_remote_address");
+    group.throughput(Throughput::Elements(1));
+    for sessions in [16u16, 1024, 16_384, 60_000] {
+        let (mut nat, template, _) = one_remote(sessions);
+        group.bench_with_input(BenchmarkId::from_parameter(sessions), &sessions, |b, _| {
+            let mut i = 0u16;
+            let mut buf = [0u8; 64];
+            b.iter(|| {
+                buf.copy_from_slice(&template);
+                // Source ports spread over the sessions; the UDP checksum
+                // is patched, not verified, so it need not be right.
+                let port = 1 + i.wrapping_mul(40_503) % sessions;
+                buf[20..22].copy_from_slice(&port.to_be_bytes());
+                i = i.wrapping_add(1);
+                black_box(nat.translate_inbound(black_box(&mut buf), 1))
+            });
+        });
+    }
+    group.finish();
+}
+
 fn session_setup(c: &mut Criterion) {
     let mut group = c.benchmark_group("nat/session_setup");
     group.throughput(Throughput::Elements(1));
@@ -178,5 +230,10 @@ fn session_setup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, translate_existing, session_setup);
+criterion_group!(
+    benches,
+    translate_existing,
+    inbound_one_remote,
+    session_setup
+);
 criterion_main!(benches);

@@ -162,8 +162,10 @@ drop_reasons! {
     Nat {
         /// NAT: transport header too short to translate.
         NatMalformed = "nat_malformed",
-        /// NAT: a non-first fragment of a translated flow (no ports to
-        /// match; fragments are not reassembled).
+        /// NAT: a non-first fragment of traffic a NAT rule claims that came
+        /// before its first fragment (or whose first fragment was refused):
+        /// no ports to match, and fragments are neither held nor
+        /// reassembled. Fragments no rule claims pass (RFC 4787 REQ-14).
         NatFragment = "nat_fragment",
         /// NAT: a protocol other than TCP, UDP or ICMP to or from a
         /// translated address.
@@ -185,6 +187,9 @@ drop_reasons! {
         NatIcmpErrorMalformed = "nat_icmp_error_malformed",
         /// NAT: ICMP type the translator does not handle.
         NatIcmpUnsupported = "nat_icmp_unsupported",
+        /// NAT: TCP reset outside the receiver's window (RFC 5961 §3):
+        /// a blind reset, the session is kept.
+        NatTcpRstOutOfWindow = "nat_tcp_rst_out_of_window",
     }
     Route {
         /// No route to the destination (ICMP unreachable sent when allowed).

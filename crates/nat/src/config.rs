@@ -141,6 +141,10 @@ pub struct NatConfig {
     pub hash_key: u64,
     /// This worker's share of the port space.
     pub partition: WorkerPartition,
+    /// Fragmented datagrams whose first fragment's translation is
+    /// remembered for the later fragments (RFC 4787 REQ-14), rounded up to
+    /// a power of two; 28 bytes each, allocated up front.
+    pub fragment_flows: usize,
 }
 
 impl NatConfig {
@@ -199,6 +203,7 @@ impl Default for NatConfig {
             inbound_refresh: true,
             hash_key: 0x5eed_0f57_4a17,
             partition: WorkerPartition::SINGLE,
+            fragment_flows: 1024,
         }
     }
 }

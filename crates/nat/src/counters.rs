@@ -8,8 +8,11 @@
 pub enum DropReason {
     /// Truncated or inconsistent headers.
     Malformed = 0,
-    /// A non-first IPv4 fragment: it carries no ports, so it cannot be
-    /// matched to a session (fragments are not reassembled or tracked).
+    /// A non-first IPv4 fragment of traffic a rule claims whose first
+    /// fragment was not translated first (it came later, was refused, or
+    /// its entry was evicted): without ports it cannot be matched to a
+    /// session (RFC 4787 REQ-14; fragments are not held or reassembled).
+    /// Also fragmented ICMP errors.
     Fragment,
     /// A protocol other than TCP, UDP and ICMP from or to a translated
     /// address.
@@ -34,11 +37,14 @@ pub enum DropReason {
     /// ICMP message type the translator does not handle (neither echo nor
     /// destination-unreachable / time-exceeded / parameter-problem).
     IcmpUnsupported,
+    /// TCP reset whose sequence number is outside the receiver's window
+    /// (RFC 5961 section 3): a blind reset; the session is left as it was.
+    TcpRstOutOfWindow,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Malformed,
         Self::Fragment,
         Self::UnsupportedProtocol,
@@ -50,6 +56,7 @@ impl DropReason {
         Self::IcmpErrorChecksum,
         Self::IcmpErrorMalformed,
         Self::IcmpUnsupported,
+        Self::TcpRstOutOfWindow,
     ];
 
     /// Stable counter name.
@@ -66,6 +73,7 @@ impl DropReason {
             Self::IcmpErrorChecksum => "icmp_error_checksum",
             Self::IcmpErrorMalformed => "icmp_error_malformed",
             Self::IcmpUnsupported => "icmp_unsupported",
+            Self::TcpRstOutOfWindow => "tcp_rst_out_of_window",
         }
     }
 }
@@ -95,8 +103,17 @@ pub struct NatCounters {
     pub sessions_created: u64,
     /// Sessions removed by idle timeout.
     pub sessions_expired: u64,
+    /// Sessions never answered (a SYN, a datagram or an echo request
+    /// without reply) removed, oldest first, to make room for a new flow
+    /// in a full table (early drop, as Linux conntrack does).
+    pub sessions_early_dropped: u64,
     /// Mappings created.
     pub mappings_created: u64,
+    /// Non-first fragments translated like their first fragment.
+    pub fragments_translated: u64,
+    /// First-fragment entries evicted before their timeout by newer ones
+    /// (the fragment table is full).
+    pub fragment_evictions: u64,
 }
 
 impl NatCounters {
@@ -123,6 +140,7 @@ impl NatCounters {
             "drop_icmp_error_checksum",
             "drop_icmp_error_malformed",
             "drop_icmp_unsupported",
+            "drop_tcp_rst_out_of_window",
         ];
         [
             ("translated_outbound", self.translated_outbound),
@@ -132,7 +150,10 @@ impl NatCounters {
             ("icmp_errors_translated", self.icmp_errors_translated),
             ("sessions_created", self.sessions_created),
             ("sessions_expired", self.sessions_expired),
+            ("sessions_early_dropped", self.sessions_early_dropped),
             ("mappings_created", self.mappings_created),
+            ("fragments_translated", self.fragments_translated),
+            ("fragment_evictions", self.fragment_evictions),
         ]
         .into_iter()
         .chain(DROP_NAMES.into_iter().zip(self.drops))

@@ -47,15 +47,26 @@
 //! * idle timeouts: UDP 300 s (REQ-5 floor 120 s), TCP established 7440 s
 //!   and transitory 240 s (RFC 5382 REQ-5) from a small TCP state tracker,
 //!   ICMP 60 s (RFC 5508 REQ-2); expiry by per-class LRU lists;
+//! * a full table drops the oldest never-answered session (SYN, datagram
+//!   or echo request without reply) to admit a new flow, as Linux
+//!   conntrack's early drop does (`sessions_early_dropped`); answered
+//!   sessions are never dropped for a new flow (`nat_exhausted` then);
 //! * hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-2) for packets whose source
 //!   is translated;
 //! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),
 //!   unmatched ones dropped (`icmp_error_no_session`);
-//! * non-first fragments dropped (`fragment`): they carry no ports and are
-//!   neither reassembled nor tracked by IP ID (a known gap against RFC 4787
-//!   REQ-14);
+//! * non-first fragments translated like their first fragment, tracked by
+//!   `(source, destination, protocol, IP ID)` in a small bounded table
+//!   (RFC 4787 REQ-14, [`FRAGMENT_TIMEOUT`]); one that comes before its
+//!   first fragment is dropped (`fragment`) if a rule claims its addresses
+//!   and passed on unchanged if none does (fragments are never held or
+//!   reassembled);
 //! * TCP segments other than an initial SYN without a session dropped
-//!   (`tcp_not_syn`).
+//!   (`tcp_not_syn`);
+//! * a TCP reset believed only when its sequence number is the next one
+//!   expected or inside the receiver's window (RFC 5961 section 3,
+//!   loosely), else dropped (`tcp_rst_out_of_window`) with the session
+//!   untouched.
 //!
 //! Multi-worker steering is described in the [`worker`] module and served
 //! by [`owner_worker_for_inbound`].
@@ -64,6 +75,7 @@
 mod config;
 mod counters;
 mod flow;
+mod fragments;
 mod ports;
 mod rules;
 mod table;
@@ -78,6 +90,7 @@ pub use config::{
 };
 pub use counters::{DropReason, NatCounters};
 pub use flow::{Direction, Endpoint, FlowTuple, Protocol};
+pub use fragments::FRAGMENT_TIMEOUT;
 pub use rules::{
     BackendSelection, DnatRule, Egress, NatRules, PortRange, RuleError, RuleId, SnatRule,
     SnatTarget, StaticNatRule,
@@ -91,9 +104,12 @@ pub use translate::Verdict;
 pub use worker::{NatWorker, SessionInfo};
 
 /// Heap bytes per session slot the worker reserves, from the struct sizes:
-/// one session, one mapping (worst case: no two sessions share one) and one
-/// `u32` bucket head in each of the four hash indices (bucket arrays are
-/// rounded up to a power of two, so up to twice that).
+/// one session, one mapping (worst case: no two sessions share one), one
+/// address-dependent filtering permit (worst case: one per session), the
+/// TCP sequence state of the slot and one `u32` bucket head in each of the
+/// five hash indices (bucket arrays are rounded up to a power of two, so up
+/// to twice that). The fragment table and the port bitmaps are not per
+/// slot.
 pub fn bytes_per_session_bound() -> usize {
-    table::slot_bytes_bound()
+    table::slot_bytes_bound() + core::mem::size_of::<tcp::TcpWindow>()
 }

@@ -16,10 +16,21 @@
 //!   outside endpoint, translated through an external endpoint.
 //!
 //! Session lookup keys: outbound `(protocol, inside, outside)`; inbound
-//! `(protocol, external, outside)`. The inbound chain is hashed on the
-//! outside *address* only, so every session of one external endpoint with
-//! one remote address shares a chain: the address-dependent filtering test
-//! (REQ-8) walks that one chain instead of all sessions of the mapping.
+//! `(protocol, external, outside)`, both hashed on every field, so a remote
+//! host that opens sessions from many source ports to one external
+//! endpoint spreads them over as many chains (a lookup stays O(1) however
+//! many sessions one remote address holds).
+//!
+//! The address-dependent filtering test (RFC 4787 REQ-8: has this
+//! mapping's internal endpoint sent to that remote *address*?) does not
+//! walk sessions. A *permit* per (mapping, remote address) counts the live
+//! sessions of the mapping with that address and carries the latest
+//! moment one of them expires; it lives in its own preallocated slab and
+//! hash, one entry per session at most, created and removed with the
+//! sessions. A permit whose sessions have all timed out but not yet been
+//! reaped stops admitting at once; the only over-estimate is a session
+//! that moved to a shorter timeout class (a TCP close) while its permit
+//! still carries the longer deadline, until expiry reaps it.
 
 use std::net::Ipv4Addr;
 
@@ -30,7 +41,10 @@ use crate::tcp::TcpState;
 /// End of a chain or list.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Timeout classes; one LRU list each.
+/// Timeout classes; one LRU list each. Sessions nothing has answered yet
+/// have lists of their own (with their protocol's timeout), so the oldest
+/// unanswered session, the one a full table drops early for a new flow,
+/// is always at the head of one of three lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum TimerClass {
@@ -38,14 +52,27 @@ pub(crate) enum TimerClass {
     TcpEstablished = 1,
     TcpTransitory = 2,
     Icmp = 3,
+    UdpUnanswered = 4,
+    TcpUnanswered = 5,
+    IcmpUnanswered = 6,
 }
 
-pub(crate) const TIMER_CLASSES: usize = 4;
+pub(crate) const TIMER_CLASSES: usize = 7;
+
+/// The classes of sessions never answered.
+const UNANSWERED: [TimerClass; 3] = [
+    TimerClass::UdpUnanswered,
+    TimerClass::TcpUnanswered,
+    TimerClass::IcmpUnanswered,
+];
 const FREE_CLASS: u8 = u8::MAX;
 
 impl TimerClass {
-    pub(crate) fn for_flow(protocol: Protocol, tcp: TcpState) -> Self {
+    pub(crate) fn for_flow(protocol: Protocol, tcp: TcpState, answered: bool) -> Self {
         match protocol {
+            Protocol::Udp if !answered => Self::UdpUnanswered,
+            Protocol::Icmp if !answered => Self::IcmpUnanswered,
+            Protocol::Tcp if !answered => Self::TcpUnanswered,
             Protocol::Udp => Self::Udp,
             Protocol::Icmp => Self::Icmp,
             Protocol::Tcp if tcp.is_established() => Self::TcpEstablished,
@@ -90,10 +117,16 @@ pub(crate) struct Session {
     /// The outside endpoint is one of this translator's own external
     /// endpoints: outbound packets are hairpinned back in (RFC 4787 REQ-9).
     pub(crate) hairpin: bool,
+    /// A packet went the other way than the first one.
+    pub(crate) answered: bool,
     pub(crate) rule: RuleId,
     pub(crate) mapping: u32,
-    pub(crate) created: u64,
-    pub(crate) last_seen: u64,
+    /// The address-dependent filtering permit this session holds
+    /// (`NIL` without a mapping).
+    permit: u32,
+    /// Seconds, on the caller's clock (u32: 136 years).
+    pub(crate) created: u32,
+    pub(crate) last_seen: u32,
     lru_prev: u32,
     lru_next: u32,
     out_next: u32,
@@ -110,6 +143,24 @@ pub(crate) struct Mapping {
     sessions: u32,
     int_next: u32,
     ext_next: u32,
+}
+
+/// Live sessions of one mapping with one remote address: the
+/// address-dependent filtering permission (RFC 4787 REQ-8).
+#[derive(Debug, Clone, Copy)]
+struct Permit {
+    mapping: u32,
+    addr: u32,
+    sessions: u32,
+    /// The latest second at which one of the sessions expires.
+    expires: u32,
+    next: u32,
+}
+
+/// Seconds as the tables store them.
+#[inline]
+pub(crate) fn secs(now: u64) -> u32 {
+    u32::try_from(now).unwrap_or(u32::MAX)
 }
 
 /// What a new session is made of.
@@ -134,12 +185,14 @@ pub(crate) struct ReleasedMapping {
     pub(crate) external: Endpoint,
 }
 
-/// Upper bound of heap bytes per session slot: session + mapping + four
-/// bucket heads, doubled for power-of-two rounding of the bucket arrays.
+/// Upper bound of heap bytes per session slot: session, mapping, permit
+/// and five bucket heads, doubled for power-of-two rounding of the bucket
+/// arrays.
 pub(crate) fn slot_bytes_bound() -> usize {
     core::mem::size_of::<Session>()
         + core::mem::size_of::<Mapping>()
-        + 2 * 4 * core::mem::size_of::<u32>()
+        + core::mem::size_of::<Permit>()
+        + 2 * 5 * core::mem::size_of::<u32>()
 }
 
 /// Folded 64x64->128 multiply: a fast keyed mixer for table indices.
@@ -176,13 +229,17 @@ pub(crate) struct SessionTable {
     live_mappings: usize,
     int_buckets: Box<[u32]>,
     ext_buckets: Box<[u32]>,
+    permits: Vec<Permit>,
+    free_permit: u32,
+    permit_buckets: Box<[u32]>,
+    timeouts: [u64; TIMER_CLASSES],
     mask: usize,
 }
 
 impl SessionTable {
     /// Allocates room for `capacity` sessions and as many mappings (one
     /// per session in the worst case, when no two sessions share one).
-    pub(crate) fn new(capacity: usize, key: u64) -> Self {
+    pub(crate) fn new(capacity: usize, key: u64, timeouts: [u64; TIMER_CLASSES]) -> Self {
         let buckets = capacity.next_power_of_two();
         Self {
             key: key | 1,
@@ -198,6 +255,10 @@ impl SessionTable {
             live_mappings: 0,
             int_buckets: vec![NIL; buckets].into_boxed_slice(),
             ext_buckets: vec![NIL; buckets].into_boxed_slice(),
+            permits: Vec::with_capacity(capacity),
+            free_permit: NIL,
+            permit_buckets: vec![NIL; buckets].into_boxed_slice(),
+            timeouts,
             mask: buckets - 1,
         }
     }
@@ -222,10 +283,12 @@ impl SessionTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.sessions.capacity() * core::mem::size_of::<Session>()
             + self.mappings.capacity() * core::mem::size_of::<Mapping>()
+            + self.permits.capacity() * core::mem::size_of::<Permit>()
             + (self.out_buckets.len()
                 + self.in_buckets.len()
                 + self.int_buckets.len()
-                + self.ext_buckets.len())
+                + self.ext_buckets.len()
+                + self.permit_buckets.len())
                 * core::mem::size_of::<u32>()
     }
 
@@ -242,11 +305,19 @@ impl SessionTable {
         self.bucket(protocol, endpoint_bits(inside), endpoint_bits(outside))
     }
 
-    fn in_bucket(&self, protocol: Protocol, external: Endpoint, outside_addr: Ipv4Addr) -> usize {
+    fn in_bucket(&self, protocol: Protocol, external: Endpoint, outside: Endpoint) -> usize {
         self.bucket(
             protocol,
             endpoint_bits(external),
-            u64::from(u32::from(outside_addr)) << 1,
+            endpoint_bits(outside) << 1,
+        )
+    }
+
+    fn permit_bucket(&self, mapping: u32, addr: u32) -> usize {
+        self.bucket(
+            Protocol::Icmp,
+            u64::from(mapping),
+            (u64::from(addr) << 1) | 1,
         )
     }
 
@@ -293,7 +364,7 @@ impl SessionTable {
         external: Endpoint,
         outside: Endpoint,
     ) -> u32 {
-        let mut i = self.in_buckets[self.in_bucket(protocol, external, outside.addr)];
+        let mut i = self.in_buckets[self.in_bucket(protocol, external, outside)];
         while i != NIL {
             let s = &self.sessions[i as usize];
             if s.protocol == protocol && s.external == external && s.outside == outside {
@@ -304,40 +375,99 @@ impl SessionTable {
         NIL
     }
 
-    /// Whether any live session of `external` talks to `outside_addr`: the
-    /// address-dependent filtering permission (RFC 4787 REQ-8). Expired but
-    /// not yet reaped sessions are ignored.
+    /// Whether a live session of `mapping` talks to `outside_addr`: the
+    /// address-dependent filtering permission (RFC 4787 REQ-8). Sessions
+    /// whose timeout has passed but which are not reaped yet do not count.
+    /// One hash probe, whatever the number of sessions.
     pub(crate) fn has_session_with_address(
         &self,
-        protocol: Protocol,
-        external: Endpoint,
+        mapping: u32,
         outside_addr: Ipv4Addr,
         now: u64,
-        timeouts: &[u64; TIMER_CLASSES],
     ) -> bool {
-        let mut i = self.in_buckets[self.in_bucket(protocol, external, outside_addr)];
-        while i != NIL {
-            let s = &self.sessions[i as usize];
-            if s.protocol == protocol
-                && s.external == external
-                && s.outside.addr == outside_addr
-                && !self.is_expired(i, now, timeouts)
-            {
-                return true;
-            }
-            i = s.in_next;
-        }
-        false
+        let p = self.find_permit(mapping, u32::from(outside_addr));
+        p != NIL && now < u64::from(self.permits[p as usize].expires)
     }
 
-    pub(crate) fn is_expired(&self, index: u32, now: u64, timeouts: &[u64; TIMER_CLASSES]) -> bool {
+    fn find_permit(&self, mapping: u32, addr: u32) -> u32 {
+        let mut i = self.permit_buckets[self.permit_bucket(mapping, addr)];
+        while i != NIL {
+            let p = &self.permits[i as usize];
+            if p.mapping == mapping && p.addr == addr {
+                return i;
+            }
+            i = p.next;
+        }
+        NIL
+    }
+
+    /// Counts one more session of `mapping` with `addr`, creating the
+    /// permit on the first. Cannot fail: there are as many permit slots as
+    /// session slots and each session holds at most one.
+    fn acquire_permit(&mut self, mapping: u32, addr: u32) -> u32 {
+        let found = self.find_permit(mapping, addr);
+        if found != NIL {
+            self.permits[found as usize].sessions += 1;
+            return found;
+        }
+        let permit = Permit {
+            mapping,
+            addr,
+            sessions: 1,
+            expires: 0,
+            next: NIL,
+        };
+        let index = if self.free_permit != NIL {
+            let i = self.free_permit;
+            self.free_permit = self.permits[i as usize].next;
+            self.permits[i as usize] = permit;
+            i
+        } else {
+            debug_assert!(self.permits.len() < self.permits.capacity());
+            self.permits.push(permit);
+            (self.permits.len() - 1) as u32
+        };
+        let b = self.permit_bucket(mapping, addr);
+        self.permits[index as usize].next = self.permit_buckets[b];
+        self.permit_buckets[b] = index;
+        index
+    }
+
+    fn release_permit(&mut self, index: u32) {
+        let p = &mut self.permits[index as usize];
+        p.sessions -= 1;
+        if p.sessions > 0 {
+            return;
+        }
+        let (mapping, addr) = (p.mapping, p.addr);
+        let b = self.permit_bucket(mapping, addr);
+        unlink_chain(&mut self.permit_buckets[b], &mut self.permits, index, |p| {
+            &mut p.next
+        });
+        self.permits[index as usize].next = self.free_permit;
+        self.free_permit = index;
+    }
+
+    /// Moves the permit's deadline out to the session's own.
+    fn extend_permit(&mut self, session: u32) {
+        let s = &self.sessions[session as usize];
+        if s.permit == NIL {
+            return;
+        }
+        let timeout = secs(self.timeouts[usize::from(s.class)]);
+        let deadline = s.last_seen.saturating_add(timeout);
+        let p = &mut self.permits[s.permit as usize];
+        p.expires = p.expires.max(deadline);
+    }
+
+    pub(crate) fn is_expired(&self, index: u32, now: u64) -> bool {
         let s = &self.sessions[index as usize];
-        now.saturating_sub(s.last_seen) >= timeouts[usize::from(s.class)]
+        now.saturating_sub(u64::from(s.last_seen)) >= self.timeouts[usize::from(s.class)]
     }
 
     /// Inserts a session at the tail of its LRU list. `None` when full.
     pub(crate) fn insert_session(&mut self, new: NewSession, now: u64) -> Option<u32> {
-        let class = TimerClass::for_flow(new.protocol, new.tcp) as u8;
+        let class = TimerClass::for_flow(new.protocol, new.tcp, false) as u8;
         let session = Session {
             inside: new.inside,
             external: new.external,
@@ -348,10 +478,12 @@ impl SessionTable {
             tcp: new.tcp,
             class,
             hairpin: new.hairpin,
+            answered: false,
             rule: new.rule,
             mapping: new.mapping,
-            created: now,
-            last_seen: now,
+            permit: NIL,
+            created: secs(now),
+            last_seen: secs(now),
             lru_prev: NIL,
             lru_next: NIL,
             out_next: NIL,
@@ -372,12 +504,15 @@ impl SessionTable {
         let ob = self.out_bucket(new.protocol, new.inside, new.outside);
         self.sessions[index as usize].out_next = self.out_buckets[ob];
         self.out_buckets[ob] = index;
-        let ib = self.in_bucket(new.protocol, new.external, new.outside.addr);
+        let ib = self.in_bucket(new.protocol, new.external, new.outside);
         self.sessions[index as usize].in_next = self.in_buckets[ib];
         self.in_buckets[ib] = index;
         self.lru_push_tail(index, class);
         if new.mapping != NIL {
             self.mappings[new.mapping as usize].sessions += 1;
+            let permit = self.acquire_permit(new.mapping, new.outside.addr_u32());
+            self.sessions[index as usize].permit = permit;
+            self.extend_permit(index);
         }
         self.live_sessions += 1;
         Some(index)
@@ -386,31 +521,55 @@ impl SessionTable {
     /// Marks activity: moves the session to the tail of the list of its
     /// (possibly new) timeout class.
     pub(crate) fn touch(&mut self, index: u32, now: u64, refresh: bool) {
-        let (protocol, tcp, old_class) = {
+        let (protocol, tcp, answered, old_class) = {
             let s = &self.sessions[index as usize];
-            (s.protocol, s.tcp, s.class)
+            (s.protocol, s.tcp, s.answered, s.class)
         };
-        let class = TimerClass::for_flow(protocol, tcp) as u8;
+        let class = TimerClass::for_flow(protocol, tcp, answered) as u8;
         if !refresh && class == old_class {
             return;
         }
         self.lru_unlink(index);
         let s = &mut self.sessions[index as usize];
         if refresh {
-            s.last_seen = now;
+            s.last_seen = secs(now);
         }
         self.lru_push_tail(index, class);
+        self.extend_permit(index);
     }
 
     pub(crate) fn set_tcp_state(&mut self, index: u32, state: TcpState) {
         self.sessions[index as usize].tcp = state;
     }
 
+    /// Records that a packet went the other way than the first one (the
+    /// next [`Self::touch`] moves the session to its answered class).
+    pub(crate) fn set_answered(&mut self, index: u32) {
+        self.sessions[index as usize].answered = true;
+    }
+
+    /// The least recently used session nothing has answered, of any
+    /// protocol: what a full table drops to admit a new flow.
+    pub(crate) fn oldest_unanswered(&self) -> u32 {
+        let mut oldest = NIL;
+        for class in UNANSWERED {
+            let head = self.lru_head[class as usize];
+            if head != NIL
+                && (oldest == NIL
+                    || self.sessions[head as usize].last_seen
+                        < self.sessions[oldest as usize].last_seen)
+            {
+                oldest = head;
+            }
+        }
+        oldest
+    }
+
     /// The least recently used session of any class whose idle time has
     /// reached its timeout.
-    pub(crate) fn oldest_expired(&self, now: u64, timeouts: &[u64; TIMER_CLASSES]) -> u32 {
+    pub(crate) fn oldest_expired(&self, now: u64) -> u32 {
         for &head in &self.lru_head {
-            if head != NIL && self.is_expired(head, now, timeouts) {
+            if head != NIL && self.is_expired(head, now) {
                 return head;
             }
         }
@@ -426,10 +585,13 @@ impl SessionTable {
         unlink_chain(&mut self.out_buckets[ob], &mut self.sessions, index, |s| {
             &mut s.out_next
         });
-        let ib = self.in_bucket(s.protocol, s.external, s.outside.addr);
+        let ib = self.in_bucket(s.protocol, s.external, s.outside);
         unlink_chain(&mut self.in_buckets[ib], &mut self.sessions, index, |s| {
             &mut s.in_next
         });
+        if s.permit != NIL {
+            self.release_permit(s.permit);
+        }
         self.lru_unlink(index);
         let slot = &mut self.sessions[index as usize];
         slot.class = FREE_CLASS;
@@ -628,7 +790,7 @@ fn unlink_chain<E>(head: &mut u32, entries: &mut [E], index: u32, link: fn(&mut 
 mod tests {
     use super::*;
 
-    const TIMEOUTS: [u64; TIMER_CLASSES] = [300, 7440, 240, 60];
+    const TIMEOUTS: [u64; TIMER_CLASSES] = [300, 7440, 240, 60, 300, 240, 60];
 
     fn ep(last: u8, port: u16) -> Endpoint {
         Endpoint::new(Ipv4Addr::new(10, 0, 0, last), port)
@@ -658,7 +820,7 @@ mod tests {
     #[test]
     fn insert_lookup_remove_with_colliding_chains() {
         // Capacity 4 gives 4 buckets, so chains are shared.
-        let mut t = SessionTable::new(4, 7);
+        let mut t = SessionTable::new(4, 7, TIMEOUTS);
         let ext = ep(100, 5000);
         let m = t
             .insert_mapping(Protocol::Udp, ep(1, 1000), ext, RuleId(1))
@@ -702,39 +864,101 @@ mod tests {
 
     #[test]
     fn lru_order_and_expiry() {
-        let mut t = SessionTable::new(8, 1);
+        let mut t = SessionTable::new(8, 1, TIMEOUTS);
         let a = t
             .insert_session(udp(ep(1, 1), ep(100, 1), ep(200, 1), NIL), 0)
             .unwrap();
         let b = t
             .insert_session(udp(ep(1, 2), ep(100, 2), ep(200, 1), NIL), 10)
             .unwrap();
-        assert_eq!(t.oldest_expired(299, &TIMEOUTS), NIL);
-        assert_eq!(t.oldest_expired(300, &TIMEOUTS), a);
+        assert_eq!(t.oldest_expired(299), NIL);
+        assert_eq!(t.oldest_expired(300), a);
         t.touch(a, 100, true);
-        assert_eq!(t.oldest_expired(310, &TIMEOUTS), b);
+        assert_eq!(t.oldest_expired(310), b);
         t.remove_session(b);
-        assert_eq!(t.oldest_expired(399, &TIMEOUTS), NIL);
-        assert_eq!(t.oldest_expired(400, &TIMEOUTS), a);
+        assert_eq!(t.oldest_expired(399), NIL);
+        assert_eq!(t.oldest_expired(400), a);
         assert_eq!(t.iter().count(), 1);
+    }
+
+    /// Chain entries an inbound lookup of `outside -> external` walks
+    /// before it finds its session (or the chain ends).
+    fn inbound_steps(t: &SessionTable, external: Endpoint, outside: Endpoint) -> usize {
+        let mut steps = 0;
+        let mut i = t.in_buckets[t.in_bucket(Protocol::Udp, external, outside)];
+        while i != NIL {
+            steps += 1;
+            let s = &t.sessions[i as usize];
+            if s.external == external && s.outside == outside {
+                break;
+            }
+            i = s.in_next;
+        }
+        steps
+    }
+
+    #[test]
+    fn inbound_lookup_is_flat_in_sessions_from_one_remote_address() {
+        // One remote address talking to one external endpoint from every
+        // source port it has: the inbound chains must not grow with it.
+        for sessions in [16u16, 1024, 16384] {
+            let mut t = SessionTable::new(usize::from(sessions), 11, TIMEOUTS);
+            let ext = ep(100, 5000);
+            let m = t
+                .insert_mapping(Protocol::Udp, ep(1, 1000), ext, RuleId(1))
+                .unwrap();
+            for port in 0..sessions {
+                t.insert_session(udp(ep(1, 1000), ext, ep(200, 1 + port), m), 0)
+                    .unwrap();
+            }
+            let mut worst = 0;
+            let mut total = 0;
+            for port in 0..sessions {
+                let outside = ep(200, 1 + port);
+                let steps = inbound_steps(&t, ext, outside);
+                assert_ne!(t.lookup_inbound(Protocol::Udp, ext, outside), NIL);
+                worst = worst.max(steps);
+                total += steps;
+            }
+            let mean = total as f64 / f64::from(sessions);
+            assert!(
+                mean < 2.0 && worst <= 12,
+                "{sessions} sessions from one address: mean {mean:.2} steps, worst {worst}"
+            );
+            assert!(t.has_session_with_address(m, Ipv4Addr::new(10, 0, 0, 200), 1));
+        }
     }
 
     #[test]
     fn address_dependent_permission_uses_address_only() {
-        let mut t = SessionTable::new(8, 3);
+        let mut t = SessionTable::new(8, 3, TIMEOUTS);
         let ext = ep(100, 7);
-        t.insert_session(udp(ep(1, 1), ext, ep(200, 1), NIL), 0)
+        let m = t
+            .insert_mapping(Protocol::Udp, ep(1, 1), ext, RuleId(1))
+            .unwrap();
+        let other = t
+            .insert_mapping(Protocol::Tcp, ep(1, 1), ext, RuleId(1))
+            .unwrap();
+        let a = t
+            .insert_session(udp(ep(1, 1), ext, ep(200, 1), m), 0)
             .unwrap();
         let outside = Ipv4Addr::new(10, 0, 0, 200);
-        assert!(t.has_session_with_address(Protocol::Udp, ext, outside, 1, &TIMEOUTS));
-        assert!(!t.has_session_with_address(
-            Protocol::Udp,
-            ext,
-            Ipv4Addr::new(10, 0, 0, 201),
-            1,
-            &TIMEOUTS
-        ));
-        assert!(!t.has_session_with_address(Protocol::Tcp, ext, outside, 1, &TIMEOUTS));
-        assert!(!t.has_session_with_address(Protocol::Udp, ext, outside, 300, &TIMEOUTS));
+        assert!(t.has_session_with_address(m, outside, 1));
+        assert!(!t.has_session_with_address(m, Ipv4Addr::new(10, 0, 0, 201), 1));
+        assert!(!t.has_session_with_address(other, outside, 1));
+        // Timed out but not reaped: no longer a permission.
+        assert!(!t.has_session_with_address(m, outside, 300));
+        // A second session with the same address from another port keeps
+        // the permit alive when the first goes, and refreshes it.
+        let b = t
+            .insert_session(udp(ep(1, 1), ext, ep(200, 2), m), 100)
+            .unwrap();
+        t.remove_session(a);
+        assert!(t.has_session_with_address(m, outside, 399));
+        assert!(!t.has_session_with_address(m, outside, 400));
+        t.touch(b, 350, true);
+        assert!(t.has_session_with_address(m, outside, 649));
+        t.remove_session(b);
+        assert!(!t.has_session_with_address(m, outside, 351));
     }
 }

@@ -6,10 +6,11 @@
 //! TCP/UDP including the pseudo-header, ICMP, and for ICMP errors the
 //! embedded IPv4 header, embedded transport checksum and outer ICMP
 //! checksum, RFC 5508 section 4). A UDP checksum of zero ("none") stays
-//! zero. Non-first fragments carry no ports and are dropped with the
-//! `fragment` counter; first fragments are translated (their transport
-//! checksum covers the whole datagram, which an incremental update keeps
-//! right).
+//! zero. First fragments are translated like whole packets (their
+//! transport checksum covers the whole datagram, which an incremental
+//! update keeps right) and remembered; non-first fragments carry no ports
+//! and get the addresses their first fragment got (`fragments.rs`,
+//! RFC 4787 REQ-14).
 
 use std::net::Ipv4Addr;
 
@@ -18,8 +19,9 @@ use strait_wire::{icmpv4, Icmpv4Packet, Ipv4Packet};
 
 use crate::counters::DropReason;
 use crate::flow::{Direction, Endpoint, Protocol};
+use crate::fragments::{FragmentKey, FragmentTranslation};
 use crate::rules::Egress;
-use crate::tcp::TcpFlags;
+use crate::tcp::Segment;
 use crate::transport::{self, icmp_class, IcmpClass};
 use crate::worker::{Leg, NatWorker, Opening};
 
@@ -44,6 +46,10 @@ struct Parsed {
     header_len: usize,
     end: usize,
     more_fragments: bool,
+    /// Offset not zero: no transport header.
+    later_fragment: bool,
+    ident: u16,
+    ip_protocol: u8,
     protocol: Option<Protocol>,
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -51,13 +57,13 @@ struct Parsed {
 
 fn parse(packet: &[u8]) -> Result<Parsed, DropReason> {
     let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::Malformed)?;
-    if ip.is_non_initial_fragment() {
-        return Err(DropReason::Fragment);
-    }
     Ok(Parsed {
         header_len: ip.header_len(),
         end: usize::from(ip.total_len()),
         more_fragments: ip.more_frags(),
+        later_fragment: ip.is_non_initial_fragment(),
+        ident: ip.ident(),
+        ip_protocol: ip.protocol().0,
         protocol: Protocol::from_number(ip.protocol().0),
         src: ip.src_addr(),
         dst: ip.dst_addr(),
@@ -251,18 +257,18 @@ impl NatWorker {
         protocol: Protocol,
         l4: &[u8],
         direction: Direction,
-    ) -> (TcpFlags, Result<Opening, IcmpClass>) {
+    ) -> (Segment, Result<Opening, IcmpClass>) {
         match protocol {
             Protocol::Tcp => {
-                let flags = transport::tcp_flags(l4);
-                let opening = if flags.is_initial_syn() {
+                let segment = transport::tcp_segment(l4);
+                let opening = if segment.flags.is_initial_syn() {
                     Opening::Allowed
                 } else {
                     Opening::Refused(DropReason::TcpNotSyn)
                 };
-                (flags, Ok(opening))
+                (segment, Ok(opening))
             }
-            Protocol::Udp => (TcpFlags::default(), Ok(Opening::Allowed)),
+            Protocol::Udp => (Segment::default(), Ok(Opening::Allowed)),
             Protocol::Icmp => {
                 let class = icmp_class(transport::icmp_type_of(l4));
                 let opening = match (class, direction) {
@@ -271,8 +277,56 @@ impl NatWorker {
                     (IcmpClass::EchoReply, _) => Ok(Opening::Refused(DropReason::NoMapping)),
                     (other, _) => Err(other),
                 };
-                (TcpFlags::default(), opening)
+                (Segment::default(), opening)
             }
+        }
+    }
+
+    /// A non-first fragment: the addresses its first fragment got, or, if
+    /// that is not known, dropped when a rule claims it and passed on
+    /// unchanged when none does (RFC 4787 REQ-14).
+    fn later_fragment(
+        &mut self,
+        packet: &mut [u8],
+        p: &Parsed,
+        direction: Direction,
+        egress: Egress,
+        now: u64,
+    ) -> Verdict {
+        let key = FragmentKey::new(p.src, p.dst, p.ip_protocol, p.ident, direction);
+        let Some(to) = self.fragments.lookup(&key, now) else {
+            return self.refuse(direction, p, egress, DropReason::Fragment);
+        };
+        let mut ip = Ipv4Packet::new_unchecked(packet);
+        if to.src != p.src {
+            ip.rewrite_src_addr(to.src);
+        }
+        if to.dst != p.dst {
+            ip.rewrite_dst_addr(to.dst);
+        }
+        self.counters.fragments_translated += 1;
+        if to.hairpin {
+            Verdict::Hairpin
+        } else {
+            Verdict::Translated
+        }
+    }
+
+    /// Remembers how a translated first fragment was rewritten, for the
+    /// fragments that follow it.
+    fn first_fragment(
+        &mut self,
+        p: &Parsed,
+        direction: Direction,
+        to: FragmentTranslation,
+        now: u64,
+    ) {
+        if !p.more_fragments {
+            return;
+        }
+        let key = FragmentKey::new(p.src, p.dst, p.ip_protocol, p.ident, direction);
+        if self.fragments.insert(key, to, now) {
+            self.counters.fragment_evictions += 1;
         }
     }
 
@@ -281,6 +335,9 @@ impl NatWorker {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop(reason),
         };
+        if p.later_fragment {
+            return self.later_fragment(packet, &p, Direction::Outbound, egress, now);
+        }
         let Some(protocol) = p.protocol else {
             return self.refuse(
                 Direction::Outbound,
@@ -322,6 +379,12 @@ impl NatWorker {
         };
         rewrite(packet, &p, protocol, true, binding.external);
         if !binding.hairpin {
+            let to = FragmentTranslation {
+                src: binding.external.addr,
+                dst: p.dst,
+                hairpin: false,
+            };
+            self.first_fragment(&p, Direction::Outbound, to, now);
             return Verdict::Translated;
         }
         // RFC 4787 REQ-9: the packet now leaves from our external endpoint
@@ -351,9 +414,23 @@ impl NatWorker {
         ) {
             Ok(Some(back)) => {
                 rewrite(packet, &p, protocol, false, back.inside);
+                let to = FragmentTranslation {
+                    src: binding.external.addr,
+                    dst: back.inside.addr,
+                    hairpin: true,
+                };
+                self.first_fragment(&p, Direction::Outbound, to, now);
                 Verdict::Hairpin
             }
-            Ok(None) => Verdict::Translated,
+            Ok(None) => {
+                let to = FragmentTranslation {
+                    src: binding.external.addr,
+                    dst: p.dst,
+                    hairpin: false,
+                };
+                self.first_fragment(&p, Direction::Outbound, to, now);
+                Verdict::Translated
+            }
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -364,6 +441,9 @@ impl NatWorker {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop(reason),
         };
+        if p.later_fragment {
+            return self.later_fragment(packet, &p, Direction::Inbound, egress_unused, now);
+        }
         let Some(protocol) = p.protocol else {
             return self.refuse(
                 Direction::Inbound,
@@ -406,6 +486,12 @@ impl NatWorker {
         ) {
             Ok(Some(binding)) => {
                 rewrite(packet, &p, protocol, false, binding.inside);
+                let to = FragmentTranslation {
+                    src: p.src,
+                    dst: binding.inside.addr,
+                    hairpin: false,
+                };
+                self.first_fragment(&p, Direction::Inbound, to, now);
                 Verdict::Translated
             }
             Ok(None) => Verdict::NotTranslated,

@@ -14,7 +14,7 @@
 use strait_wire::{icmpv4, tcp, udp, Icmpv4Packet, TcpPacket, UdpPacket};
 
 use crate::flow::Protocol;
-use crate::tcp::TcpFlags;
+use crate::tcp::Segment;
 
 /// Bytes every tracked transport header must show: ports or type, code,
 /// checksum and identifier. It is also what RFC 792 guarantees an ICMP
@@ -139,8 +139,8 @@ pub(crate) fn set_checksum(protocol: Protocol, l4: &mut [u8], value: u16) {
 
 /// TCP flags of a header at least [`TCP_HEADER_LEN`] bytes long.
 #[inline]
-pub(crate) fn tcp_flags(l4: &[u8]) -> TcpFlags {
-    TcpFlags::from_wire(TcpPacket::new_unchecked(l4).flags())
+pub(crate) fn tcp_segment(l4: &[u8]) -> Segment {
+    Segment::parse(l4)
 }
 
 /// ICMP type byte.

@@ -25,13 +25,14 @@ use std::sync::Arc;
 use crate::config::{ConfigError, NatConfig};
 use crate::counters::{DropReason, NatCounters};
 use crate::flow::{Direction, Endpoint, FlowTuple, Protocol};
+use crate::fragments::FragmentTable;
 use crate::ports::PortAllocator;
 use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
 use crate::table::{
     endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TimerClass, NIL,
     TIMER_CLASSES,
 };
-use crate::tcp::{TcpFlags, TcpState};
+use crate::tcp::{Segment, TcpState, TcpWindow};
 
 /// Whether a packet without a session may open one, and if not, why it is
 /// dropped.
@@ -49,7 +50,7 @@ pub(crate) struct Leg {
     pub(crate) protocol: Protocol,
     pub(crate) source: Endpoint,
     pub(crate) destination: Endpoint,
-    pub(crate) tcp: TcpFlags,
+    pub(crate) tcp: Segment,
     pub(crate) opening: Opening,
 }
 
@@ -70,6 +71,9 @@ pub struct NatWorker {
     round_robin: Vec<u32>,
     pub(crate) table: SessionTable,
     ports: PortAllocator,
+    pub(crate) fragments: FragmentTable,
+    /// Sequence state of TCP sessions, by session index.
+    windows: Box<[TcpWindow]>,
     pub(crate) counters: NatCounters,
 }
 
@@ -83,13 +87,18 @@ impl NatWorker {
         timeouts[TimerClass::TcpEstablished as usize] = t.tcp_established;
         timeouts[TimerClass::TcpTransitory as usize] = t.tcp_transitory;
         timeouts[TimerClass::Icmp as usize] = t.icmp;
+        timeouts[TimerClass::UdpUnanswered as usize] = t.udp;
+        timeouts[TimerClass::TcpUnanswered as usize] = t.tcp_transitory;
+        timeouts[TimerClass::IcmpUnanswered as usize] = t.icmp;
         let mut worker = Self {
             config,
             timeouts,
             rules: Arc::new(NatRules::default()),
             round_robin: Vec::new(),
-            table: SessionTable::new(config.max_sessions, config.hash_key),
+            table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
             ports: PortAllocator::new(config.max_external_addresses),
+            fragments: FragmentTable::new(config.fragment_flows, config.hash_key),
+            windows: vec![TcpWindow::default(); config.max_sessions].into_boxed_slice(),
             counters: NatCounters::default(),
         };
         worker.install_rules(rules);
@@ -155,7 +164,10 @@ impl NatWorker {
     /// Heap bytes held by the tables and port bitmaps. Fixed after
     /// construction except for port bitmaps of newly seen addresses.
     pub fn memory_bytes(&self) -> usize {
-        self.table.heap_bytes() + self.ports.heap_bytes()
+        self.table.heap_bytes()
+            + self.ports.heap_bytes()
+            + self.fragments.heap_bytes()
+            + self.windows.len() * core::mem::size_of::<TcpWindow>()
     }
 
     /// Removes up to `budget` sessions whose idle timeout has passed at
@@ -166,7 +178,7 @@ impl NatWorker {
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
         let mut removed = 0;
         while removed < budget {
-            let i = self.table.oldest_expired(now, &self.timeouts);
+            let i = self.table.oldest_expired(now);
             if i == NIL {
                 break;
             }
@@ -189,7 +201,7 @@ impl NatWorker {
 
     /// A live session index, reaping it first if its timeout has passed.
     fn live(&mut self, index: u32, now: u64) -> u32 {
-        if index != NIL && self.table.is_expired(index, now, &self.timeouts) {
+        if index != NIL && self.table.is_expired(index, now) {
             self.remove_session(index);
             self.counters.sessions_expired += 1;
             return NIL;
@@ -206,12 +218,30 @@ impl NatWorker {
         }
     }
 
-    fn track(&mut self, index: u32, direction: Direction, tcp: TcpFlags, now: u64) {
+    /// Follows a packet of an existing session. A TCP reset outside the
+    /// receiver's window is refused and changes nothing (RFC 5961 section
+    /// 3): it neither resets nor refreshes the session.
+    fn track(
+        &mut self,
+        index: u32,
+        direction: Direction,
+        tcp: Segment,
+        now: u64,
+    ) -> Result<(), DropReason> {
         let s = self.table.session(index);
         let protocol = s.protocol;
+        let answer = direction != s.initiator && !s.answered;
         if protocol == Protocol::Tcp {
-            let next = s.tcp.on_segment(direction, s.initiator, tcp);
+            let window = &mut self.windows[index as usize];
+            if tcp.flags.rst && !window.rst_acceptable(direction, &tcp) {
+                return Err(DropReason::TcpRstOutOfWindow);
+            }
+            window.update(direction, &tcp);
+            let next = s.tcp.on_segment(direction, s.initiator, tcp.flags);
             self.table.set_tcp_state(index, next);
+        }
+        if answer {
+            self.table.set_answered(index);
         }
         // RFC 4787 REQ-6: outbound traffic always refreshes; inbound UDP
         // only when configured. TCP and ICMP refresh both ways.
@@ -219,14 +249,29 @@ impl NatWorker {
             || protocol != Protocol::Udp
             || self.config.inbound_refresh;
         self.table.touch(index, now, refresh);
+        Ok(())
     }
 
-    /// Room for one more session, reclaiming an expired one if needed.
+    /// Room for one more session: when the table is full, an expired
+    /// session is reclaimed, or else the oldest session nothing has
+    /// answered is dropped early (an unanswered SYN, datagram or echo
+    /// request, as Linux conntrack's early drop does), so a flood of
+    /// unanswered flows cannot lock new flows out. Answered sessions are
+    /// never dropped for a new flow.
     fn has_room(&mut self, now: u64) -> bool {
-        if self.table.is_full() {
-            self.expire(now, 1);
+        if !self.table.is_full() {
+            return true;
         }
-        !self.table.is_full()
+        if self.expire(now, 1) == 1 {
+            return true;
+        }
+        let victim = self.table.oldest_unanswered();
+        if victim == NIL {
+            return false;
+        }
+        self.remove_session(victim);
+        self.counters.sessions_early_dropped += 1;
+        true
     }
 
     /// Session for an outbound packet `source -> destination`, created if a
@@ -247,7 +292,7 @@ impl NatWorker {
         let found = self.table.lookup_outbound(protocol, source, destination);
         let index = self.live(found, now);
         if index != NIL {
-            self.track(index, Direction::Outbound, tcp, now);
+            self.track(index, Direction::Outbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
         }
         let rules = Arc::clone(&self.rules);
@@ -287,13 +332,18 @@ impl NatWorker {
             rule,
             mapping,
         };
-        self.create(new, now).map(Some)
+        self.create(new, tcp, now).map(Some)
     }
 
-    fn create(&mut self, new: NewSession, now: u64) -> Result<Binding, DropReason> {
+    fn create(&mut self, new: NewSession, tcp: Segment, now: u64) -> Result<Binding, DropReason> {
         match self.table.insert_session(new, now) {
             Some(index) => {
                 self.counters.sessions_created += 1;
+                if new.protocol == Protocol::Tcp {
+                    let window = &mut self.windows[index as usize];
+                    *window = TcpWindow::default();
+                    window.update(new.initiator, &tcp);
+                }
                 Ok(self.binding(index))
             }
             None => {
@@ -404,7 +454,7 @@ impl NatWorker {
         let found = self.table.lookup_inbound(protocol, destination, source);
         let index = self.live(found, now);
         if index != NIL {
-            self.track(index, Direction::Inbound, tcp, now);
+            self.track(index, Direction::Inbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
         }
         let mapping = self.table.lookup_mapping_external(protocol, destination);
@@ -416,13 +466,10 @@ impl NatWorker {
             }
             let permitted = match self.config.filtering {
                 crate::config::Filtering::EndpointIndependent => true,
-                crate::config::Filtering::AddressDependent => self.table.has_session_with_address(
-                    protocol,
-                    destination,
-                    source.addr,
-                    now,
-                    &self.timeouts,
-                ),
+                crate::config::Filtering::AddressDependent => {
+                    self.table
+                        .has_session_with_address(mapping, source.addr, now)
+                }
             };
             if !permitted {
                 return Err(DropReason::Filtered);
@@ -451,7 +498,7 @@ impl NatWorker {
                 rule: m.rule,
                 mapping,
             };
-            return self.create(new, now).map(Some);
+            return self.create(new, tcp, now).map(Some);
         }
         let rules = Arc::clone(&self.rules);
         let (rule, kind, inside) = if let Some((at, dnat)) = rules.match_dnat(protocol, destination)
@@ -498,7 +545,7 @@ impl NatWorker {
             rule,
             mapping: NIL,
         };
-        self.create(new, now).map(Some)
+        self.create(new, tcp, now).map(Some)
     }
 
     /// The session an ICMP error refers to, without refreshing it
@@ -534,8 +581,8 @@ impl NatWorker {
     pub fn sessions(&self, now: u64) -> impl Iterator<Item = SessionInfo> + '_ {
         let timeouts = self.timeouts;
         self.table.iter().map(move |s| {
-            let idle = now.saturating_sub(s.last_seen);
-            let class = TimerClass::for_flow(s.protocol, s.tcp) as usize;
+            let idle = now.saturating_sub(u64::from(s.last_seen));
+            let class = TimerClass::for_flow(s.protocol, s.tcp, s.answered) as usize;
             SessionInfo {
                 rule: s.rule,
                 kind: s.kind,
@@ -545,7 +592,7 @@ impl NatWorker {
                 outside: s.outside,
                 initiator: s.initiator,
                 tcp_state: (s.protocol == Protocol::Tcp).then_some(s.tcp),
-                age: now.saturating_sub(s.created),
+                age: now.saturating_sub(u64::from(s.created)),
                 idle,
                 expires_in: timeouts[class].saturating_sub(idle),
             }

@@ -457,21 +457,86 @@ fn tcp_established_timeout_expires_after_7440_seconds() {
     assert_eq!(nat.expire(7440, 10), 1);
 }
 
+/// An established connection client -> server through the worker, with
+/// realistic sequence numbers; returns the external endpoint and the next
+/// sequence numbers of client and server.
+fn established(nat: &mut NatWorker, server: Endpoint) -> (Endpoint, u32, u32) {
+    let (c, s) = (1_000_000u32, 5_000_000u32);
+    let mut syn = tcp_seq(client(), server, SYN, c, 0, b"");
+    nat.translate_outbound(&mut syn, wan(), 0);
+    let ext = src_of(&syn);
+    let mut syn_ack = tcp_seq(server, ext, SYN_ACK, s, c + 1, b"");
+    assert_eq!(nat.translate_inbound(&mut syn_ack, 0), Verdict::Translated);
+    let mut ack = tcp_seq(client(), server, ACK, c + 1, s + 1, b"hello");
+    nat.translate_outbound(&mut ack, wan(), 0);
+    (ext, c + 6, s + 1)
+}
+
 #[test]
 fn rst_moves_to_transitory() {
     let mut nat = masquerade_worker(NatConfig::default());
     let server = ep(ip(192, 0, 2, 1), 443);
-    let mut syn = tcp(client(), server, SYN, b"");
-    nat.translate_outbound(&mut syn, wan(), 0);
-    let ext = src_of(&syn);
-    nat.translate_inbound(&mut tcp(server, ext, SYN_ACK, b""), 0);
-    nat.translate_outbound(&mut tcp(client(), server, ACK, b""), wan(), 0);
-    nat.translate_inbound(&mut tcp(server, ext, RST, b""), 10);
+    let (ext, _, s) = established(&mut nat, server);
+    let mut rst = tcp_seq(server, ext, RST, s, 0, b"");
+    assert_eq!(nat.translate_inbound(&mut rst, 10), Verdict::Translated);
     assert_eq!(
         nat.sessions(10).next().unwrap().tcp_state,
         Some(TcpState::Reset)
     );
     assert_eq!(nat.expire(250, 10), 1);
+}
+
+#[test]
+fn rst_outside_the_receive_window_is_refused_and_changes_nothing() {
+    // RFC 5961 section 3: a blind attacker who knows the 4-tuple but not
+    // the sequence numbers must not be able to reset the session.
+    let mut nat = masquerade_worker(NatConfig::default());
+    let server = ep(ip(192, 0, 2, 1), 443);
+    let (ext, c, s) = established(&mut nat, server);
+    let state = |nat: &NatWorker| nat.sessions(0).next().unwrap().tcp_state;
+    for seq in [
+        s.wrapping_add(1 << 20),
+        s.wrapping_sub(1),
+        s ^ 0x8000_0000,
+        0,
+    ] {
+        let mut blind = tcp_seq(server, ext, RST, seq, 0, b"");
+        assert_eq!(
+            nat.translate_inbound(&mut blind, 5),
+            Verdict::Drop(DropReason::TcpRstOutOfWindow),
+            "seq {seq}"
+        );
+        assert_eq!(state(&nat), Some(TcpState::Established));
+    }
+    assert_eq!(nat.counters().drops(DropReason::TcpRstOutOfWindow), 4);
+    // Inside the client's advertised window (64 000 bytes past what it
+    // acknowledged) it is accepted (RFC 5961 would challenge it; the
+    // endpoint still judges it).
+    let mut near = tcp_seq(server, ext, RST | ACK, s + 30_000, c, b"");
+    assert_eq!(nat.translate_inbound(&mut near, 6), Verdict::Translated);
+    assert_eq!(state(&nat), Some(TcpState::Reset));
+}
+
+#[test]
+fn rst_answering_a_syn_must_acknowledge_it() {
+    // RFC 793 section 3.9, SYN-SENT: a reset is acceptable if its ACK
+    // acknowledges the SYN.
+    let mut nat = masquerade_worker(NatConfig::default());
+    let server = ep(ip(192, 0, 2, 1), 443);
+    let mut syn = tcp_seq(client(), server, SYN, 77, 0, b"");
+    nat.translate_outbound(&mut syn, wan(), 0);
+    let ext = src_of(&syn);
+    let mut wrong = tcp_seq(server, ext, RST | ACK, 0, 12345, b"");
+    assert_eq!(
+        nat.translate_inbound(&mut wrong, 0),
+        Verdict::Drop(DropReason::TcpRstOutOfWindow)
+    );
+    let mut refused = tcp_seq(server, ext, RST | ACK, 0, 78, b"");
+    assert_eq!(nat.translate_inbound(&mut refused, 0), Verdict::Translated);
+    assert_eq!(
+        nat.sessions(0).next().unwrap().tcp_state,
+        Some(TcpState::Reset)
+    );
 }
 
 #[test]
@@ -659,11 +724,15 @@ fn full_session_table_drops_new_flows() {
     };
     let mut nat = masquerade_worker(config);
     for k in 0..4u16 {
-        let mut p = udp(client(), ep(ip(192, 0, 2, 1), 100 + k), b"q", true);
+        let server = ep(ip(192, 0, 2, 1), 100 + k);
+        let mut p = udp(client(), server, b"q", true);
         assert_eq!(
             nat.translate_outbound(&mut p, wan(), 0),
             Verdict::Translated
         );
+        // Every session answered: none may be dropped early.
+        let mut back = udp(server, src_of(&p), b"a", true);
+        assert_eq!(nat.translate_inbound(&mut back, 0), Verdict::Translated);
     }
     let mut p = udp(client(), ep(ip(192, 0, 2, 1), 200), b"q", true);
     assert_eq!(
@@ -681,6 +750,50 @@ fn full_session_table_drops_new_flows() {
         nat.translate_outbound(&mut p, wan(), 300),
         Verdict::Translated
     );
+    assert_eq!(nat.counters().sessions_early_dropped, 0);
+}
+
+#[test]
+fn a_full_table_drops_the_oldest_unanswered_session_for_a_new_flow() {
+    // Like Linux conntrack's early drop: a flood of unanswered SYNs or
+    // datagrams cannot lock answered flows out, nor new flows.
+    let config = NatConfig {
+        max_sessions: 4,
+        ..NatConfig::default()
+    };
+    let mut nat = masquerade_worker(config);
+    let server = |k: u16| ep(ip(192, 0, 2, 1), 100 + k);
+    // 0: answered UDP; 1: an unanswered SYN; 2: unanswered UDP; 3: answered.
+    let mut p = udp(client(), server(0), b"q", true);
+    nat.translate_outbound(&mut p, wan(), 0);
+    nat.translate_inbound(&mut udp(server(0), src_of(&p), b"a", true), 0);
+    let mut syn = tcp_seq(client(), server(1), SYN, 1, 0, b"");
+    nat.translate_outbound(&mut syn, wan(), 1);
+    nat.translate_outbound(&mut udp(client(), server(2), b"q", true), wan(), 2);
+    let mut p = udp(client(), server(3), b"q", true);
+    nat.translate_outbound(&mut p, wan(), 3);
+    nat.translate_inbound(&mut udp(server(3), src_of(&p), b"a", true), 3);
+    assert_eq!(nat.session_count(), 4);
+    let open = |nat: &NatWorker| {
+        let mut v: Vec<u16> = nat.sessions(10).map(|s| s.outside.port - 100).collect();
+        v.sort_unstable();
+        v
+    };
+    // The oldest unanswered session (the SYN) makes room...
+    let mut p = udp(client(), server(4), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 10),
+        Verdict::Translated
+    );
+    assert_eq!(open(&nat), [0, 2, 3, 4]);
+    // ...then the next oldest, never an answered one.
+    let mut p = udp(client(), server(5), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 11),
+        Verdict::Translated
+    );
+    assert_eq!(open(&nat), [0, 3, 4, 5]);
+    assert_eq!(nat.counters().sessions_early_dropped, 2);
 }
 
 #[test]

@@ -143,6 +143,7 @@ fn drop_reason(r: strait_nat::DropReason) -> DropReason {
         N::IcmpErrorChecksum => DropReason::NatIcmpErrorChecksum,
         N::IcmpErrorMalformed => DropReason::NatIcmpErrorMalformed,
         N::IcmpUnsupported => DropReason::NatIcmpUnsupported,
+        N::TcpRstOutOfWindow => DropReason::NatTcpRstOutOfWindow,
     }
 }
 

@@ -152,6 +152,7 @@ impl NatTables {
             // for the engine's life.
             hash_key: flow_seed.rotate_left(29) ^ 0x6e61_745f_6b65_7921,
             partition: WorkerPartition::SINGLE,
+            ..NatConfig::default()
         };
         lib_config
             .validate()

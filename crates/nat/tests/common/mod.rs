@@ -205,3 +205,27 @@ pub fn assert_quoted_transport_checksum(p: &[u8]) {
     let quoted = &p[hl + 8..];
     assert_checksums(quoted);
 }
+
+/// A TCP segment with the given sequence and acknowledgment numbers and
+/// window.
+pub fn tcp_seq(
+    src: Endpoint,
+    dst: Endpoint,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut l4 = vec![0u8; 20];
+    l4[0..2].copy_from_slice(&src.port.to_be_bytes());
+    l4[2..4].copy_from_slice(&dst.port.to_be_bytes());
+    l4[4..8].copy_from_slice(&seq.to_be_bytes());
+    l4[8..12].copy_from_slice(&ack.to_be_bytes());
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    l4[14..16].copy_from_slice(&64_000u16.to_be_bytes());
+    l4.extend_from_slice(payload);
+    let c = l4_checksum(src.addr, dst.addr, 6, &l4);
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv4(src.addr, dst.addr, 6, &l4)
+}

@@ -267,3 +267,131 @@ fn snat_happens_before_encapsulation_and_replies_are_untranslated_after_decapsul
     let nat = pb.nat().worker().unwrap().counters();
     assert_eq!((nat.translated_outbound, nat.translated_inbound), (1, 1));
 }
+
+/// A UDP datagram `src:sport -> dst:dport` with `payload` bytes and IP ID
+/// `id`, split into IPv4 fragments of at most 20 + 104 bytes, each in its
+/// own Ethernet frame.
+fn udp_fragments(
+    dst_mac: [u8; 6],
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+    id: u16,
+    payload: usize,
+) -> Vec<Vec<u8>> {
+    let mut f = udp_frame(dst_mac, src, dst, 64, payload, false);
+    for (i, b) in f[ETH_LEN + 28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let mut udp = strait_wire::UdpPacket::new_unchecked(&mut f[ETH_LEN + 20..]);
+    udp.set_src_port(sport);
+    udp.set_dst_port(dport);
+    udp.fill_checksum_v4(src, dst);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH_LEN..]);
+    ip.set_ident(id);
+    ip.fill_checksum();
+    let mut out = Vec::new();
+    for index in 0.. {
+        let mut frag = vec![0u8; ETH_LEN + 1500];
+        let Some(len) = fragment_ipv4(&f[ETH_LEN..], 124, index, &mut frag[ETH_LEN..]) else {
+            break;
+        };
+        frag.truncate(ETH_LEN + len);
+        write_eth(&mut frag, dst_mac, HOST_MAC, EtherType::IPV4);
+        out.push(frag);
+    }
+    assert!(out.len() >= 3);
+    out
+}
+
+/// Runs every fragment through the pipeline, expects each forwarded out of
+/// `port`, checks each IPv4 header checksum and returns the reassembled
+/// datagram's (source, destination) after checking its UDP checksum.
+fn forward_fragments(
+    p: &mut Pipeline<u32>,
+    t: &Tables,
+    frames: &[Vec<u8>],
+    ingress: u16,
+    port: u16,
+) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let mut addrs = None;
+    let mut datagram = Vec::new();
+    for (k, frame) in frames.iter().enumerate() {
+        let mut f = Frame::new(frame);
+        assert!(
+            matches!(f.run(p, t, ingress), Verdict::Forward { port: out, .. } if out == port),
+            "fragment {k} forwarded out of port {port}"
+        );
+        let ip = Ipv4Packet::new_checked(f.data()).unwrap();
+        assert!(ip.verify_checksum(), "fragment {k}: IPv4 checksum");
+        let these = (ip.src_addr(), ip.dst_addr());
+        assert!(addrs.is_none_or(|a| a == these), "fragment {k}: addresses");
+        addrs = Some(these);
+        assert_eq!(usize::from(ip.frag_offset()), datagram.len());
+        datagram.extend_from_slice(ip.payload());
+    }
+    let (src, dst) = addrs.unwrap();
+    let udp = strait_wire::UdpPacket::new_checked(&datagram[..]).unwrap();
+    assert!(udp.verify_checksum_v4(src, dst), "reassembled UDP checksum");
+    ((src, udp.src_port()), (dst, udp.dst_port()))
+}
+
+#[test]
+fn fragments_follow_their_first_fragment_through_nat_both_ways() {
+    let t = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    let client = (ip("10.0.1.2"), 4000);
+    let server = (ip("198.51.100.7"), 53);
+    // Outbound: the later fragments (no ports) get the first one's source
+    // address (RFC 4787 REQ-14).
+    let out = udp_fragments(LAN_MAC, client, server, 0x4242, 300);
+    let (src, dst) = forward_fragments(&mut p, &t, &out, 0, 1);
+    assert_eq!(src.0, ip("192.0.2.1"));
+    assert!((20000..=29999).contains(&src.1));
+    assert_eq!(dst, server);
+    // Inbound: a fragmented answer reaches the client whole.
+    let back = udp_fragments(WAN_MAC, server, src, 0x5151, 300);
+    assert_eq!(forward_fragments(&mut p, &t, &back, 1, 0), (server, client));
+    // A later fragment of a translated flow whose first fragment was never
+    // seen cannot be translated: dropped and counted.
+    let early = udp_fragments(LAN_MAC, client, server, 0x6363, 300);
+    let mut f = Frame::new(&early[1]);
+    assert_eq!(f.run(&mut p, &t, 0), Verdict::Drop(DropReason::NatFragment));
+    let nat = p.nat().worker().unwrap().counters();
+    assert_eq!(
+        nat.fragments_translated,
+        (out.len() - 1 + back.len() - 1) as u64
+    );
+}
+
+#[test]
+fn fragments_no_rule_claims_pass_through_a_nat_site() {
+    let t = nat_site(NAT_SITE, None, 1);
+    let mut p = pipeline();
+    // From the outside to an inside host directly: routed, not NATed,
+    // every fragment passes, even one whose first fragment was not seen.
+    let from_wan = udp_fragments(
+        WAN_MAC,
+        (ip("198.51.100.7"), 7000),
+        (ip("10.0.1.9"), 7001),
+        0x0101,
+        300,
+    );
+    assert_eq!(
+        forward_fragments(&mut p, &t, &from_wan, 1, 0),
+        ((ip("198.51.100.7"), 7000), (ip("10.0.1.9"), 7001))
+    );
+    let mut later_only = Frame::new(&from_wan[2]);
+    assert!(matches!(
+        later_only.run(&mut p, &t, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+    let from_lan = udp_fragments(
+        LAN_MAC,
+        (ip("10.0.1.1"), 7000),
+        (ip("198.51.100.7"), 7001),
+        0x0202,
+        300,
+    );
+    let _ = from_lan;
+    assert_eq!(p.nat().worker().unwrap().session_count(), 0);
+}
