@@ -9,5 +9,6 @@
 pub mod control;
 pub mod events;
 pub mod metrics;
+pub mod server;
 #[allow(unsafe_code)]
 mod sys;

@@ -22,6 +22,7 @@ use anyhow::Context;
 use clap::Parser;
 use strait_daemon::control::{self, DEFAULT_SOCKET};
 use strait_daemon::events::EventLog;
+use strait_daemon::server::ServerStats;
 use strait_dataplane::{Config, Engine, EngineEvent};
 
 /// Strait dataplane daemon.
@@ -69,17 +70,29 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("{r}");
     }
     let events = Arc::new(EventLog::default());
+    let control_stats = Arc::new(ServerStats::default());
+    let metrics_stats = Arc::new(ServerStats::default());
     let control_thread = control::serve(
         Arc::clone(&engine),
         Arc::clone(&events),
         &args.control,
+        Arc::clone(&control_stats),
         Arc::clone(&stop),
     )
     .with_context(|| format!("control socket {}", args.control.display()))?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
-            strait_daemon::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
-                .with_context(|| format!("metrics endpoint {addr}"))?,
+            strait_daemon::metrics::serve(
+                Arc::clone(&engine),
+                addr,
+                Arc::clone(&metrics_stats),
+                vec![
+                    ("control", control_stats),
+                    ("metrics", Arc::clone(&metrics_stats)),
+                ],
+                Arc::clone(&stop),
+            )
+            .with_context(|| format!("metrics endpoint {addr}"))?,
         ),
         Ok(None) => None,
         Err(e) => anyhow::bail!("[metrics]: {e}"),
