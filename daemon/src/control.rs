@@ -302,7 +302,7 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
             .map(RekeyStep::RetireInbound)
             .map_err(|_| format!("sa retire-inbound: SPI {spi:?} is not a number")),
         _ => Err(format!(
-            "sa {step}: expected install-inbound|switch-outbound TUNNEL spi=N cipher=C key=HEX, \
+            "sa {step}: expected install-inbound|switch-outbound TUNNEL spi=N cipher=C key=HEX (straitctl: key=-), \
              or retire-inbound TUNNEL SPI"
         )),
     }

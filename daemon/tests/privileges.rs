@@ -1,14 +1,16 @@
 //! End-to-end: a running `straitd` has given up its privileges — no
 //! capability on any thread, no_new_privs, not dumpable — and still
-//! reloads, reconfigures forwarding and stops cleanly.
+//! reloads, reconfigures forwarding and stops cleanly; `straitctl` refuses
+//! SA keys on its command line and reads them from standard input.
 //!
 //! Topology (scripts/topologies/forward.topo):
 //! h1 10.1.0.2 — [left 10.1.0.1] dp [right 10.2.0.1] — h2 10.2.0.2
 //!
 //! Needs root (namespaces, veth, XDP), iputils-ping, ethtool and setpriv.
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
@@ -258,4 +260,61 @@ fn a_reload_by_sighup_after_dropping_privileges_still_reconfigures_forwarding() 
     assert!(answer.starts_with("reloaded:"), "{answer}");
     let (ok, out) = ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
     assert!(!ok && out.contains("Destination Net Unreachable"), "{out}");
+}
+
+#[test]
+fn straitctl_refuses_a_key_on_its_command_line_and_reads_one_from_stdin() {
+    let bed = Bed::new("priv-key");
+    let d = &bed.daemon;
+    let key = "00112233445566778899aabbccddeeff01020304";
+    let err = d
+        .try_ctl(&[
+            "sa",
+            "install-inbound",
+            "hub",
+            "spi=4098",
+            "cipher=aes128-gcm",
+            &format!("key={key}"),
+        ])
+        .unwrap_err();
+    assert!(
+        err.contains("visible to every local user") && err.contains("key=-"),
+        "{err}"
+    );
+    assert!(!err.contains(key), "{err}");
+    let spis = |sa: &serde_json::Value| -> Vec<u64> {
+        sa[0]["inbound"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["spi"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(spis(&d.json(&["show", "sa"])), [4097], "nothing installed");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_straitctl"))
+        .arg("--socket")
+        .arg(&d.sock)
+        .args([
+            "sa",
+            "install-inbound",
+            "hub",
+            "spi=4098",
+            "cipher=aes128-gcm",
+            "key=-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("ok: tables generation"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(spis(&d.json(&["show", "sa"])), [4097, 4098]);
 }
