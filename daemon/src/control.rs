@@ -7,18 +7,20 @@
 //! closes. Answers that start with `error:` are failures.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::events::EventLog;
+use crate::server::{self, Client, Limits, RequestError, ServerStats};
 use crate::sys;
 use strait_dataplane::{
     session_state, Config, DropReason, Engine, InterfaceInfo, NatDirection, NatKindConfig,
@@ -29,12 +31,27 @@ use strait_dataplane::{
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/strait/straitd.sock";
 
+/// The control socket's bounds (docs/CLI.md, "Limits"): a command is one
+/// short line sent at once by `straitctl`; an answer is read as fast as
+/// it is written. The cap is generous for operators and scripts, and
+/// bounds the threads and memory a misbehaving local client can take.
+pub const LIMITS: Limits = Limits {
+    max_clients: 16,
+    max_request: 4096,
+    request_timeout: Duration::from_secs(5),
+    answer_timeout: Duration::from_secs(10),
+};
+
+/// What a client over the cap is told before it is closed.
+const BUSY: &[u8] = b"error: busy: 16 control clients connected (the limit); try again\n";
+
 /// Serves the control socket at `path` until `stop` is set; `show events`
-/// answers from `events`.
+/// answers from `events`, `stats` counts the clients.
 pub fn serve(
     engine: Arc<Engine>,
     events: Arc<EventLog>,
     path: &Path,
+    stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
@@ -45,44 +62,68 @@ pub fn serve(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
     let path: PathBuf = path.to_owned();
+    let accept = server::serve(
+        "strait-control",
+        listener,
+        LIMITS,
+        stats,
+        Arc::clone(&stop),
+        BUSY,
+        move |client: &mut Client<UnixStream>| handle(&engine, &events, client),
+    )?;
+    // The socket file goes once nothing answers on it any more.
     std::thread::Builder::new()
-        .name("strait-control".into())
+        .name("strait-control-end".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = handle(&engine, &events, stream) {
-                            tracing::debug!(error = %e, "control connection");
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control socket accept");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
+            let _ = accept.join();
             let _ = std::fs::remove_file(&path);
         })
 }
 
-fn handle(engine: &Engine, events: &EventLog, stream: UnixStream) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let uid = sys::peer_uid(&stream)?;
+fn handle(engine: &Engine, events: &EventLog, client: &mut Client<UnixStream>) {
+    let uid = match sys::peer_uid(client.stream()) {
+        Ok(uid) => uid,
+        Err(e) => {
+            tracing::debug!(error = %e, "control connection: peer credentials");
+            return;
+        }
+    };
     let me = sys::effective_uid();
-    let mut out = stream.try_clone()?;
     if uid != 0 && uid != me {
-        writeln!(out, "error: permission denied (uid {uid} is not root)")?;
-        return Ok(());
+        let answer = format!("error: permission denied (uid {uid} is not root)\n");
+        let _ = client.write_answer(answer.as_bytes());
+        return;
     }
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    let request = match client.read_request(|r| r.contains(&b'\n')) {
+        // A command may carry a key: the buffers are wiped when dropped.
+        Ok(r) => Zeroizing::new(r),
+        Err(RequestError::TooLong) => {
+            let answer = format!(
+                "error: request longer than {} bytes refused\n",
+                LIMITS.max_request
+            );
+            let _ = client.write_answer(answer.as_bytes());
+            return;
+        }
+        Err(RequestError::TimedOut) => {
+            let answer = format!(
+                "error: no complete request within {} s\n",
+                LIMITS.request_timeout.as_secs()
+            );
+            let _ = client.write_answer(answer.as_bytes());
+            return;
+        }
+        Err(RequestError::Io(e)) => {
+            tracing::debug!(error = %e, "control connection");
+            return;
+        }
+    };
+    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
     let answer = execute(engine, events, line.trim());
-    out.write_all(answer.as_bytes())?;
-    Ok(())
+    if let Err(e) = client.write_answer(answer.as_bytes()) {
+        tracing::debug!(error = %e, "control connection: answer");
+    }
 }
 
 /// Runs one command against the engine and returns the answer.
@@ -261,7 +302,7 @@ pub fn parse_rekey_step(step: &str, words: &[&str]) -> Result<RekeyStep, String>
             .map(RekeyStep::RetireInbound)
             .map_err(|_| format!("sa retire-inbound: SPI {spi:?} is not a number")),
         _ => Err(format!(
-            "sa {step}: expected install-inbound|switch-outbound TUNNEL spi=N cipher=C key=HEX, \
+            "sa {step}: expected install-inbound|switch-outbound TUNNEL spi=N cipher=C key=HEX (straitctl: key=-), \
              or retire-inbound TUNNEL SPI"
         )),
     }
@@ -771,12 +812,26 @@ fn show_nat(engine: &Engine, json: bool) -> String {
 /// Client side: sends `command` to the socket at `path`, returns the answer.
 pub fn request(path: &Path, command: &str) -> io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    writeln!(stream, "{command}")?;
-    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // The command may carry a key: its copy here is wiped when dropped.
+    let mut line = Zeroizing::new(Vec::with_capacity(command.len() + 1));
+    line.extend_from_slice(command.as_bytes());
+    line.push(b'\n');
+    let sent = stream.write_all(&line);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // A daemon that refuses the client (too many clients, a request too
+    // long) may close before reading all of it; its answer still arrives.
     let mut answer = String::new();
-    io::Read::read_to_string(&mut stream, &mut answer)?;
-    Ok(answer)
+    let read = io::Read::read_to_string(&mut stream, &mut answer);
+    match (sent, read) {
+        (_, Ok(_)) if !answer.is_empty() => Ok(answer),
+        (_, Err(e)) if !answer.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
+            Ok(answer)
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(_)) => Ok(answer),
+    }
 }
 
 #[cfg(test)]

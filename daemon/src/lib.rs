@@ -9,5 +9,7 @@
 pub mod control;
 pub mod events;
 pub mod metrics;
+pub mod privileges;
+pub mod server;
 #[allow(unsafe_code)]
 mod sys;

@@ -5,7 +5,7 @@
 //! and the NAT snapshots; nothing here touches the per-packet path.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use strait_dataplane::{DropReason, Engine, PortCounters};
+
+use crate::server::{self, Client, Limits, RequestError, ServerStats};
 
 /// What one scrape reports, read from the engine at once.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +29,43 @@ pub struct MetricsSnapshot {
     pub generation: u64,
     /// Per tunnel: inner bytes sealed with its current outbound SA.
     pub tunnels: Vec<(String, u64)>,
+    /// Per management server (control, metrics): clients accepted, and
+    /// refused by reason.
+    pub servers: Vec<(String, ServerCounts)>,
+}
+
+/// One management server's client counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerCounts {
+    /// Clients accepted and served.
+    pub accepted: u64,
+    /// Refused: the cap on clients was reached.
+    pub busy: u64,
+    /// Cut off: no complete request in time.
+    pub request_timeout: u64,
+    /// Refused: the request was too long.
+    pub request_too_long: u64,
+    /// Cut off: the answer was not taken in time.
+    pub answer_timeout: u64,
+}
+
+impl ServerCounts {
+    /// Reads `stats` now.
+    pub fn read(stats: &ServerStats) -> ServerCounts {
+        let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        ServerCounts {
+            accepted: r(&stats.served),
+            busy: r(&stats.refused_busy),
+            request_timeout: r(&stats.request_timeouts),
+            request_too_long: r(&stats.oversized),
+            answer_timeout: r(&stats.answer_timeouts),
+        }
+    }
 }
 
 impl MetricsSnapshot {
-    /// Reads everything from `engine`.
-    pub fn read(engine: &Engine) -> MetricsSnapshot {
+    /// Reads everything from `engine` and the counters of `servers`.
+    pub fn read(engine: &Engine, servers: &[(&'static str, Arc<ServerStats>)]) -> MetricsSnapshot {
         MetricsSnapshot {
             interfaces: engine.counters(),
             workers: engine
@@ -55,6 +89,10 @@ impl MetricsSnapshot {
                 .security_associations()
                 .into_iter()
                 .map(|t| (t.tunnel, t.sealed_bytes))
+                .collect(),
+            servers: servers
+                .iter()
+                .map(|(n, s)| ((*n).to_owned(), ServerCounts::read(s)))
                 .collect(),
         }
     }
@@ -212,6 +250,30 @@ pub fn render(s: &MetricsSnapshot) -> String {
     );
     family(
         &mut out,
+        "strait_server_clients_accepted_total",
+        "counter",
+        "Clients of a management server (control socket, metrics endpoint) accepted.",
+        s.servers
+            .iter()
+            .map(|(n, c)| (format!("server=\"{}\"", escape(n)), c.accepted)),
+    );
+    family(
+        &mut out,
+        "strait_server_clients_refused_total",
+        "counter",
+        "Clients of a management server refused or cut off, by reason.",
+        s.servers.iter().flat_map(|(n, c)| {
+            [
+                ("busy", c.busy),
+                ("request_timeout", c.request_timeout),
+                ("request_too_long", c.request_too_long),
+                ("answer_timeout", c.answer_timeout),
+            ]
+            .map(|(reason, v)| (format!("server=\"{}\",reason=\"{reason}\"", escape(n)), v))
+        }),
+    );
+    family(
+        &mut out,
         "strait_tables_generation",
         "gauge",
         "Generation of the route, NAT and SA tables in force.",
@@ -220,65 +282,87 @@ pub fn render(s: &MetricsSnapshot) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` until `stop` is set.
+/// The endpoint's bounds (docs/CLI.md, "Limits"): Prometheus sends one
+/// short request head and reads the answer at once; a scraper, not a
+/// crowd, is expected, so the cap is small.
+pub const LIMITS: Limits = Limits {
+    max_clients: 8,
+    max_request: 8192,
+    request_timeout: Duration::from_secs(5),
+    answer_timeout: Duration::from_secs(10),
+};
+
+/// What a client over the cap is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many clients\n";
+
+/// Serves `GET /metrics` on `addr` until `stop` is set; the page includes
+/// the counters of `servers` (this endpoint's own among them: `stats`).
 pub fn serve(
     engine: Arc<Engine>,
     addr: SocketAddr,
+    stats: Arc<ServerStats>,
+    servers: Vec<(&'static str, Arc<ServerStats>)>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("strait-metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = answer(&engine, stream) {
-                            tracing::debug!(error = %e, "metrics connection");
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics accept");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
+    server::serve(
+        "strait-metrics",
+        listener,
+        LIMITS,
+        stats,
+        stop,
+        BUSY,
+        move |client: &mut Client<TcpStream>| {
+            if let Err(e) = answer(&engine, &servers, client) {
+                tracing::debug!(error = %e, "metrics connection");
             }
-        })
+        },
+    )
 }
 
 /// One HTTP/1.0-style exchange: read the request head, answer, close.
-fn answer(engine: &Engine, mut stream: TcpStream) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
+fn answer(
+    engine: &Engine,
+    servers: &[(&'static str, Arc<ServerStats>)],
+    client: &mut Client<TcpStream>,
+) -> io::Result<()> {
+    let complete =
+        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n") || h.windows(2).any(|w| w == b"\n\n");
+    let (status, body) = match client.read_request(complete) {
+        Ok(head) => {
+            let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(line);
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next()) {
+                (Some("GET"), Some("/metrics")) => {
+                    ("200 OK", render(&MetricsSnapshot::read(engine, servers)))
+                }
+                (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".to_owned()),
+                (None, _) => return Ok(()),
+                _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
+            }
         }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next(), parts.next());
-    let (status, body) = match (method, target) {
-        (Some("GET"), Some("/metrics")) => ("200 OK", render(&MetricsSnapshot::read(engine))),
-        (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".to_owned()),
-        _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
+        Err(RequestError::TooLong) => (
+            "431 Request Header Fields Too Large",
+            format!("request head longer than {} bytes\n", LIMITS.max_request),
+        ),
+        Err(RequestError::TimedOut) => (
+            "408 Request Timeout",
+            format!(
+                "no complete request within {} s\n",
+                LIMITS.request_timeout.as_secs()
+            ),
+        ),
+        Err(RequestError::Io(e)) => return Err(e),
     };
-    write!(
-        stream,
+    let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    stream.flush()
+    );
+    client.write_answer(answer.as_bytes())
 }
 
 #[cfg(test)]
@@ -304,6 +388,14 @@ mod tests {
             nat: vec![(3, 1024)],
             generation: 5,
             tunnels: vec![("hub".into(), 4096)],
+            servers: vec![(
+                "control".into(),
+                ServerCounts {
+                    accepted: 9,
+                    busy: 2,
+                    ..ServerCounts::default()
+                },
+            )],
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().collect();
@@ -319,6 +411,10 @@ mod tests {
         assert!(lines.contains(&"strait_nat_sessions{worker=\"0\"} 3"));
         assert!(lines.contains(&"strait_tables_generation 5"));
         assert!(lines.contains(&"strait_esp_outbound_sa_sealed_bytes{tunnel=\"hub\"} 4096"));
+        assert!(lines.contains(&"strait_server_clients_accepted_total{server=\"control\"} 9"));
+        assert!(lines.contains(
+            &"strait_server_clients_refused_total{server=\"control\",reason=\"busy\"} 2"
+        ));
         // Every sample belongs to a family announced just before it.
         let mut current = "";
         for l in &lines {

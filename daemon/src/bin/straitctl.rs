@@ -15,7 +15,8 @@
 //! ```
 //!
 //! `key=-` reads the key from standard input, so it appears neither in the
-//! process list nor in the shell's history. `stats` computes rates from
+//! process list nor in the shell's history; `key=HEX` is refused for that
+//! reason. `stats` computes rates from
 //! successive counter reads (docs/CLI.md).
 
 #![deny(unsafe_code)]
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use strait_daemon::control::{self, DEFAULT_SOCKET};
+use zeroize::Zeroizing;
 
 /// Control a running Strait daemon.
 #[derive(Debug, Parser)]
@@ -57,21 +59,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Why a key on the command line is refused.
+const KEY_ON_COMMAND_LINE: &str = "a key given as key=HEX on the command line is visible to every \
+     local user (ps, /proc/PID/cmdline) and stays in shell history; give key=- and write the key \
+     to standard input instead, e.g. `echo \"$KEY\" | straitctl sa install-inbound TUNNEL spi=N \
+     cipher=C key=-`";
+
 fn send(socket: &Path, command: &[String]) -> Result<(), String> {
-    let mut words = Vec::with_capacity(command.len());
+    // Copies of the key (from standard input) are wiped when dropped.
+    let mut words: Vec<Zeroizing<String>> = Vec::with_capacity(command.len());
     for w in command {
         if w == "key=-" {
-            let mut key = String::new();
+            let mut key = Zeroizing::new(String::new());
             std::io::stdin()
                 .lock()
                 .read_line(&mut key)
                 .map_err(|e| format!("reading the key from standard input: {e}"))?;
-            words.push(format!("key={}", key.trim()));
+            words.push(Zeroizing::new(format!("key={}", key.trim())));
+        } else if w.starts_with("key=") {
+            return Err(KEY_ON_COMMAND_LINE.into());
         } else {
-            words.push(w.clone());
+            words.push(Zeroizing::new(w.clone()));
         }
     }
-    let answer = ask(socket, &words.join(" "))?;
+    let line = Zeroizing::new(
+        words
+            .iter()
+            .map(|w| w.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let answer = ask(socket, &line)?;
     print!("{answer}");
     if answer.starts_with("error:") {
         Err("the daemon refused the command".into())

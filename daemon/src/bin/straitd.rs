@@ -7,6 +7,9 @@
 //! With `[metrics] listen = "127.0.0.1:9464"` it also serves Prometheus
 //! metrics on that loopback address.
 //!
+//! Once set up it keeps no capability, sets no_new_privs and is not
+//! dumpable (`strait_daemon::privileges`).
+//!
 //! SIGINT/SIGTERM stop it cleanly (rings drained, programs detached, UMEM
 //! freed); SIGHUP reloads the configuration file, keeping the running one
 //! if the new one is refused.
@@ -22,6 +25,8 @@ use anyhow::Context;
 use clap::Parser;
 use strait_daemon::control::{self, DEFAULT_SOCKET};
 use strait_daemon::events::EventLog;
+use strait_daemon::privileges;
+use strait_daemon::server::ServerStats;
 use strait_dataplane::{Config, Engine, EngineEvent};
 
 /// Strait dataplane daemon.
@@ -69,21 +74,45 @@ fn main() -> anyhow::Result<()> {
         tracing::info!("{r}");
     }
     let events = Arc::new(EventLog::default());
+    let control_stats = Arc::new(ServerStats::default());
+    let metrics_stats = Arc::new(ServerStats::default());
     let control_thread = control::serve(
         Arc::clone(&engine),
         Arc::clone(&events),
         &args.control,
+        Arc::clone(&control_stats),
         Arc::clone(&stop),
     )
     .with_context(|| format!("control socket {}", args.control.display()))?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
-            strait_daemon::metrics::serve(Arc::clone(&engine), addr, Arc::clone(&stop))
-                .with_context(|| format!("metrics endpoint {addr}"))?,
+            strait_daemon::metrics::serve(
+                Arc::clone(&engine),
+                addr,
+                Arc::clone(&metrics_stats),
+                vec![
+                    ("control", control_stats),
+                    ("metrics", Arc::clone(&metrics_stats)),
+                ],
+                Arc::clone(&stop),
+            )
+            .with_context(|| format!("metrics endpoint {addr}"))?,
         ),
         Ok(None) => None,
         Err(e) => anyhow::bail!("[metrics]: {e}"),
     };
+    // Set up: from here on nothing privileged is done (privileges.rs).
+    let kept = privileges::restrict(&privileges::runtime_capabilities(&engine.config().engine))
+        .context("giving up privileges")?;
+    tracing::info!(
+        kept = %if kept.kept.is_empty() {
+            "none".to_owned()
+        } else {
+            kept.kept.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
+        },
+        threads = kept.threads,
+        "capabilities dropped, no_new_privs set, not dumpable"
+    );
     tracing::info!(
         config = %args.config,
         control = %args.control.display(),

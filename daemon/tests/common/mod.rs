@@ -15,12 +15,26 @@ pub struct Daemon {
     pub sock: PathBuf,
     pub config: PathBuf,
     ns: Netns,
+    /// A command `straitd` is started under (e.g. `setpriv ...`).
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
     /// Writes `config` to `dir/<name>.toml` and starts `straitd` with it in
     /// `ns`; returns once the control socket answers.
     pub fn start(ns: &Netns, dir: &Path, name: &str, config: &str) -> Daemon {
+        Daemon::start_under(ns, dir, name, config, &[])
+    }
+
+    /// As `start`, with `straitd` run under `wrapper` (a command that
+    /// execs its arguments, such as `setpriv ...`).
+    pub fn start_under(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+    ) -> Daemon {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut d = Daemon {
@@ -28,6 +42,7 @@ impl Daemon {
             sock: dir.join(format!("{name}.sock")),
             config: path,
             ns: ns.clone(),
+            wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
         };
         d.spawn();
         d
@@ -36,15 +51,17 @@ impl Daemon {
     /// (Re)starts the process with the same configuration and socket.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.sock);
+        let mut argv: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+        argv.extend([
+            env!("CARGO_BIN_EXE_straitd"),
+            "--config",
+            self.config.to_str().unwrap(),
+            "--control",
+            self.sock.to_str().unwrap(),
+        ]);
         let mut child = self
             .ns
-            .command(&[
-                env!("CARGO_BIN_EXE_straitd"),
-                "--config",
-                self.config.to_str().unwrap(),
-                "--control",
-                self.sock.to_str().unwrap(),
-            ])
+            .command(&argv)
             .env("STRAIT_LOG", "warn")
             .spawn()
             .unwrap();
