@@ -59,15 +59,18 @@ impl fmt::Display for Capability {
     }
 }
 
-/// The capabilities the running daemon still needs once set up: none,
-/// whatever the configuration. Checked one by one (the daemon's tests
-/// forward, tunnel, NAT, reload and stop with none kept):
+/// The capabilities the running daemon still needs once set up: none but
+/// CAP_NET_ADMIN with the host path. Checked one by one (the daemon's
+/// tests forward, tunnel, NAT, reload and stop with no more kept):
 ///
-/// - CAP_NET_ADMIN: links, addresses and XDP programs are set up at start
-///   only. A reload or a `straitctl` change builds and swaps tables; it
-///   neither runs `ip` nor re-attaches a program (changing interfaces or
-///   `[engine]` needs a restart). The programs detach when their link
-///   descriptors close, which needs no privilege.
+/// - CAP_NET_ADMIN: links and XDP programs are set up at start only; a
+///   reload or a `straitctl` change builds and swaps tables and never
+///   re-attaches a program (changing interfaces or `[engine]` needs a
+///   restart). The programs detach when their link descriptors close,
+///   which needs no privilege. Kept only with the host path
+///   (`engine.host_punt`): a reload that changes an interface's addresses
+///   gives them to its TAP device (`ip addr`, which under no_new_privs runs
+///   with at most the daemon's permitted set).
 /// - CAP_NET_RAW: AF_XDP sockets are opened at start; their TX/RX wakeups
 ///   (`sendto`/`recvfrom` on an open socket) need nothing.
 /// - CAP_BPF: the program and its XSKMAP are created at start; removing a
@@ -80,8 +83,11 @@ impl fmt::Display for Capability {
 ///
 /// A feature that changes links at run time would add its capability here.
 pub fn runtime_capabilities(engine: &EngineConfig) -> Vec<Capability> {
-    let _ = engine;
-    Vec::new()
+    if engine.host_punt {
+        vec![Capability::NetAdmin]
+    } else {
+        Vec::new()
+    }
 }
 
 /// What `restrict` left in force.
@@ -209,10 +215,12 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_kept_at_run_time() {
+    fn only_the_host_path_keeps_net_admin_at_run_time() {
         let mut engine = EngineConfig::default();
-        assert_eq!(runtime_capabilities(&engine), []);
+        assert_eq!(runtime_capabilities(&engine), [Capability::NetAdmin]);
         engine.realtime_priority = 7;
+        assert_eq!(runtime_capabilities(&engine), [Capability::NetAdmin]);
+        engine.host_punt = false;
         assert_eq!(runtime_capabilities(&engine), []);
     }
 }

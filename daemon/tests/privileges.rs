@@ -21,6 +21,7 @@ use common::{ping, Daemon};
 const CONFIG: &str = r#"
 [engine]
 workers = 1
+state_dir = "STATE_DIR"
 poll = "adaptive"
 
 [[interface]]
@@ -39,6 +40,11 @@ prefixes = ["10.9.0.0/16"]
 outbound = { spi = 4096, cipher = "aes128-gcm", key = "000102030405060708090a0b0c0d0e0f10111213" }
 inbound = { spi = 4097, cipher = "aes128-gcm", key = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3" }
 "#;
+
+/// [`CONFIG`] with its SA state directory in `dir`.
+fn config(dir: &Path) -> String {
+    CONFIG.replace("STATE_DIR", &dir.join("state").display().to_string())
+}
 
 struct Bed {
     daemon: Daemon,
@@ -62,7 +68,7 @@ impl Bed {
         let dir = std::env::temp_dir().join(tb.prefix());
         std::fs::create_dir_all(&dir).unwrap();
         Bed {
-            daemon: Daemon::start(&ns["dp"], &dir, "strait", CONFIG),
+            daemon: Daemon::start(&ns["dp"], &dir, "strait", &config(&dir)),
             h1: ns["h1"].clone(),
             dp: ns["dp"].clone(),
             h2: ns["h2"].clone(),
@@ -85,21 +91,24 @@ fn field<'a>(status: &'a str, field: &str) -> &'a str {
 }
 
 #[test]
-fn straitd_keeps_no_capability_on_any_thread_once_set_up() {
+fn straitd_keeps_only_net_admin_on_any_thread_once_set_up() {
     let bed = Bed::new("priv-caps");
+    // CAP_NET_ADMIN (12), for the host path's TAP addresses on reload.
+    const NET_ADMIN: &str = "0000000000001000";
     let pid = bed.pid();
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap();
         let status = std::fs::read_to_string(task.join("status")).unwrap();
-        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-            assert_eq!(
-                field(&status, set),
-                "0000000000000000",
-                "{set} of thread {}",
-                comm.trim()
-            );
+        for (set, want) in [
+            ("CapInh", "0000000000000000"),
+            ("CapPrm", NET_ADMIN),
+            ("CapEff", NET_ADMIN),
+            ("CapBnd", NET_ADMIN),
+            ("CapAmb", "0000000000000000"),
+        ] {
+            assert_eq!(field(&status, set), want, "{set} of thread {}", comm.trim());
         }
         assert_eq!(field(&status, "NoNewPrivs"), "1", "thread {}", comm.trim());
         threads.push(comm.trim().to_owned());
@@ -158,7 +167,7 @@ fn as_a_user_with_ambient_capabilities_straitd_drops_them_and_is_not_dumpable() 
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
     // /dev/net/tun may be root's alone: no host path here.
-    let config = CONFIG.replace(
+    let config = config(&dir).replace(
         "poll = \"adaptive\"\n",
         "poll = \"adaptive\"\nhost_punt = false\n",
     );
@@ -243,7 +252,8 @@ fn a_reload_by_sighup_after_dropping_privileges_still_reconfigures_forwarding() 
     let (ok, out) = ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
     assert!(!ok && out.contains("Destination Net Unreachable"), "{out}");
 
-    let config = format!("{CONFIG}\n[[route]]\nprefix = \"10.77.0.0/24\"\nvia = [\"10.2.0.2\"]\n");
+    let base = std::fs::read_to_string(&d.config).unwrap();
+    let config = format!("{base}\n[[route]]\nprefix = \"10.77.0.0/24\"\nvia = [\"10.2.0.2\"]\n");
     std::fs::write(&d.config, config).unwrap();
     d.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -255,7 +265,7 @@ fn a_reload_by_sighup_after_dropping_privileges_still_reconfigures_forwarding() 
     assert!(ok, "after the reload: {out}");
 
     // And back, through straitctl this time.
-    std::fs::write(&d.config, CONFIG).unwrap();
+    std::fs::write(&d.config, base).unwrap();
     let answer = d.ctl(&["reload"]);
     assert!(answer.starts_with("reloaded:"), "{answer}");
     let (ok, out) = ping(&bed.h1, &["-c", "1", "10.77.0.1"]);

@@ -187,6 +187,12 @@ impl Default for NatSettingsConfig {
 #[serde(transparent)]
 pub struct Secret(pub String);
 
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
@@ -355,6 +361,11 @@ pub struct SaEntryConfig {
     /// Hard lifetime in inner bytes (0 = none).
     #[serde(default)]
     pub hard_bytes: u64,
+    /// Keys negotiated for this SA alone by a key exchange (never read from
+    /// the file): no restart can bring them back, so their sequence
+    /// numbers need no record in `state_dir`.
+    #[serde(skip)]
+    pub negotiated: bool,
 }
 
 /// How packets reach the workers.

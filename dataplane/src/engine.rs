@@ -767,9 +767,13 @@ fn host_addresses(p: &crate::tables::Port) -> Vec<String> {
 /// out and records inbound positions, off the workers (it writes files).
 fn keep_sa_state(tables: &SharedTables, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        if let Some(store) = &tables.load().sa_store {
-            store.maintain(std::time::Instant::now());
+        let t = tables.load_full();
+        let now = std::time::Instant::now();
+        if let Some(store) = &t.sa_store {
+            store.maintain(now);
         }
+        // Negotiated keys: only retires those nothing uses any more.
+        t.sa_memory.maintain(now);
         std::thread::sleep(crate::sastore::MAINTAIN_EVERY);
     }
 }

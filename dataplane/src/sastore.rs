@@ -241,6 +241,10 @@ pub enum StoreMode {
     Write,
     /// Reads records to validate; never locks or writes.
     ReadOnly,
+    /// No directory: for keys negotiated per SA by a key exchange, which no
+    /// restart can bring back. Keys in use are still shared between SAs
+    /// rebuilt under them, and their numbers are never limited.
+    Memory,
 }
 
 /// The directory of records, and every key in use.
@@ -265,6 +269,9 @@ impl SaStore {
     /// Opens (creating it, mode 0700) the state directory `dir`.
     pub fn open(dir: &Path, mode: StoreMode) -> io::Result<Arc<SaStore>> {
         let sa = dir.join("sa");
+        if mode == StoreMode::Memory {
+            return Ok(Self::memory());
+        }
         let lock = match mode {
             StoreMode::Write => {
                 std::fs::DirBuilder::new()
@@ -298,7 +305,7 @@ impl SaStore {
                 }
                 Some(f)
             }
-            StoreMode::ReadOnly => None,
+            StoreMode::ReadOnly | StoreMode::Memory => None,
         };
         Ok(Arc::new(SaStore {
             dir: sa,
@@ -312,6 +319,20 @@ impl SaStore {
         }))
     }
 
+    /// A store without a directory ([`StoreMode::Memory`]).
+    pub fn memory() -> Arc<SaStore> {
+        Arc::new(SaStore {
+            dir: PathBuf::new(),
+            mode: StoreMode::Memory,
+            _lock: None,
+            inner: Mutex::new(Live {
+                states: HashMap::new(),
+                last_in_flush: Instant::now(),
+                failing: Vec::new(),
+            }),
+        })
+    }
+
     fn path(&self, fp: &Fingerprint) -> PathBuf {
         let mut name = String::with_capacity(32);
         for b in fp {
@@ -321,6 +342,9 @@ impl SaStore {
     }
 
     fn read(&self, fp: &Fingerprint) -> Result<Option<Record>, String> {
+        if self.mode == StoreMode::Memory {
+            return Ok(None);
+        }
         let path = self.path(fp);
         match std::fs::read_to_string(&path) {
             Ok(text) => Record::parse(&text)
@@ -334,7 +358,7 @@ impl SaStore {
     /// Writes the record durably: temporary file, fsync, rename, fsync of
     /// the directory.
     fn write(&self, fp: &Fingerprint, record: &Record) -> io::Result<()> {
-        if self.mode == StoreMode::ReadOnly {
+        if self.mode != StoreMode::Write {
             return Ok(());
         }
         let path = self.path(fp);
@@ -477,7 +501,10 @@ impl SaStore {
             if next == 0 {
                 continue;
             }
-            let limit = next.saturating_add(OUT_RESERVE - 1).min(state.max_seq);
+            let limit = match self.mode {
+                StoreMode::Memory => state.max_seq,
+                _ => next.saturating_add(OUT_RESERVE - 1).min(state.max_seq),
+            };
             self.write(fp, &Self::record_of(state, limit))
                 .map_err(|e| {
                     format!(
@@ -791,6 +818,25 @@ mod tests {
             .unwrap();
         assert_eq!(s.top(), 99);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn negotiated_keys_are_shared_while_in_use_and_never_limited() {
+        let store = SaStore::memory();
+        let s = store
+            .outbound(4097, CipherSuite::Aes128Gcm, &KEY, u64::MAX)
+            .unwrap();
+        store.prepare().unwrap();
+        assert_eq!(s.space().unwrap().next(), 1);
+        assert_eq!(s.space().unwrap().limit(), u64::MAX);
+        let again = store
+            .outbound(4097, CipherSuite::Aes128Gcm, &KEY, u64::MAX)
+            .unwrap();
+        assert!(Arc::ptr_eq(&s, &again));
+        assert!(store
+            .inbound(1, CipherSuite::Aes128Gcm, &KEY, u64::MAX)
+            .is_err());
+        store.close();
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Tables {
     /// Where configured keys' sequence positions are recorded (opened
     /// with the first tunnel, then carried from snapshot to snapshot).
     pub(crate) sa_store: Option<Arc<SaStore>>,
+    /// The same for keys negotiated per SA, which need no record.
+    pub(crate) sa_memory: Arc<SaStore>,
 }
 
 impl Tables {
@@ -170,6 +172,7 @@ impl Tables {
             }
             (None, _) => None,
         };
+        let sa_memory = previous.map_or_else(SaStore::memory, |p| Arc::clone(&p.sa_memory));
         let mut routes = RouteTable::new();
         let ports = port::build_ports(config, &invalid, &mut routes, link)?;
         let epoch = previous.map_or_else(Instant::now, |p| p.epoch);
@@ -180,7 +183,10 @@ impl Tables {
             &mut routes,
             epoch,
             previous.map(|p| &p.tunnels[..]),
-            sa_store.as_deref(),
+            tunnel::Stores {
+                disk: sa_store.as_deref(),
+                memory: &sa_memory,
+            },
         )?;
         routes::add_static(config, &invalid, &ports, &mut routes)?;
         let static_neighbours = port::static_neighbours(config, &invalid, &ports)?;
@@ -209,6 +215,9 @@ impl Tables {
                 .prepare()
                 .map_err(|reason| invalid.item("[engine] state_dir".into(), reason))?;
         }
+        sa_memory
+            .prepare()
+            .map_err(|reason| invalid.item("[[tunnel]]".into(), reason))?;
         Ok(Tables {
             nat,
             protected: tunnel::protected_sources(&tunnels),
@@ -222,6 +231,7 @@ impl Tables {
             tunnels,
             epoch,
             sa_store,
+            sa_memory,
         })
     }
 }

@@ -36,6 +36,14 @@ pub struct SaSpec {
     pub created: Duration,
     /// Names the key's durable state without revealing it.
     pub fingerprint: Fingerprint,
+    /// Negotiated for this SA alone: its position needs no record.
+    pub negotiated: bool,
+}
+
+impl Drop for SaSpec {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 impl std::fmt::Debug for SaSpec {
@@ -62,10 +70,27 @@ impl SaSpec {
 
     /// Same SA (all but the creation time).
     fn same_sa(&self, other: &SaSpec) -> bool {
-        SaSpec {
-            created: other.created,
-            ..self.clone()
-        } == *other
+        let SaSpec {
+            spi,
+            cipher,
+            key,
+            esn,
+            replay_window,
+            lifetime,
+            selectors,
+            created: _,
+            fingerprint,
+            negotiated,
+        } = self;
+        *spi == other.spi
+            && *cipher == other.cipher
+            && *key == other.key
+            && *esn == other.esn
+            && *replay_window == other.replay_window
+            && *lifetime == other.lifetime
+            && *selectors == other.selectors
+            && *fingerprint == other.fingerprint
+            && *negotiated == other.negotiated
     }
 
     /// The highest sequence number the SA may use (RFC 4303 §3.3.3).
@@ -212,7 +237,7 @@ pub(super) fn build_tunnels(
     routes: &mut RouteTable,
     epoch: Instant,
     previous: Option<&[Tunnel]>,
-    store: Option<&SaStore>,
+    stores: Stores<'_>,
 ) -> Result<Vec<Tunnel>, ConfigError> {
     // Each worker keeps its own replay window per inbound SA and the XDP
     // program steers by RX queue, not SPI: with two workers a replay that
@@ -231,19 +256,21 @@ pub(super) fn build_tunnels(
     // Configured keys outlive the process, so their sequence positions
     // must too: without a place to record them a restart would seal again
     // from 1 under the same key (a repeated AES-GCM nonce).
-    let store = match (config.tunnels.first(), store) {
-        (None, _) => None,
-        (Some(_), Some(store)) => Some(store),
-        (Some(tc), None) => {
-            return Err(invalid.at(
-                tc.spans.first(),
-                "[[tunnel]]".into(),
-                "configured keys need [engine] state_dir: the directory where each key's \
-                 sequence position is recorded, so a restart never reuses a nonce"
-                    .into(),
-            ))
-        }
+    let configured = |tc: &&TunnelConfig| {
+        std::iter::once(&tc.outbound)
+            .chain(std::iter::once(&tc.inbound))
+            .chain(&tc.inbound_extra)
+            .any(|sa| !sa.negotiated)
     };
+    if let (Some(tc), None) = (config.tunnels.iter().find(configured), stores.disk) {
+        return Err(invalid.at(
+            tc.spans.first(),
+            "[[tunnel]]".into(),
+            "configured keys need [engine] state_dir: the directory where each key's \
+             sequence position is recorded, so a restart never reuses a nonce"
+                .into(),
+        ));
+    }
     refuse_shared_keys(config, invalid)?;
     let mut tunnels: Vec<Tunnel> = Vec::with_capacity(config.tunnels.len());
     for (i, tc) in config.tunnels.iter().enumerate() {
@@ -252,7 +279,7 @@ pub(super) fn build_tunnels(
             return Err(invalid.at(tc.spans.span("name"), item, "listed twice".into()));
         }
         let old = previous.and_then(|p| p.iter().find(|t| t.name == tc.name));
-        let tunnel = build_tunnel(i, tc, ports, epoch, old, store)
+        let tunnel = build_tunnel(i, tc, ports, epoch, old, &stores)
             .map_err(|(field, reason)| invalid.at(tc.spans.span(field), item.clone(), reason))?;
 
         for prefix in &tunnel.prefixes {
@@ -284,6 +311,15 @@ pub(super) fn build_tunnels(
     Ok(tunnels)
 }
 
+/// Where SA states come from: the state directory for configured keys,
+/// memory for negotiated ones.
+pub(super) struct Stores<'a> {
+    /// The state directory, when configured.
+    pub(super) disk: Option<&'a SaStore>,
+    /// Negotiated keys.
+    pub(super) memory: &'a SaStore,
+}
+
 /// Refuses a key that serves two SAs (two tunnels, both directions of one,
 /// or an installed rekey SA): with AES-GCM and ChaCha20-Poly1305 two
 /// senders under one key repeat nonces. Keys that are not hex are left to
@@ -295,10 +331,11 @@ fn refuse_shared_keys(config: &Config, invalid: &Invalid<'_>) -> Result<(), Conf
             .chain(std::iter::once(("inbound", &tc.inbound)))
             .chain(tc.inbound_extra.iter().map(|sa| ("inbound_extra", sa)));
         for (field, sa) in sas {
-            let Some(key) = parse_hex(&sa.key.0) else {
+            let Some(mut key) = parse_hex(&sa.key.0) else {
                 continue;
             };
             let fp = fingerprint(&key);
+            zeroize::Zeroize::zeroize(&mut key);
             let this = format!("{field} SPI {}", sa.spi);
             if let Some((_, other)) = keys.iter().find(|(k, _)| *k == fp) {
                 return Err(invalid.at(
@@ -340,7 +377,8 @@ fn sa_spec(
         )
     })?;
     let key = parse_hex(&sa.key.0).ok_or_else(|| format!("SPI {}: key is not hex", sa.spi))?;
-    let key_bytes = key.clone();
+    let key_fingerprint = fingerprint(&key);
+
     let nz = |v: u64| (v > 0).then_some(v);
     let spec = SaSpec {
         spi: sa.spi,
@@ -358,7 +396,8 @@ fn sa_spec(
         },
         selectors,
         created,
-        fingerprint: fingerprint(&key_bytes),
+        fingerprint: key_fingerprint,
+        negotiated: sa.negotiated,
     };
     // Let the esp crate check key length, SPI range, window and lifetimes.
     strait_esp::InboundSa::new(&spec.sa_config()).map_err(|e| format!("SPI {}: {e}", sa.spi))?;
@@ -371,7 +410,7 @@ fn build_tunnel(
     ports: &[Port],
     epoch: Instant,
     old: Option<&Tunnel>,
-    store: Option<&SaStore>,
+    stores: &Stores<'_>,
 ) -> Result<Tunnel, (&'static str, String)> {
     // Tunnels are numbered after the ports in one 16-bit egress space.
     let egress = u16::try_from(ports.len() + i).map(EgressId).map_err(|_| {
@@ -457,7 +496,13 @@ fn build_tunnel(
     // hands out the live state of a key in use, or resumes it from its
     // record, never from 1.
     let state_of = |spec: &SaSpec, outbound: bool| {
-        let store = store.ok_or_else(|| "no SA state directory".to_owned())?;
+        let store = if spec.negotiated {
+            stores.memory
+        } else {
+            stores
+                .disk
+                .ok_or_else(|| "no SA state directory".to_owned())?
+        };
         let (cipher, key, max) = (spec.cipher, &spec.key[..], spec.max_seq());
         if outbound {
             store.outbound(spec.spi, cipher, key, max)

@@ -236,6 +236,7 @@ fn lossless_rekey_install_inbound_switch_outbound_retire() {
         hard_seconds: 0,
         soft_bytes: 0,
         hard_bytes: 0,
+        negotiated: false,
     };
     let build = |c: &Config, prev: Option<&Tables>, g: u64| {
         Tables::build(c, "site.toml", g, 3, prev, |name| {

@@ -184,3 +184,36 @@ fn a_hub_reload_keeps_the_replay_window_of_a_changed_sa() {
         Verdict::Drop(DropReason::EspReplay)
     );
 }
+
+#[test]
+fn negotiated_keys_need_no_state_dir_and_keep_counting_across_reloads() {
+    let parse = |text: &str| {
+        let mut c = Config::parse(text, "site.toml").unwrap();
+        for t in &mut c.tunnels {
+            t.outbound.negotiated = true;
+            t.inbound.negotiated = true;
+        }
+        c
+    };
+    let link = |name: &str| {
+        Ok(KernelLink {
+            ifindex: 2,
+            mac: if name == "lan" { LAN_MAC } else { WAN_MAC },
+            mtu: 1500,
+        })
+    };
+    let t1 = Tables::build(&parse(BRANCH), "site.toml", 1, 3, None, link).unwrap();
+    assert!(t1.sa_store.is_none(), "nothing to record");
+    let mut p = pipeline();
+    assert_eq!(seal_n(&t1, &mut p, 3), vec![1, 2, 3]);
+    let wider = BRANCH.replace(
+        r#"prefixes = ["10.2.0.0/16"]"#,
+        r#"prefixes = ["10.2.0.0/16", "10.3.0.0/16"]"#,
+    );
+    let t2 = Tables::build(&parse(&wider), "site.toml", 2, 3, Some(&t1), link).unwrap();
+    let after = seal_n(&t2, &mut p, 2);
+    assert!(
+        after[0] > 3 && after[1] > after[0],
+        "{after:?}: the count goes on"
+    );
+}
