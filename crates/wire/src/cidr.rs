@@ -68,6 +68,31 @@ pub enum CidrError {
     },
 }
 
+impl CidrError {
+    /// The text that was refused.
+    pub fn input(&self) -> &str {
+        match self {
+            CidrError::MissingLength { input }
+            | CidrError::BadAddress { input, .. }
+            | CidrError::BadLength { input, .. }
+            | CidrError::LengthTooLong { input, .. }
+            | CidrError::HostBitsSet { input, .. } => input,
+        }
+    }
+
+    /// The reason alone, for messages that already name the input.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        match full
+            .strip_prefix(self.input())
+            .and_then(|r| r.strip_prefix(": "))
+        {
+            Some(r) => r.to_owned(),
+            None => full,
+        }
+    }
+}
+
 // The only mask arithmetic for prefixes in the workspace; callers use
 // `netmask()`, `contains_addr()` or `new_truncated()`.
 
@@ -493,6 +518,7 @@ mod tests {
     fn error_messages_name_input_and_reason() {
         let e = "10.1.0.0/33".parse::<Ipv4Cidr>().unwrap_err();
         assert_eq!(e.to_string(), "10.1.0.0/33: prefix length 33 exceeds 32");
+        assert_eq!(e.reason(), "prefix length 33 exceeds 32");
         let e = "2001:db8::/129".parse::<IpCidr>().unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -541,6 +567,7 @@ mod tests {
         );
         let e = IpCidr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 33).unwrap_err();
         assert_eq!(e.to_string(), "10.1.0.0/33: prefix length 33 exceeds 32");
+        assert_eq!(e.reason(), "prefix length 33 exceeds 32");
         assert!(Ipv6Cidr::new(Ipv6Addr::UNSPECIFIED, 129).is_err());
         assert!(Ipv6Cidr::new("::1".parse().unwrap(), 127).is_err());
         assert!(Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 1), 32).is_ok());

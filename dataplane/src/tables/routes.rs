@@ -26,7 +26,7 @@ pub(super) fn add_static(
         let prefix: IpCidr = rc
             .prefix
             .parse()
-            .map_err(|e: strait_fib::CidrError| invalid("prefix", item.clone(), e.to_string()))?;
+            .map_err(|e: strait_fib::CidrError| invalid("prefix", item.clone(), e.reason()))?;
         let route = match rc.kind.as_deref() {
             Some("blackhole") | Some("unreachable") if !rc.via.is_empty() || rc.dev.is_some() => {
                 return Err(invalid(

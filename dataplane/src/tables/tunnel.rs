@@ -448,7 +448,7 @@ fn build_tunnel(
     for p in &tc.prefixes {
         prefixes.push(
             p.parse::<IpCidr>()
-                .map_err(|e| ("prefixes", format!("prefix {p}: {e}")))?,
+                .map_err(|e| ("prefixes", format!("prefix {p}: {}", e.reason())))?,
         );
     }
     if prefixes.is_empty() {
@@ -459,10 +459,12 @@ fn build_tunnel(
     }
     let mut local_prefixes = Vec::with_capacity(tc.local_prefixes.len());
     for p in &tc.local_prefixes {
-        local_prefixes.push(
-            p.parse::<IpCidr>()
-                .map_err(|e| ("local_prefixes", format!("local prefix {p}: {e}")))?,
-        );
+        local_prefixes.push(p.parse::<IpCidr>().map_err(|e| {
+            (
+                "local_prefixes",
+                format!("local prefix {p}: {}", e.reason()),
+            )
+        })?);
     }
     let overhead = match tc.encap {
         EncapConfig::Udp => TUNNEL_OVERHEAD_UDP,
