@@ -10,15 +10,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use strait_daemon::control;
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, Netns};
 
 mod common;
-use common::{ping, udp_receiver, Daemon};
+use common::{ping, udp_receiver, ForwardBed};
 
 const CONFIG: &str = r#"
 [engine]
@@ -36,36 +35,6 @@ addresses = ["10.2.0.1/24"]
 [metrics]
 listen = "127.0.0.1:9464"
 "#;
-
-struct Bed {
-    daemon: Daemon,
-    h1: Netns,
-    dp: Netns,
-    h2: Netns,
-    // Dropped last: deletes the namespaces.
-    _tb: Testbed,
-}
-
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        require_root();
-        require_program("ping", "iputils-ping");
-        require_program("ethtool", "ethtool");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut tb = Testbed::new(tag);
-        let ns = topo.build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
-        Bed {
-            daemon: Daemon::start(&ns["dp"], &dir, "strait", CONFIG),
-            h1: ns["h1"].clone(),
-            dp: ns["dp"].clone(),
-            h2: ns["h2"].clone(),
-            _tb: tb,
-        }
-    }
-}
 
 /// `GET /metrics` from inside `ns`, parsed into (series, value) pairs after
 /// checking every sample's family was announced with HELP and TYPE.
@@ -115,7 +84,7 @@ fn metric(samples: &[(String, f64)], series: &str) -> f64 {
 #[test]
 fn straitctl_route_changes_metrics_and_permissions() {
     require_program("setpriv", "util-linux");
-    let bed = Bed::new("ctl-verbs");
+    let bed = ForwardBed::new("ctl-verbs", CONFIG);
     let d = &bed.daemon;
     // A prefix only h2 has, reachable once a route sends it there.
     bed.h2.addr("eth0", "10.77.0.1/32").unwrap();
@@ -245,7 +214,7 @@ fn a_thousand_route_changes_lose_no_traffic() {
     const MIN_PACKETS: u32 = 100_000;
     const MAX_PACKETS: u32 = 400_000;
     const CHANGES: u32 = 1000;
-    let bed = Bed::new("ctl-live");
+    let bed = ForwardBed::new("ctl-live", CONFIG);
     // Resolve h2's address first: the first packets to an unresolved
     // neighbour wait in a short queue, which a burst overflows; that is
     // not what this test measures.

@@ -28,15 +28,10 @@ addresses = ["10.2.0.1/24", "fd02::1/64"]
 "#;
 
 mod common;
-use common::{assert_exactly_once, fnv, ping, udp_receiver, Daemon};
+use common::{assert_exactly_once, fnv, ping, udp_receiver, Daemon, ForwardBed};
 
-struct Bed {
-    daemon: Daemon,
-    h1: Netns,
-    dp: Netns,
-    h2: Netns,
-    // Dropped last: deletes the namespaces.
-    _tb: Testbed,
+fn bed(tag: &str) -> ForwardBed {
+    ForwardBed::new(tag, CONFIG)
 }
 
 fn topology() -> Topology {
@@ -44,58 +39,31 @@ fn topology() -> Topology {
     Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        require_root();
-        require_program("ping", "iputils-ping");
-        require_program("ethtool", "ethtool");
-        let mut tb = Testbed::new(tag);
-        let ns = topology().build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
-        Bed {
-            daemon: Daemon::start(&ns["dp"], &dir, "strait", CONFIG),
-            h1: ns["h1"].clone(),
-            dp: ns["dp"].clone(),
-            h2: ns["h2"].clone(),
-            _tb: tb,
-        }
-    }
-
-    fn drops(&self) -> serde_json::Value {
-        self.daemon.json(&["show", "drops"])
-    }
-
-    fn ping(&self, from: &Netns, args: &[&str]) -> (bool, String) {
-        ping(from, args)
-    }
-}
-
 #[test]
 fn ping_both_families_and_icmp_errors() {
-    let bed = Bed::new("fwd-ping");
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "3", "-i", "0.2", "10.2.0.2"]);
+    let bed = bed("fwd-ping");
+    let (ok, out) = ping(&bed.h1, &["-c", "3", "-i", "0.2", "10.2.0.2"]);
     assert!(ok, "{out}");
     assert!(out.contains("ttl=63"), "one hop decremented the TTL: {out}");
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "2", "-i", "0.2", "fd02::2"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "2", "-i", "0.2", "fd02::2"]);
     assert!(ok, "{out}");
     // The dataplane answers for its own addresses.
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.1.0.1"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.1.0.1"]);
     assert!(ok, "{out}");
-    let (ok, out) = bed.ping(&bed.h2, &["-c", "1", "fd02::1"]);
+    let (ok, out) = ping(&bed.h2, &["-c", "1", "fd02::1"]);
     assert!(ok, "{out}");
     // TTL expiry and unroutable destinations come back as ICMP errors from
     // the ingress interface's address.
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "-t", "1", "10.2.0.2"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "-t", "1", "10.2.0.2"]);
     assert!(!ok);
     assert!(
         out.contains("From 10.1.0.1") && out.contains("Time to live exceeded"),
         "{out}"
     );
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
     assert!(!ok);
     assert!(out.contains("Destination Net Unreachable"), "{out}");
-    let (_, out) = bed.ping(&bed.h1, &["-c", "1", "-t", "1", "fd02::2"]);
+    let (_, out) = ping(&bed.h1, &["-c", "1", "-t", "1", "fd02::2"]);
     assert!(out.contains("Time exceeded"), "{out}");
     // ARP was answered by the dataplane: h1 knows the dataplane's MAC.
     let mac = bed.dp.mac("left").unwrap();
@@ -134,7 +102,7 @@ fn ping_both_families_and_icmp_errors() {
 
 #[test]
 fn tcp_and_udp_cross_the_forwarder_intact() {
-    let bed = Bed::new("fwd-data");
+    let bed = bed("fwd-data");
     // TCP: 8 MiB of patterned data, checksummed at both ends.
     const TOTAL: usize = 8 << 20;
     let h2 = bed.h2.clone();
@@ -289,7 +257,7 @@ fn ipv4_udp(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl:
 
 #[test]
 fn malformed_frames_are_dropped_and_counted_by_reason() {
-    let bed = Bed::new("fwd-bad");
+    let bed = bed("fwd-bad");
     let dp_mac = bed.dp.mac("left").unwrap();
     let h1_mac = bed.h1.mac("eth0").unwrap();
     let good = ipv4_udp(dp_mac, h1_mac, [10, 1, 0, 2], [10, 2, 0, 2], 64);
@@ -333,7 +301,7 @@ fn malformed_frames_are_dropped_and_counted_by_reason() {
         );
     }
     // The worker survived all of it.
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
     assert!(ok, "{out}");
 }
 
@@ -342,8 +310,8 @@ fn malformed_frames_are_dropped_and_counted_by_reason() {
 /// the daemon stopped, a burst larger than the rings cannot all be queued.
 #[test]
 fn frames_lost_while_the_worker_is_stalled_are_counted() {
-    let bed = Bed::new("fwd-stall");
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    let bed = bed("fwd-stall");
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
     assert!(ok, "{out}");
     let dp_mac = bed.dp.mac("left").unwrap();
     let h1_mac = bed.h1.mac("eth0").unwrap();
@@ -389,11 +357,11 @@ fn frames_lost_while_the_worker_is_stalled_are_counted() {
         through + lost <= BURST + 8,
         "{through} forwarded + {lost} lost of {BURST}"
     );
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
     assert!(ok, "{out}");
 }
 
-fn forwarded(bed: &Bed) -> u64 {
+fn forwarded(bed: &ForwardBed) -> u64 {
     let c = bed.daemon.json(&["show", "counters"]);
     c["left"]["forwarded"]
         .as_u64()
@@ -495,8 +463,8 @@ fn realtime_priority_without_the_capability_is_refused() {
 
 #[test]
 fn sigkill_leaves_no_program_attached_and_restart_works() {
-    let mut bed = Bed::new("fwd-kill");
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
+    let mut bed = bed("fwd-kill");
+    let (ok, out) = ping(&bed.h1, &["-c", "1", "10.2.0.2"]);
     assert!(ok, "{out}");
     assert!(bed.dp.has_xdp("left").unwrap());
     bed.daemon.kill_hard();
@@ -511,13 +479,13 @@ fn sigkill_leaves_no_program_attached_and_restart_works() {
         "host-path TAP left behind: {links}"
     );
     bed.daemon.spawn();
-    let (ok, out) = bed.ping(&bed.h1, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
+    let (ok, out) = ping(&bed.h1, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
     assert!(ok, "after restart: {out}");
 }
 
 #[test]
 fn traffic_for_the_box_reaches_the_host_stack() {
-    let bed = Bed::new("fwd-host");
+    let bed = bed("fwd-host");
     // A kernel service in the dataplane's namespace, reached through the
     // host-path TAP (like SSH to the box).
     let dp = bed.dp.clone();

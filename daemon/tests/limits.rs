@@ -11,14 +11,12 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strait_daemon::{control, metrics};
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
 mod common;
-use common::Daemon;
+use common::ForwardBed;
 
 const CONFIG: &str = r#"
 [engine]
@@ -39,51 +37,26 @@ listen = "127.0.0.1:9464"
 
 const METRICS: &str = "127.0.0.1:9464";
 
-struct Bed {
-    daemon: Daemon,
-    dp: Netns,
-    // Dropped last: deletes the namespaces.
-    _tb: Testbed,
+/// A TCP connection to the metrics endpoint, from inside dp.
+fn metrics_client(bed: &ForwardBed) -> TcpStream {
+    bed.dp
+        .enter(|| TcpStream::connect(METRICS).unwrap())
+        .unwrap()
 }
 
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        require_root();
-        require_program("ethtool", "ethtool");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut tb = Testbed::new(tag);
-        let ns = topo.build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
-        Bed {
-            daemon: Daemon::start(&ns["dp"], &dir, "strait", CONFIG),
-            dp: ns["dp"].clone(),
-            _tb: tb,
-        }
-    }
+/// `request` to the metrics endpoint; the whole answer (until close).
+fn http(bed: &ForwardBed, request: &[u8]) -> String {
+    let mut s = metrics_client(bed);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    read_all(&mut s)
+}
 
-    /// A TCP connection to the metrics endpoint, from inside dp.
-    fn metrics_client(&self) -> TcpStream {
-        self.dp
-            .enter(|| TcpStream::connect(METRICS).unwrap())
-            .unwrap()
-    }
-
-    /// `request` to the metrics endpoint; the whole answer (until close).
-    fn http(&self, request: &[u8]) -> String {
-        let mut s = self.metrics_client();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(request).unwrap();
-        read_all(&mut s)
-    }
-
-    /// A scrape that must succeed; its body.
-    fn scrape(&self) -> String {
-        let text = self.http(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        text
-    }
+/// A scrape that must succeed; its body.
+fn scrape(bed: &ForwardBed) -> String {
+    let text = http(bed, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
 }
 
 /// Everything until the peer closes, a reset or the read timeout, as text.
@@ -102,20 +75,20 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[test]
 fn silent_clients_delay_neither_other_clients_nor_sigterm() {
-    let mut bed = Bed::new("lim-silent");
+    let mut bed = ForwardBed::new("lim-silent", CONFIG);
     let d = &bed.daemon;
     // Connected, sending nothing, on both servers.
     let silent_control = UnixStream::connect(&d.sock).unwrap();
-    let silent_metrics = bed.metrics_client();
+    let silent_metrics = metrics_client(&bed);
     // And one that asks for an answer and never reads it.
-    let mut unread = bed.metrics_client();
+    let mut unread = metrics_client(&bed);
     unread.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
     let started = Instant::now();
     let counters = d.ctl(&["show", "counters"]);
     assert!(counters.contains("left"), "{counters}");
-    let page = bed.scrape();
+    let page = scrape(&bed);
     assert!(page.contains("strait_rx_packets_total"), "{page}");
     let took = started.elapsed();
     assert!(
@@ -157,7 +130,7 @@ fn silent_clients_delay_neither_other_clients_nor_sigterm() {
 
 #[test]
 fn oversized_requests_and_too_many_control_clients_are_refused() {
-    let bed = Bed::new("lim-ctl");
+    let bed = ForwardBed::new("lim-ctl", CONFIG);
     let d = &bed.daemon;
     // 64 KiB without a newline: refused after the limit, with the reason.
     let mut s = UnixStream::connect(&d.sock).unwrap();
@@ -206,7 +179,7 @@ fn oversized_requests_and_too_many_control_clients_are_refused() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(counters.contains("left"), "{counters}");
-    let page = bed.scrape();
+    let page = scrape(&bed);
     let refused = |reason: &str| {
         metric(
             &page,
@@ -221,11 +194,11 @@ fn oversized_requests_and_too_many_control_clients_are_refused() {
 
 #[test]
 fn the_metrics_endpoint_resists_slow_oversized_and_crowding_clients() {
-    let bed = Bed::new("lim-metrics");
+    let bed = ForwardBed::new("lim-metrics", CONFIG);
     // Slowloris: a valid start, then one header byte every 250 ms. Each
     // byte comes well within any per-read timeout; the 5 s deadline for
     // the whole head still cuts it off.
-    let mut slow = bed.metrics_client();
+    let mut slow = metrics_client(&bed);
     slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
     slow.set_nonblocking(true).unwrap();
     let started = Instant::now();
@@ -252,7 +225,7 @@ fn the_metrics_endpoint_resists_slow_oversized_and_crowding_clients() {
         // Meanwhile a well-behaved scrape is served at once.
         if i == 4 {
             let t = Instant::now();
-            bed.scrape();
+            scrape(&bed);
             assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -273,12 +246,12 @@ fn the_metrics_endpoint_resists_slow_oversized_and_crowding_clients() {
     // A head past the limit: refused with 431, not buffered.
     let mut head = b"GET /metrics HTTP/1.1\r\n".to_vec();
     head.extend(std::iter::repeat_n(b'X', 2 * metrics::LIMITS.max_request));
-    let text = bed.http(&head);
+    let text = http(&bed, &head);
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
 
     // More silent clients than the cap: the rest get 503 at once.
     let cap = metrics::LIMITS.max_clients;
-    let crowd: Vec<TcpStream> = (0..cap + 4).map(|_| bed.metrics_client()).collect();
+    let crowd: Vec<TcpStream> = (0..cap + 4).map(|_| metrics_client(&bed)).collect();
     for c in &crowd[cap..] {
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut c = c;
@@ -288,7 +261,7 @@ fn the_metrics_endpoint_resists_slow_oversized_and_crowding_clients() {
     drop(crowd);
     let deadline = Instant::now() + Duration::from_secs(3);
     let page = loop {
-        let text = bed.http(b"GET /metrics HTTP/1.1\r\n\r\n");
+        let text = http(&bed, b"GET /metrics HTTP/1.1\r\n\r\n");
         if text.starts_with("HTTP/1.1 200") {
             break text;
         }

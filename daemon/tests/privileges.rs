@@ -13,10 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, require_root, Testbed, Topology};
 
 mod common;
-use common::{ping, Daemon};
+use common::{ping, Daemon, ForwardBed};
 
 const CONFIG: &str = r#"
 [engine]
@@ -46,39 +46,9 @@ fn config(dir: &Path) -> String {
     CONFIG.replace("STATE_DIR", &dir.join("state").display().to_string())
 }
 
-struct Bed {
-    daemon: Daemon,
-    h1: Netns,
-    dp: Netns,
-    h2: Netns,
-    // Dropped last: deletes the namespaces.
-    _tb: Testbed,
-}
-
-impl Bed {
-    fn new(tag: &str) -> Bed {
-        require_root();
-        require_program("ping", "iputils-ping");
-        require_program("ethtool", "ethtool");
-        require_program("setpriv", "util-linux");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut tb = Testbed::new(tag);
-        let ns = topo.build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
-        Bed {
-            daemon: Daemon::start(&ns["dp"], &dir, "strait", &config(&dir)),
-            h1: ns["h1"].clone(),
-            dp: ns["dp"].clone(),
-            h2: ns["h2"].clone(),
-            _tb: tb,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.daemon.child.as_ref().unwrap().id()
-    }
+fn bed(tag: &str) -> ForwardBed {
+    require_program("setpriv", "util-linux");
+    ForwardBed::new(tag, CONFIG)
 }
 
 /// The value of `field` in a `/proc/.../status` text.
@@ -92,10 +62,10 @@ fn field<'a>(status: &'a str, field: &str) -> &'a str {
 
 #[test]
 fn straitd_keeps_only_net_admin_on_any_thread_once_set_up() {
-    let bed = Bed::new("priv-caps");
+    let bed = bed("priv-caps");
     // CAP_NET_ADMIN (12), for the host path's TAP addresses on reload.
     const NET_ADMIN: &str = "0000000000001000";
-    let pid = bed.pid();
+    let pid = bed.daemon.pid();
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
@@ -246,7 +216,7 @@ fn as_a_user_with_ambient_capabilities_straitd_drops_them_and_is_not_dumpable() 
 
 #[test]
 fn a_reload_by_sighup_after_dropping_privileges_still_reconfigures_forwarding() {
-    let bed = Bed::new("priv-hup");
+    let bed = bed("priv-hup");
     let d = &bed.daemon;
     bed.h2.addr("eth0", "10.77.0.1/32").unwrap();
     let (ok, out) = ping(&bed.h1, &["-c", "1", "10.77.0.1"]);
@@ -274,7 +244,7 @@ fn a_reload_by_sighup_after_dropping_privileges_still_reconfigures_forwarding() 
 
 #[test]
 fn straitctl_refuses_a_key_on_its_command_line_and_reads_one_from_stdin() {
-    let bed = Bed::new("priv-key");
+    let bed = bed("priv-key");
     let d = &bed.daemon;
     let key = "00112233445566778899aabbccddeeff01020304";
     let err = d

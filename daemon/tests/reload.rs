@@ -9,13 +9,12 @@
 //! Needs root (namespaces, veth, XDP), iputils-ping and ethtool.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::Netns;
 
 mod common;
-use common::{ping, Daemon};
+use common::{ping, ForwardBed};
 
 fn config(left: &[&str], icmp: (u32, u32)) -> String {
     let left: Vec<String> = left.iter().map(|a| format!("\"{a}\"")).collect();
@@ -116,17 +115,8 @@ fn ttl_exceeded_answers(h1: &Netns) -> usize {
 
 #[test]
 fn a_reload_updates_host_path_addresses_and_icmp_limits() {
-    require_root();
-    require_program("ping", "iputils-ping");
-    require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("reld");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
-    let (h1, dp) = (&ns["h1"], &ns["dp"]);
-    let daemon = Daemon::start(dp, &dir, "strait", &config(&["10.1.0.1/24"], (100, 20)));
+    let bed = ForwardBed::new("reld", &config(&["10.1.0.1/24"], (100, 20)));
+    let (h1, dp, daemon) = (&bed.h1, &bed.dp, &bed.daemon);
     assert!(tap_addresses(dp).contains("10.1.0.1/24"));
     assert!(
         host_answers(h1, dp, "10.1.0.1:7001"),

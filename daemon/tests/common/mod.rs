@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use strait_testbed::Netns;
+use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
 
 /// A running `straitd`, stopped with SIGTERM (then SIGKILL) on drop.
 pub struct Daemon {
@@ -124,6 +124,11 @@ impl Daemon {
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// Kills the process without letting it clean up.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -229,4 +234,47 @@ pub fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// The forwarding bed (scripts/topologies/forward.topo):
+/// h1 10.1.0.2 — [left 10.1.0.1] dp [right 10.2.0.1] — h2 10.2.0.2, with
+/// `straitd` in `dp` running `config`, in which `STATE_DIR` names a
+/// directory of this run.
+pub struct ForwardBed {
+    pub daemon: Daemon,
+    pub h1: Netns,
+    pub dp: Netns,
+    pub h2: Netns,
+    /// Where the run keeps its files.
+    pub dir: PathBuf,
+    // Dropped last: deletes the namespaces.
+    _tb: Testbed,
+}
+
+impl ForwardBed {
+    pub fn new(tag: &str, config: &str) -> ForwardBed {
+        require_root();
+        require_program("ping", "iputils-ping");
+        require_program("ethtool", "ethtool");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
+        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut tb = Testbed::new(tag);
+        let ns = topo.build(&mut tb).unwrap();
+        let dir = std::env::temp_dir().join(tb.prefix());
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = config.replace("STATE_DIR", &dir.join("state").display().to_string());
+        ForwardBed {
+            daemon: Daemon::start(&ns["dp"], &dir, "strait", &config),
+            h1: ns["h1"].clone(),
+            dp: ns["dp"].clone(),
+            h2: ns["h2"].clone(),
+            dir,
+            _tb: tb,
+        }
+    }
+
+    /// `show drops`, as JSON.
+    pub fn drops(&self) -> serde_json::Value {
+        self.daemon.json(&["show", "drops"])
+    }
 }
