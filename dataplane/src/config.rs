@@ -165,6 +165,9 @@ pub struct NatSettingsConfig {
     pub icmp_timeout: u64,
     /// Inbound UDP packets refresh the session too (RFC 4787 REQ-6 allows it).
     pub inbound_refresh: bool,
+    /// Seconds a freed external port cools before another inside endpoint
+    /// may have it (RFC 6888 REQ-8: at least 120; 0 turns it off).
+    pub port_reuse_delay: u64,
 }
 
 impl Default for NatSettingsConfig {
@@ -178,6 +181,7 @@ impl Default for NatSettingsConfig {
             tcp_transitory_timeout: lib.timeouts.tcp_transitory,
             icmp_timeout: lib.timeouts.icmp,
             inbound_refresh: lib.inbound_refresh,
+            port_reuse_delay: lib.port_reuse_delay,
         }
     }
 }

@@ -109,6 +109,10 @@ pub struct NatCounters {
     pub sessions_early_dropped: u64,
     /// Mappings created.
     pub mappings_created: u64,
+    /// New mappings refused (`nat_exhausted`) because the rule's range had
+    /// no free port while ports of that address were cooling after their
+    /// last mapping went (RFC 6888 REQ-8 port reuse delay).
+    pub mappings_refused_cooling: u64,
     /// Non-first fragments translated like their first fragment.
     pub fragments_translated: u64,
     /// First-fragment entries evicted before their timeout by newer ones
@@ -152,6 +156,7 @@ impl NatCounters {
             ("sessions_expired", self.sessions_expired),
             ("sessions_early_dropped", self.sessions_early_dropped),
             ("mappings_created", self.mappings_created),
+            ("mappings_refused_cooling", self.mappings_refused_cooling),
             ("fragments_translated", self.fragments_translated),
             ("fragment_evictions", self.fragment_evictions),
         ]

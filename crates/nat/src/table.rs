@@ -182,6 +182,7 @@ pub(crate) struct NewSession {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReleasedMapping {
     pub(crate) protocol: Protocol,
+    pub(crate) internal: Endpoint,
     pub(crate) external: Endpoint,
 }
 
@@ -762,6 +763,7 @@ impl SessionTable {
         self.live_mappings -= 1;
         ReleasedMapping {
             protocol: m.protocol,
+            internal: m.internal,
             external: m.external,
         }
     }

@@ -96,7 +96,12 @@ impl NatWorker {
             rules: Arc::new(NatRules::default()),
             round_robin: Vec::new(),
             table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
-            ports: PortAllocator::new(config.max_external_addresses),
+            ports: PortAllocator::new(
+                config.max_external_addresses,
+                config.port_reuse_delay,
+                config.max_sessions / 4,
+                config.hash_key,
+            ),
             fragments: FragmentTable::new(config.fragment_flows, config.hash_key),
             windows: vec![TcpWindow::default(); config.max_sessions].into_boxed_slice(),
             counters: NatCounters::default(),
@@ -156,6 +161,12 @@ impl NatWorker {
         self.ports.ports_in_use()
     }
 
+    /// External ports freed by mappings and cooling before another
+    /// endpoint may have them (RFC 6888 REQ-8).
+    pub fn ports_cooling(&self) -> u64 {
+        self.ports.ports_cooling()
+    }
+
     /// Session capacity.
     pub fn capacity(&self) -> usize {
         self.table.capacity()
@@ -182,19 +193,24 @@ impl NatWorker {
             if i == NIL {
                 break;
             }
-            self.remove_session(i);
+            self.remove_session(i, now);
             self.counters.sessions_expired += 1;
             removed += 1;
         }
         removed
     }
 
-    fn remove_session(&mut self, index: u32) {
+    /// Removes a session; its mapping's port, if this was the mapping's
+    /// last session, cools before another endpoint may have it
+    /// (RFC 6888 REQ-8).
+    fn remove_session(&mut self, index: u32, now: u64) {
         if let Some(released) = self.table.remove_session(index) {
             self.ports.release(
                 released.external.addr,
                 released.protocol,
                 released.external.port,
+                released.internal,
+                now,
             );
         }
     }
@@ -202,7 +218,7 @@ impl NatWorker {
     /// A live session index, reaping it first if its timeout has passed.
     fn live(&mut self, index: u32, now: u64) -> u32 {
         if index != NIL && self.table.is_expired(index, now) {
-            self.remove_session(index);
+            self.remove_session(index, now);
             self.counters.sessions_expired += 1;
             return NIL;
         }
@@ -269,7 +285,7 @@ impl NatWorker {
         if victim == NIL {
             return false;
         }
-        self.remove_session(victim);
+        self.remove_session(victim, now);
         self.counters.sessions_early_dropped += 1;
         true
     }
@@ -296,29 +312,30 @@ impl NatWorker {
             return Ok(Some(self.binding(index)));
         }
         let rules = Arc::clone(&self.rules);
-        let (rule, kind, external, mapping) =
-            if let Some(one) = rules.match_static_internal(source.addr) {
-                if let Opening::Refused(reason) = opening {
-                    return Err(reason);
-                }
-                if !self.has_room(now) {
-                    return Err(DropReason::NatExhausted);
-                }
-                let external = Endpoint::new(one.external, source.port);
-                (one.id, SessionKind::Static, external, NIL)
-            } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
-                if let Opening::Refused(reason) = opening {
-                    return Err(reason);
-                }
-                if !self.has_room(now) {
-                    return Err(DropReason::NatExhausted);
-                }
-                let mapping = self.mapping_for(protocol, source, snat.id, &snat.target, egress)?;
-                let external = self.table.mapping(mapping).external;
-                (snat.id, SessionKind::Snat, external, mapping)
-            } else {
-                return Ok(None);
-            };
+        let (rule, kind, external, mapping) = if let Some(one) =
+            rules.match_static_internal(source.addr)
+        {
+            if let Opening::Refused(reason) = opening {
+                return Err(reason);
+            }
+            if !self.has_room(now) {
+                return Err(DropReason::NatExhausted);
+            }
+            let external = Endpoint::new(one.external, source.port);
+            (one.id, SessionKind::Static, external, NIL)
+        } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
+            if let Opening::Refused(reason) = opening {
+                return Err(reason);
+            }
+            if !self.has_room(now) {
+                return Err(DropReason::NatExhausted);
+            }
+            let mapping = self.mapping_for(protocol, source, snat.id, &snat.target, egress, now)?;
+            let external = self.table.mapping(mapping).external;
+            (snat.id, SessionKind::Snat, external, mapping)
+        } else {
+            return Ok(None);
+        };
         let hairpin = self.is_own_external(protocol, destination);
         let new = NewSession {
             inside: source,
@@ -349,7 +366,7 @@ impl NatWorker {
             None => {
                 if new.mapping != NIL {
                     if let Some(released) = self.table.discard_unused_mapping(new.mapping) {
-                        self.ports.release(
+                        self.ports.release_unused(
                             released.external.addr,
                             released.protocol,
                             released.external.port,
@@ -379,6 +396,7 @@ impl NatWorker {
         rule: RuleId,
         target: &SnatTarget,
         egress: Egress,
+        now: u64,
     ) -> Result<u32, DropReason> {
         let key = self.config.hash_key;
         let external_addr = match target {
@@ -402,20 +420,34 @@ impl NatWorker {
             .ok_or(DropReason::NatExhausted)?;
         let range = target.ports();
         let rules = &self.rules;
+        let partition = self.config.partition;
         let reserved = |port| rules.is_reserved(external_addr, protocol, port);
+        let acceptable = |port| range.contains(port) && partition.owns(port) && !reserved(port);
+        // The port this endpoint held a moment ago, if it still cools:
+        // the mapping comes back unchanged (RFC 6888 REQ-8 lets the same
+        // subscriber have it; RFC 4787 REQ-1 stays true across the gap).
+        let port = if let Some(port) = self.ports.reclaim(map, internal, now, acceptable) {
+            port
         // Port preservation when the port is free, in range and ours; no
         // parity preservation (RFC 4787 section 4.2.2 makes it optional).
-        let preserved = range.contains(internal.port)
-            && self.config.partition.owns(internal.port)
-            && !reserved(internal.port)
-            && self.ports.try_take(map, internal.port);
-        let port = if preserved {
+        } else if acceptable(internal.port) && self.ports.try_take(map, internal.port, now) {
             internal.port
         } else {
             let hint = keyed_hash(key, endpoint_bits(internal), 1) as u32;
-            self.ports
-                .allocate(map, range, self.config.partition, hint, reserved)
-                .ok_or(DropReason::NatExhausted)?
+            match self
+                .ports
+                .allocate(map, range, partition, hint, reserved, now)
+            {
+                Some(port) => port,
+                None => {
+                    // Free ports left but all cooling: refused, never
+                    // reused early (RFC 6888 REQ-8).
+                    if self.ports.has_cooling(map) {
+                        self.counters.mappings_refused_cooling += 1;
+                    }
+                    return Err(DropReason::NatExhausted);
+                }
+            }
         };
         let external = Endpoint::new(external_addr, port);
         match self
@@ -427,7 +459,7 @@ impl NatWorker {
                 Ok(index)
             }
             None => {
-                self.ports.release(external_addr, protocol, port);
+                self.ports.release_unused(external_addr, protocol, port);
                 Err(DropReason::NatExhausted)
             }
         }

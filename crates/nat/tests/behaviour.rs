@@ -707,11 +707,16 @@ fn pool_exhaustion_drops_new_flows_and_keeps_old_ones() {
     );
     let mut back = udp(server, externals[1], b"a", true);
     assert_eq!(nat.translate_inbound(&mut back, 1), Verdict::Translated);
-    // After expiry the port comes back.
+    // After expiry the ports cool first (RFC 6888 REQ-8), then come back.
     nat.expire(400, usize::MAX);
     let mut p = udp(ep(ip(10, 0, 0, 12), 5000), server, b"q", true);
     assert_eq!(
         nat.translate_outbound(&mut p, wan(), 400),
+        Verdict::Drop(DropReason::NatExhausted)
+    );
+    let mut p = udp(ep(ip(10, 0, 0, 12), 5000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 600),
         Verdict::Translated
     );
 }
@@ -945,4 +950,86 @@ fn workers_only_hand_out_ports_they_own() {
             assert_eq!(owner_worker_for_inbound(src_of(&p).port, 2), index);
         }
     }
+}
+
+/// RFC 6888 REQ-8: a freed external port is not handed to another inside
+/// endpoint for at least the reuse delay (120 s by default); the endpoint
+/// that held it may have it back at once.
+#[test]
+fn freed_ports_cool_before_another_inside_host_gets_them() {
+    let mut nat = worker_with(
+        NatConfig::default(),
+        vec![masquerade(1, PortRange::new(2000, 2000))],
+        vec![],
+        vec![],
+    );
+    let server = ep(ip(192, 0, 2, 1), 53);
+    let first = ep(ip(10, 0, 0, 10), 5000);
+    let second = ep(ip(10, 0, 0, 11), 5000);
+    let mut p = udp(first, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    // The session (and the mapping with it) expires at 300.
+    assert_eq!(nat.expire(300, usize::MAX), 1);
+    assert_eq!((nat.mapping_count(), nat.ports_in_use()), (0, 0));
+    // Another inside host cannot have port 2000 before 120 s have passed.
+    for now in [300, 360, 419] {
+        let mut p = udp(second, server, b"q", true);
+        assert_eq!(
+            nat.translate_outbound(&mut p, wan(), now),
+            Verdict::Drop(DropReason::NatExhausted),
+            "at {now}"
+        );
+    }
+    assert_eq!(nat.counters().mappings_refused_cooling, 3);
+    // The host that held it gets the same port back (its mapping stays
+    // stable, RFC 4787 REQ-1), then frees it again.
+    let mut p = udp(first, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 420),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    assert_eq!(nat.expire(720, usize::MAX), 1);
+    let mut p = udp(second, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 839),
+        Verdict::Drop(DropReason::NatExhausted)
+    );
+    // Long enough: the port is anyone's again.
+    let mut p = udp(second, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 920),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+}
+
+/// Cooling ports are never handed out while another port is free.
+#[test]
+fn allocation_prefers_ports_that_are_not_cooling() {
+    let mut nat = worker_with(
+        NatConfig::default(),
+        vec![masquerade(1, PortRange::new(2000, 2001))],
+        vec![],
+        vec![],
+    );
+    let server = ep(ip(192, 0, 2, 1), 53);
+    let mut p = udp(ep(ip(10, 0, 0, 10), 2000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    nat.expire(300, usize::MAX);
+    // This host asks for 2000 (port preservation) but it is cooling.
+    let mut p = udp(ep(ip(10, 0, 0, 11), 2000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 301),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2001));
 }

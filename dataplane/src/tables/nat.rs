@@ -41,7 +41,7 @@ use crate::status::NatStatus;
 pub const DEFAULT_PORTS: PortRange = PortRange::new(1024, 65535);
 
 /// Distinct external addresses one worker allocates ports on (each costs
-/// 24 KiB of port bitmaps, allocated when first used).
+/// 96 KiB of port bitmaps with the reuse delay, allocated when first used).
 const MAX_EXTERNAL_ADDRESSES: usize = 256;
 
 /// Why the NAT part of a configuration was refused: the item (`nat rule
@@ -222,6 +222,7 @@ impl NatTables {
                 NatFilteringConfig::EndpointIndependent => Filtering::EndpointIndependent,
             },
             inbound_refresh: settings.inbound_refresh,
+            port_reuse_delay: settings.port_reuse_delay,
             // Keyed from the device's random flow seed so remote hosts
             // cannot aim hash collisions at the session table; the same
             // for the engine's life.
