@@ -156,6 +156,21 @@ pub struct NatConfig {
     /// endpoint may have it (RFC 6888 REQ-8: at least 120); the endpoint
     /// that held it may have it back meanwhile. 0 turns the delay off.
     pub port_reuse_delay: u64,
+    /// External ports (mappings, all protocols and external addresses
+    /// together) one inside address may hold (RFC 6888 REQ-4); 0: no
+    /// limit.
+    pub ports_per_inside_address: u32,
+    /// Sessions one inside address may hold (RFC 6888 REQ-5): those it
+    /// opened and those opened to it through its own mappings; 0: no
+    /// limit.
+    pub sessions_per_inside_address: u32,
+    /// Sessions one remote address may open inbound through DNAT and
+    /// static rules (RFC 6888 REQ-5 for state created from outside); 0:
+    /// no limit.
+    pub inbound_sessions_per_remote_address: u32,
+    /// Inbound-initiated sessions one DNAT or static rule may hold; 0: no
+    /// limit.
+    pub inbound_sessions_per_rule: u32,
 }
 
 impl NatConfig {
@@ -221,6 +236,10 @@ impl Default for NatConfig {
             partition: WorkerPartition::SINGLE,
             fragment_flows: 1024,
             port_reuse_delay: Self::PORT_REUSE_DELAY_MIN,
+            ports_per_inside_address: 4096,
+            sessions_per_inside_address: 16_384,
+            inbound_sessions_per_remote_address: 4096,
+            inbound_sessions_per_rule: 32_768,
         }
     }
 }

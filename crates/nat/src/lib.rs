@@ -56,6 +56,11 @@
 //!   endpoint may have it (RFC 6888 REQ-8); the endpoint that held it may
 //!   have it back meanwhile; a range whose free ports all cool refuses new
 //!   mappings (`nat_exhausted`, `mappings_refused_cooling`);
+//! * quotas (RFC 6888 REQ-4 and REQ-5): external ports and sessions per
+//!   inside address, inbound sessions per remote address and per DNAT or
+//!   static rule ([`NatConfig`]), each refusal with its own drop reason
+//!   (`quota_inside_ports`, `quota_inside_sessions`, `quota_remote`,
+//!   `quota_rule`), checked in O(1) before the early drop;
 //! * hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-2) for packets whose source
 //!   is translated;
 //! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),
@@ -121,6 +126,10 @@ pub fn bytes_per_session_bound() -> usize {
         + core::mem::size_of::<tcp::TcpWindow>()
         + ports::OWNER_BYTES.div_ceil(2)
 }
+
+/// Heap bytes of the per-rule counts of inbound sessions (one `u32` per
+/// possible rule id), fixed whatever the capacity.
+pub const RULE_COUNT_BYTES: usize = table::RULE_COUNT_BYTES;
 
 /// Heap bytes of the port bitmaps of one external address: for each of
 /// TCP, UDP and ICMP, one 8 KiB bitmap of ports held plus one per cooling

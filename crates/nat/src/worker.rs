@@ -20,6 +20,7 @@
 //! return traffic lands on the same worker. Endpoint-independent mapping
 //! holds because every flow of one internal endpoint reaches one worker.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, NatConfig};
@@ -29,7 +30,7 @@ use crate::fragments::FragmentTable;
 use crate::ports::PortAllocator;
 use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
 use crate::table::{
-    endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TimerClass, NIL,
+    endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TallyOf, TimerClass, NIL,
     TIMER_CLASSES,
 };
 use crate::tcp::{Segment, TcpState, TcpWindow};
@@ -318,6 +319,7 @@ impl NatWorker {
             if let Opening::Refused(reason) = opening {
                 return Err(reason);
             }
+            self.inside_session_quota(source.addr)?;
             if !self.has_room(now) {
                 return Err(DropReason::NatExhausted);
             }
@@ -326,6 +328,17 @@ impl NatWorker {
         } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
             if let Opening::Refused(reason) = opening {
                 return Err(reason);
+            }
+            // Quotas before the room check, which may drop another
+            // session early: a refused flow must cost nobody anything.
+            self.inside_session_quota(source.addr)?;
+            let external_addr = self.external_address(source, &snat.target, egress);
+            if self
+                .table
+                .lookup_mapping_internal(protocol, source, external_addr)
+                == NIL
+            {
+                self.inside_port_quota(source.addr)?;
             }
             if !self.has_room(now) {
                 return Err(DropReason::NatExhausted);
@@ -387,6 +400,71 @@ impl NatWorker {
             || self.rules.match_static_external(endpoint.addr).is_some()
     }
 
+    /// The external address `internal` is translated to under `target`.
+    fn external_address(
+        &self,
+        internal: Endpoint,
+        target: &SnatTarget,
+        egress: Egress,
+    ) -> Ipv4Addr {
+        match target {
+            // RFC 4787 REQ-2 "paired" pooling: the pool address depends on
+            // the internal address only.
+            SnatTarget::Pool { addresses, .. } => {
+                let h = keyed_hash(self.config.hash_key, u64::from(internal.addr_u32()), 0);
+                addresses[(h % addresses.len() as u64) as usize]
+            }
+            SnatTarget::Masquerade { .. } => egress.addr,
+        }
+    }
+
+    /// RFC 6888 REQ-5: room for one more session of inside address `addr`
+    /// (one hash probe).
+    fn inside_session_quota(&self, addr: Ipv4Addr) -> Result<(), DropReason> {
+        let limit = self.config.sessions_per_inside_address;
+        let (_, sessions) = self.table.tally(TallyOf::Inside, addr);
+        if limit != 0 && sessions >= limit {
+            return Err(DropReason::QuotaInsideSessions);
+        }
+        Ok(())
+    }
+
+    /// RFC 6888 REQ-4: room for one more external port (mapping) of inside
+    /// address `addr`.
+    fn inside_port_quota(&self, addr: Ipv4Addr) -> Result<(), DropReason> {
+        let limit = self.config.ports_per_inside_address;
+        let (mappings, _) = self.table.tally(TallyOf::Inside, addr);
+        if limit != 0 && mappings >= limit {
+            return Err(DropReason::QuotaInsidePorts);
+        }
+        Ok(())
+    }
+
+    /// Room for one more session opened inbound by `remote` through DNAT
+    /// or static `rule` (RFC 6888 REQ-5 for state created from outside).
+    /// The inbound leg of a hairpinned packet comes from the external
+    /// address all inside hosts share: its inside host's own quota
+    /// applies instead of the remote one.
+    fn inbound_quota(
+        &self,
+        remote: Ipv4Addr,
+        rule: RuleId,
+        hairpin: bool,
+    ) -> Result<(), DropReason> {
+        let per_rule = self.config.inbound_sessions_per_rule;
+        if per_rule != 0 && self.table.rule_sessions(rule) >= per_rule {
+            return Err(DropReason::QuotaRule);
+        }
+        let per_remote = self.config.inbound_sessions_per_remote_address;
+        if !hairpin && per_remote != 0 {
+            let (_, sessions) = self.table.tally(TallyOf::Remote, remote);
+            if sessions >= per_remote {
+                return Err(DropReason::QuotaRemote);
+            }
+        }
+        Ok(())
+    }
+
     /// The endpoint-independent mapping for `internal` under an SNAT rule,
     /// reused if it exists (RFC 4787 REQ-1), else created with a new port.
     fn mapping_for(
@@ -399,21 +477,14 @@ impl NatWorker {
         now: u64,
     ) -> Result<u32, DropReason> {
         let key = self.config.hash_key;
-        let external_addr = match target {
-            // RFC 4787 REQ-2 "paired" pooling: the pool address depends on
-            // the internal address only.
-            SnatTarget::Pool { addresses, .. } => {
-                let h = keyed_hash(key, u64::from(internal.addr_u32()), 0);
-                addresses[(h % addresses.len() as u64) as usize]
-            }
-            SnatTarget::Masquerade { .. } => egress.addr,
-        };
+        let external_addr = self.external_address(internal, target, egress);
         let existing = self
             .table
             .lookup_mapping_internal(protocol, internal, external_addr);
         if existing != NIL {
             return Ok(existing);
         }
+        self.inside_port_quota(internal.addr)?;
         let map = self
             .ports
             .ensure(external_addr, protocol)
@@ -509,6 +580,7 @@ impl NatWorker {
             if let Opening::Refused(reason) = opening {
                 return Err(reason);
             }
+            self.inside_session_quota(self.table.mapping(mapping).internal.addr)?;
             if !self.has_room(now) {
                 return Err(DropReason::NatExhausted);
             }
@@ -562,6 +634,7 @@ impl NatWorker {
         if let Opening::Refused(reason) = opening {
             return Err(reason);
         }
+        self.inbound_quota(source.addr, rule, hairpin)?;
         if !self.has_room(now) {
             return Err(DropReason::NatExhausted);
         }

@@ -144,6 +144,10 @@ fn drop_reason(r: strait_nat::DropReason) -> DropReason {
         N::IcmpErrorMalformed => DropReason::NatIcmpErrorMalformed,
         N::IcmpUnsupported => DropReason::NatIcmpUnsupported,
         N::TcpRstOutOfWindow => DropReason::NatTcpRstOutOfWindow,
+        N::QuotaInsidePorts => DropReason::NatQuotaInsidePorts,
+        N::QuotaInsideSessions => DropReason::NatQuotaInsideSessions,
+        N::QuotaRemote => DropReason::NatQuotaRemote,
+        N::QuotaRule => DropReason::NatQuotaRule,
     }
 }
 

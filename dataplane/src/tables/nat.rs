@@ -223,6 +223,10 @@ impl NatTables {
             },
             inbound_refresh: settings.inbound_refresh,
             port_reuse_delay: settings.port_reuse_delay,
+            ports_per_inside_address: settings.ports_per_inside_address,
+            sessions_per_inside_address: settings.sessions_per_inside_address,
+            inbound_sessions_per_remote_address: settings.inbound_sessions_per_remote_address,
+            inbound_sessions_per_rule: settings.inbound_sessions_per_rule,
             // Keyed from the device's random flow seed so remote hosts
             // cannot aim hash collisions at the session table; the same
             // for the engine's life.
