@@ -115,12 +115,14 @@ pub use worker::{NatWorker, SessionInfo};
 
 /// Heap bytes per session slot the worker reserves, from the struct sizes:
 /// one session, one mapping (worst case: no two sessions share one), one
-/// address-dependent filtering permit (worst case: one per session), the
-/// TCP sequence state of the slot and one `u32` bucket head in each of the
-/// five hash indices (bucket arrays are rounded up to a power of two, so up
-/// to twice that), and a share of the recent port owners table (one entry
-/// per four slots, rounded up to a power of two: at most half an entry).
-/// The fragment table and the port bitmaps are not per slot.
+/// address-dependent filtering permit (worst case: one per session), one
+/// quota tally (worst case: every session from another address), the TCP
+/// sequence state of the slot and one `u32` bucket head in each of the six
+/// hash indices (bucket arrays are rounded up to a power of two, so up to
+/// twice that), and a share of the recent port owners table (one entry per
+/// four slots, rounded up to a power of two: at most half an entry). The
+/// fragment table, the port bitmaps and the per-rule counts
+/// ([`RULE_COUNT_BYTES`]) are not per slot.
 pub fn bytes_per_session_bound() -> usize {
     table::slot_bytes_bound()
         + core::mem::size_of::<tcp::TcpWindow>()
