@@ -165,6 +165,20 @@ pub struct NatSettingsConfig {
     pub icmp_timeout: u64,
     /// Inbound UDP packets refresh the session too (RFC 4787 REQ-6 allows it).
     pub inbound_refresh: bool,
+    /// Seconds a freed external port cools before another inside endpoint
+    /// may have it (RFC 6888 REQ-8: at least 120; 0 turns it off).
+    pub port_reuse_delay: u64,
+    /// External ports one inside address may hold (RFC 6888 REQ-4; 0: no
+    /// limit).
+    pub ports_per_inside_address: u32,
+    /// Sessions one inside address may hold (RFC 6888 REQ-5; 0: no limit).
+    pub sessions_per_inside_address: u32,
+    /// Sessions one remote address may open inbound through DNAT and
+    /// static rules (0: no limit).
+    pub inbound_sessions_per_remote_address: u32,
+    /// Inbound-initiated sessions one DNAT or static rule may hold (0: no
+    /// limit).
+    pub inbound_sessions_per_rule: u32,
 }
 
 impl Default for NatSettingsConfig {
@@ -178,6 +192,11 @@ impl Default for NatSettingsConfig {
             tcp_transitory_timeout: lib.timeouts.tcp_transitory,
             icmp_timeout: lib.timeouts.icmp,
             inbound_refresh: lib.inbound_refresh,
+            port_reuse_delay: lib.port_reuse_delay,
+            ports_per_inside_address: lib.ports_per_inside_address,
+            sessions_per_inside_address: lib.sessions_per_inside_address,
+            inbound_sessions_per_remote_address: lib.inbound_sessions_per_remote_address,
+            inbound_sessions_per_rule: lib.inbound_sessions_per_rule,
         }
     }
 }

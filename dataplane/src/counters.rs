@@ -190,6 +190,18 @@ drop_reasons! {
         /// NAT: TCP reset outside the receiver's window (RFC 5961 §3):
         /// a blind reset, the session is kept.
         NatTcpRstOutOfWindow = "nat_tcp_rst_out_of_window",
+        /// NAT: the inside address holds its quota of external ports
+        /// (`ports_per_inside_address`, RFC 6888 REQ-4).
+        NatQuotaInsidePorts = "nat_quota_inside_ports",
+        /// NAT: the inside address holds its quota of sessions
+        /// (`sessions_per_inside_address`, RFC 6888 REQ-5).
+        NatQuotaInsideSessions = "nat_quota_inside_sessions",
+        /// NAT: the remote address opened its quota of inbound sessions
+        /// (`inbound_sessions_per_remote_address`).
+        NatQuotaRemote = "nat_quota_remote",
+        /// NAT: the DNAT or static rule holds its quota of inbound sessions
+        /// (`inbound_sessions_per_rule`).
+        NatQuotaRule = "nat_quota_rule",
     }
     Route {
         /// No route to the destination (ICMP unreachable sent when allowed).

@@ -105,6 +105,12 @@ pub enum ConfigError {
         /// The requirement.
         rfc: &'static str,
     },
+    /// A port reuse delay other than 0 (off) below the RFC 6888 REQ-8 floor.
+    #[error(
+        "port reuse delay {0} s is below the {min} s required by RFC 6888 REQ-8 (0 turns it off)",
+        min = NatConfig::PORT_REUSE_DELAY_MIN
+    )]
+    PortReuseDelay(u64),
     /// Capacity zero or beyond the index range.
     #[error("session capacity {0} must be between 1 and {max}", max = NatConfig::MAX_SESSIONS)]
     Capacity(usize),
@@ -125,8 +131,9 @@ pub struct NatConfig {
     /// allocated up front from this number.
     pub max_sessions: usize,
     /// Most external addresses (pool addresses plus masquerade interface
-    /// addresses) this worker allocates ports on; each costs 24 KiB of port
-    /// bitmaps (8 KiB per protocol).
+    /// addresses) this worker allocates ports on; each costs 96 KiB of port
+    /// bitmaps (8 KiB per protocol, four times that with a port reuse
+    /// delay: [`crate::port_bitmap_bytes_per_address`]).
     pub max_external_addresses: usize,
     /// Idle timeouts.
     pub timeouts: Timeouts,
@@ -145,11 +152,32 @@ pub struct NatConfig {
     /// remembered for the later fragments (RFC 4787 REQ-14), rounded up to
     /// a power of two; 28 bytes each, allocated up front.
     pub fragment_flows: usize,
+    /// Seconds a freed external port cools before another internal
+    /// endpoint may have it (RFC 6888 REQ-8: at least 120); the endpoint
+    /// that held it may have it back meanwhile. 0 turns the delay off.
+    pub port_reuse_delay: u64,
+    /// External ports (mappings, all protocols and external addresses
+    /// together) one inside address may hold (RFC 6888 REQ-4); 0: no
+    /// limit.
+    pub ports_per_inside_address: u32,
+    /// Sessions one inside address may hold (RFC 6888 REQ-5): those it
+    /// opened and those opened to it through its own mappings; 0: no
+    /// limit.
+    pub sessions_per_inside_address: u32,
+    /// Sessions one remote address may open inbound through DNAT and
+    /// static rules (RFC 6888 REQ-5 for state created from outside); 0:
+    /// no limit.
+    pub inbound_sessions_per_remote_address: u32,
+    /// Inbound-initiated sessions one DNAT or static rule may hold; 0: no
+    /// limit.
+    pub inbound_sessions_per_rule: u32,
 }
 
 impl NatConfig {
     /// Upper bound for `max_sessions` (slab indices are `u32`).
     pub const MAX_SESSIONS: usize = 1 << 26;
+    /// RFC 6888 REQ-8 floor for [`Self::port_reuse_delay`].
+    pub const PORT_REUSE_DELAY_MIN: u64 = 120;
 
     /// Checks the RFC floors, capacity and partition.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -180,6 +208,9 @@ impl NatConfig {
                 });
             }
         }
+        if self.port_reuse_delay != 0 && self.port_reuse_delay < Self::PORT_REUSE_DELAY_MIN {
+            return Err(ConfigError::PortReuseDelay(self.port_reuse_delay));
+        }
         if self.max_sessions == 0 || self.max_sessions > Self::MAX_SESSIONS {
             return Err(ConfigError::Capacity(self.max_sessions));
         }
@@ -204,6 +235,11 @@ impl Default for NatConfig {
             hash_key: 0x5eed_0f57_4a17,
             partition: WorkerPartition::SINGLE,
             fragment_flows: 1024,
+            port_reuse_delay: Self::PORT_REUSE_DELAY_MIN,
+            ports_per_inside_address: 4096,
+            sessions_per_inside_address: 16_384,
+            inbound_sessions_per_remote_address: 4096,
+            inbound_sessions_per_rule: 32_768,
         }
     }
 }
@@ -241,6 +277,19 @@ mod tests {
             ..NatConfig::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Capacity(0))));
+        let c = NatConfig {
+            port_reuse_delay: 60,
+            ..NatConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "port reuse delay 60 s is below the 120 s required by RFC 6888 REQ-8 (0 turns it off)"
+        );
+        let c = NatConfig {
+            port_reuse_delay: 0,
+            ..NatConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -40,11 +40,23 @@ pub enum DropReason {
     /// TCP reset whose sequence number is outside the receiver's window
     /// (RFC 5961 section 3): a blind reset; the session is left as it was.
     TcpRstOutOfWindow,
+    /// A new mapping refused: the inside address holds its quota of
+    /// external ports (RFC 6888 REQ-4).
+    QuotaInsidePorts,
+    /// A new session refused: the inside address holds its quota of
+    /// sessions (RFC 6888 REQ-5).
+    QuotaInsideSessions,
+    /// A new inbound session through a DNAT or static rule refused: the
+    /// remote address has opened its quota of them.
+    QuotaRemote,
+    /// A new inbound session through a DNAT or static rule refused: the
+    /// rule holds its quota of inbound sessions.
+    QuotaRule,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 16] = [
         Self::Malformed,
         Self::Fragment,
         Self::UnsupportedProtocol,
@@ -57,6 +69,10 @@ impl DropReason {
         Self::IcmpErrorMalformed,
         Self::IcmpUnsupported,
         Self::TcpRstOutOfWindow,
+        Self::QuotaInsidePorts,
+        Self::QuotaInsideSessions,
+        Self::QuotaRemote,
+        Self::QuotaRule,
     ];
 
     /// Stable counter name.
@@ -74,6 +90,10 @@ impl DropReason {
             Self::IcmpErrorMalformed => "icmp_error_malformed",
             Self::IcmpUnsupported => "icmp_unsupported",
             Self::TcpRstOutOfWindow => "tcp_rst_out_of_window",
+            Self::QuotaInsidePorts => "quota_inside_ports",
+            Self::QuotaInsideSessions => "quota_inside_sessions",
+            Self::QuotaRemote => "quota_remote",
+            Self::QuotaRule => "quota_rule",
         }
     }
 }
@@ -109,6 +129,10 @@ pub struct NatCounters {
     pub sessions_early_dropped: u64,
     /// Mappings created.
     pub mappings_created: u64,
+    /// New mappings refused (`nat_exhausted`) because the rule's range had
+    /// no free port while ports of that address were cooling after their
+    /// last mapping went (RFC 6888 REQ-8 port reuse delay).
+    pub mappings_refused_cooling: u64,
     /// Non-first fragments translated like their first fragment.
     pub fragments_translated: u64,
     /// First-fragment entries evicted before their timeout by newer ones
@@ -141,6 +165,10 @@ impl NatCounters {
             "drop_icmp_error_malformed",
             "drop_icmp_unsupported",
             "drop_tcp_rst_out_of_window",
+            "drop_quota_inside_ports",
+            "drop_quota_inside_sessions",
+            "drop_quota_remote",
+            "drop_quota_rule",
         ];
         [
             ("translated_outbound", self.translated_outbound),
@@ -152,6 +180,7 @@ impl NatCounters {
             ("sessions_expired", self.sessions_expired),
             ("sessions_early_dropped", self.sessions_early_dropped),
             ("mappings_created", self.mappings_created),
+            ("mappings_refused_cooling", self.mappings_refused_cooling),
             ("fragments_translated", self.fragments_translated),
             ("fragment_evictions", self.fragment_evictions),
         ]

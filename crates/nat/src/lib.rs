@@ -51,6 +51,16 @@
 //!   or echo request without reply) to admit a new flow, as Linux
 //!   conntrack's early drop does (`sessions_early_dropped`); answered
 //!   sessions are never dropped for a new flow (`nat_exhausted` then);
+//! * a freed external port cools for at least
+//!   [`NatConfig::port_reuse_delay`] (120 s) before another internal
+//!   endpoint may have it (RFC 6888 REQ-8); the endpoint that held it may
+//!   have it back meanwhile; a range whose free ports all cool refuses new
+//!   mappings (`nat_exhausted`, `mappings_refused_cooling`);
+//! * quotas (RFC 6888 REQ-4 and REQ-5): external ports and sessions per
+//!   inside address, inbound sessions per remote address and per DNAT or
+//!   static rule ([`NatConfig`]), each refusal with its own drop reason
+//!   (`quota_inside_ports`, `quota_inside_sessions`, `quota_remote`,
+//!   `quota_rule`), checked in O(1) before the early drop;
 //! * hairpinning (RFC 4787 REQ-9, RFC 5382 REQ-2) for packets whose source
 //!   is translated;
 //! * ICMP errors translated with their quoted packet (RFC 5508 REQ-3..6),
@@ -105,11 +115,29 @@ pub use worker::{NatWorker, SessionInfo};
 
 /// Heap bytes per session slot the worker reserves, from the struct sizes:
 /// one session, one mapping (worst case: no two sessions share one), one
-/// address-dependent filtering permit (worst case: one per session), the
-/// TCP sequence state of the slot and one `u32` bucket head in each of the
-/// five hash indices (bucket arrays are rounded up to a power of two, so up
-/// to twice that). The fragment table and the port bitmaps are not per
-/// slot.
+/// address-dependent filtering permit (worst case: one per session), one
+/// quota tally (worst case: every session from another address), the TCP
+/// sequence state of the slot and one `u32` bucket head in each of the six
+/// hash indices (bucket arrays are rounded up to a power of two, so up to
+/// twice that), and a share of the recent port owners table (one entry per
+/// four slots, rounded up to a power of two: at most half an entry). The
+/// fragment table, the port bitmaps and the per-rule counts
+/// ([`RULE_COUNT_BYTES`]) are not per slot.
 pub fn bytes_per_session_bound() -> usize {
-    table::slot_bytes_bound() + core::mem::size_of::<tcp::TcpWindow>()
+    table::slot_bytes_bound()
+        + core::mem::size_of::<tcp::TcpWindow>()
+        + ports::OWNER_BYTES.div_ceil(2)
+}
+
+/// Heap bytes of the per-rule counts of inbound sessions (one `u32` per
+/// possible rule id), fixed whatever the capacity.
+pub const RULE_COUNT_BYTES: usize = table::RULE_COUNT_BYTES;
+
+/// Heap bytes of the port bitmaps of one external address: for each of
+/// TCP, UDP and ICMP, one 8 KiB bitmap of ports held plus one per cooling
+/// generation of the port reuse delay (RFC 6888 REQ-8; none when the delay
+/// is 0). Allocated when the address is first used.
+pub const fn port_bitmap_bytes_per_address(reuse_delay: bool) -> usize {
+    let generations = if reuse_delay { ports::GENERATIONS } else { 0 };
+    3 * (1 + generations) * ports::BITMAP_BYTES
 }

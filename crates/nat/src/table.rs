@@ -31,6 +31,16 @@
 //! reaped stops admitting at once; the only over-estimate is a session
 //! that moved to a shorter timeout class (a TCP close) while its permit
 //! still carries the longer deadline, until expiry reaps it.
+//!
+//! Quotas (RFC 6888 REQ-4 and REQ-5) read *tallies*: one entry per inside
+//! address (its mappings, i.e. external ports, and its sessions) or per
+//! remote address (the sessions it opened inbound through DNAT or static
+//! rules), kept in one more preallocated slab and hash and updated as
+//! sessions and mappings come and go. Every session counts in exactly one
+//! tally (its inside address when the inside opened it or it runs through
+//! the inside endpoint's own mapping; else its remote address), so there
+//! are never more tallies than session slots. Inbound-initiated sessions
+//! are also counted per rule, in a fixed array indexed by rule id.
 
 use std::net::Ipv4Addr;
 
@@ -157,6 +167,26 @@ struct Permit {
     next: u32,
 }
 
+/// Whose quota an address's tally counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum TallyOf {
+    /// An inside address (a subscriber): its mappings and sessions.
+    Inside = 0,
+    /// A remote address: the sessions it opened inbound (DNAT, static).
+    Remote = 1,
+}
+
+/// Mappings and sessions held for one address.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    addr: u32,
+    of: u32,
+    mappings: u32,
+    sessions: u32,
+    next: u32,
+}
+
 /// Seconds as the tables store them.
 #[inline]
 pub(crate) fn secs(now: u64) -> u32 {
@@ -182,18 +212,23 @@ pub(crate) struct NewSession {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReleasedMapping {
     pub(crate) protocol: Protocol,
+    pub(crate) internal: Endpoint,
     pub(crate) external: Endpoint,
 }
 
-/// Upper bound of heap bytes per session slot: session, mapping, permit
-/// and five bucket heads, doubled for power-of-two rounding of the bucket
-/// arrays.
+/// Upper bound of heap bytes per session slot: session, mapping, permit,
+/// tally and six bucket heads, doubled for power-of-two rounding of the
+/// bucket arrays.
 pub(crate) fn slot_bytes_bound() -> usize {
     core::mem::size_of::<Session>()
         + core::mem::size_of::<Mapping>()
         + core::mem::size_of::<Permit>()
-        + 2 * 5 * core::mem::size_of::<u32>()
+        + core::mem::size_of::<Tally>()
+        + 2 * 6 * core::mem::size_of::<u32>()
 }
+
+/// Heap bytes of the per-rule session counts (fixed, not per slot).
+pub(crate) const RULE_COUNT_BYTES: usize = 65_536 * core::mem::size_of::<u32>();
 
 /// Folded 64x64->128 multiply: a fast keyed mixer for table indices.
 #[inline]
@@ -232,6 +267,11 @@ pub(crate) struct SessionTable {
     permits: Vec<Permit>,
     free_permit: u32,
     permit_buckets: Box<[u32]>,
+    tallies: Vec<Tally>,
+    free_tally: u32,
+    tally_buckets: Box<[u32]>,
+    /// Inbound-initiated DNAT and static sessions, by rule id.
+    rule_sessions: Box<[u32]>,
     timeouts: [u64; TIMER_CLASSES],
     mask: usize,
 }
@@ -258,6 +298,10 @@ impl SessionTable {
             permits: Vec::with_capacity(capacity),
             free_permit: NIL,
             permit_buckets: vec![NIL; buckets].into_boxed_slice(),
+            tallies: Vec::with_capacity(capacity),
+            free_tally: NIL,
+            tally_buckets: vec![NIL; buckets].into_boxed_slice(),
+            rule_sessions: vec![0; 65_536].into_boxed_slice(),
             timeouts,
             mask: buckets - 1,
         }
@@ -284,7 +328,10 @@ impl SessionTable {
         self.sessions.capacity() * core::mem::size_of::<Session>()
             + self.mappings.capacity() * core::mem::size_of::<Mapping>()
             + self.permits.capacity() * core::mem::size_of::<Permit>()
+            + self.tallies.capacity() * core::mem::size_of::<Tally>()
+            + self.rule_sessions.len() * core::mem::size_of::<u32>()
             + (self.out_buckets.len()
+                + self.tally_buckets.len()
                 + self.in_buckets.len()
                 + self.int_buckets.len()
                 + self.ext_buckets.len()
@@ -460,6 +507,109 @@ impl SessionTable {
         p.expires = p.expires.max(deadline);
     }
 
+    // ---- quotas ---------------------------------------------------------
+
+    fn tally_bucket(&self, of: TallyOf, addr: u32) -> usize {
+        self.bucket(Protocol::Udp, u64::from(addr), 0x7a11_0000 | of as u64)
+    }
+
+    fn find_tally(&self, of: TallyOf, addr: u32) -> u32 {
+        let mut i = self.tally_buckets[self.tally_bucket(of, addr)];
+        while i != NIL {
+            let t = &self.tallies[i as usize];
+            if t.addr == addr && t.of == of as u32 {
+                return i;
+            }
+            i = t.next;
+        }
+        NIL
+    }
+
+    /// Adds `mappings` and `sessions` to the tally of `addr`, creating it.
+    /// Cannot fail: each session counts in one tally, and a mapping is
+    /// created only with room for its first session.
+    fn tally_add(&mut self, of: TallyOf, addr: u32, mappings: u32, sessions: u32) {
+        let found = self.find_tally(of, addr);
+        if found != NIL {
+            let t = &mut self.tallies[found as usize];
+            t.mappings += mappings;
+            t.sessions += sessions;
+            return;
+        }
+        let tally = Tally {
+            addr,
+            of: of as u32,
+            mappings,
+            sessions,
+            next: NIL,
+        };
+        let index = if self.free_tally != NIL {
+            let i = self.free_tally;
+            self.free_tally = self.tallies[i as usize].next;
+            self.tallies[i as usize] = tally;
+            i
+        } else {
+            debug_assert!(self.tallies.len() < self.tallies.capacity());
+            self.tallies.push(tally);
+            (self.tallies.len() - 1) as u32
+        };
+        let b = self.tally_bucket(of, addr);
+        self.tallies[index as usize].next = self.tally_buckets[b];
+        self.tally_buckets[b] = index;
+    }
+
+    fn tally_sub(&mut self, of: TallyOf, addr: u32, mappings: u32, sessions: u32) {
+        let index = self.find_tally(of, addr);
+        if index == NIL {
+            debug_assert!(false, "tally missing");
+            return;
+        }
+        let t = &mut self.tallies[index as usize];
+        t.mappings -= mappings;
+        t.sessions -= sessions;
+        if t.mappings > 0 || t.sessions > 0 {
+            return;
+        }
+        let b = self.tally_bucket(of, addr);
+        unlink_chain(&mut self.tally_buckets[b], &mut self.tallies, index, |t| {
+            &mut t.next
+        });
+        self.tallies[index as usize].next = self.free_tally;
+        self.free_tally = index;
+    }
+
+    /// Whose tally a session counts in: its inside address when the inside
+    /// opened it or it runs through the inside endpoint's own mapping
+    /// (RFC 6888 REQ-5, per subscriber); else the remote address that
+    /// opened it inbound through a DNAT or static rule.
+    fn tally_of(
+        kind: SessionKind,
+        initiator: Direction,
+        inside: Endpoint,
+        outside: Endpoint,
+    ) -> (TallyOf, u32) {
+        if initiator == Direction::Outbound || kind == SessionKind::Snat {
+            (TallyOf::Inside, inside.addr_u32())
+        } else {
+            (TallyOf::Remote, outside.addr_u32())
+        }
+    }
+
+    /// `(mappings, sessions)` counted for `addr`: one hash probe.
+    pub(crate) fn tally(&self, of: TallyOf, addr: Ipv4Addr) -> (u32, u32) {
+        let i = self.find_tally(of, u32::from(addr));
+        if i == NIL {
+            return (0, 0);
+        }
+        let t = &self.tallies[i as usize];
+        (t.mappings, t.sessions)
+    }
+
+    /// Inbound-initiated DNAT and static sessions of `rule`.
+    pub(crate) fn rule_sessions(&self, rule: RuleId) -> u32 {
+        self.rule_sessions[usize::from(rule.0)]
+    }
+
     pub(crate) fn is_expired(&self, index: u32, now: u64) -> bool {
         let s = &self.sessions[index as usize];
         now.saturating_sub(u64::from(s.last_seen)) >= self.timeouts[usize::from(s.class)]
@@ -513,6 +663,11 @@ impl SessionTable {
             let permit = self.acquire_permit(new.mapping, new.outside.addr_u32());
             self.sessions[index as usize].permit = permit;
             self.extend_permit(index);
+        }
+        let (of, addr) = Self::tally_of(new.kind, new.initiator, new.inside, new.outside);
+        self.tally_add(of, addr, 0, 1);
+        if of == TallyOf::Remote {
+            self.rule_sessions[usize::from(new.rule.0)] += 1;
         }
         self.live_sessions += 1;
         Some(index)
@@ -598,6 +753,11 @@ impl SessionTable {
         slot.lru_next = self.free_session;
         self.free_session = index;
         self.live_sessions -= 1;
+        let (of, addr) = Self::tally_of(s.kind, s.initiator, s.inside, s.outside);
+        self.tally_sub(of, addr, 0, 1);
+        if of == TallyOf::Remote {
+            self.rule_sessions[usize::from(s.rule.0)] -= 1;
+        }
         if s.mapping == NIL {
             return None;
         }
@@ -734,6 +894,7 @@ impl SessionTable {
         let eb = self.ext_bucket(protocol, external);
         self.mappings[index as usize].ext_next = self.ext_buckets[eb];
         self.ext_buckets[eb] = index;
+        self.tally_add(TallyOf::Inside, internal.addr_u32(), 1, 0);
         self.live_mappings += 1;
         Some(index)
     }
@@ -760,8 +921,10 @@ impl SessionTable {
         self.mappings[index as usize].int_next = self.free_mapping;
         self.free_mapping = index;
         self.live_mappings -= 1;
+        self.tally_sub(TallyOf::Inside, m.internal.addr_u32(), 1, 0);
         ReleasedMapping {
             protocol: m.protocol,
+            internal: m.internal,
             external: m.external,
         }
     }
@@ -960,5 +1123,52 @@ mod tests {
         assert!(t.has_session_with_address(m, outside, 649));
         t.remove_session(b);
         assert!(!t.has_session_with_address(m, outside, 351));
+    }
+
+    #[test]
+    fn tallies_follow_sessions_and_mappings_and_are_freed_with_them() {
+        let mut t = SessionTable::new(8, 5, TIMEOUTS);
+        let host = ep(1, 1000);
+        let ext = ep(100, 5000);
+        let m = t
+            .insert_mapping(Protocol::Udp, host, ext, RuleId(1))
+            .unwrap();
+        assert_eq!(t.tally(TallyOf::Inside, host.addr), (1, 0));
+        let a = t.insert_session(udp(host, ext, ep(200, 1), m), 0).unwrap();
+        let b = t.insert_session(udp(host, ext, ep(201, 1), m), 0).unwrap();
+        // A DNAT session opened from outside counts for the remote address
+        // and the rule, not for the backend.
+        let mut d = udp(ep(2, 80), ep(100, 80), ep(202, 7), NIL);
+        d.kind = SessionKind::Dnat;
+        d.initiator = Direction::Inbound;
+        d.rule = RuleId(9);
+        let c = t.insert_session(d, 0).unwrap();
+        assert_eq!(t.tally(TallyOf::Inside, host.addr), (1, 2));
+        assert_eq!(t.tally(TallyOf::Inside, Ipv4Addr::new(10, 0, 0, 2)), (0, 0));
+        assert_eq!(
+            t.tally(TallyOf::Remote, Ipv4Addr::new(10, 0, 0, 202)),
+            (0, 1)
+        );
+        assert_eq!(
+            (t.rule_sessions(RuleId(9)), t.rule_sessions(RuleId(1))),
+            (1, 0)
+        );
+        t.remove_session(a);
+        assert_eq!(t.tally(TallyOf::Inside, host.addr), (1, 1));
+        t.remove_session(b);
+        t.remove_session(c);
+        assert_eq!(t.tally(TallyOf::Inside, host.addr), (0, 0));
+        assert_eq!(
+            t.tally(TallyOf::Remote, Ipv4Addr::new(10, 0, 0, 202)),
+            (0, 0)
+        );
+        assert_eq!(t.rule_sessions(RuleId(9)), 0);
+        // Every tally slot is back on the free list: refilling the table
+        // with distinct hosts does not grow it.
+        for k in 0..8u8 {
+            t.insert_session(udp(ep(10 + k, 1), ep(100, 1), ep(200, 1), NIL), 0)
+                .unwrap();
+        }
+        assert_eq!(t.tallies.len(), 8);
     }
 }

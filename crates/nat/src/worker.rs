@@ -20,6 +20,7 @@
 //! return traffic lands on the same worker. Endpoint-independent mapping
 //! holds because every flow of one internal endpoint reaches one worker.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, NatConfig};
@@ -29,7 +30,7 @@ use crate::fragments::FragmentTable;
 use crate::ports::PortAllocator;
 use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
 use crate::table::{
-    endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TimerClass, NIL,
+    endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TallyOf, TimerClass, NIL,
     TIMER_CLASSES,
 };
 use crate::tcp::{Segment, TcpState, TcpWindow};
@@ -96,7 +97,12 @@ impl NatWorker {
             rules: Arc::new(NatRules::default()),
             round_robin: Vec::new(),
             table: SessionTable::new(config.max_sessions, config.hash_key, timeouts),
-            ports: PortAllocator::new(config.max_external_addresses),
+            ports: PortAllocator::new(
+                config.max_external_addresses,
+                config.port_reuse_delay,
+                config.max_sessions / 4,
+                config.hash_key,
+            ),
             fragments: FragmentTable::new(config.fragment_flows, config.hash_key),
             windows: vec![TcpWindow::default(); config.max_sessions].into_boxed_slice(),
             counters: NatCounters::default(),
@@ -156,6 +162,12 @@ impl NatWorker {
         self.ports.ports_in_use()
     }
 
+    /// External ports freed by mappings and cooling before another
+    /// endpoint may have them (RFC 6888 REQ-8).
+    pub fn ports_cooling(&self) -> u64 {
+        self.ports.ports_cooling()
+    }
+
     /// Session capacity.
     pub fn capacity(&self) -> usize {
         self.table.capacity()
@@ -182,19 +194,24 @@ impl NatWorker {
             if i == NIL {
                 break;
             }
-            self.remove_session(i);
+            self.remove_session(i, now);
             self.counters.sessions_expired += 1;
             removed += 1;
         }
         removed
     }
 
-    fn remove_session(&mut self, index: u32) {
+    /// Removes a session; its mapping's port, if this was the mapping's
+    /// last session, cools before another endpoint may have it
+    /// (RFC 6888 REQ-8).
+    fn remove_session(&mut self, index: u32, now: u64) {
         if let Some(released) = self.table.remove_session(index) {
             self.ports.release(
                 released.external.addr,
                 released.protocol,
                 released.external.port,
+                released.internal,
+                now,
             );
         }
     }
@@ -202,7 +219,7 @@ impl NatWorker {
     /// A live session index, reaping it first if its timeout has passed.
     fn live(&mut self, index: u32, now: u64) -> u32 {
         if index != NIL && self.table.is_expired(index, now) {
-            self.remove_session(index);
+            self.remove_session(index, now);
             self.counters.sessions_expired += 1;
             return NIL;
         }
@@ -269,7 +286,7 @@ impl NatWorker {
         if victim == NIL {
             return false;
         }
-        self.remove_session(victim);
+        self.remove_session(victim, now);
         self.counters.sessions_early_dropped += 1;
         true
     }
@@ -296,29 +313,42 @@ impl NatWorker {
             return Ok(Some(self.binding(index)));
         }
         let rules = Arc::clone(&self.rules);
-        let (rule, kind, external, mapping) =
-            if let Some(one) = rules.match_static_internal(source.addr) {
-                if let Opening::Refused(reason) = opening {
-                    return Err(reason);
-                }
-                if !self.has_room(now) {
-                    return Err(DropReason::NatExhausted);
-                }
-                let external = Endpoint::new(one.external, source.port);
-                (one.id, SessionKind::Static, external, NIL)
-            } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
-                if let Opening::Refused(reason) = opening {
-                    return Err(reason);
-                }
-                if !self.has_room(now) {
-                    return Err(DropReason::NatExhausted);
-                }
-                let mapping = self.mapping_for(protocol, source, snat.id, &snat.target, egress)?;
-                let external = self.table.mapping(mapping).external;
-                (snat.id, SessionKind::Snat, external, mapping)
-            } else {
-                return Ok(None);
-            };
+        let (rule, kind, external, mapping) = if let Some(one) =
+            rules.match_static_internal(source.addr)
+        {
+            if let Opening::Refused(reason) = opening {
+                return Err(reason);
+            }
+            self.inside_session_quota(source.addr)?;
+            if !self.has_room(now) {
+                return Err(DropReason::NatExhausted);
+            }
+            let external = Endpoint::new(one.external, source.port);
+            (one.id, SessionKind::Static, external, NIL)
+        } else if let Some(snat) = rules.match_snat(source.addr, destination.addr, egress.id) {
+            if let Opening::Refused(reason) = opening {
+                return Err(reason);
+            }
+            // Quotas before the room check, which may drop another
+            // session early: a refused flow must cost nobody anything.
+            self.inside_session_quota(source.addr)?;
+            let external_addr = self.external_address(source, &snat.target, egress);
+            if self
+                .table
+                .lookup_mapping_internal(protocol, source, external_addr)
+                == NIL
+            {
+                self.inside_port_quota(source.addr)?;
+            }
+            if !self.has_room(now) {
+                return Err(DropReason::NatExhausted);
+            }
+            let mapping = self.mapping_for(protocol, source, snat.id, &snat.target, egress, now)?;
+            let external = self.table.mapping(mapping).external;
+            (snat.id, SessionKind::Snat, external, mapping)
+        } else {
+            return Ok(None);
+        };
         let hairpin = self.is_own_external(protocol, destination);
         let new = NewSession {
             inside: source,
@@ -349,7 +379,7 @@ impl NatWorker {
             None => {
                 if new.mapping != NIL {
                     if let Some(released) = self.table.discard_unused_mapping(new.mapping) {
-                        self.ports.release(
+                        self.ports.release_unused(
                             released.external.addr,
                             released.protocol,
                             released.external.port,
@@ -370,6 +400,71 @@ impl NatWorker {
             || self.rules.match_static_external(endpoint.addr).is_some()
     }
 
+    /// The external address `internal` is translated to under `target`.
+    fn external_address(
+        &self,
+        internal: Endpoint,
+        target: &SnatTarget,
+        egress: Egress,
+    ) -> Ipv4Addr {
+        match target {
+            // RFC 4787 REQ-2 "paired" pooling: the pool address depends on
+            // the internal address only.
+            SnatTarget::Pool { addresses, .. } => {
+                let h = keyed_hash(self.config.hash_key, u64::from(internal.addr_u32()), 0);
+                addresses[(h % addresses.len() as u64) as usize]
+            }
+            SnatTarget::Masquerade { .. } => egress.addr,
+        }
+    }
+
+    /// RFC 6888 REQ-5: room for one more session of inside address `addr`
+    /// (one hash probe).
+    fn inside_session_quota(&self, addr: Ipv4Addr) -> Result<(), DropReason> {
+        let limit = self.config.sessions_per_inside_address;
+        let (_, sessions) = self.table.tally(TallyOf::Inside, addr);
+        if limit != 0 && sessions >= limit {
+            return Err(DropReason::QuotaInsideSessions);
+        }
+        Ok(())
+    }
+
+    /// RFC 6888 REQ-4: room for one more external port (mapping) of inside
+    /// address `addr`.
+    fn inside_port_quota(&self, addr: Ipv4Addr) -> Result<(), DropReason> {
+        let limit = self.config.ports_per_inside_address;
+        let (mappings, _) = self.table.tally(TallyOf::Inside, addr);
+        if limit != 0 && mappings >= limit {
+            return Err(DropReason::QuotaInsidePorts);
+        }
+        Ok(())
+    }
+
+    /// Room for one more session opened inbound by `remote` through DNAT
+    /// or static `rule` (RFC 6888 REQ-5 for state created from outside).
+    /// The inbound leg of a hairpinned packet comes from the external
+    /// address all inside hosts share: its inside host's own quota
+    /// applies instead of the remote one.
+    fn inbound_quota(
+        &self,
+        remote: Ipv4Addr,
+        rule: RuleId,
+        hairpin: bool,
+    ) -> Result<(), DropReason> {
+        let per_rule = self.config.inbound_sessions_per_rule;
+        if per_rule != 0 && self.table.rule_sessions(rule) >= per_rule {
+            return Err(DropReason::QuotaRule);
+        }
+        let per_remote = self.config.inbound_sessions_per_remote_address;
+        if !hairpin && per_remote != 0 {
+            let (_, sessions) = self.table.tally(TallyOf::Remote, remote);
+            if sessions >= per_remote {
+                return Err(DropReason::QuotaRemote);
+            }
+        }
+        Ok(())
+    }
+
     /// The endpoint-independent mapping for `internal` under an SNAT rule,
     /// reused if it exists (RFC 4787 REQ-1), else created with a new port.
     fn mapping_for(
@@ -379,43 +474,51 @@ impl NatWorker {
         rule: RuleId,
         target: &SnatTarget,
         egress: Egress,
+        now: u64,
     ) -> Result<u32, DropReason> {
         let key = self.config.hash_key;
-        let external_addr = match target {
-            // RFC 4787 REQ-2 "paired" pooling: the pool address depends on
-            // the internal address only.
-            SnatTarget::Pool { addresses, .. } => {
-                let h = keyed_hash(key, u64::from(internal.addr_u32()), 0);
-                addresses[(h % addresses.len() as u64) as usize]
-            }
-            SnatTarget::Masquerade { .. } => egress.addr,
-        };
+        let external_addr = self.external_address(internal, target, egress);
         let existing = self
             .table
             .lookup_mapping_internal(protocol, internal, external_addr);
         if existing != NIL {
             return Ok(existing);
         }
+        self.inside_port_quota(internal.addr)?;
         let map = self
             .ports
             .ensure(external_addr, protocol)
             .ok_or(DropReason::NatExhausted)?;
         let range = target.ports();
         let rules = &self.rules;
+        let partition = self.config.partition;
         let reserved = |port| rules.is_reserved(external_addr, protocol, port);
+        let acceptable = |port| range.contains(port) && partition.owns(port) && !reserved(port);
+        // The port this endpoint held a moment ago, if it still cools:
+        // the mapping comes back unchanged (RFC 6888 REQ-8 lets the same
+        // subscriber have it; RFC 4787 REQ-1 stays true across the gap).
+        let port = if let Some(port) = self.ports.reclaim(map, internal, now, acceptable) {
+            port
         // Port preservation when the port is free, in range and ours; no
         // parity preservation (RFC 4787 section 4.2.2 makes it optional).
-        let preserved = range.contains(internal.port)
-            && self.config.partition.owns(internal.port)
-            && !reserved(internal.port)
-            && self.ports.try_take(map, internal.port);
-        let port = if preserved {
+        } else if acceptable(internal.port) && self.ports.try_take(map, internal.port, now) {
             internal.port
         } else {
             let hint = keyed_hash(key, endpoint_bits(internal), 1) as u32;
-            self.ports
-                .allocate(map, range, self.config.partition, hint, reserved)
-                .ok_or(DropReason::NatExhausted)?
+            match self
+                .ports
+                .allocate(map, range, partition, hint, reserved, now)
+            {
+                Some(port) => port,
+                None => {
+                    // Free ports left but all cooling: refused, never
+                    // reused early (RFC 6888 REQ-8).
+                    if self.ports.has_cooling(map) {
+                        self.counters.mappings_refused_cooling += 1;
+                    }
+                    return Err(DropReason::NatExhausted);
+                }
+            }
         };
         let external = Endpoint::new(external_addr, port);
         match self
@@ -427,7 +530,7 @@ impl NatWorker {
                 Ok(index)
             }
             None => {
-                self.ports.release(external_addr, protocol, port);
+                self.ports.release_unused(external_addr, protocol, port);
                 Err(DropReason::NatExhausted)
             }
         }
@@ -477,6 +580,7 @@ impl NatWorker {
             if let Opening::Refused(reason) = opening {
                 return Err(reason);
             }
+            self.inside_session_quota(self.table.mapping(mapping).internal.addr)?;
             if !self.has_room(now) {
                 return Err(DropReason::NatExhausted);
             }
@@ -530,6 +634,7 @@ impl NatWorker {
         if let Opening::Refused(reason) = opening {
             return Err(reason);
         }
+        self.inbound_quota(source.addr, rule, hairpin)?;
         if !self.has_room(now) {
             return Err(DropReason::NatExhausted);
         }

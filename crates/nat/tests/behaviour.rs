@@ -707,11 +707,16 @@ fn pool_exhaustion_drops_new_flows_and_keeps_old_ones() {
     );
     let mut back = udp(server, externals[1], b"a", true);
     assert_eq!(nat.translate_inbound(&mut back, 1), Verdict::Translated);
-    // After expiry the port comes back.
+    // After expiry the ports cool first (RFC 6888 REQ-8), then come back.
     nat.expire(400, usize::MAX);
     let mut p = udp(ep(ip(10, 0, 0, 12), 5000), server, b"q", true);
     assert_eq!(
         nat.translate_outbound(&mut p, wan(), 400),
+        Verdict::Drop(DropReason::NatExhausted)
+    );
+    let mut p = udp(ep(ip(10, 0, 0, 12), 5000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 600),
         Verdict::Translated
     );
 }
@@ -945,4 +950,264 @@ fn workers_only_hand_out_ports_they_own() {
             assert_eq!(owner_worker_for_inbound(src_of(&p).port, 2), index);
         }
     }
+}
+
+/// RFC 6888 REQ-8: a freed external port is not handed to another inside
+/// endpoint for at least the reuse delay (120 s by default); the endpoint
+/// that held it may have it back at once.
+#[test]
+fn freed_ports_cool_before_another_inside_host_gets_them() {
+    let mut nat = worker_with(
+        NatConfig::default(),
+        vec![masquerade(1, PortRange::new(2000, 2000))],
+        vec![],
+        vec![],
+    );
+    let server = ep(ip(192, 0, 2, 1), 53);
+    let first = ep(ip(10, 0, 0, 10), 5000);
+    let second = ep(ip(10, 0, 0, 11), 5000);
+    let mut p = udp(first, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    // The session (and the mapping with it) expires at 300.
+    assert_eq!(nat.expire(300, usize::MAX), 1);
+    assert_eq!((nat.mapping_count(), nat.ports_in_use()), (0, 0));
+    // Another inside host cannot have port 2000 before 120 s have passed.
+    for now in [300, 360, 419] {
+        let mut p = udp(second, server, b"q", true);
+        assert_eq!(
+            nat.translate_outbound(&mut p, wan(), now),
+            Verdict::Drop(DropReason::NatExhausted),
+            "at {now}"
+        );
+    }
+    assert_eq!(nat.counters().mappings_refused_cooling, 3);
+    // The host that held it gets the same port back (its mapping stays
+    // stable, RFC 4787 REQ-1), then frees it again.
+    let mut p = udp(first, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 420),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    assert_eq!(nat.expire(720, usize::MAX), 1);
+    let mut p = udp(second, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 839),
+        Verdict::Drop(DropReason::NatExhausted)
+    );
+    // Long enough: the port is anyone's again.
+    let mut p = udp(second, server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 920),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+}
+
+/// Cooling ports are never handed out while another port is free.
+#[test]
+fn allocation_prefers_ports_that_are_not_cooling() {
+    let mut nat = worker_with(
+        NatConfig::default(),
+        vec![masquerade(1, PortRange::new(2000, 2001))],
+        vec![],
+        vec![],
+    );
+    let server = ep(ip(192, 0, 2, 1), 53);
+    let mut p = udp(ep(ip(10, 0, 0, 10), 2000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2000));
+    nat.expire(300, usize::MAX);
+    // This host asks for 2000 (port preservation) but it is cooling.
+    let mut p = udp(ep(ip(10, 0, 0, 11), 2000), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 301),
+        Verdict::Translated
+    );
+    assert_eq!(src_of(&p), ep(WAN, 2001));
+}
+
+/// RFC 6888 REQ-4: a limit on the external ports (mappings) one inside
+/// address holds; existing mappings keep working.
+#[test]
+fn ports_per_inside_address_are_limited() {
+    let config = NatConfig {
+        ports_per_inside_address: 2,
+        ..NatConfig::default()
+    };
+    let mut nat = masquerade_worker(config);
+    let host = ip(10, 0, 0, 2);
+    let server = ep(ip(192, 0, 2, 1), 53);
+    for port in [5000, 5001] {
+        let mut p = udp(ep(host, port), server, b"q", true);
+        assert_eq!(
+            nat.translate_outbound(&mut p, wan(), 0),
+            Verdict::Translated
+        );
+    }
+    let mut p = udp(ep(host, 5002), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Drop(DropReason::QuotaInsidePorts)
+    );
+    assert_eq!(nat.counters().drops(DropReason::QuotaInsidePorts), 1);
+    // A held mapping still opens sessions to new destinations.
+    let mut p = udp(ep(host, 5000), ep(ip(192, 0, 2, 2), 53), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    // Another inside host has its own quota.
+    let mut p = udp(ep(ip(10, 0, 0, 3), 5002), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    // Mappings that go give the quota back.
+    nat.expire(300, usize::MAX);
+    let mut p = udp(ep(host, 5002), server, b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 300),
+        Verdict::Translated
+    );
+}
+
+/// RFC 6888 REQ-5: a limit on the sessions (state) one inside address
+/// holds, whichever rule creates them.
+#[test]
+fn sessions_per_inside_address_are_limited() {
+    let config = NatConfig {
+        sessions_per_inside_address: 3,
+        ..NatConfig::default()
+    };
+    let camera = StaticNatRule {
+        id: RuleId(2),
+        internal: ip(10, 1, 0, 5),
+        external: ip(198, 51, 100, 5),
+    };
+    let mut nat = worker_with(
+        config,
+        vec![masquerade(1, PortRange::new(1024, 65535))],
+        vec![],
+        vec![camera],
+    );
+    for host in [ip(10, 0, 0, 2), ip(10, 1, 0, 5)] {
+        for d in 1..=3 {
+            let mut p = udp(ep(host, 5000), ep(ip(192, 0, 2, d), 53), b"q", true);
+            assert_eq!(
+                nat.translate_outbound(&mut p, wan(), 0),
+                Verdict::Translated
+            );
+        }
+        let mut p = udp(ep(host, 5000), ep(ip(192, 0, 2, 4), 53), b"q", true);
+        assert_eq!(
+            nat.translate_outbound(&mut p, wan(), 0),
+            Verdict::Drop(DropReason::QuotaInsideSessions),
+            "{host}"
+        );
+    }
+    // Unsolicited inbound sessions through a host's own mapping count too
+    // (endpoint-independent filtering lets anyone open one).
+    let config = NatConfig {
+        sessions_per_inside_address: 1,
+        filtering: Filtering::EndpointIndependent,
+        ..NatConfig::default()
+    };
+    let mut nat = masquerade_worker(config);
+    let mut p = udp(client(), ep(ip(192, 0, 2, 1), 53), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    let mut inbound = udp(ep(ip(192, 0, 2, 9), 53), src_of(&p), b"a", true);
+    assert_eq!(
+        nat.translate_inbound(&mut inbound, 0),
+        Verdict::Drop(DropReason::QuotaInsideSessions)
+    );
+    assert_eq!(nat.counters().drops(DropReason::QuotaInsideSessions), 1);
+}
+
+fn port_forward(config: NatConfig) -> NatWorker {
+    let dnat = DnatRule {
+        id: RuleId(2),
+        protocol: Protocol::Udp,
+        public: ep(WAN, 8080),
+        backends: vec![ep(ip(10, 0, 0, 80), 80)],
+        selection: BackendSelection::ClientHash,
+    };
+    worker_with(
+        config,
+        vec![masquerade(1, PortRange::new(1024, 65535))],
+        vec![dnat],
+        vec![],
+    )
+}
+
+/// One remote address may open only so many sessions inbound through
+/// DNAT and static rules (RFC 6888 REQ-5 for state created from outside).
+#[test]
+fn inbound_sessions_per_remote_address_are_limited() {
+    let mut nat = port_forward(NatConfig {
+        inbound_sessions_per_remote_address: 2,
+        ..NatConfig::default()
+    });
+    let remote = ip(198, 18, 0, 1);
+    for port in [40000, 40001] {
+        let mut p = udp(ep(remote, port), ep(WAN, 8080), b"q", true);
+        assert_eq!(nat.translate_inbound(&mut p, 0), Verdict::Translated);
+    }
+    let mut p = udp(ep(remote, 40002), ep(WAN, 8080), b"q", true);
+    assert_eq!(
+        nat.translate_inbound(&mut p, 0),
+        Verdict::Drop(DropReason::QuotaRemote)
+    );
+    assert_eq!(nat.counters().drops(DropReason::QuotaRemote), 1);
+    // Its open sessions go on; another remote address is not affected.
+    let mut p = udp(ep(remote, 40000), ep(WAN, 8080), b"q", true);
+    assert_eq!(nat.translate_inbound(&mut p, 1), Verdict::Translated);
+    let mut p = udp(ep(ip(198, 18, 0, 2), 40000), ep(WAN, 8080), b"q", true);
+    assert_eq!(nat.translate_inbound(&mut p, 1), Verdict::Translated);
+    // Inside hosts reaching the service by hairpin share the external
+    // address, but each counts against its own inside quota instead.
+    for port in [6000, 6001, 6002] {
+        let mut p = udp(ep(ip(10, 0, 0, 7), port), ep(WAN, 8080), b"q", true);
+        assert_eq!(nat.translate_outbound(&mut p, wan(), 1), Verdict::Hairpin);
+    }
+}
+
+/// A published service (one DNAT or static rule) holds at most so many
+/// inbound sessions, so a flood on it cannot take the whole table.
+#[test]
+fn inbound_sessions_per_rule_are_limited() {
+    let mut nat = port_forward(NatConfig {
+        inbound_sessions_per_rule: 3,
+        ..NatConfig::default()
+    });
+    for k in 1..=3 {
+        let mut p = udp(ep(ip(198, 18, 0, k), 40000), ep(WAN, 8080), b"q", true);
+        assert_eq!(nat.translate_inbound(&mut p, 0), Verdict::Translated);
+    }
+    let mut p = udp(ep(ip(198, 18, 0, 4), 40000), ep(WAN, 8080), b"q", true);
+    assert_eq!(
+        nat.translate_inbound(&mut p, 0),
+        Verdict::Drop(DropReason::QuotaRule)
+    );
+    assert_eq!(nat.counters().drops(DropReason::QuotaRule), 1);
+    // Outbound flows are not held back by the service's quota.
+    let mut p = udp(client(), ep(ip(192, 0, 2, 1), 53), b"q", true);
+    assert_eq!(
+        nat.translate_outbound(&mut p, wan(), 0),
+        Verdict::Translated
+    );
+    // Sessions that end give the quota back.
+    nat.expire(300, usize::MAX);
+    let mut p = udp(ep(ip(198, 18, 0, 4), 40000), ep(WAN, 8080), b"q", true);
+    assert_eq!(nat.translate_inbound(&mut p, 300), Verdict::Translated);
 }

@@ -75,9 +75,13 @@ fn a_million_sessions_fit_in_preallocated_memory() {
     assert_eq!(nat.memory_bytes(), before, "no growth after churn");
 
     let per_session = nat.memory_bytes() as f64 / nat.capacity() as f64;
-    // Port bitmaps for the one masquerade address (3 protocols x 8 KiB) are
-    // the only memory outside the per-slot bound.
-    let bound = nat.capacity() * bytes_per_session_bound() + 3 * 8192 + 1024;
+    // Port bitmaps for the one masquerade address (3 protocols x 8 KiB,
+    // plus the cooling generations) and the per-rule counts are the only
+    // memory outside the per-slot bound.
+    let bound = nat.capacity() * bytes_per_session_bound()
+        + port_bitmap_bytes_per_address(true)
+        + RULE_COUNT_BYTES
+        + 1024;
     println!(
         "nat memory: {} bytes for {} session slots = {per_session:.1} bytes/session (bound {} bytes/session from struct sizes)",
         nat.memory_bytes(),

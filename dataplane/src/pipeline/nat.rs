@@ -144,6 +144,10 @@ fn drop_reason(r: strait_nat::DropReason) -> DropReason {
         N::IcmpErrorMalformed => DropReason::NatIcmpErrorMalformed,
         N::IcmpUnsupported => DropReason::NatIcmpUnsupported,
         N::TcpRstOutOfWindow => DropReason::NatTcpRstOutOfWindow,
+        N::QuotaInsidePorts => DropReason::NatQuotaInsidePorts,
+        N::QuotaInsideSessions => DropReason::NatQuotaInsideSessions,
+        N::QuotaRemote => DropReason::NatQuotaRemote,
+        N::QuotaRule => DropReason::NatQuotaRule,
     }
 }
 
@@ -188,8 +192,9 @@ enum Inbound {
     Drop(DropReason),
 }
 
-/// One worker's NAT state: the translator (built when the first rules
-/// arrive) and its place among the workers. Survives table swaps: a new
+/// One worker's NAT state: the translator (built by the control thread
+/// with the first tables that carry rules, taken here at the first
+/// snapshot with rules) and its place among the workers. Survives table swaps: a new
 /// rule snapshot is installed into the same translator, sessions stay.
 #[derive(Debug, Default)]
 pub struct NatStage {
@@ -230,14 +235,23 @@ impl NatStage {
         self.generation = Some(t.generation);
         match &mut self.worker {
             Some(w) => w.install_rules(Arc::clone(&t.nat.rules)),
-            None if !t.nat.is_empty() => {
-                // Validated when the tables were built; allocates the
-                // session table once, here, not per packet.
-                match NatWorker::new(t.nat.worker_config(self.index), Arc::clone(&t.nat.rules)) {
-                    Ok(w) => self.worker = Some(w),
-                    Err(e) => tracing::error!(error = %e, "NAT translator not built"),
+            None if !t.nat.is_empty() => match t.nat.take_translator(self.index) {
+                // Built by the control thread with the tables (the
+                // normal case): nothing is allocated here.
+                Some(mut w) => {
+                    w.install_rules(Arc::clone(&t.nat.rules));
+                    self.worker = Some(w);
                 }
-            }
+                // Tables built without the control side (a pipeline
+                // driven directly): build it once, here, not per packet.
+                None => {
+                    match NatWorker::new(t.nat.worker_config(self.index), Arc::clone(&t.nat.rules))
+                    {
+                        Ok(w) => self.worker = Some(w),
+                        Err(e) => tracing::error!(error = %e, "NAT translator not built"),
+                    }
+                }
+            },
             None => {}
         }
         self.active = self

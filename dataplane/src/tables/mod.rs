@@ -122,7 +122,9 @@ impl Tables {
 
     /// Builds tables from a configuration, resolving interfaces with
     /// `link` (normally [`kernel_link`]). Refuses the whole configuration
-    /// on the first inconsistency, naming the item and the reason.
+    /// on the first inconsistency, naming the item and the reason. The
+    /// first snapshot with NAT rules also builds the workers' translators
+    /// ([`NatTables::prepare_translators`]); a check does not.
     pub fn build(
         config: &Config,
         path: &str,
@@ -131,7 +133,7 @@ impl Tables {
         previous: Option<&Tables>,
         link: impl FnMut(&str) -> std::io::Result<KernelLink>,
     ) -> Result<Tables, ConfigError> {
-        Self::build_in(
+        let tables = Self::build_in(
             config,
             path,
             generation,
@@ -139,7 +141,10 @@ impl Tables {
             previous,
             link,
             StoreMode::Write,
-        )
+        )?;
+        // Here, on the control side, not in a worker's first batch.
+        tables.nat.prepare_translators();
+        Ok(tables)
     }
 
     /// [`build`](Self::build), with the SA state directory only read when

@@ -19,12 +19,13 @@
 //! [`WorkerPartition`], so only the steering is missing.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use strait_nat::{
     BackendSelection, DnatRule, EgressId, Endpoint, Filtering, Ipv4Cidr, NatConfig, NatRules,
-    PortRange, Protocol, RuleError, RuleId, SessionInfo, SnatRule, SnatTarget, StaticNatRule,
-    Timeouts, WorkerPartition,
+    NatWorker, PortRange, Protocol, RuleError, RuleId, SessionInfo, SnatRule, SnatTarget,
+    StaticNatRule, Timeouts, WorkerPartition,
 };
 
 use super::port::Port;
@@ -40,7 +41,7 @@ use crate::status::NatStatus;
 pub const DEFAULT_PORTS: PortRange = PortRange::new(1024, 65535);
 
 /// Distinct external addresses one worker allocates ports on (each costs
-/// 24 KiB of port bitmaps, allocated when first used).
+/// 96 KiB of port bitmaps with the reuse delay, allocated when first used).
 const MAX_EXTERNAL_ADDRESSES: usize = 256;
 
 /// Why the NAT part of a configuration was refused: the item (`nat rule
@@ -79,6 +80,42 @@ pub struct NatTables {
     /// What the workers publish for the control thread; the same object
     /// across reloads.
     pub status: Arc<NatStatus>,
+    /// The workers' translators, built on the control side; the same
+    /// object across reloads.
+    translators: Arc<Translators>,
+}
+
+/// One translator per worker, built by the control thread when a snapshot
+/// first carries NAT rules ([`NatTables::prepare_translators`]) so the
+/// session tables (tens or hundreds of MB for a large `max_sessions`) are
+/// allocated while the configuration is applied, not in a worker's packet
+/// loop. Each worker takes its own when it installs the first snapshot
+/// with rules, with `try_lock` (never waiting); the slot is then empty for
+/// the engine's life.
+pub struct Translators {
+    slots: Box<[Mutex<Option<NatWorker>>]>,
+    /// Set once the slots were filled: reloads never build again (the
+    /// settings cannot change without a restart, and workers keep their
+    /// translator across snapshots).
+    built: AtomicBool,
+}
+
+impl Translators {
+    fn new(workers: usize) -> Translators {
+        Translators {
+            slots: (0..workers.max(1)).map(|_| Mutex::new(None)).collect(),
+            built: AtomicBool::new(false),
+        }
+    }
+}
+
+impl std::fmt::Debug for Translators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translators")
+            .field("workers", &self.slots.len())
+            .field("built", &self.built.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl NatTables {
@@ -99,6 +136,44 @@ impl NatTables {
     #[inline]
     pub fn is_external(&self, addr: Ipv4Addr) -> bool {
         self.external.binary_search(&addr).is_ok()
+    }
+
+    /// Control side: builds every worker's translator if this snapshot is
+    /// the first with NAT rules. Nothing happens on later calls, with or
+    /// without rules (workers keep the translator they took).
+    pub fn prepare_translators(&self) {
+        if self.is_empty() || self.translators.built.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for (index, slot) in self.translators.slots.iter().enumerate() {
+            let index = u16::try_from(index).unwrap_or(u16::MAX);
+            // The configuration was validated when the tables were built.
+            match NatWorker::new(self.worker_config(index), Arc::clone(&self.rules)) {
+                Ok(w) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(w),
+                Err(e) => tracing::error!(error = %e, "NAT translator not built"),
+            }
+        }
+    }
+
+    /// Worker side: takes worker `index`'s prebuilt translator, if there is
+    /// one and nobody holds its slot (never waits).
+    pub fn take_translator(&self, index: u16) -> Option<NatWorker> {
+        self.translators
+            .slots
+            .get(usize::from(index))?
+            .try_lock()
+            .ok()?
+            .take()
+    }
+
+    /// How many prebuilt translators no worker has taken yet.
+    #[cfg(test)]
+    pub fn prebuilt_translators(&self) -> usize {
+        self.translators
+            .slots
+            .iter()
+            .filter(|s| s.lock().is_ok_and(|s| s.is_some()))
+            .count()
     }
 
     /// The translator configuration of worker `index`.
@@ -147,6 +222,11 @@ impl NatTables {
                 NatFilteringConfig::EndpointIndependent => Filtering::EndpointIndependent,
             },
             inbound_refresh: settings.inbound_refresh,
+            port_reuse_delay: settings.port_reuse_delay,
+            ports_per_inside_address: settings.ports_per_inside_address,
+            sessions_per_inside_address: settings.sessions_per_inside_address,
+            inbound_sessions_per_remote_address: settings.inbound_sessions_per_remote_address,
+            inbound_sessions_per_rule: settings.inbound_sessions_per_rule,
             // Keyed from the device's random flow seed so remote hosts
             // cannot aim hash collisions at the session table; the same
             // for the engine's life.
@@ -406,6 +486,10 @@ impl NatTables {
             Some(p) => Arc::clone(&p.status),
             None => Arc::new(NatStatus::new(usize::from(workers.max(1)))),
         };
+        let translators = match previous {
+            Some(p) => Arc::clone(&p.translators),
+            None => Arc::new(Translators::new(usize::from(workers))),
+        };
         Ok(NatTables {
             rules: Arc::new(rules),
             infos,
@@ -414,6 +498,7 @@ impl NatTables {
             workers,
             external,
             status,
+            translators,
         })
     }
 }

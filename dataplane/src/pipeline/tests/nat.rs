@@ -395,3 +395,67 @@ fn fragments_no_rule_claims_pass_through_a_nat_site() {
     let _ = from_lan;
     assert_eq!(p.nat().worker().unwrap().session_count(), 0);
 }
+
+#[test]
+fn translators_are_built_with_the_tables_and_taken_by_the_worker() {
+    let t1 = nat_site(NAT_SITE, None, 1);
+    // Built on the control side, before any packet.
+    assert_eq!(t1.nat.prebuilt_translators(), 1);
+    let mut p = pipeline();
+    assert!(p.nat().worker().is_none());
+    let client = (ip("10.0.1.2"), 4000);
+    let server = (ip("198.51.100.7"), 53);
+    let mut out = Frame::new(&udp_between(LAN_MAC, client, server, 64));
+    assert!(matches!(out.run(&mut p, &t1, 0), Verdict::Forward { .. }));
+    // The worker took the prebuilt one rather than building its own.
+    assert_eq!(t1.nat.prebuilt_translators(), 0);
+    assert_eq!(p.nat().worker().unwrap().session_count(), 1);
+    // A reload with NAT already active builds nothing and keeps the
+    // worker's translator and its sessions.
+    let t2 = nat_site(NAT_SITE, Some(&t1), 2);
+    assert_eq!(t2.nat.prebuilt_translators(), 0);
+    let mut again = Frame::new(&udp_between(LAN_MAC, client, server, 64));
+    assert!(matches!(again.run(&mut p, &t2, 0), Verdict::Forward { .. }));
+    assert_eq!(p.nat().worker().unwrap().session_count(), 1);
+}
+
+#[test]
+fn a_snapshot_without_nat_builds_no_translator_until_rules_arrive() {
+    let plain = NAT_SITE.split("[[nat]]").next().unwrap();
+    let t1 = nat_site(plain, None, 1);
+    assert_eq!(t1.nat.prebuilt_translators(), 0);
+    let t2 = nat_site(NAT_SITE, Some(&t1), 2);
+    assert_eq!(t2.nat.prebuilt_translators(), 1);
+}
+
+#[test]
+fn nat_quotas_drop_with_their_own_reasons() {
+    let text = format!(
+        "[nat_settings]\nports_per_inside_address = 1\ninbound_sessions_per_remote_address = 1\n{NAT_SITE}"
+    );
+    let t = nat_site(&text, None, 1);
+    let mut p = pipeline();
+    let server = (ip("198.51.100.7"), 53);
+    let mut first = Frame::new(&udp_between(LAN_MAC, (ip("10.0.1.2"), 4000), server, 64));
+    assert!(matches!(first.run(&mut p, &t, 0), Verdict::Forward { .. }));
+    let mut second = Frame::new(&udp_between(LAN_MAC, (ip("10.0.1.2"), 4001), server, 64));
+    assert_eq!(
+        second.run(&mut p, &t, 0),
+        Verdict::Drop(DropReason::NatQuotaInsidePorts)
+    );
+    let public = (ip("192.0.2.1"), 8080);
+    let remote = ip("198.51.100.9");
+    let mut a = Frame::new(&udp_between(WAN_MAC, (remote, 40000), public, 64));
+    assert!(matches!(
+        a.run(&mut p, &t, 1),
+        Verdict::Forward { port: 0, .. }
+    ));
+    let mut b = Frame::new(&udp_between(WAN_MAC, (remote, 40001), public, 64));
+    assert_eq!(
+        b.run(&mut p, &t, 1),
+        Verdict::Drop(DropReason::NatQuotaRemote)
+    );
+    assert_eq!(p.counters[1].drops[DropReason::NatQuotaRemote as usize], 1);
+    let nat = p.nat().worker().unwrap().counters();
+    assert_eq!(nat.drops(strait_nat::DropReason::QuotaInsidePorts), 1);
+}
