@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod crypto;
 pub mod error;
 pub mod message;
 pub mod payload;
@@ -9,13 +10,20 @@ pub mod payload;
 pub use error::{Error, ParseError};
 
 /// Parses arbitrary bytes through every view: the message, each payload
-/// body as every payload type, For
+/// body as every payload type, and the SK payload with a fixed key. For
 /// a fuzz target; must never panic.
 #[doc(hidden)]
 pub fn fuzz_parse(data: &[u8]) {
     use payload::*;
     let bodies: Vec<&[u8]> = match message::Message::parse(data) {
-        Ok(m) => m.payloads.iter().map(|p| p.body).collect(),
+        Ok(m) => {
+            if let Ok(sk) = crypto::SkCipher::new(strait_esp::CipherSuite::Aes128Gcm, &[0; 20]) {
+                if let Ok((first, inner)) = sk.open(&m) {
+                    let _ = message::parse_chain(first, &inner);
+                }
+            }
+            m.payloads.iter().map(|p| p.body).collect()
+        }
         Err(_) => vec![data],
     };
     for b in bodies
