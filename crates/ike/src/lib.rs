@@ -2,12 +2,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod config;
 pub mod crypto;
 pub mod error;
+mod ike;
 pub mod message;
 pub mod payload;
 
+pub use config::{Config, Identity, PeerConfig, PeerDirectory, PeerEntry};
+pub use crypto::DhGroup;
 pub use error::{Error, ParseError};
+pub use ike::{CloseReason, Datagram, Event, Ike, IkeSaId, KeyMaterial, Output, NON_ESP_MARKER};
+pub use payload::TrafficSelector;
+pub use strait_esp::CipherSuite;
 
 /// Parses arbitrary bytes through every view: the message, each payload
 /// body as every payload type, and the SK payload with a fixed key. For
