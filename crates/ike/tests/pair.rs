@@ -1,0 +1,692 @@
+//! Two IKE instances, an initiator and a responder, driven against each
+//! other in-process: datagrams are handed across by hand, time is a
+//! number, so drops, replays, NAT and clock jumps are exact.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use strait_esp::{InboundSa, NextHeader, OutboundSa, SaConfig, TUNNEL_HEADROOM};
+use strait_ike::message::{emit_plain, payload_type, ChainBuilder, Message};
+use strait_ike::payload::{notify, Notify};
+use strait_ike::{
+    CipherSuite, CloseReason, Config, Datagram, DhGroup, Event, Identity, Ike, IkeSaId, Output,
+    PeerConfig, PeerEntry, TrafficSelector,
+};
+
+const PSK: &[u8] = b"device key of vcpe-0042, 32 byte";
+
+fn ts(prefix: &str) -> TrafficSelector {
+    let (a, l) = prefix.split_once('/').unwrap();
+    TrafficSelector::prefix(a.parse().unwrap(), l.parse().unwrap()).unwrap()
+}
+
+fn device_id() -> Identity {
+    Identity::Fqdn("vcpe-0042".into())
+}
+
+fn hub_id() -> Identity {
+    Identity::Fqdn("hub.example".into())
+}
+
+/// A registry that knows one device.
+fn registry(
+    id: Identity,
+    psk: &'static [u8],
+    allowed: Vec<TrafficSelector>,
+) -> Box<dyn strait_ike::PeerDirectory> {
+    Box::new(move |peer: &Identity| {
+        (*peer == id).then(|| PeerEntry {
+            psk: psk.to_vec(),
+            remote_ts: allowed.clone(),
+        })
+    })
+}
+
+fn no_registry() -> Box<dyn strait_ike::PeerDirectory> {
+    Box::new(|_: &Identity| None)
+}
+
+/// Where datagrams go, with an optional NAT in front of the initiator
+/// (it rewrites the initiator's source port 500 → 40500, 4500 → 44500 and
+/// its address to 203.0.113.9).
+struct Net {
+    a: Ike,
+    b: Ike,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    nat: bool,
+    now: Duration,
+    wire: VecDeque<Datagram>,
+    events_a: Vec<Event>,
+    events_b: Vec<Event>,
+    /// Every datagram as the receiver got it: (to_b, src, dst, bytes).
+    log: Vec<(bool, SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+const NAT_PUBLIC: &str = "203.0.113.9";
+
+impl Net {
+    fn new(a: Config, b: Config, registry: Box<dyn strait_ike::PeerDirectory>) -> Net {
+        Net {
+            a: Ike::new(a, no_registry()).unwrap(),
+            b: Ike::new(b, registry).unwrap(),
+            a_addr: "10.0.0.2:500".parse().unwrap(),
+            b_addr: "192.0.2.1:500".parse().unwrap(),
+            nat: false,
+            now: Duration::from_secs(1000),
+            wire: VecDeque::new(),
+            events_a: Vec::new(),
+            events_b: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn peer(&self) -> PeerConfig {
+        PeerConfig {
+            local: self.a_addr,
+            remote: self.b_addr,
+            psk: PSK.to_vec(),
+            remote_id: Some(hub_id()),
+            remote_ts: vec![ts("10.2.0.0/16")],
+        }
+    }
+
+    fn absorb(&mut self, from_a: bool, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Send(d) => self.wire.push_back(d),
+                Output::Event(e) if from_a => self.events_a.push(e),
+                Output::Event(e) => self.events_b.push(e),
+            }
+        }
+    }
+
+    fn initiate(&mut self) -> IkeSaId {
+        let (id, outs) = self.a.initiate(self.now, self.peer()).unwrap();
+        self.absorb(true, outs);
+        id
+    }
+
+    /// Delivers one datagram; `false` if none is queued.
+    fn step(&mut self) -> bool {
+        let Some(d) = self.wire.pop_front() else {
+            return false;
+        };
+        let to_b = d.remote.ip() == self.b_addr.ip();
+        let (mut src, mut dst) = (d.local, d.remote);
+        if self.nat {
+            if to_b {
+                src = SocketAddr::new(NAT_PUBLIC.parse().unwrap(), src.port() + 40000);
+            } else {
+                dst = SocketAddr::new(self.a_addr.ip(), dst.port() - 40000);
+            }
+        }
+        self.log.push((to_b, src, dst, d.bytes.clone()));
+        let outs = if to_b {
+            self.b.handle_datagram(self.now, src, dst, &d.bytes)
+        } else {
+            self.a.handle_datagram(self.now, src, dst, &d.bytes)
+        };
+        self.absorb(!to_b, outs);
+        true
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("exchange did not settle in 100 datagrams");
+    }
+
+    /// Advances the clock to the earliest wake-up of either side and polls.
+    fn advance(&mut self) {
+        let next = [self.a.wake_at(), self.b.wake_at()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something scheduled");
+        assert!(next >= self.now);
+        self.now = next;
+        let outs = self.a.poll(self.now);
+        self.absorb(true, outs);
+        let outs = self.b.poll(self.now);
+        self.absorb(false, outs);
+    }
+}
+
+fn configs() -> (Config, Config) {
+    let mut a = Config::new(device_id());
+    a.local_ts = vec![ts("10.1.0.0/16")];
+    let mut b = Config::new(hub_id());
+    b.local_ts = vec![ts("10.2.0.0/16")];
+    (a, b)
+}
+
+fn established(events: &[Event]) -> Option<(&Identity, bool, u64, u64)> {
+    events.iter().find_map(|e| match e {
+        Event::IkeSaEstablished {
+            peer_id,
+            nat_detected,
+            spi_i,
+            spi_r,
+            ..
+        } => Some((peer_id, *nat_detected, *spi_i, *spi_r)),
+        _ => None,
+    })
+}
+
+struct Child {
+    spi_in: u32,
+    spi_out: u32,
+    keys_in: Vec<u8>,
+    keys_out: Vec<u8>,
+    cipher: CipherSuite,
+    esn: bool,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
+    udp_encap: bool,
+}
+
+fn child(events: &[Event]) -> Option<Child> {
+    events.iter().find_map(|e| match e {
+        Event::ChildSaReady {
+            spi_in,
+            spi_out,
+            keys_in,
+            keys_out,
+            cipher,
+            esn,
+            ts_local,
+            ts_remote,
+            udp_encap,
+            ..
+        } => Some(Child {
+            spi_in: *spi_in,
+            spi_out: *spi_out,
+            keys_in: keys_in.as_bytes().to_vec(),
+            keys_out: keys_out.as_bytes().to_vec(),
+            cipher: *cipher,
+            esn: *esn,
+            ts_local: ts_local.clone(),
+            ts_remote: ts_remote.clone(),
+            udp_encap: *udp_encap,
+        }),
+        _ => None,
+    })
+}
+
+fn closed(events: &[Event]) -> Option<CloseReason> {
+    events.iter().find_map(|e| match e {
+        Event::IkeSaClosed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// The two CHILD SA halves agree, and a packet sealed by one side's ESP
+/// with the negotiated keys opens on the other.
+fn check_children_match(a: &Child, b: &Child) {
+    assert_eq!(a.spi_in, b.spi_out);
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(a.keys_in, b.keys_out);
+    assert_eq!(a.keys_out, b.keys_in);
+    assert_ne!(a.keys_in, a.keys_out);
+    assert_eq!((a.cipher, a.esn), (b.cipher, b.esn));
+    assert_eq!(a.ts_local, b.ts_remote);
+    assert_eq!(a.ts_remote, b.ts_local);
+    let now = Duration::ZERO;
+    let mut cfg = SaConfig::new(a.spi_out, a.cipher, &a.keys_out, now);
+    cfg.esn = a.esn;
+    let out = OutboundSa::new(&cfg).unwrap();
+    let mut worker = out.worker();
+    let mut cfg = SaConfig::new(b.spi_in, b.cipher, &b.keys_in, now);
+    cfg.esn = b.esn;
+    let mut inb = InboundSa::new(&cfg).unwrap();
+    let mut frame = [0u8; 2048];
+    let inner = TUNNEL_HEADROOM..TUNNEL_HEADROOM + 20;
+    frame[inner.start] = 0x45;
+    frame[inner.start + 3] = 20;
+    let sealed = worker.seal(&mut frame, inner, now).unwrap();
+    let opened = inb.open(&mut frame, sealed.esp, now).unwrap();
+    assert_eq!(opened.next_header, NextHeader::Ipv4);
+}
+
+#[test]
+fn establishes_with_each_group_and_the_keys_work_in_esp() {
+    for group in [DhGroup::Ecp256, DhGroup::Curve25519] {
+        let (mut a, mut b) = configs();
+        a.dh_groups = vec![group];
+        b.dh_groups = vec![group];
+        let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+        let id = net.initiate();
+        net.run();
+        let (peer_a, nat_a, spi_i, spi_r) = established(&net.events_a).expect("initiator up");
+        let (peer_b, nat_b, spi_i_b, spi_r_b) = established(&net.events_b).expect("responder up");
+        assert_eq!(id.0, spi_i);
+        assert_eq!((spi_i, spi_r), (spi_i_b, spi_r_b));
+        assert_eq!(peer_a, &hub_id());
+        assert_eq!(peer_b, &device_id());
+        assert!(!nat_a && !nat_b, "no NAT between the two");
+        let (ca, cb) = (child(&net.events_a).unwrap(), child(&net.events_b).unwrap());
+        check_children_match(&ca, &cb);
+        assert_eq!(ca.cipher, CipherSuite::Aes256Gcm);
+        assert!(ca.esn);
+        assert!(!ca.udp_encap);
+        assert_eq!(ca.ts_local, [ts("10.1.0.0/16")]);
+        assert_eq!(ca.ts_remote, [ts("10.2.0.0/16")]);
+        // Four datagrams: two exchanges, nothing retransmitted.
+        assert_eq!(net.log.len(), 4);
+        assert!(net
+            .log
+            .iter()
+            .all(|(_, s, d, _)| s.port() == 500 && d.port() == 500));
+        assert_eq!(net.a.wake_at(), None);
+        assert_eq!(net.b.wake_at(), None);
+    }
+}
+
+#[test]
+fn nat_is_detected_and_ike_moves_to_4500() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.nat = true;
+    net.initiate();
+    net.run();
+    assert!(established(&net.events_a).unwrap().1);
+    assert!(established(&net.events_b).unwrap().1);
+    let (ca, cb) = (child(&net.events_a).unwrap(), child(&net.events_b).unwrap());
+    check_children_match(&ca, &cb);
+    assert!(ca.udp_encap && cb.udp_encap);
+    // IKE_SA_INIT on 500, IKE_AUTH on 4500 with the non-ESP marker.
+    let ports: Vec<(u16, u16)> = net
+        .log
+        .iter()
+        .map(|(_, s, d, _)| (s.port(), d.port()))
+        .collect();
+    assert_eq!(
+        ports,
+        [(40500, 500), (500, 500), (44500, 4500), (4500, 4500)]
+    );
+    assert_eq!(&net.log[2].3[..4], &[0, 0, 0, 0]);
+    // The responder talks to the NAT's public side.
+    match net
+        .events_b
+        .iter()
+        .find(|e| matches!(e, Event::ChildSaReady { .. }))
+    {
+        Some(Event::ChildSaReady { remote, local, .. }) => {
+            assert_eq!(remote.to_string(), "203.0.113.9:44500");
+            assert_eq!(local.port(), 4500);
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_dropped_request_is_retransmitted_with_backoff() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.step(); // IKE_SA_INIT request
+    net.step(); // response; IKE_AUTH request now queued
+    let start = net.now;
+    assert_eq!(net.wire.len(), 1);
+    net.wire.clear(); // the IKE_AUTH request is lost
+    net.advance();
+    assert_eq!(net.now - start, Duration::from_secs(1));
+    net.wire.clear(); // and its first retransmission
+    net.advance();
+    assert_eq!(
+        net.now - start,
+        Duration::from_secs(3),
+        "second retry after 2 s more"
+    );
+    net.run();
+    assert!(established(&net.events_a).is_some());
+    assert!(child(&net.events_b).is_some());
+    assert_eq!(net.a.wake_at(), None);
+}
+
+#[test]
+fn an_unanswered_request_times_out() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![]));
+    net.initiate();
+    let start = net.now;
+    let mut sends = Vec::new();
+    while closed(&net.events_a).is_none() {
+        sends.push(net.wire.len());
+        net.wire.clear();
+        net.advance();
+    }
+    // 5 transmissions at 0, 1, 3, 7, 15 s; given up at 31 s.
+    assert_eq!(sends, [1, 1, 1, 1, 1]);
+    assert_eq!(net.now - start, Duration::from_secs(31));
+    assert_eq!(closed(&net.events_a), Some(CloseReason::Timeout));
+    assert_eq!(net.a.sa_count(), 0);
+}
+
+#[test]
+fn a_replayed_request_is_answered_from_the_cache() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.run();
+    let events = net.events_b.len();
+    for (req, resp) in [(0, 1), (2, 3)] {
+        let (_, src, dst, bytes) = net.log[req].clone();
+        let outs = net.b.handle_datagram(net.now, src, dst, &bytes);
+        let [Output::Send(d)] = &outs[..] else {
+            panic!("expected exactly one datagram, got {outs:?}");
+        };
+        assert_eq!(d.bytes, net.log[resp].3, "same bytes as the first answer");
+    }
+    assert_eq!(net.events_b.len(), events, "no new events for a replay");
+}
+
+#[test]
+fn wrong_psk_and_unknown_identity_are_refused_and_leave_no_state() {
+    for directory in [
+        registry(device_id(), b"another key", vec![ts("10.1.0.0/16")]),
+        registry(
+            Identity::Fqdn("vcpe-9999".into()),
+            PSK,
+            vec![ts("10.1.0.0/16")],
+        ),
+    ] {
+        let (a, b) = configs();
+        let mut net = Net::new(a, b, directory);
+        net.initiate();
+        net.run();
+        assert_eq!(
+            closed(&net.events_a),
+            Some(CloseReason::AuthenticationFailed)
+        );
+        assert_eq!(
+            closed(&net.events_b),
+            Some(CloseReason::AuthenticationFailed)
+        );
+        assert!(established(&net.events_a).is_none());
+        assert!(established(&net.events_b).is_none());
+        assert_eq!(net.b.sa_count(), 0, "responder keeps nothing");
+        assert_eq!(net.a.sa_count(), 0);
+    }
+}
+
+#[test]
+fn the_responder_identity_is_checked_too() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let mut peer = net.peer();
+    peer.remote_id = Some(Identity::Fqdn("not-the-hub".into()));
+    let (_, outs) = net.a.initiate(net.now, peer).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    assert_eq!(
+        closed(&net.events_a),
+        Some(CloseReason::AuthenticationFailed)
+    );
+    // The responder learnt of it through an INFORMATIONAL and dropped its SA.
+    assert_eq!(
+        closed(&net.events_b),
+        Some(CloseReason::AuthenticationFailed)
+    );
+    assert_eq!(net.b.sa_count(), 0);
+}
+
+#[test]
+fn an_unknown_critical_payload_is_refused() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![]));
+    net.initiate();
+    let d = net.wire.pop_front().unwrap();
+    // Rebuild the IKE_SA_INIT with an extra payload of type 200, critical.
+    let msg = Message::parse(&d.bytes).unwrap();
+    let mut c = ChainBuilder::new();
+    for p in &msg.payloads {
+        c.push(p.kind, p.body);
+    }
+    c.push_with(200, true, |b| b.extend_from_slice(b"must be understood"));
+    let bytes = emit_plain(msg.header, c);
+    let outs = net.b.handle_datagram(net.now, d.local, d.remote, &bytes);
+    let [Output::Send(resp)] = &outs[..] else {
+        panic!("expected one answer, got {outs:?}");
+    };
+    let m = Message::parse(&resp.bytes).unwrap();
+    let n = Notify::parse(m.payloads[0].body).unwrap();
+    assert_eq!(n.kind, notify::UNSUPPORTED_CRITICAL_PAYLOAD);
+    assert_eq!(n.data, [200]);
+    assert_eq!(net.b.sa_count(), 0);
+    // The same payload without the critical bit is skipped.
+    let mut c = ChainBuilder::new();
+    for p in &msg.payloads {
+        c.push(p.kind, p.body);
+    }
+    c.push_with(200, false, |b| b.extend_from_slice(b"may be skipped"));
+    let bytes = emit_plain(msg.header, c);
+    let outs = net.b.handle_datagram(net.now, d.local, d.remote, &bytes);
+    assert_eq!(net.b.sa_count(), 1, "accepted: {outs:?}");
+    // The initiator gives up on the refusal.
+    let outs = net
+        .a
+        .handle_datagram(net.now, resp.remote, resp.local, &resp.bytes);
+    net.absorb(true, outs);
+    assert_eq!(
+        closed(&net.events_a),
+        Some(CloseReason::PeerRefused(
+            notify::UNSUPPORTED_CRITICAL_PAYLOAD
+        ))
+    );
+}
+
+fn first_notify(bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let m = Message::parse(bytes).ok()?;
+    let p = m.payloads.first()?;
+    (p.kind == payload_type::NOTIFY).then(|| {
+        let n = Notify::parse(p.body).unwrap();
+        (n.kind, n.data.to_vec())
+    })
+}
+
+#[test]
+fn invalid_ke_payload_makes_the_initiator_retry_with_the_named_group() {
+    let (mut a, mut b) = configs();
+    a.dh_groups = vec![DhGroup::Ecp256, DhGroup::Curve25519];
+    b.dh_groups = vec![DhGroup::Curve25519];
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.run();
+    assert_eq!(
+        first_notify(&net.log[1].3),
+        Some((notify::INVALID_KE_PAYLOAD, 31u16.to_be_bytes().to_vec()))
+    );
+    // The retry carries a 32-byte Curve25519 KE.
+    let retry = Message::parse(&net.log[2].3).unwrap();
+    let ke = retry
+        .payloads
+        .iter()
+        .find(|p| p.kind == payload_type::KE)
+        .unwrap();
+    assert_eq!(ke.body.len(), 4 + 32);
+    assert_eq!(&ke.body[..2], &31u16.to_be_bytes());
+    check_children_match(
+        &child(&net.events_a).unwrap(),
+        &child(&net.events_b).unwrap(),
+    );
+    assert_eq!(net.log.len(), 6);
+}
+
+#[test]
+fn a_loaded_responder_demands_a_cookie_and_the_initiator_returns_it() {
+    let (a, mut b) = configs();
+    b.cookie_threshold = Some(0);
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.step();
+    assert_eq!(net.b.sa_count(), 0, "no state before the cookie comes back");
+    net.run();
+    let (kind, cookie) = first_notify(&net.log[1].3).unwrap();
+    assert_eq!(kind, notify::COOKIE);
+    assert_eq!(first_notify(&net.log[2].3), Some((notify::COOKIE, cookie)));
+    check_children_match(
+        &child(&net.events_a).unwrap(),
+        &child(&net.events_b).unwrap(),
+    );
+    // A cookie made for another SPIi gets a fresh cookie, not an SA.
+    let (_, src, dst, mut hdr) = net.log[2].clone();
+    hdr[0] ^= 1;
+    let outs = net.b.handle_datagram(net.now, src, dst, &hdr);
+    let [Output::Send(d)] = &outs[..] else {
+        panic!("{outs:?}")
+    };
+    assert_eq!(first_notify(&d.bytes).unwrap().0, notify::COOKIE);
+    assert_eq!(net.b.sa_count(), 1);
+}
+
+#[test]
+fn liveness_checks_delete_child_and_close() {
+    let (mut a, b) = configs();
+    a.dpd_interval = Some(Duration::from_secs(10));
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let id = net.initiate();
+    net.run();
+    let ca = child(&net.events_a).unwrap();
+    // Quiet for 10 s: the initiator asks, the responder answers.
+    let quiet_from = net.now;
+    net.advance();
+    assert_eq!(net.now - quiet_from, Duration::from_secs(10));
+    assert_eq!(net.wire.len(), 1);
+    net.run();
+    assert_eq!(net.a.wake_at(), Some(net.now + Duration::from_secs(10)));
+    // An explicit check while nothing else is pending.
+    let outs = net.a.check_liveness(net.now, id).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    // Delete the CHILD SA: both sides retire it.
+    let outs = net.a.delete_child(net.now, id, ca.spi_in).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    let deleted = |ev: &[Event]| {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::ChildSaDeleted {
+                    spi_in, spi_out, ..
+                } => Some((*spi_in, *spi_out)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(deleted(&net.events_a), [(ca.spi_in, ca.spi_out)]);
+    assert_eq!(deleted(&net.events_b), [(ca.spi_out, ca.spi_in)]);
+    // Close the IKE SA.
+    let outs = net.a.close(net.now, id).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    assert_eq!(closed(&net.events_a), Some(CloseReason::DeletedLocally));
+    assert_eq!(closed(&net.events_b), Some(CloseReason::DeletedByPeer));
+    assert_eq!((net.a.sa_count(), net.b.sa_count()), (0, 0));
+    assert!(net.a.check_liveness(net.now, id).is_err());
+}
+
+#[test]
+fn selectors_are_narrowed_to_the_registry_policy_or_refused() {
+    let (mut a, b) = configs();
+    a.local_ts = vec![ts("10.1.0.0/16")];
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.5.0/24")]));
+    let mut peer = net.peer();
+    peer.remote_ts = vec![TrafficSelector::any_v4()];
+    let (_, outs) = net.a.initiate(net.now, peer).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    let ca = child(&net.events_a).unwrap();
+    assert_eq!(ca.ts_local, [ts("10.1.5.0/24")]);
+    assert_eq!(ca.ts_remote, [ts("10.2.0.0/16")]);
+    check_children_match(&ca, &child(&net.events_b).unwrap());
+
+    // A device claiming a prefix the registry does not give it.
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("192.168.0.0/16")]));
+    net.initiate();
+    net.run();
+    assert!(established(&net.events_a).is_some(), "the IKE SA stays up");
+    assert!(child(&net.events_a).is_none());
+    let refused = |ev: &[Event]| {
+        ev.iter().any(|e| {
+            matches!(e, Event::ChildSaRefused { notify: n, .. } if *n == notify::TS_UNACCEPTABLE)
+        })
+    };
+    assert!(refused(&net.events_a) && refused(&net.events_b));
+}
+
+#[test]
+fn chacha_without_esn_and_key_id_identities() {
+    let key_id = Identity::KeyId(b"SN-00042".to_vec());
+    let (mut a, mut b) = configs();
+    a.local_id = key_id.clone();
+    a.esp_ciphers = vec![CipherSuite::ChaCha20Poly1305];
+    a.esn = vec![false];
+    a.ike_ciphers = vec![CipherSuite::Aes128Gcm];
+    b.esn = vec![true, false];
+    let mut net = Net::new(a, b, registry(key_id.clone(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.run();
+    assert_eq!(established(&net.events_b).unwrap().0, &key_id);
+    let (ca, cb) = (child(&net.events_a).unwrap(), child(&net.events_b).unwrap());
+    assert_eq!((ca.cipher, ca.esn), (CipherSuite::ChaCha20Poly1305, false));
+    check_children_match(&ca, &cb);
+}
+
+/// Mangled and random input never panics the state machine or the views.
+#[test]
+fn mangled_datagrams_are_dropped_without_panics() {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    net.initiate();
+    net.run();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let log = net.log.clone();
+    for (to_b, src, dst, bytes) in &log {
+        for _ in 0..300 {
+            let mut m = bytes.clone();
+            match rnd() % 3 {
+                0 => {
+                    let i = (rnd() as usize) % m.len();
+                    m[i] ^= 1 << (rnd() % 8);
+                }
+                1 => m.truncate((rnd() as usize) % m.len()),
+                _ => {
+                    let i = (rnd() as usize) % m.len();
+                    m[i] = rnd() as u8;
+                }
+            }
+            strait_ike::fuzz_parse(&m);
+            let target = if *to_b { &mut net.b } else { &mut net.a };
+            let _ = target.handle_datagram(net.now, *src, *dst, &m);
+        }
+    }
+    for len in 0..200 {
+        let junk: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        strait_ike::fuzz_parse(&junk);
+        let _ = net.b.handle_datagram(net.now, log[0].1, log[0].2, &junk);
+    }
+    // Bit flips in an IKE_SA_INIT request can make other valid requests
+    // (half-open SAs on the responder); the established pair still works.
+    assert_eq!(net.a.sa_count(), 1);
+    let id = match established(&net.events_a) {
+        Some((_, _, spi_i, _)) => IkeSaId(spi_i),
+        None => unreachable!(),
+    };
+    let outs = net.a.check_liveness(net.now, id).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    assert_eq!(net.a.wake_at(), None, "liveness check answered");
+    assert!(closed(&net.events_a).is_none() && closed(&net.events_b).is_none());
+}
