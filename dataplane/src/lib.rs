@@ -20,6 +20,8 @@ mod config;
 mod counters;
 mod engine;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod neigh;
 mod packet;
 mod pipeline;
