@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::counters::DropReason;
 use crate::packet::PacketBuf;
 use crate::pipeline::{fragment_ipv4, fragment_plan, FragmentTarget, Pipeline, Verdict};
+use crate::sastore::StoreMode;
 use crate::tables::{KernelLink, Tables};
 
 /// Frame buffer size and where a received frame starts in it, as in a
@@ -31,7 +32,34 @@ fn fake_link(macs: fn(&str) -> [u8; 6]) -> impl FnMut(&str) -> std::io::Result<K
 /// Builds the tables a configuration would run with (interfaces resolved
 /// by a fake link), and drops them.
 pub fn build_tables(config: &Config, path: &str) -> Result<(), ConfigError> {
-    Tables::build(config, path, 1, 3, None, fake_link(|_| [2, 0, 0, 0, 0, 1])).map(drop)
+    build(config, path, fake_link(|_| [2, 0, 0, 0, 0, 1])).map(drop)
+}
+
+/// Parses `text` as an SA state record; one that parses renders back to
+/// text that parses to the same record. Never panics otherwise.
+pub fn sa_record(text: &str) {
+    if let Ok(r) = crate::sastore::Record::parse(text) {
+        assert_eq!(
+            crate::sastore::Record::parse(&r.render()).as_ref(),
+            Ok(&r),
+            "an SA record does not survive its own rendering"
+        );
+    }
+}
+
+/// Tables for fuzzing: whatever `state_dir` the input names, SA state goes
+/// to one scratch directory that is only read ([`StoreMode::ReadOnly`]:
+/// no lock, no records written), so fuzzed text never touches the disk
+/// and several sites can share it.
+fn build(
+    config: &Config,
+    path: &str,
+    link: impl FnMut(&str) -> std::io::Result<KernelLink>,
+) -> Result<Tables, ConfigError> {
+    let mut config = config.clone();
+    config.engine.state_dir =
+        Some(std::env::temp_dir().join(format!("strait-fuzz-state-{}", std::process::id())));
+    Tables::build_in(&config, path, 1, 3, None, link, StoreMode::ReadOnly)
 }
 
 /// What became of a frame (or of one of its fragments).
@@ -70,7 +98,7 @@ impl Site {
     /// Tables from `config` with each interface's MAC from `macs`, and a
     /// fresh pipeline.
     pub fn new(config: &Config, macs: fn(&str) -> [u8; 6]) -> Result<Site, ConfigError> {
-        let tables = Tables::build(config, "fuzz.toml", 1, 3, None, fake_link(macs))?;
+        let tables = build(config, "fuzz.toml", fake_link(macs))?;
         let start = Instant::now();
         let pipeline = Pipeline::new(
             tables.ports.len(),

@@ -1,5 +1,6 @@
 //! `config`: the TOML configuration parser, its validation and the table
-//! build (interfaces resolved by a fake link) over arbitrary text.
+//! build (interfaces resolved by a fake link) over arbitrary text, and the
+//! parser of SA state records (`state_dir/sa/*`).
 //!
 //! Invariants: no panic; an error always carries a message, and a line
 //! and column, when given, lie inside the text.
@@ -53,6 +54,9 @@ fn check_span(span: Option<&strait_dataplane::Span>, text: &str, e: &ConfigError
 /// The target body.
 pub fn run(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    // The same text as an SA state record (the other file the daemon
+    // reads back): refused or round-tripped exactly.
+    strait_dataplane::fuzzing::sa_record(&text);
     match Config::parse(&text, "fuzz.toml") {
         Err(e) => check_error(&e, &text),
         Ok(config) => {

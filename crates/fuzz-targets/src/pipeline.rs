@@ -22,7 +22,6 @@
 
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -41,22 +40,10 @@ const ETH_LEN: usize = 14;
 
 /// A scratch directory for this process (tunnel state, once the engine
 /// persists any), created on first use.
-fn state_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("strait-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        dir
-    })
-}
-
-/// The `[engine]` section both sites share: the one place to add engine
-/// settings tunnels need (such as `state_dir`).
+/// The `[engine]` section both sites share. Their SA state directory is
+/// chosen by `strait_dataplane::fuzzing` (a scratch one, only read).
 fn engine_section() -> String {
-    format!(
-        "[engine]\nworkers = 1\n# Scratch directory for tunnel state: {}\n",
-        state_dir().display()
-    )
+    "[engine]\nworkers = 1\n".to_owned()
 }
 
 const BRANCH: &str = r#"

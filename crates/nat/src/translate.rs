@@ -14,7 +14,7 @@
 
 use std::net::Ipv4Addr;
 
-use strait_wire::checksum::{update16, update16_udp, update32, update32_udp};
+use strait_wire::checksum::{update16, update16_nonzero, update16_udp, update32, update32_udp};
 use strait_wire::{icmpv4, Icmpv4Packet, Ipv4Packet};
 
 use crate::counters::DropReason;
@@ -109,7 +109,7 @@ fn rewrite(packet: &mut [u8], p: &Parsed, protocol: Protocol, source_side: bool,
             Protocol::Udp => update16_udp(update32_udp(hc, old_a, new_a), old_port, new.port),
             Protocol::Tcp => update16(update32(hc, old_a, new_a), old_port, new.port),
             // ICMP has no pseudo-header.
-            Protocol::Icmp => update16(hc, old_port, new.port),
+            Protocol::Icmp => update16_nonzero(hc, old_port, new.port),
         };
         transport::set_checksum(protocol, l4, updated);
     }
@@ -125,7 +125,7 @@ const ICMP_ERROR_QUOTE: usize = icmpv4::HEADER_LEN;
 /// is.
 fn fold(sum: &mut u16, old: u16, new: u16) {
     if old != new {
-        *sum = update16(*sum, old, new);
+        *sum = update16_nonzero(*sum, old, new);
     }
 }
 
@@ -166,7 +166,7 @@ fn rewrite_quoted(
         let updated = match protocol {
             Protocol::Udp => update16_udp(update32_udp(hc, old_addr, new_addr), old_port, new.port),
             Protocol::Tcp => update16(update32(hc, old_addr, new_addr), old_port, new.port),
-            Protocol::Icmp => update16(hc, old_port, new.port),
+            Protocol::Icmp => update16_nonzero(hc, old_port, new.port),
         };
         transport::set_checksum(protocol, l4, updated);
         fold(&mut sum, hc, updated);

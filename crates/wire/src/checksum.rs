@@ -124,6 +124,18 @@ pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(u64::from(!hc) + u64::from(!sum(old)) + u64::from(sum(new)))
 }
 
+/// [`update16`] for a checksum over data that may be all zero (ICMP): the
+/// update cannot tell data summing to 0xffff (where 0x0000 is right) from
+/// all-zero data (where only 0xffff verifies), so it never answers 0x0000;
+/// 0xffff verifies in both cases (RFC 1624 §3).
+#[inline]
+pub fn update16_nonzero(hc: u16, old: u16, new: u16) -> u16 {
+    match update16(hc, old, new) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 /// [`update16`] for a UDP checksum: a zero checksum means "none" over IPv4 and
 /// stays zero; an update that yields 0 is sent as 0xffff (RFC 768).
 #[inline]
