@@ -39,6 +39,75 @@ pub struct Config {
     /// Prometheus metrics endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// IKEv2 key exchange (RFC 7296), run by the daemon: the hubs a
+    /// device registers with and, on a hub, the device registry. While it
+    /// is set, IKE traffic to our addresses (UDP 500, and 4500 with the
+    /// non-ESP marker) goes to the daemon instead of the host stack.
+    pub ike: Option<IkeConfig>,
+}
+
+/// `[ike]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IkeConfig {
+    /// Our IKE identity (ID_FQDN): a device's serial number, or the hub's
+    /// name.
+    pub identity: String,
+    /// File holding this device's key (the pre-shared key it registers
+    /// with), read at start and reload; never on the command line.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Seconds without a word from a peer before it is asked whether it
+    /// is alive (RFC 7296 §1.4); it is declared dead when a request goes
+    /// unanswered through the retransmissions (about 31 s).
+    #[serde(default = "default_dpd")]
+    pub dpd_seconds: u64,
+    /// Hubs this device registers with (initiator).
+    #[serde(default)]
+    pub peer: Vec<IkePeerConfig>,
+    /// Devices that may register here (responder): the registry.
+    #[serde(default)]
+    pub device: Vec<IkeDeviceConfig>,
+}
+
+fn default_dpd() -> u64 {
+    10
+}
+
+/// `[[ike.peer]]`: a hub to register with. Its tunnel exists once the key
+/// exchange succeeds; until then traffic for its prefixes is dropped, not
+/// sent in clear.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IkePeerConfig {
+    /// Name of the tunnel it brings up.
+    pub name: String,
+    /// Our outer address.
+    pub local: String,
+    /// The hub's address (IKE on UDP 500, then 4500 behind a NAT).
+    pub remote: String,
+    /// The identity the hub must prove (any, when absent).
+    pub remote_identity: Option<String>,
+    /// Prefixes reached through the hub.
+    pub prefixes: Vec<String>,
+    /// Our prefixes, announced to the hub.
+    #[serde(default)]
+    pub local_prefixes: Vec<String>,
+}
+
+/// `[[ike.device]]`: a device the hub accepts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IkeDeviceConfig {
+    /// Its serial number (its IKE identity).
+    pub serial: String,
+    /// File holding its key.
+    pub key_file: std::path::PathBuf,
+    /// The site it belongs to: names its tunnel (`site-NAME`).
+    pub site: String,
+    /// Prefixes it may claim; its tunnel carries these.
+    pub prefixes: Vec<String>,
+    /// Our outer address for its tunnel.
+    pub local: String,
 }
 
 /// `[metrics]`: a Prometheus text endpoint served by the daemon, read at

@@ -233,6 +233,12 @@ drop_reasons! {
         HostPuntFailed = "host_punt_failed",
         /// Traffic for the host stack above `engine.host_punt_rate`.
         HostPuntPoliced = "host_punt_policed",
+        /// IKE for the daemon above 2 000 datagrams per second per worker
+        /// (burst 200).
+        ServicePoliced = "service_policed",
+        /// IKE for the daemon while its queue (1 024 datagrams) is full,
+        /// or not a well-formed UDP datagram.
+        ServiceQueueFull = "service_queue_full",
         /// A packet that arrived through a tunnel was for the host stack,
         /// which would answer in clear on the wire: refused.
         TunnelToHost = "tunnel_to_host",

@@ -27,6 +27,7 @@ use crate::config::{
 use crate::counters::{PortCounters, SharedCounters};
 use crate::events::{self, EngineEvent};
 use crate::punt::HostTap;
+use crate::services::{ServiceDatagram, ServiceQueues};
 use crate::status::NatSnapshot;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
 use crate::tables::{kernel_link, NatRuleInfo, SharedTables, Tables};
@@ -152,12 +153,14 @@ pub struct Engine {
     workers: Vec<WorkerHandle>,
     /// The configuration in force and the next generation number; only the
     /// control side touches it.
-    control: Mutex<(Config, u64)>,
+    control: Mutex<(Config, u64, Overlay)>,
     flow_seed: u64,
     reports: Vec<String>,
     events: Mutex<EventQueue>,
     /// Keeps configured keys' sequence reservations ahead of use.
     keeper: Option<JoinHandle<()>>,
+    /// IKE datagrams from the workers, and to worker 0.
+    services: ServiceQueues,
 }
 
 /// The embedder's end of the workers' event channel.
@@ -231,6 +234,7 @@ impl Engine {
         let mut reports = Vec::new();
         let mut contexts = Vec::with_capacity(e.workers);
         let (event_tx, event_rx) = events::channel();
+        let services = ServiceQueues::new();
         for w in 0..e.workers {
             let snapshot = shared.load_full();
             let specs: Vec<PortSpec> = snapshot
@@ -282,6 +286,10 @@ impl Engine {
                 taps,
                 status: Arc::clone(&status),
                 events: event_tx.clone(),
+                services: (
+                    services.to_owner.0.clone(),
+                    (w == 0).then(|| services.to_worker.1.clone()),
+                ),
             });
             workers.push(WorkerHandle {
                 thread: None,
@@ -343,11 +351,12 @@ impl Engine {
         };
         Ok(Engine {
             keeper,
+            services,
             path: path.to_owned(),
             tables: shared,
             stop,
             workers,
-            control: Mutex::new((config, 2)),
+            control: Mutex::new((config, 2, Overlay::default())),
             flow_seed,
             reports,
             events: Mutex::new(EventQueue {
@@ -355,6 +364,20 @@ impl Engine {
                 seen: Vec::new(),
             }),
         })
+    }
+
+    /// IKE datagrams the workers received for our addresses (with `[ike]`
+    /// configured); the key exchange reads them here. Clones share one
+    /// queue.
+    pub fn service_datagrams(&self) -> crossbeam::channel::Receiver<ServiceDatagram> {
+        self.services.to_owner.1.clone()
+    }
+
+    /// Queues a datagram to send from one of our addresses (worker 0 sends
+    /// it within a millisecond, routed by the dataplane's tables). False
+    /// when the queue is full.
+    pub fn send_service(&self, datagram: ServiceDatagram) -> bool {
+        self.services.to_worker.0.try_send(datagram).is_ok()
     }
 
     /// Moves the events reported since the last call into `out` (oldest
@@ -565,6 +588,21 @@ impl Engine {
         self.apply_locked(&mut control, next)
     }
 
+    /// Replaces the tunnels and routes kept in force beside the
+    /// configuration (what a key exchange negotiated) and applies them
+    /// with the configuration in force; later applies, reloads included,
+    /// keep merging them. On error the previous overlay stays.
+    pub fn set_overlay(&self, next: Overlay) -> Result<u64, ConfigError> {
+        let mut control = self.control.lock().expect("control lock");
+        let previous = std::mem::replace(&mut control.2, next);
+        let config = control.0.clone();
+        let result = self.apply_locked(&mut control, config);
+        if result.is_err() {
+            control.2 = previous;
+        }
+        result
+    }
+
     /// The tunnels' Security Associations as the workers use them now.
     pub fn security_associations(&self) -> Vec<TunnelSas> {
         let tables = self.tables.load_full();
@@ -605,10 +643,10 @@ impl Engine {
 
     fn apply_locked(
         &self,
-        control: &mut (Config, u64),
+        control: &mut (Config, u64, Overlay),
         config: Config,
     ) -> Result<u64, ConfigError> {
-        let (current, next_gen) = control;
+        let (current, next_gen, overlay) = control;
         if config.engine != current.engine {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
@@ -640,8 +678,9 @@ impl Engine {
             });
         }
         let old = self.tables.load_full();
+        let merged = overlay.merged(&config);
         let tables = Tables::build(
-            &config,
+            &merged,
             &self.path,
             *next_gen,
             self.flow_seed,
@@ -752,6 +791,27 @@ impl Engine {
                 store.close();
             }
         }
+    }
+}
+
+/// Tunnels and routes the engine's owner keeps beside the configuration
+/// file's: what a key exchange negotiated (tunnels with negotiated SAs)
+/// and what stands in while it has not (blackhole routes, so traffic meant
+/// for a tunnel that is down is dropped rather than sent in clear).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    /// Tunnels, after the file's.
+    pub tunnels: Vec<crate::config::TunnelConfig>,
+    /// Routes, after the file's.
+    pub routes: Vec<crate::config::RouteConfig>,
+}
+
+impl Overlay {
+    fn merged(&self, config: &Config) -> Config {
+        let mut c = config.clone();
+        c.tunnels.extend(self.tunnels.iter().cloned());
+        c.routes.extend(self.routes.iter().cloned());
+        c
     }
 }
 

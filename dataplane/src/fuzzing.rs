@@ -80,6 +80,8 @@ pub enum Outcome {
     Punt,
     /// Used up inside the pipeline.
     Consumed,
+    /// IKE for the daemon.
+    Service,
     /// Dropped for the reason.
     Drop(DropReason),
 }
@@ -180,6 +182,7 @@ fn outcome(verdict: Verdict, data: &[u8]) -> Outcome {
         Verdict::Reply => Outcome::Reply(data.to_vec()),
         Verdict::Punt => Outcome::Punt,
         Verdict::Consumed => Outcome::Consumed,
+        Verdict::Service => Outcome::Service,
         // Fragments of fragments are not asked for: the plan's MTU fits.
         Verdict::Fragment(_) => Outcome::Drop(DropReason::FragmentFailed),
         Verdict::Drop(reason) => Outcome::Drop(reason),

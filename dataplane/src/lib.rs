@@ -28,6 +28,7 @@ mod pipeline;
 mod punt;
 mod ratelimit;
 mod sastore;
+mod services;
 mod status;
 #[allow(unsafe_code)]
 mod sys;
@@ -36,14 +37,15 @@ mod worker;
 
 pub use config::{
     BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
-    IcmpConfig, InterfaceConfig, MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig,
-    NatSettingsConfig, NeighbourConfigEntry, PollConfig, RekeyStep, RouteConfig, SaEntryConfig,
-    Secret, Span, TunnelConfig, XdpModeConfig,
+    IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig, MetricsConfig,
+    NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
+    PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PortCounters, Stage};
-pub use engine::{Engine, EngineError, InterfaceInfo, SaSummary, TunnelSas};
+pub use engine::{Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelSas};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;
+pub use services::{ServiceDatagram, IKE_PORT};
 pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
 /// NAT session types as the sans-I/O translator reports them, for reading
 /// [`NatSnapshot`]s.

@@ -8,11 +8,12 @@
 //! snapshot is loaded once per batch. Timers (neighbour retries, host path,
 //! counter publication) run every millisecond or so, never per packet.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam::channel::{Receiver, Sender};
 use strait_esp::KeepaliveTimer;
 use strait_wire::EtherType;
 use strait_xdp::{FrameBatch, FrameDesc, PortId, PortSet};
@@ -28,6 +29,7 @@ use crate::pipeline::{
 };
 use crate::punt::HostTap;
 use crate::ratelimit::TokenBucket;
+use crate::services::{self, ServiceDatagram};
 use crate::status::{NeighbourInfo, WorkerStatus};
 use crate::tables::{SharedTables, Tables};
 
@@ -56,6 +58,8 @@ pub struct WorkerContext {
     pub status: Arc<WorkerStatus>,
     /// Where this worker reports SA lifetime events.
     pub events: EventSender,
+    /// IKE for the engine's owner, and (worker 0) what it sends.
+    pub services: (Sender<ServiceDatagram>, Option<Receiver<ServiceDatagram>>),
 }
 
 /// How often timers run.
@@ -68,6 +72,22 @@ const PUBLISH_PERIOD: Duration = Duration::from_millis(50);
 const NAT_PUBLISH_PERIOD: Duration = Duration::from_millis(500);
 /// Longest idle sleep in adaptive mode.
 const MAX_IDLE_SLEEP: Duration = Duration::from_micros(200);
+
+/// The addresses and payload of the IPv4 UDP datagram in an Ethernet
+/// frame (one VLAN tag at most, as the L2 stage accepts).
+fn service_datagram(frame: &[u8]) -> Option<ServiceDatagram> {
+    let l3 = match frame.get(12..14)? {
+        [0x81, 0x00] => 18,
+        _ => 14,
+    };
+    let ip = strait_wire::Ipv4Packet::new_checked(frame.get(l3..)?).ok()?;
+    let udp = strait_wire::UdpPacket::new_checked(ip.payload()).ok()?;
+    Some(ServiceDatagram {
+        local: SocketAddrV4::new(ip.dst_addr(), udp.dst_port()),
+        remote: SocketAddrV4::new(ip.src_addr(), udp.src_port()),
+        payload: udp.payload().to_vec(),
+    })
+}
 
 /// Runs the worker until `stop` is set.
 pub fn run(mut ctx: WorkerContext) {
@@ -91,6 +111,9 @@ pub fn run(mut ctx: WorkerContext) {
         punt_buckets: (0..n_ports)
             .map(|_| TokenBucket::new(ctx.punt_limit.0, ctx.punt_limit.1, now))
             .collect(),
+        service_out: ctx.services.0.clone(),
+        service_bucket: TokenBucket::new(services::RATE.0, services::RATE.1, now),
+        service_in: ctx.services.1.take(),
     };
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
@@ -218,6 +241,11 @@ struct Worker {
     sends_keepalives: bool,
     /// Polices what each port hands the host (one syscall per frame).
     punt_buckets: Vec<TokenBucket>,
+    /// IKE to the engine's owner (policed: each costs an allocation).
+    service_out: Sender<ServiceDatagram>,
+    service_bucket: TokenBucket,
+    /// What the owner sends (worker 0 only).
+    service_in: Option<Receiver<ServiceDatagram>>,
 }
 
 impl Worker {
@@ -311,8 +339,52 @@ impl Worker {
                 ports.drop_frame(desc);
             }
             Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, ingress, now),
+            Verdict::Service => {
+                let reason = if !self.service_bucket.take(now) {
+                    Some(DropReason::ServicePoliced)
+                } else {
+                    match service_datagram(ports.frame(&desc)) {
+                        Some(d) => self
+                            .service_out
+                            .try_send(d)
+                            .err()
+                            .map(|_| DropReason::ServiceQueueFull),
+                        None => Some(DropReason::ServiceQueueFull),
+                    }
+                };
+                if let Some(reason) = reason {
+                    self.pipeline.count_drop(ingress, reason);
+                }
+                ports.drop_frame(desc);
+            }
             Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
         }
+    }
+
+    /// Sends what the engine's owner queued (IKE), from our addresses,
+    /// routed like keepalives; a bounded number per timer tick.
+    fn send_services(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
+        let Some(rx) = self.service_in.take() else {
+            return;
+        };
+        for d in rx.try_iter().take(64) {
+            let Some(desc) = ports.alloc_frame() else {
+                break;
+            };
+            let pipeline = &mut self.pipeline;
+            let Some((desc, verdict)) = on_frame(ports, desc, |pkt| {
+                pipeline.udp_from_us(tables, d.local, d.remote, &d.payload, pkt)
+            }) else {
+                continue;
+            };
+            match verdict {
+                Verdict::Forward { port, neighbour } => {
+                    self.forward(ports, tables, desc, port, neighbour, now)
+                }
+                _ => ports.drop_frame(desc),
+            }
+        }
+        self.service_in = Some(rx);
     }
 
     /// Splits an IPv4 packet too big for its egress into fragments
@@ -559,6 +631,7 @@ impl Worker {
             self.solicit(ports, tables, *port, *target, *unicast);
         }
         self.send_keepalives(ports, tables, now);
+        self.send_services(ports, tables, now);
         // Host path: frames the kernel sends through a TAP leave by its port.
         for (port, tap) in taps.iter().enumerate() {
             let Some(tap) = tap else { continue };

@@ -3,7 +3,7 @@
 //! written, and the outer packet routed out of a port. NAT-keepalives
 //! (RFC 3948 §2.3) take the same way out.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV4};
 use std::time::Instant;
 
 use strait_esp::{DropReason as EspDrop, OuterHeader, OuterIpv4, UdpEncap};
@@ -84,27 +84,46 @@ impl<P> Pipeline<P> {
         let Some(src_port) = tun.local_port else {
             return Verdict::Consumed;
         };
+        let (dst, dst_port) = tun.peer();
+        let from = SocketAddrV4::new(tun.local, src_port);
+        let to = SocketAddrV4::new(dst, dst_port);
+        self.udp_from_us(t, from, to, &[strait_esp::KEEPALIVE_PAYLOAD], pkt)
+    }
+
+    /// Turns the (empty) window into a UDP datagram from one of our
+    /// addresses (`from`) carrying `payload` (IKE, keepalives) and routes
+    /// it as the tunnels' outer packets are.
+    pub fn udp_from_us(
+        &mut self,
+        t: &Tables,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        payload: &[u8],
+        pkt: &mut PacketBuf<'_>,
+    ) -> Verdict {
         let start = pkt.start();
-        if !pkt.set_window(start, 1) {
+        if payload.is_empty() || !pkt.set_window(start, payload.len()) {
             return Verdict::Drop(DropReason::NoHeadroom);
         }
-        pkt.data_mut()[0] = strait_esp::KEEPALIVE_PAYLOAD;
-        let (dst, dst_port) = tun.peer();
+        pkt.data_mut().copy_from_slice(payload);
         let header = OuterHeader::V4(OuterIpv4 {
-            src: tun.local,
-            dst,
+            src: *from.ip(),
+            dst: *to.ip(),
             ttl: 64,
             tos: 0,
             ident: 0,
             dont_fragment: true,
-            udp: Some(UdpEncap { src_port, dst_port }),
+            udp: Some(UdpEncap {
+                src_port: from.port(),
+                dst_port: to.port(),
+            }),
         });
         let (buf, start, end) = pkt.raw_mut();
         let Ok(outer) = header.write(buf, start..end) else {
             return Verdict::Drop(DropReason::NoHeadroom);
         };
         pkt.set_window(outer.start, outer.len());
-        match route::outer(t, IpAddr::V4(dst)) {
+        match route::outer(t, IpAddr::V4(*to.ip())) {
             Some((port, neighbour)) => Verdict::Forward { port, neighbour },
             None => Verdict::Drop(DropReason::TunnelNoRoute),
         }

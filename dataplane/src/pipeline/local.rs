@@ -16,9 +16,13 @@ use crate::counters::DropReason;
 use crate::packet::PacketBuf;
 use crate::tables::Tables;
 
-/// Sends tunnel traffic to the ESP stage, the rest to the host.
+/// Sends IKE to the daemon (with `[ike]`), tunnel traffic to the ESP
+/// stage, the rest to the host.
 #[inline]
-pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>) -> Next<'t> {
+pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>, pkt: &PacketBuf<'_>) -> Next<'t> {
+    if t.services && cx.ip.proto == IpProtocol::UDP && cx.decap.is_none() && is_ike(cx, pkt) {
+        return Next::Done(Verdict::Service);
+    }
     let esp_candidate = cx.ip.dst.is_ipv4()
         && (cx.ip.proto == IpProtocol::UDP || cx.ip.proto == IpProtocol::ESP)
         && !t.tunnels.is_empty();
@@ -27,6 +31,17 @@ pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>) -> Next<'t> {
         (true, None) => Next::EspIn,
         // ESP inside ESP: never peel more than one layer.
         (true, Some(_)) => drop(DropReason::EspNested),
+    }
+}
+
+/// Whether the IPv4 UDP datagram at `cx.l3` is IKE.
+fn is_ike(cx: &Ctx<'_>, pkt: &PacketBuf<'_>) -> bool {
+    let Some(ip) = pkt.data().get(cx.l3..) else {
+        return false;
+    };
+    match Ipv4Packet::new_checked(ip) {
+        Ok(ip) if !ip.is_fragment() => crate::services::is_ike(ip.payload()),
+        _ => false,
     }
 }
 

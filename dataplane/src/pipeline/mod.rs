@@ -76,6 +76,10 @@ pub enum Verdict {
     Punt,
     /// Used up inside the pipeline (an ARP reply learned); free the frame.
     Consumed,
+    /// An IPv4 UDP datagram for one of the control plane's protocols
+    /// (IKE) addressed to us: hand it to the engine's owner
+    /// (`services.rs`).
+    Service,
     /// The window holds an IPv4 packet (TTL already decremented, DF clear)
     /// bigger than its egress MTU: split it with [`fragment_ipv4`] and send
     /// each fragment on.
@@ -350,7 +354,7 @@ impl<P> Pipeline<P> {
                 Next::Ipv6 => ipv6::check(self, t, &mut cx, pkt, now),
                 Next::NatIn => nat::inbound(self, t, &mut cx, pkt, now),
                 Next::Route => route::lookup(t, &cx),
-                Next::Local => local::deliver(t, &cx),
+                Next::Local => local::deliver(t, &cx, pkt),
                 Next::EspIn => esp_in::open(self, t, &mut cx, pkt, now),
                 Next::Host => local::host(self, t, &cx, pkt),
                 Next::Egress(hop) => route::egress(t, &cx, hop),

@@ -97,6 +97,8 @@ pub struct Tables {
     pub epoch: Instant,
     /// NAT rules, settings and the workers' session snapshots.
     pub nat: NatTables,
+    /// IKE to our addresses goes to the engine's owner (`[ike]` is set).
+    pub services: bool,
     /// Where configured keys' sequence positions are recorded (opened
     /// with the first tunnel, then carried from snapshot to snapshot).
     pub(crate) sa_store: Option<Arc<SaStore>>,
@@ -237,6 +239,7 @@ impl Tables {
             epoch,
             sa_store,
             sa_memory,
+            services: config.ike.is_some(),
         })
     }
 }

@@ -439,3 +439,45 @@ via = ["10.1.0.254"]
         Verdict::Drop(DropReason::SourceCheckFailed)
     );
 }
+
+#[test]
+fn ike_to_our_address_goes_to_the_daemon_only_with_ike_configured() {
+    let text = |ike: bool| {
+        format!(
+            "{}[[interface]]\nname = \"lan\"\naddresses = [\"10.1.0.1/24\"]\n\
+             [[interface]]\nname = \"wan\"\naddresses = [\"192.0.2.1/24\"]\n",
+            if ike {
+                "[ike]\nidentity = \"vcpe-1\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let (with, without) = (site(&text(true)), site(&text(false)));
+    let mut p = pipeline();
+    let udp_to = |dport: u16, payload: &[u8]| {
+        let mut f = udp_frame(
+            WAN_MAC,
+            ip("198.51.100.9"),
+            ip("192.0.2.1"),
+            64,
+            payload.len(),
+            false,
+        );
+        f[ETH_LEN + 22..ETH_LEN + 24].copy_from_slice(&dport.to_be_bytes());
+        f[ETH_LEN + 28..].copy_from_slice(payload);
+        // The UDP checksum is left stale: IKE is handed over as it came.
+        f
+    };
+    let ike500 = udp_to(500, &[7; 40]);
+    let ike4500 = udp_to(4500, &[0, 0, 0, 0, 7, 7, 7, 7]);
+    let esp4500 = udp_to(4500, &[0, 0, 1, 0, 0, 0, 0, 1]);
+    let other = udp_to(53, &[1; 12]);
+    assert_eq!(Frame::new(&ike500).run(&mut p, &with, 1), Verdict::Service);
+    assert_eq!(Frame::new(&ike4500).run(&mut p, &with, 1), Verdict::Service);
+    assert_ne!(Frame::new(&esp4500).run(&mut p, &with, 1), Verdict::Service);
+    assert_eq!(Frame::new(&other).run(&mut p, &with, 1), Verdict::Punt);
+    // Without [ike] the host stack gets it, as before.
+    assert_eq!(Frame::new(&ike500).run(&mut p, &without, 1), Verdict::Punt);
+    assert_eq!(Frame::new(&ike4500).run(&mut p, &without, 1), Verdict::Punt);
+}

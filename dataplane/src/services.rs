@@ -1,0 +1,63 @@
+//! Datagrams of the control plane's own protocols: IKE (RFC 7296) on UDP
+//! 500, and on 4500 behind the non-ESP marker (RFC 3948 §2.2).
+//!
+//! With `[ike]` configured, a worker hands IKE addressed to one of our
+//! addresses to the engine's owner through a bounded queue instead of the
+//! host stack (policed per worker, counted when refused), and worker 0
+//! sends what the owner answers from our addresses, routed by the
+//! dataplane's own tables like a NAT-keepalive. The key exchange then
+//! needs neither the TAP devices nor kernel routes, and follows exactly
+//! the path its ESP will take.
+
+use std::net::SocketAddrV4;
+
+use crossbeam::channel::{bounded, Receiver, Sender};
+
+/// The IKE port (RFC 7296 §2).
+pub const IKE_PORT: u16 = 500;
+/// Datagrams waiting in each direction at most; more are dropped.
+pub const QUEUE: usize = 1024;
+/// IKE datagrams per second each worker hands over at most, and the burst.
+pub const RATE: (u32, u32) = (2_000, 200);
+
+/// One UDP payload to or from one of our addresses. On port 4500 the
+/// payload starts with the non-ESP marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDatagram {
+    /// Our address and port.
+    pub local: SocketAddrV4,
+    /// The peer's.
+    pub remote: SocketAddrV4,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Both queues: workers → owner, owner → worker 0.
+#[derive(Debug)]
+pub(crate) struct ServiceQueues {
+    pub(crate) to_owner: (Sender<ServiceDatagram>, Receiver<ServiceDatagram>),
+    pub(crate) to_worker: (Sender<ServiceDatagram>, Receiver<ServiceDatagram>),
+}
+
+impl ServiceQueues {
+    pub(crate) fn new() -> Self {
+        ServiceQueues {
+            to_owner: bounded(QUEUE),
+            to_worker: bounded(QUEUE),
+        }
+    }
+}
+
+/// Whether `udp` (a UDP header and payload, to one of our addresses) is
+/// IKE: port 500, or 4500 with the non-ESP marker.
+#[inline]
+pub(crate) fn is_ike(udp: &[u8]) -> bool {
+    let Some(dport) = udp.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]])) else {
+        return false;
+    };
+    match dport {
+        IKE_PORT => true,
+        strait_esp::NAT_T_PORT => udp.get(8..12) == Some(&strait_esp::NON_ESP_MARKER[..]),
+        _ => false,
+    }
+}
