@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod events;
+pub mod ike;
 pub mod metrics;
 pub mod privileges;
 pub mod server;

@@ -84,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Arc::clone(&stop),
     )
     .with_context(|| format!("control socket {}", args.control.display()))?;
+    let ike_thread = strait_daemon::ike::start(Arc::clone(&engine), Arc::clone(&stop))?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
             strait_daemon::metrics::serve(
@@ -149,6 +150,9 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     let _ = control_thread.join();
+    if let Some(t) = ike_thread {
+        let _ = t.join();
+    }
     if let Some(t) = metrics_thread {
         let _ = t.join();
     }

@@ -1,0 +1,515 @@
+//! The IKEv2 runtime (RFC 7296): drives the sans-I/O `strait-ike` core
+//! with the IKE datagrams the engine hands over (`Engine::service_datagrams`),
+//! sends its answers through the engine (`Engine::send_service`), and turns
+//! what it negotiates into tunnels of the engine's overlay, so a reload of
+//! the file keeps them.
+//!
+//! * A **device** (`[[ike.peer]]`) registers with its hub under its serial
+//!   number and key, re-registering with backoff when the hub is
+//!   unreachable, refuses it or is declared dead. Until its tunnel is up,
+//!   the hub's prefixes are blackholed: traffic meant for the tunnel is
+//!   dropped, never sent in clear by the default route.
+//! * A **hub** (`[[ike.device]]`) accepts the devices of its registry: the
+//!   serial must be known and the key right (else AUTHENTICATION_FAILED,
+//!   logged with the serial and source, and nothing kept); each accepted
+//!   device gets a tunnel `site-NAME` carrying the prefixes the registry
+//!   lets it claim, which goes when the device does.
+//!
+//! One thread, woken by the next datagram or the core's next deadline.
+//! CHILD SAs are not rekeyed yet (the core refuses CREATE_CHILD_SA): a
+//! device that loses its IKE SA registers again and its tunnel is replaced.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use strait_dataplane::{
+    Engine, IkeConfig, IkeDeviceConfig, IkePeerConfig, Overlay, RouteConfig, SaEntryConfig, Secret,
+    ServiceDatagram, TunnelConfig,
+};
+use strait_ike::{
+    CipherSuite, CloseReason, Event, Identity, Ike, IkeSaId, Output, PeerConfig, PeerEntry,
+    TrafficSelector,
+};
+
+/// UDP-encapsulated ESP (RFC 3948).
+const NAT_T_PORT: u16 = 4500;
+
+/// First wait before registering again; doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Longest sleep without a datagram (the core's deadlines come sooner).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Reads a key file: its content without surrounding white space.
+fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("key file {}", path.display()))?;
+    let key = text.trim().as_bytes().to_vec();
+    if key.is_empty() {
+        bail!("key file {} is empty", path.display());
+    }
+    Ok(key)
+}
+
+/// The traffic selectors of a list of prefixes (`addr/len`).
+fn selectors(prefixes: &[String]) -> anyhow::Result<Vec<TrafficSelector>> {
+    prefixes
+        .iter()
+        .map(|p| {
+            let (addr, len) = p
+                .split_once('/')
+                .ok_or_else(|| anyhow!("prefix {p}: expected ADDRESS/LENGTH"))?;
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| anyhow!("prefix {p}: bad address"))?;
+            let len: u8 = len.parse().map_err(|_| anyhow!("prefix {p}: bad length"))?;
+            TrafficSelector::prefix(addr, len).ok_or_else(|| anyhow!("prefix {p}: bad length"))
+        })
+        .collect()
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cipher_name(c: CipherSuite) -> &'static str {
+    match c {
+        CipherSuite::Aes128Gcm => "aes128-gcm",
+        CipherSuite::Aes256Gcm => "aes256-gcm",
+        CipherSuite::ChaCha20Poly1305 => "chacha20-poly1305",
+    }
+}
+
+/// One direction's negotiated SA as the engine takes it.
+fn negotiated_sa(spi: u32, cipher: CipherSuite, key: &[u8], esn: bool) -> SaEntryConfig {
+    SaEntryConfig {
+        spi,
+        cipher: cipher_name(cipher).into(),
+        key: Secret(hex(key)),
+        esn,
+        replay_window: None,
+        soft_seconds: 0,
+        hard_seconds: 0,
+        soft_bytes: 0,
+        hard_bytes: 0,
+        negotiated: true,
+    }
+}
+
+/// A hub this device registers with.
+struct Hub {
+    config: IkePeerConfig,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    ts: Vec<TrafficSelector>,
+    /// The IKE SA in progress or established.
+    sa: Option<IkeSaId>,
+    /// Its tunnel, once up.
+    tunnel: Option<TunnelConfig>,
+    next_attempt: Duration,
+    backoff: Duration,
+}
+
+/// A registered device's tunnel on the hub.
+struct Site {
+    serial: String,
+    tunnel: TunnelConfig,
+}
+
+struct Runtime {
+    engine: Arc<Engine>,
+    ike: Ike,
+    psk: Vec<u8>,
+    hubs: Vec<Hub>,
+    devices: HashMap<String, IkeDeviceConfig>,
+    /// Hub side: the identity each IKE SA authenticated, and its site.
+    peers: HashMap<IkeSaId, String>,
+    sites: HashMap<IkeSaId, Site>,
+    /// The last identity the registry was asked about (for the log line
+    /// of a refusal).
+    last_lookup: Arc<std::sync::Mutex<Option<(String, bool)>>>,
+    epoch: Instant,
+}
+
+/// Starts the runtime when `[ike]` is configured.
+pub fn start(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(cfg) = engine.config().ike else {
+        return Ok(None);
+    };
+    let mut runtime = Runtime::new(Arc::clone(&engine), &cfg)?;
+    let thread = std::thread::Builder::new()
+        .name("strait-ike".into())
+        .spawn(move || runtime.run(&stop))
+        .context("IKE thread")?;
+    Ok(Some(thread))
+}
+
+impl Runtime {
+    fn new(engine: Arc<Engine>, cfg: &IkeConfig) -> anyhow::Result<Runtime> {
+        let psk = match &cfg.key_file {
+            Some(path) => read_key(path)?,
+            None if cfg.peer.is_empty() => Vec::new(),
+            None => bail!("[ike]: key_file is needed to register with a hub"),
+        };
+        let mut devices = HashMap::new();
+        let mut keys = HashMap::new();
+        for d in &cfg.device {
+            if devices.insert(d.serial.clone(), d.clone()).is_some() {
+                bail!("[[ike.device]] serial {} listed twice", d.serial);
+            }
+            selectors(&d.prefixes).with_context(|| format!("device {}", d.serial))?;
+            keys.insert(d.serial.clone(), read_key(&d.key_file)?);
+        }
+        let mut hubs = Vec::new();
+        for p in &cfg.peer {
+            let parse = |s: &str, what: &str| -> anyhow::Result<Ipv4Addr> {
+                s.parse().map_err(|_| {
+                    anyhow!(
+                        "[[ike.peer]] {}: {what} {s:?} is not an IPv4 address",
+                        p.name
+                    )
+                })
+            };
+            hubs.push(Hub {
+                local: parse(&p.local, "local")?,
+                remote: parse(&p.remote, "remote")?,
+                ts: selectors(&p.prefixes).with_context(|| format!("peer {}", p.name))?,
+                config: p.clone(),
+                sa: None,
+                tunnel: None,
+                next_attempt: Duration::ZERO,
+                backoff: RETRY_FIRST,
+            });
+        }
+        let mut config = strait_ike::Config::new(Identity::Fqdn(cfg.identity.clone()));
+        let local_prefixes: Vec<String> = cfg
+            .peer
+            .iter()
+            .flat_map(|p| p.local_prefixes.iter().cloned())
+            .collect();
+        if !local_prefixes.is_empty() {
+            config.local_ts = selectors(&local_prefixes)?;
+        }
+        config.dpd_interval = (cfg.dpd_seconds > 0).then(|| Duration::from_secs(cfg.dpd_seconds));
+        let last_lookup = Arc::new(std::sync::Mutex::new(None));
+        let seen = Arc::clone(&last_lookup);
+        let registry = devices.clone();
+        let directory = move |id: &Identity| {
+            let Identity::Fqdn(serial) = id else {
+                return None;
+            };
+            let entry = registry.get(serial).and_then(|d: &IkeDeviceConfig| {
+                Some(PeerEntry {
+                    psk: keys.get(serial)?.clone(),
+                    remote_ts: selectors(&d.prefixes).ok()?,
+                })
+            });
+            if let Ok(mut last) = seen.lock() {
+                *last = Some((serial.clone(), entry.is_some()));
+            }
+            entry
+        };
+        let ike = Ike::new(config, Box::new(directory)).map_err(|e| anyhow!("[ike]: {e}"))?;
+        let runtime = Runtime {
+            engine,
+            ike,
+            psk,
+            hubs,
+            devices,
+            peers: HashMap::new(),
+            sites: HashMap::new(),
+            last_lookup,
+            epoch: Instant::now(),
+        };
+        runtime.publish();
+        Ok(runtime)
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let rx = self.engine.service_datagrams();
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.epoch.elapsed();
+            self.register(now);
+            let mut wait = TICK;
+            if let Some(at) = self.ike.wake_at() {
+                wait = wait.min(at.saturating_sub(now));
+            }
+            for hub in self.hubs.iter().filter(|h| h.sa.is_none()) {
+                wait = wait.min(hub.next_attempt.saturating_sub(now));
+            }
+            let first = rx.recv_timeout(wait.max(Duration::from_millis(1))).ok();
+            let now = self.epoch.elapsed();
+            for d in first.into_iter().chain(rx.try_iter().take(256)) {
+                let outs = self.ike.handle_datagram(
+                    now,
+                    SocketAddr::V4(d.remote),
+                    SocketAddr::V4(d.local),
+                    &d.payload,
+                );
+                self.carry_out(outs, Some(d.remote));
+            }
+            let outs = self.ike.poll(now);
+            self.carry_out(outs, None);
+        }
+        // Tell the peers, best effort: the engine stops right after.
+        let now = self.epoch.elapsed();
+        let ids: Vec<IkeSaId> = self
+            .hubs
+            .iter()
+            .filter_map(|h| h.sa)
+            .chain(self.sites.keys().copied())
+            .collect();
+        for id in ids {
+            if let Ok(outs) = self.ike.close(now, id) {
+                self.carry_out(outs, None);
+            }
+        }
+    }
+
+    /// Starts registering with every hub that has no IKE SA and is due.
+    fn register(&mut self, now: Duration) {
+        for i in 0..self.hubs.len() {
+            let hub = &self.hubs[i];
+            if hub.sa.is_some() || now < hub.next_attempt {
+                continue;
+            }
+            let peer = PeerConfig {
+                local: SocketAddr::V4(SocketAddrV4::new(hub.local, strait_dataplane::IKE_PORT)),
+                remote: SocketAddr::V4(SocketAddrV4::new(hub.remote, strait_dataplane::IKE_PORT)),
+                psk: self.psk.clone(),
+                remote_id: hub.config.remote_identity.clone().map(Identity::Fqdn),
+                remote_ts: hub.ts.clone(),
+            };
+            match self.ike.initiate(now, peer) {
+                Ok((id, outs)) => {
+                    tracing::info!(peer = %self.hubs[i].config.name, remote = %self.hubs[i].remote, "registering");
+                    self.hubs[i].sa = Some(id);
+                    self.carry_out(outs, None);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %self.hubs[i].config.name, error = %e, "cannot register");
+                    self.retry_later(i, now);
+                }
+            }
+        }
+    }
+
+    fn retry_later(&mut self, i: usize, now: Duration) {
+        let hub = &mut self.hubs[i];
+        hub.sa = None;
+        hub.next_attempt = now + hub.backoff;
+        hub.backoff = (hub.backoff * 2).min(RETRY_MAX);
+    }
+
+    fn carry_out(&mut self, outs: Vec<Output>, from: Option<SocketAddrV4>) {
+        let mut changed = false;
+        for out in outs {
+            match out {
+                Output::Send(d) => {
+                    let (Some(local), Some(remote)) = (v4(d.local), v4(d.remote)) else {
+                        continue;
+                    };
+                    let sent = self.engine.send_service(ServiceDatagram {
+                        local,
+                        remote,
+                        payload: d.bytes,
+                    });
+                    if !sent {
+                        tracing::warn!(%remote, "IKE datagram dropped: the send queue is full");
+                    }
+                }
+                Output::Event(e) => changed |= self.event(e, from),
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Acts on one event; true when the overlay changed.
+    fn event(&mut self, e: Event, from: Option<SocketAddrV4>) -> bool {
+        let now = self.epoch.elapsed();
+        match e {
+            Event::IkeSaEstablished {
+                ike_sa,
+                initiator,
+                peer_id,
+                remote,
+                nat_detected,
+                ..
+            } => {
+                if !initiator {
+                    if let Identity::Fqdn(serial) = &peer_id {
+                        self.peers.insert(ike_sa, serial.clone());
+                    }
+                }
+                tracing::info!(peer = ?peer_id, %remote, nat_detected, "IKE SA established");
+                false
+            }
+            Event::ChildSaReady {
+                ike_sa,
+                spi_in,
+                spi_out,
+                keys_in,
+                keys_out,
+                cipher,
+                esn,
+                remote,
+                udp_encap,
+                ..
+            } => {
+                let Some(remote) = v4(remote) else {
+                    return false;
+                };
+                let outbound = negotiated_sa(spi_out, cipher, keys_out.as_bytes(), esn);
+                let inbound = negotiated_sa(spi_in, cipher, keys_in.as_bytes(), esn);
+                let encap = if udp_encap {
+                    strait_dataplane::EncapConfig::Udp
+                } else {
+                    strait_dataplane::EncapConfig::Esp
+                };
+                if let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) {
+                    tracing::info!(peer = %hub.config.name, spi_in, spi_out, "registered: tunnel up");
+                    hub.backoff = RETRY_FIRST;
+                    hub.tunnel = Some(TunnelConfig {
+                        name: hub.config.name.clone(),
+                        local: hub.config.local.clone(),
+                        remote: remote.ip().to_string(),
+                        float: false,
+                        encap,
+                        local_port: NAT_T_PORT,
+                        remote_port: remote.port(),
+                        prefixes: hub.config.prefixes.clone(),
+                        local_prefixes: hub.config.local_prefixes.clone(),
+                        mtu: None,
+                        mss_clamp: true,
+                        keepalive: if udp_encap { 10 } else { 0 },
+                        outbound,
+                        inbound,
+                        inbound_extra: Vec::new(),
+                        spans: Default::default(),
+                    });
+                    return true;
+                }
+                let Some(serial) = self.peers.get(&ike_sa).cloned() else {
+                    return false;
+                };
+                let Some(device) = self.devices.get(&serial) else {
+                    return false;
+                };
+                let name = format!("site-{}", device.site);
+                // The same site registering again replaces its tunnel.
+                self.sites.retain(|_, s| s.tunnel.name != name);
+                tracing::info!(serial = %serial, site = %device.site, %remote, spi_in, spi_out, "device registered: tunnel up");
+                self.sites.insert(
+                    ike_sa,
+                    Site {
+                        serial,
+                        tunnel: TunnelConfig {
+                            name,
+                            local: device.local.clone(),
+                            remote: remote.ip().to_string(),
+                            float: true,
+                            encap,
+                            local_port: NAT_T_PORT,
+                            remote_port: remote.port(),
+                            prefixes: device.prefixes.clone(),
+                            local_prefixes: Vec::new(),
+                            mtu: None,
+                            mss_clamp: true,
+                            keepalive: 0,
+                            outbound,
+                            inbound,
+                            inbound_extra: Vec::new(),
+                            spans: Default::default(),
+                        },
+                    },
+                );
+                true
+            }
+            Event::ChildSaRefused { ike_sa, notify } => {
+                tracing::warn!(?ike_sa, notify, "CHILD SA refused");
+                false
+            }
+            Event::ChildSaDeleted { ike_sa, .. } => self.gone(ike_sa, now, "CHILD SA deleted"),
+            Event::IkeSaClosed { ike_sa, reason } => {
+                let registering = self.hubs.iter().position(|h| h.sa == Some(ike_sa));
+                if reason == CloseReason::AuthenticationFailed
+                    && registering.is_none()
+                    && !self.peers.contains_key(&ike_sa)
+                {
+                    let (serial, known) = self
+                        .last_lookup
+                        .lock()
+                        .ok()
+                        .and_then(|l| l.clone())
+                        .unwrap_or_default();
+                    let why = if known { "wrong key" } else { "unknown serial" };
+                    let source = from.map(|a| a.to_string()).unwrap_or_default();
+                    tracing::warn!(serial = %serial, source = %source, reason = why, "device refused");
+                }
+                let changed = self.gone(ike_sa, now, &format!("{reason:?}"));
+                self.peers.remove(&ike_sa);
+                changed
+            }
+        }
+    }
+
+    /// The IKE SA `ike_sa` (or its CHILD SA) is gone: its tunnel goes; a
+    /// device registers again later.
+    fn gone(&mut self, ike_sa: IkeSaId, now: Duration, why: &str) -> bool {
+        if let Some(i) = self.hubs.iter().position(|h| h.sa == Some(ike_sa)) {
+            let hub = &self.hubs[i];
+            tracing::warn!(peer = %hub.config.name, why, "tunnel down: registering again");
+            let had = hub.tunnel.is_some();
+            self.hubs[i].tunnel = None;
+            self.retry_later(i, now);
+            return had;
+        }
+        if let Some(site) = self.sites.remove(&ike_sa) {
+            tracing::warn!(serial = %site.serial, site = %site.tunnel.name, why, "device gone: tunnel down");
+            return true;
+        }
+        false
+    }
+
+    /// Gives the engine the tunnels up now, and blackholes for the hubs'
+    /// prefixes while their tunnels are down.
+    fn publish(&self) {
+        let mut overlay = Overlay::default();
+        for hub in &self.hubs {
+            match &hub.tunnel {
+                Some(t) => overlay.tunnels.push(t.clone()),
+                None => overlay
+                    .routes
+                    .extend(hub.config.prefixes.iter().map(|p| RouteConfig {
+                        prefix: p.clone(),
+                        via: Vec::new(),
+                        dev: None,
+                        kind: Some("blackhole".into()),
+                        spans: Default::default(),
+                    })),
+            }
+        }
+        let mut sites: Vec<&Site> = self.sites.values().collect();
+        sites.sort_by(|a, b| a.tunnel.name.cmp(&b.tunnel.name));
+        overlay
+            .tunnels
+            .extend(sites.iter().map(|s| s.tunnel.clone()));
+        if let Err(e) = self.engine.set_overlay(overlay) {
+            tracing::error!(error = %e, "negotiated tunnels not applied");
+        }
+    }
+}
