@@ -639,12 +639,16 @@ impl SoakResults {
                 String::new()
             } else {
                 format!(
-                    " (intervals {})",
+                    " ({})",
                     self.unexplained_loss
                         .iter()
-                        .map(usize::to_string)
+                        .filter_map(|&i| self.intervals.get(i))
+                        .map(|i| format!(
+                            "interval {}: {} lost, box shared {:.0} %",
+                            i.index, i.lost, i.foreign_pct
+                        ))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join("; ")
                 )
             }
         );
