@@ -622,6 +622,8 @@ fn show_drops(engine: &Engine, json: bool) -> String {
 
 fn show_workers(engine: &Engine, json: bool) -> String {
     let per = engine.worker_counters();
+    let pools = engine.worker_pools();
+    let pool = |i: usize| pools.get(i).copied().unwrap_or_default();
     if json {
         let v: Vec<_> = per
             .iter()
@@ -634,23 +636,26 @@ fn show_workers(engine: &Engine, json: bool) -> String {
                     "tx_packets": ports.iter().map(|c| c.tx_packets).sum::<u64>(),
                     "tx_bytes": ports.iter().map(|c| c.tx_bytes).sum::<u64>(),
                     "dropped": ports.iter().map(|c| c.total_drops()).sum::<u64>(),
+                    "umem_frames": pool(i).frames,
+                    "umem_free": pool(i).free,
                 })
             })
             .collect();
         return format!("{}\n", serde_json::Value::Array(v));
     }
     let mut s = format!(
-        "{:<8} {:>12} {:>12} {:>10}\n",
-        "worker", "rx packets", "tx packets", "dropped"
+        "{:<8} {:>12} {:>12} {:>10} {:>15}\n",
+        "worker", "rx packets", "tx packets", "dropped", "frames free"
     );
     for (i, ports) in per.iter().enumerate() {
         let _ = writeln!(
             s,
-            "{:<8} {:>12} {:>12} {:>10}",
+            "{:<8} {:>12} {:>12} {:>10} {:>15}",
             i,
             ports.iter().map(|c| c.rx_packets).sum::<u64>(),
             ports.iter().map(|c| c.tx_packets).sum::<u64>(),
-            ports.iter().map(|c| c.total_drops()).sum::<u64>()
+            ports.iter().map(|c| c.total_drops()).sum::<u64>(),
+            format!("{}/{}", pool(i).free, pool(i).frames),
         );
     }
     for line in engine.bind_reports() {

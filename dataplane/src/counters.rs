@@ -389,6 +389,20 @@ const SLOTS: usize = SCALARS + DropReason::COUNT;
 #[derive(Debug)]
 pub struct SharedCounters {
     ports: Box<[[AtomicU64; SLOTS]]>,
+    /// The worker's UMEM: frames in all, frames in its free pool (not on a
+    /// fill ring, in a ring of the kernel's or held by the worker).
+    pool: [AtomicU64; 2],
+}
+
+/// How many of a worker's UMEM frames are free, published with its
+/// counters: a frame that never comes back shows as a free count that
+/// falls over time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolGauge {
+    /// Frames in the worker's UMEM.
+    pub frames: u64,
+    /// Frames in its free pool when last published.
+    pub free: u64,
 }
 
 impl SharedCounters {
@@ -398,6 +412,21 @@ impl SharedCounters {
             ports: (0..ports)
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
+            pool: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// Publishes the free-pool gauge (owner only).
+    pub fn publish_pool(&self, gauge: PoolGauge) {
+        self.pool[0].store(gauge.frames, Ordering::Relaxed);
+        self.pool[1].store(gauge.free, Ordering::Relaxed);
+    }
+
+    /// The last published free-pool gauge.
+    pub fn pool(&self) -> PoolGauge {
+        PoolGauge {
+            frames: self.pool[0].load(Ordering::Relaxed),
+            free: self.pool[1].load(Ordering::Relaxed),
         }
     }
 
@@ -509,6 +538,13 @@ mod tests {
         assert_eq!(read.drops[DropReason::BadChecksum as usize], 2);
         assert_eq!(shared.read(0), PortCounters::default());
         assert_eq!(shared.read(9), PortCounters::default());
+        assert_eq!(shared.pool(), PoolGauge::default());
+        let gauge = PoolGauge {
+            frames: 4096,
+            free: 1000,
+        };
+        shared.publish_pool(gauge);
+        assert_eq!(shared.pool(), gauge);
         let mut sum = read;
         sum.add(&read);
         assert_eq!(sum.rx_packets, 14);

@@ -24,7 +24,7 @@ use strait_xdp::{
 use crate::config::{
     BindConfig, Config, ConfigError, NatRuleConfig, RekeyStep, RouteConfig, XdpModeConfig,
 };
-use crate::counters::{PortCounters, SharedCounters};
+use crate::counters::{PoolGauge, PortCounters, SharedCounters};
 use crate::events::{self, EngineEvent};
 use crate::punt::HostTap;
 use crate::services::{ServiceDatagram, ServiceQueues};
@@ -738,6 +738,11 @@ impl Engine {
             .iter()
             .map(|w| (0..n).map(|i| w.counters.read(i)).collect())
             .collect()
+    }
+
+    /// Every worker's UMEM free-pool gauge (≤ 50 ms old).
+    pub fn worker_pools(&self) -> Vec<PoolGauge> {
+        self.workers.iter().map(|w| w.counters.pool()).collect()
     }
 
     /// Every worker's neighbour cache (≤ 500 ms old).

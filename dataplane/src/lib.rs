@@ -41,7 +41,7 @@ pub use config::{
     NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
     PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
 };
-pub use counters::{DropReason, PortCounters, Stage};
+pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
 pub use engine::{Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelSas};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;

@@ -19,7 +19,7 @@ use strait_wire::EtherType;
 use strait_xdp::{FrameBatch, FrameDesc, PortId, PortSet};
 
 use crate::config::PollConfig;
-use crate::counters::{DropReason, SharedCounters};
+use crate::counters::{DropReason, PoolGauge, SharedCounters};
 use crate::events::EventSender;
 use crate::neigh::{RefuseReason, Resolution, TimerAction};
 use crate::packet::PacketBuf;
@@ -673,5 +673,10 @@ impl Worker {
             }
         }
         shared.publish(&self.pipeline.counters);
+        let umem = ports.umem();
+        shared.publish_pool(PoolGauge {
+            frames: u64::from(umem.config().frame_count),
+            free: umem.pool().len() as u64,
+        });
     }
 }

@@ -1,6 +1,7 @@
 //! `strait-bench`: the end-to-end benchmark. It parses the command line
 //! and runs the parts named by `--only` one after the other
-//! ([`strait_bench::harness::parts`]: plain forwarding, ESP, NAT, peers),
+//! ([`strait_bench::harness::parts`]: plain forwarding, ESP, NAT, peers,
+//! soak),
 //! then writes the tables, JSON and charts of every figure.
 //!
 //! Every figure is the median and range of `--reps` trials. Run it through
@@ -16,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::Binaries;
 use strait_bench::harness::host::utc_stamp;
-use strait_bench::harness::parts::{Bench, Poll, Settings};
+use strait_bench::harness::parts::{Bench, Poll, Settings, SoakPlan};
 use strait_bench::harness::trial::{Plan, ReceiverKind, SearchPlan, SenderKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +30,9 @@ enum Part {
     Nat,
     /// Site to site: Strait vs wireguard-go and boringtun as the gateways.
     Peers,
+    /// Site to site + hub SNAT for --soak-minutes under IMIX, with route
+    /// changes, reloads and rekeys: memory, frame pool, loss over time.
+    Soak,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,7 +61,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Parts to run (default: forward,esp; nat and peers add about 5
-    /// minutes each and run only when named).
+    /// minutes each, soak --soak-minutes; they run only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
     /// Repetitions of every figure.
@@ -132,6 +136,25 @@ struct Args {
     /// before starting; 0 disables the wait.
     #[arg(long, default_value_t = 1.0)]
     idle_load: f64,
+    /// Soak: length of the run, minutes.
+    #[arg(long, default_value_t = 30.0)]
+    soak_minutes: f64,
+    /// Soak: measured seconds per interval.
+    #[arg(long, default_value_t = 10.0)]
+    soak_interval: f64,
+    /// Soak: offered rate as a fraction of the IMIX NDR found at the start.
+    #[arg(long, default_value_t = 0.25)]
+    soak_load: f64,
+    /// Soak: a fixed offered rate in pps (skips the NDR search).
+    #[arg(long)]
+    soak_pps: Option<f64>,
+    /// Soak: every Nth interval carries a change (route add/del, reload,
+    /// rekey in turn); 0: no changes.
+    #[arg(long, default_value_t = 3)]
+    soak_change_every: usize,
+    /// Soak: distinct UDP flows (each a NAT session at the hub).
+    #[arg(long, default_value_t = 64)]
+    soak_flows: u16,
 }
 
 fn main() -> Result<()> {
@@ -207,6 +230,14 @@ fn main() -> Result<()> {
         topologies: args.topologies,
         peers_cache: args.peers_cache,
         idle_load: args.idle_load,
+        soak: SoakPlan {
+            minutes: args.soak_minutes,
+            interval_s: args.soak_interval.max(1.0),
+            load: args.soak_load,
+            pps: args.soak_pps,
+            change_every: args.soak_change_every,
+            flows: args.soak_flows.max(1),
+        },
     };
     let mut bench = Bench::new(settings, plan, bins, out, tcp_secs);
     bench.wait_idle();
@@ -223,6 +254,7 @@ fn main() -> Result<()> {
             Part::Esp => bench.esp(),
             Part::Nat => bench.nat(),
             Part::Peers => bench.peers(),
+            Part::Soak => bench.soak(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");

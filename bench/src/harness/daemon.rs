@@ -44,6 +44,23 @@ pub struct Straitd {
     control: PathBuf,
     straitctl: PathBuf,
     name: String,
+    /// The configuration file it reads (and rereads on `reload`).
+    config: PathBuf,
+    /// Its SA state directory, named in every version of the file.
+    state: PathBuf,
+}
+
+/// `config` with `state_dir = "<state>"` as the first line of `[engine]`
+/// (a section of its own when there is none).
+fn with_state_dir(config: &str, state: &Path) -> String {
+    let line = format!("state_dir = \"{}\"\n", state.display());
+    match config.find("[engine]\n") {
+        Some(at) => {
+            let at = at + "[engine]\n".len();
+            format!("{}{line}{}", &config[..at], &config[at..])
+        }
+        None => format!("[engine]\n{line}{config}"),
+    }
 }
 
 /// How long a daemon may take to open its control socket.
@@ -63,14 +80,7 @@ impl Straitd {
         // each case's peers (the generator among them) seal from 1.
         let state = dir.join(format!("{name}.state"));
         let _ = std::fs::remove_dir_all(&state);
-        let line = format!("state_dir = \"{}\"\n", state.display());
-        let config = match config.find("[engine]\n") {
-            Some(at) => {
-                let at = at + "[engine]\n".len();
-                format!("{}{line}{}", &config[..at], &config[at..])
-            }
-            None => format!("[engine]\n{line}{config}"),
-        };
+        let config = with_state_dir(config, &state);
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, &config).with_context(|| format!("writing {}", path.display()))?;
         let control = dir.join(format!("{name}.sock"));
@@ -95,6 +105,8 @@ impl Straitd {
             control,
             straitctl: bins.straitctl.clone(),
             name: name.to_owned(),
+            config: path,
+            state,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -144,6 +156,46 @@ impl Straitd {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `straitctl <command>` with `input` on its standard input (a key
+    /// given as `key=-`, never on the command line) and returns its output.
+    pub fn query_with_input(&self, command: &str, input: &str) -> Result<String> {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.straitctl)
+            .arg("--socket")
+            .arg(&self.control)
+            .args(command.split_whitespace())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "straitctl {command} ({}): {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Replaces the daemon's configuration file with `config` (its state
+    /// directory kept) and has it reload the file (`straitctl reload`).
+    pub fn reload_with(&self, config: &str) -> Result<String> {
+        let text = with_state_dir(config, &self.state);
+        std::fs::write(&self.config, text)
+            .with_context(|| format!("writing {}", self.config.display()))?;
+        self.query("reload")
+    }
+
+    /// Resident memory of the daemon, KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        vm_rss_kib(self.pid())
+    }
+
     /// `show <what> --json`, parsed.
     pub fn show_json(&self, what: &str) -> Result<serde_json::Value> {
         let text = self.query(&format!("show {what} --json"))?;
@@ -159,6 +211,18 @@ impl Straitd {
     pub fn worker_sched(&self) -> Option<SchedTime> {
         sched_time(self.pid(), "strait-w")
     }
+}
+
+/// `VmRSS` of `/proc/<pid>/status`, KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Time threads spent running and runnable-but-waiting for a CPU
@@ -215,6 +279,24 @@ impl Drop for Straitd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_dir_is_the_first_line_of_engine() {
+        let state = Path::new("/tmp/x.state");
+        assert_eq!(
+            with_state_dir("[engine]\nworkers = 1\n", state),
+            "[engine]\nstate_dir = \"/tmp/x.state\"\nworkers = 1\n"
+        );
+        assert_eq!(
+            with_state_dir("[[interface]]\n", state),
+            "[engine]\nstate_dir = \"/tmp/x.state\"\n[[interface]]\n"
+        );
+    }
+
+    #[test]
+    fn own_resident_memory_is_read() {
+        assert!(vm_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
 
     #[test]
     fn on_cpu_share() {

@@ -15,7 +15,7 @@ use super::stats::Spread;
 use super::tunnel::{OpeningRx, SealingTx, TunnelLeg, TunnelPortStats, SEAL_OVERHEAD};
 use crate::gen::{
     in_netns, run_trial, AfPacketRx, AfPacketTx, CdfPoint, FlowSpec, Rate, RateSearch, Report,
-    RxPort, SearchConfig, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
+    RxPort, SearchConfig, SizeMix, TrafficSpec, TxPort, XdpRx, XdpTx, FCS_LEN,
 };
 use crate::sys;
 
@@ -460,18 +460,38 @@ fn run_with_cdf(
     rate: Rate,
     own: &[u32],
 ) -> Result<(TrialFigures, Vec<CdfPoint>)> {
+    let (t, report) = run_mix(path, plan, &SizeMix::fixed(size), rate, own)?;
+    let cdf = report
+        .latency_ns
+        .as_ref()
+        .map(|l| l.cdf.clone())
+        .unwrap_or_default();
+    Ok((t, cdf))
+}
+
+/// Runs one trial of frames of the mix `sizes` (FCS included) at `rate`;
+/// the figures and the generator's whole report. `own` lists the
+/// processes of the benchmark itself (this one is added).
+pub fn run_mix(
+    path: &Path,
+    plan: &Plan,
+    sizes: &SizeMix,
+    rate: Rate,
+    own: &[u32],
+) -> Result<(TrialFigures, Report)> {
     let mut spec = TrafficSpec::new(
         EthernetAddress(path.src_mac),
         EthernetAddress(path.dst_mac),
         path.src_ip,
         path.dst_ip,
     );
-    spec.sizes = format!("{size}").parse()?;
+    spec.sizes = sizes.clone();
     spec.rate = rate;
     spec.duration = plan.duration;
     spec.warmup = plan.warmup;
     spec.flows = plan.flows;
-    let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, size - FCS_LEN)?;
+    let largest = sizes.entries().iter().map(|&(s, _)| s).max().unwrap_or(64);
+    let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, largest - FCS_LEN)?;
     pin_current_thread(plan.gen_cpu)?;
     let before = cpu_jiffies();
     let own_before = sys::own_cpu_seconds();
@@ -503,14 +523,9 @@ fn run_with_cdf(
     } else {
         100.0 * f64::from(foreign) / f64::from(samples)
     };
-    let cdf = report
-        .latency_ns
-        .as_ref()
-        .map(|l| l.cdf.clone())
-        .unwrap_or_default();
     Ok((
         TrialFigures::from_report(&report, cpu, failed, foreign_pct),
-        cdf,
+        report,
     ))
 }
 

@@ -25,11 +25,11 @@ const SPI_OUT: u32 = 4097;
 const SPI_IN: u32 = 8194;
 
 /// The SA from the endpoint (or branch) towards its peer, and back.
-const OUT: StaticSa<'static> = StaticSa {
+pub(super) const OUT: StaticSa<'static> = StaticSa {
     spi: SPI_OUT,
     key: KEY_OUT,
 };
-const IN: StaticSa<'static> = StaticSa {
+pub(super) const IN: StaticSa<'static> = StaticSa {
     spi: SPI_IN,
     key: KEY_IN,
 };
@@ -50,16 +50,45 @@ fn endpoint_config(cpu: usize, peer_mac: [u8; 6]) -> String {
 
 /// The branch of the site-to-site bed: LAN 10.1.0.0/16 behind it, the
 /// tunnel to the hub for 10.2.0.0/16.
-fn branch_config(cpu: usize, poll: Poll) -> String {
+pub(super) fn branch_config(cpu: usize, poll: Poll) -> String {
+    branch_config_sas(cpu, poll, OUT, IN)
+}
+
+/// [`branch_config`] sealing with `out` and opening `inbound` (the soak
+/// part rewrites it after a rekey).
+pub(super) fn branch_config_sas(
+    cpu: usize,
+    poll: Poll,
+    out: StaticSa<'_>,
+    inbound: StaticSa<'_>,
+) -> String {
     config::engine(cpu, poll.toml())
         + &config::interface("lan", "10.1.0.1/24")
         + &config::interface("wan", "203.0.113.2/24")
-        + &config::static_tunnel("hub", "203.0.113.2", "203.0.113.1", "10.2.0.0/16", OUT, IN)
+        + &config::static_tunnel(
+            "hub",
+            "203.0.113.2",
+            "203.0.113.1",
+            "10.2.0.0/16",
+            out,
+            inbound,
+        )
 }
 
 /// The hub: the branch's SAs mirrored, and with `snat` a masquerade of
 /// the branch's LAN towards its own.
-fn hub_config(cpu: usize, poll: Poll, snat: bool) -> String {
+pub(super) fn hub_config(cpu: usize, poll: Poll, snat: bool) -> String {
+    hub_config_sas(cpu, poll, snat, IN, OUT)
+}
+
+/// [`hub_config`] sealing with `out` and opening `inbound`.
+pub(super) fn hub_config_sas(
+    cpu: usize,
+    poll: Poll,
+    snat: bool,
+    out: StaticSa<'_>,
+    inbound: StaticSa<'_>,
+) -> String {
     let mut c = config::engine(cpu, poll.toml())
         + &config::interface("wan", "203.0.113.1/24")
         + &config::interface("lan", "10.2.0.1/24")
@@ -68,8 +97,8 @@ fn hub_config(cpu: usize, poll: Poll, snat: bool) -> String {
             "203.0.113.1",
             "203.0.113.2",
             "10.1.0.0/16",
-            IN,
-            OUT,
+            out,
+            inbound,
         );
     if snat {
         c.push('\n');

@@ -13,7 +13,10 @@
 //!    and 1M concurrent UDP flows, and the session setup rate (the part
 //!    itself is [`super::nat`]);
 //! 4. [`peers`]: wireguard-go, boringtun and strongSwan (kernel-libipsec)
-//!    as the site-to-site gateway pair instead of Strait.
+//!    as the site-to-site gateway pair instead of Strait;
+//! 5. [`soak`]: the site-to-site pair with hub SNAT under IMIX for 30
+//!    minutes, with route changes, reloads and rekeys while it runs:
+//!    memory, frame pool and loss over time.
 //!
 //! Every figure has a maximum rate, an NDR/PDR search (RFC 2544 §26.1) and
 //! latency at half the NDR; every path also gets iperf3 TCP and UDP. Each
@@ -27,6 +30,9 @@ mod forward;
 mod nat;
 mod peers;
 mod report;
+mod soak;
+
+pub use soak::{ChangeKind, SoakPlan, SoakResults};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -95,6 +101,8 @@ pub struct Settings {
     /// Wait (up to 3 min) for the 1-minute load average to fall below
     /// this before starting; 0 disables the wait.
     pub idle_load: f64,
+    /// How the soak part runs.
+    pub soak: SoakPlan,
 }
 
 /// A generator figure with a name, for the results.
@@ -156,6 +164,7 @@ pub struct Bench {
     tcp_secs: u64,
     cases: Vec<Case>,
     nat: NatResults,
+    soak: Option<SoakResults>,
     notes: Vec<String>,
 }
 
@@ -177,6 +186,7 @@ impl Bench {
             tcp_secs,
             cases: Vec::new(),
             nat: NatResults::default(),
+            soak: None,
             notes: Vec::new(),
         }
     }

@@ -36,6 +36,7 @@ impl Bench {
             "notes": self.notes,
             "cases": self.cases,
             "nat": self.nat,
+            "soak": self.soak,
         });
         std::fs::write(
             self.out.join("results.json"),
@@ -144,6 +145,9 @@ impl Bench {
             );
         }
         s.push_str(&self.nat.render());
+        if let Some(soak) = &self.soak {
+            s.push_str(&soak.render());
+        }
         self.render_peers(&mut s);
         let iperf: Vec<&Case> = self
             .cases
@@ -400,6 +404,7 @@ mod tests {
             topologies: PathBuf::from("scripts/topologies"),
             peers_cache: PathBuf::from("/nonexistent"),
             idle_load: 0.0,
+            soak: Default::default(),
         };
         let plan = Plan {
             reps: 1,
