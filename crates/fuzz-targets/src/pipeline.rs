@@ -293,7 +293,7 @@ fn check(outcomes: &[Outcome], cause_valid: Option<bool>, ports: u16) {
                     );
                 }
             }
-            Outcome::Punt | Outcome::Consumed | Outcome::Drop(_) => {}
+            Outcome::Punt | Outcome::Service | Outcome::Consumed | Outcome::Drop(_) => {}
         }
     }
 }
