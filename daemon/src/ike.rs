@@ -45,10 +45,12 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Longest sleep without a datagram (the core's deadlines come sooner).
 const TICK: Duration = Duration::from_millis(100);
 
-/// Reads a key file: its content without surrounding white space.
-fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+/// Reads a key file (a relative path is taken from the configuration
+/// file's directory): its content without surrounding white space.
+fn read_key(config_dir: &std::path::Path, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let path = config_dir.join(path);
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("key file {}", path.display()))?;
+        std::fs::read_to_string(&path).with_context(|| format!("key file {}", path.display()))?;
     let key = text.trim().as_bytes().to_vec();
     if key.is_empty() {
         bail!("key file {} is empty", path.display());
@@ -158,8 +160,12 @@ pub fn start(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> anyhow::Result<Optio
 
 impl Runtime {
     fn new(engine: Arc<Engine>, cfg: &IkeConfig) -> anyhow::Result<Runtime> {
+        let config_dir = std::path::Path::new(engine.path())
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let psk = match &cfg.key_file {
-            Some(path) => read_key(path)?,
+            Some(path) => read_key(&config_dir, path)?,
             None if cfg.peer.is_empty() => Vec::new(),
             None => bail!("[ike]: key_file is needed to register with a hub"),
         };
@@ -170,7 +176,7 @@ impl Runtime {
                 bail!("[[ike.device]] serial {} listed twice", d.serial);
             }
             selectors(&d.prefixes).with_context(|| format!("device {}", d.serial))?;
-            keys.insert(d.serial.clone(), read_key(&d.key_file)?);
+            keys.insert(d.serial.clone(), read_key(&config_dir, &d.key_file)?);
         }
         let mut hubs = Vec::new();
         for p in &cfg.peer {

@@ -54,7 +54,8 @@ pub struct IkeConfig {
     /// name.
     pub identity: String,
     /// File holding this device's key (the pre-shared key it registers
-    /// with), read at start and reload; never on the command line.
+    /// with), read at start; never on the command line. A relative path
+    /// is taken from the configuration file's directory.
     pub key_file: Option<std::path::PathBuf>,
     /// Seconds without a word from a peer before it is asked whether it
     /// is alive (RFC 7296 §1.4); it is declared dead when a request goes
@@ -100,7 +101,8 @@ pub struct IkePeerConfig {
 pub struct IkeDeviceConfig {
     /// Its serial number (its IKE identity).
     pub serial: String,
-    /// File holding its key.
+    /// File holding its key (relative: from the configuration file's
+    /// directory).
     pub key_file: std::path::PathBuf,
     /// The site it belongs to: names its tunnel (`site-NAME`).
     pub site: String,
