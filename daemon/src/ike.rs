@@ -478,8 +478,12 @@ impl Runtime {
     fn gone(&mut self, ike_sa: IkeSaId, now: Duration, why: &str) -> bool {
         if let Some(i) = self.hubs.iter().position(|h| h.sa == Some(ike_sa)) {
             let hub = &self.hubs[i];
-            tracing::warn!(peer = %hub.config.name, why, "tunnel down: registering again");
             let had = hub.tunnel.is_some();
+            if had {
+                tracing::warn!(peer = %hub.config.name, why, "tunnel down: registering again");
+            } else {
+                tracing::warn!(peer = %hub.config.name, why, "registration failed: trying again");
+            }
             self.hubs[i].tunnel = None;
             self.retry_later(i, now);
             return had;

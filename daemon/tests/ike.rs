@@ -173,3 +173,152 @@ fn a_branch_registers_with_serial_and_key_and_the_tunnel_carries_traffic() {
     let (ok, out) = ping(lana, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
     assert!(ok, "after the hub's reload: {out}");
 }
+
+/// The site-to-hub bed with the keys in place; `swan` names the namespace
+/// strongSwan takes over from `straitd` (its interfaces get kernel
+/// addresses and it forwards between them).
+fn interop_bed(
+    tag: &str,
+    swan: &str,
+) -> (
+    Testbed,
+    std::collections::BTreeMap<String, Netns>,
+    std::path::PathBuf,
+) {
+    require_root();
+    require_program("ping", "iputils-ping");
+    require_program("nft", "nftables");
+    require_program("ethtool", "ethtool");
+    strait_testbed::strongswan::require_strongswan();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new(tag);
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
+    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    let s = &ns[swan];
+    let (addrs, gateway): (&[(&str, &str)], Option<&str>) = match swan {
+        "hub" => (&[("wan", "203.0.113.1/24"), ("lan", "10.2.0.1/24")], None),
+        _ => (
+            &[("wan", "192.168.77.2/24"), ("lan", "10.1.0.1/24")],
+            Some("192.168.77.1"),
+        ),
+    };
+    for (dev, a) in addrs {
+        s.addr(dev, a).unwrap();
+    }
+    if let Some(gw) = gateway {
+        s.ip(&["route", "add", "default", "via", gw]).unwrap();
+    }
+    s.output(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    (tb, ns, dir)
+}
+
+/// charon's swanctl.conf: one connection with one CHILD SA, PSK, UDP
+/// encapsulation (its userspace ESP needs it), no ESN.
+fn swanctl_conf(
+    local: &str,
+    remote: &str,
+    local_id: &str,
+    remote_id: &str,
+    local_ts: &str,
+    remote_ts: &str,
+) -> String {
+    format!(
+        "connections {{\n  c {{\n    version = 2\n    local_addrs = {local}\n    remote_addrs = {remote}\n    \
+         proposals = aes256gcm16-prfsha256-ecp256\n    encap = yes\n    mobike = no\n    fragmentation = no\n    \
+         local {{\n      auth = psk\n      id = {local_id}\n    }}\n    remote {{\n      auth = psk\n      id = {remote_id}\n    }}\n    \
+         children {{\n      c {{\n        mode = tunnel\n        local_ts = {local_ts}\n        remote_ts = {remote_ts}\n        \
+         esp_proposals = aes256gcm16\n        start_action = none\n      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-c {{\n    id-a = {local_id}\n    id-b = {remote_id}\n    secret = \"correct horse battery staple\"\n  }}\n}}\n"
+    )
+}
+
+/// strongSwan as the hub, `straitd` as the branch behind the home NAT:
+/// the branch registers (charon offers only ECP-256, so Strait's first
+/// guess is answered INVALID_KE_PAYLOAD and retried), and LAN traffic
+/// passes both ways through Strait's dataplane and charon's userspace ESP.
+#[test]
+fn a_strait_branch_registers_with_a_strongswan_hub() {
+    let (_tb, ns, dir) = interop_bed("ikesw-hub", "hub");
+    let conf = swanctl_conf(
+        "203.0.113.1",
+        "%any",
+        "hub.example",
+        "vcpe-0042",
+        "10.2.0.0/16",
+        "10.1.0.0/16",
+    );
+    let charon =
+        strait_testbed::strongswan::Charon::start(&ns["hub"], &dir.join("charon"), &conf, true);
+    let _branch = Daemon::start(
+        &ns["branch"],
+        &dir,
+        "branch",
+        &branch_config(&dir, "vcpe-0042"),
+    );
+    assert!(
+        reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(20)),
+        "no traffic through strongSwan: {}",
+        charon.log()
+    );
+    let (ok, out) = ping(&ns["lanb"], &["-c", "3", "-i", "0.2", "10.1.0.2"]);
+    assert!(ok, "lanb -> lana through charon: {out}");
+    let sas = charon.swanctl(&["--list-sas"]);
+    let sas = String::from_utf8_lossy(&sas.stdout);
+    assert!(
+        sas.contains("ESTABLISHED") && sas.contains("INSTALLED"),
+        "{sas}"
+    );
+    assert!(sas.contains("vcpe-0042"), "{sas}");
+}
+
+/// strongSwan as the branch (it initiates, behind the home NAT), `straitd`
+/// as the hub with its device registry: the device is accepted and traffic
+/// passes both ways; a strongSwan with the wrong key is refused.
+#[test]
+fn a_strongswan_branch_registers_with_a_strait_hub() {
+    let (_tb, ns, dir) = interop_bed("ikesw-br", "branch");
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
+    let conf = swanctl_conf(
+        "192.168.77.2",
+        "203.0.113.1",
+        "vcpe-0042",
+        "hub.example",
+        "10.1.0.0/16",
+        "10.2.0.0/16",
+    );
+    let charon =
+        strait_testbed::strongswan::Charon::start(&ns["branch"], &dir.join("charon"), &conf, true);
+    let out = charon.swanctl(&["--initiate", "--child", "c", "--timeout", "15"]);
+    assert!(
+        out.status.success(),
+        "swanctl --initiate: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(tunnels(&hub), ["site-branch-a"]);
+    assert!(
+        reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(10)),
+        "no traffic from a strongSwan branch: {}",
+        charon.log()
+    );
+    let (ok, out) = ping(&ns["lanb"], &["-c", "3", "-i", "0.2", "10.1.0.2"]);
+    assert!(ok, "lanb -> lana through the Strait hub: {out}");
+    drop(charon);
+
+    // The same device with a wrong key.
+    let wrong = conf.replace("correct horse battery staple", "not the key");
+    let charon = strait_testbed::strongswan::Charon::start(
+        &ns["branch"],
+        &dir.join("charon2"),
+        &wrong,
+        true,
+    );
+    let out = charon.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    assert!(!out.status.success(), "a wrong key was accepted");
+    let log = charon.log();
+    assert!(log.contains("AUTHENTICATION_FAILED"), "{log}");
+}

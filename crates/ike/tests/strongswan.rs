@@ -15,7 +15,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output as ProcessOutput};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,15 +25,8 @@ use strait_ike::{
     CipherSuite, CloseReason, Config, DhGroup, Event, Identity, Ike, Output, PeerConfig, PeerEntry,
     TrafficSelector,
 };
+use strait_testbed::strongswan::{require_strongswan, Charon};
 use strait_testbed::{require_root, Netns, Testbed};
-
-const CHARON: &str = "/usr/sbin/charon-systemd";
-const LIBIPSEC: &str = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so";
-const OPENSSL: &str = "/usr/lib/ipsec/plugins/libstrongswan-openssl.so";
-const PACKAGES: &str =
-    "charon-systemd strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins";
-const PLUGINS: &str = "random nonce openssl aes gcm sha1 sha2 hmac kdf pem pkcs1 x509 pubkey \
-                       kernel-libipsec kernel-netlink socket-default vici";
 
 const SWAN_ADDR: &str = "192.0.2.1";
 const STRAIT_ADDR: &str = "192.0.2.2";
@@ -41,21 +34,6 @@ const SWAN_LAN: &str = "10.2.0.0/16";
 const STRAIT_LAN: &str = "10.1.0.0/16";
 /// How long any one run may take before the test gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(25);
-
-fn require_strongswan() {
-    let mut missing: Vec<&str> = [CHARON, LIBIPSEC, OPENSSL]
-        .into_iter()
-        .filter(|p| !Path::new(p).is_file())
-        .collect();
-    if !strait_testbed::have_program("swanctl") {
-        missing.push("swanctl");
-    }
-    assert!(
-        missing.is_empty(),
-        "this test needs strongSwan: missing {} (Debian packages: {PACKAGES}; run scripts/install-deps)",
-        missing.join(", ")
-    );
-}
 
 fn ts(prefix: &str) -> TrafficSelector {
     let (a, l) = prefix.split_once('/').unwrap();
@@ -110,126 +88,35 @@ impl Case {
     }
 }
 
-/// A running charon in its namespace; killed and its files removed on drop.
-struct Charon {
-    child: Child,
-    dir: PathBuf,
+/// charon set up for one case: the connection and its secret.
+fn start_charon(ns: &Netns, dir: &Path, case: &Case, psk_hex: &str) -> Charon {
+    let swan_secret = if case.wrong_psk {
+        format!("0x{}", random_hex(32))
+    } else {
+        format!("0x{psk_hex}")
+    };
+    let conf = format!(
+        "connections {{\n  strait {{\n    version = 2\n    local_addrs = {SWAN_ADDR}\n    \
+         remote_addrs = {STRAIT_ADDR}\n    proposals = {ike}-prfsha256-{dh}\n    encap = yes\n    \
+         mobike = no\n    fragmentation = no\n    local {{\n      auth = psk\n      id = hub.example\n    }}\n    \
+         remote {{\n      auth = psk\n      id = {rid}\n    }}\n    children {{\n      strait {{\n        \
+         mode = tunnel\n        local_ts = {SWAN_LAN}\n        remote_ts = {STRAIT_LAN}\n        \
+         esp_proposals = {esp}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-strait {{\n    id-hub = hub.example\n    id-strait = {rid}\n    \
+         secret = {swan_secret}\n  }}\n}}\n",
+        ike = case.ike_name(),
+        dh = case.dh_name(),
+        rid = case.strait_id_swan,
+        esp = case.esp_proposal,
+    );
+    Charon::start(ns, dir, &conf, false)
 }
 
-impl Charon {
-    fn start(ns: &Netns, dir: &Path, case: &Case, psk_hex: &str) -> Charon {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).unwrap();
-        let vici = dir.join("charon.vici");
-        let log = dir.join("charon.log");
-        std::fs::write(
-            dir.join("strongswan.conf"),
-            format!(
-                "charon {{\n  load_modular = no\n  load = {PLUGINS}\n  install_routes = no\n  \
-                 retransmit_tries = 3\n  retransmit_timeout = 1.0\n  \
-                 plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n  }}\n}}\n\
-                 charon-systemd {{\n  filelog {{\n    run {{\n      path = {log}\n      \
-                 flush_line = yes\n      default = 1\n      ike = 2\n      enc = 1\n      cfg = 2\n    }}\n  }}\n}}\n\
-                 swanctl {{\n  load = pem pkcs1 x509 pubkey random openssl\n  socket = unix://{vici}\n}}\n",
-                log = log.display(),
-                vici = vici.display()
-            ),
-        )
-        .unwrap();
-        let swan_secret = if case.wrong_psk {
-            format!("0x{}", random_hex(32))
-        } else {
-            format!("0x{psk_hex}")
-        };
-        std::fs::write(
-            dir.join("swanctl.conf"),
-            format!(
-                "connections {{\n  strait {{\n    version = 2\n    local_addrs = {SWAN_ADDR}\n    \
-                 remote_addrs = {STRAIT_ADDR}\n    proposals = {ike}-prfsha256-{dh}\n    encap = yes\n    \
-                 mobike = no\n    fragmentation = no\n    local {{\n      auth = psk\n      id = hub.example\n    }}\n    \
-                 remote {{\n      auth = psk\n      id = {rid}\n    }}\n    children {{\n      strait {{\n        \
-                 mode = tunnel\n        local_ts = {SWAN_LAN}\n        remote_ts = {STRAIT_LAN}\n        \
-                 esp_proposals = {esp}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n\
-                 secrets {{\n  ike-strait {{\n    id-hub = hub.example\n    id-strait = {rid}\n    \
-                 secret = {swan_secret}\n  }}\n}}\n",
-                ike = case.ike_name(),
-                dh = case.dh_name(),
-                rid = case.strait_id_swan,
-                esp = case.esp_proposal,
-            ),
-        )
-        .unwrap();
-        let child = ns
-            .command(&[CHARON])
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
-            .stdout(std::fs::File::create(dir.join("charon.out")).unwrap())
-            .stderr(std::fs::File::create(dir.join("charon.err")).unwrap())
-            .spawn()
-            .expect("starting charon-systemd");
-        let mut charon = Charon {
-            child,
-            dir: dir.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !vici.exists() {
-            if let Ok(Some(status)) = charon.child.try_wait() {
-                panic!(
-                    "charon exited ({status}) before opening its vici socket: {}",
-                    charon.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "charon: no vici socket after 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let conf = dir.join("swanctl.conf").display().to_string();
-        let out = charon.swanctl(&["--load-all", "--file", &conf]);
-        assert!(
-            out.status.success(),
-            "swanctl --load-all: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        charon
-    }
-
-    fn swanctl(&self, args: &[&str]) -> ProcessOutput {
-        let uri = format!("unix://{}", self.dir.join("charon.vici").display());
-        Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &uri])
-            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
-            .output()
-            .expect("running swanctl")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
-    }
-
-    /// `swanctl --list-sas --raw`, reduced to the fields compared here.
-    fn sas(&self) -> SwanSas {
-        let out = self.swanctl(&["--list-sas", "--raw"]);
-        assert!(out.status.success(), "swanctl --list-sas failed");
-        SwanSas::parse(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-impl Drop for Charon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- charon log ({}) ---\n{}",
-                self.dir.display(),
-                self.log()
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `swanctl --list-sas --raw`, reduced to the fields compared here.
+fn charon_sas(charon: &Charon) -> SwanSas {
+    let out = charon.swanctl(&["--list-sas", "--raw"]);
+    assert!(out.status.success(), "swanctl --list-sas failed");
+    SwanSas::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// What charon reports about its SAs.
@@ -612,7 +499,7 @@ fn run_case(case: Case) {
     let (_tb, swan, strait) = bed(case.tag);
     let psk_hex = random_hex(32);
     let psk = unhex(&psk_hex);
-    let charon = Charon::start(&swan, &run_dir(case.tag), &case, &psk_hex);
+    let charon = start_charon(&swan, &run_dir(case.tag), &case, &psk_hex);
     let driver = Driver::start(&strait, &case, psk);
     let mut initiate_out = None;
     if !case.strait_initiates {
@@ -635,7 +522,7 @@ fn run_case(case: Case) {
                 "charon's initiate succeeded with the wrong key"
             );
         }
-        let sas = charon.sas();
+        let sas = charon_sas(&charon);
         assert_ne!(sas.ike_state.as_deref(), Some("ESTABLISHED"), "{sas:?}");
         let log = charon.log();
         assert!(
@@ -661,10 +548,10 @@ fn run_case(case: Case) {
     let c = child(&ev).unwrap();
     // charon's view of the same SAs.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut sas = charon.sas();
+    let mut sas = charon_sas(&charon);
     while sas.child_state.as_deref() != Some("INSTALLED") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        sas = charon.sas();
+        sas = charon_sas(&charon);
     }
     eprintln!("{}: charon {sas:?}", case.tag);
     assert_eq!(sas.ike_state.as_deref(), Some("ESTABLISHED"));

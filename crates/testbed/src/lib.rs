@@ -27,6 +27,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod strongswan;
 #[allow(unsafe_code)]
 mod sys;
 mod topology;
