@@ -20,6 +20,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::events::EventLog;
+use crate::ike::{IkeState, IkeView};
 use crate::server::{self, Client, Limits, RequestError, ServerStats};
 use crate::sys;
 use strait_dataplane::{
@@ -50,6 +51,7 @@ const BUSY: &[u8] = b"error: busy: 16 control clients connected (the limit); try
 pub fn serve(
     engine: Arc<Engine>,
     events: Arc<EventLog>,
+    ike: Arc<IkeView>,
     path: &Path,
     stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
@@ -69,7 +71,7 @@ pub fn serve(
         stats,
         Arc::clone(&stop),
         BUSY,
-        move |client: &mut Client<UnixStream>| handle(&engine, &events, client),
+        move |client: &mut Client<UnixStream>| handle(&engine, &events, &ike, client),
     )?;
     // The socket file goes once nothing answers on it any more.
     std::thread::Builder::new()
@@ -80,7 +82,7 @@ pub fn serve(
         })
 }
 
-fn handle(engine: &Engine, events: &EventLog, client: &mut Client<UnixStream>) {
+fn handle(engine: &Engine, events: &EventLog, ike: &IkeView, client: &mut Client<UnixStream>) {
     let uid = match sys::peer_uid(client.stream()) {
         Ok(uid) => uid,
         Err(e) => {
@@ -120,14 +122,81 @@ fn handle(engine: &Engine, events: &EventLog, client: &mut Client<UnixStream>) {
     };
     let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
-    let answer = execute(engine, events, line.trim());
+    let answer = execute(engine, events, ike, line.trim());
     if let Err(e) = client.write_answer(answer.as_bytes()) {
         tracing::debug!(error = %e, "control connection: answer");
     }
 }
 
+/// `show ike`: the hubs this device registers with, and the registrations
+/// refused here.
+fn show_ike(state: &IkeState, json: bool) -> String {
+    if json {
+        return format!("{}\n", serde_json::to_string(state).unwrap_or_default());
+    }
+    let mut out = String::new();
+    for h in &state.hubs {
+        let _ = write!(out, "hub {}: {} (remote {})", h.name, h.state, h.remote);
+        if let Some((spi_in, spi_out)) = h.spis {
+            let _ = write!(out, "  spi in {spi_in} out {spi_out}");
+        }
+        if let Some(e) = &h.last_error {
+            let _ = write!(out, "  last failure: {e}");
+        }
+        out.push('\n');
+    }
+    let registered = state.devices.iter().filter(|d| d.registered).count();
+    if !state.devices.is_empty() {
+        let _ = writeln!(
+            out,
+            "devices: {registered} of {} registered",
+            state.devices.len()
+        );
+    }
+    if !state.refused.is_empty() {
+        let reasons: Vec<String> = state
+            .refused
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "refused: {}", reasons.join(", "));
+    }
+    if out.is_empty() {
+        out.push_str("no [ike] configured\n");
+    }
+    out
+}
+
+/// `show devices`: the hub's registry, who is registered and refusals.
+fn show_devices(state: &IkeState, json: bool) -> String {
+    if json {
+        return format!(
+            "{}\n",
+            serde_json::to_string(&state.devices).unwrap_or_default()
+        );
+    }
+    let mut out = format!(
+        "{:<16} {:<16} {:<11} {:<22} {:>10} {:>8}\n",
+        "serial", "site", "state", "from", "since (s)", "refused"
+    );
+    for d in &state.devices {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<11} {:<22} {:>10} {:>8}",
+            d.serial,
+            d.site,
+            if d.registered { "registered" } else { "-" },
+            d.remote.as_deref().unwrap_or("-"),
+            d.registered_seconds_ago
+                .map_or("-".into(), |s| s.to_string()),
+            d.refused
+        );
+    }
+    out
+}
+
 /// Runs one command against the engine and returns the answer.
-pub fn execute(engine: &Engine, events: &EventLog, command: &str) -> String {
+pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str) -> String {
     let mut words: Vec<&str> = command.split_whitespace().collect();
     let json = if let Some(i) = words.iter().position(|w| *w == "--json") {
         words.remove(i);
@@ -147,6 +216,8 @@ pub fn execute(engine: &Engine, events: &EventLog, command: &str) -> String {
         ["show", "sa"] | ["sa", "list"] => show_sa(engine, json),
         ["show", "neighbours"] | ["show", "neighbors"] => show_neighbours(engine, json),
         ["show", "events"] => show_events(events, json),
+        ["show", "ike"] => show_ike(&ike.get(), json),
+        ["show", "devices"] => show_devices(&ike.get(), json),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }

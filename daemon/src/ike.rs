@@ -36,6 +36,65 @@ use strait_ike::{
     TrafficSelector,
 };
 
+/// What `straitctl show ike` and `show devices` report: the runtime's
+/// state, published whenever it changes.
+#[derive(Debug, Default)]
+pub struct IkeView(std::sync::Mutex<IkeState>);
+
+/// The published state.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct IkeState {
+    /// Hubs this device registers with.
+    pub hubs: Vec<HubView>,
+    /// The hub's registry and who is registered.
+    pub devices: Vec<DeviceView>,
+    /// Registrations refused, by reason (`wrong key`, `unknown serial`).
+    pub refused: std::collections::BTreeMap<String, u64>,
+}
+
+/// One hub as the device sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HubView {
+    /// Its tunnel's name.
+    pub name: String,
+    /// Its address.
+    pub remote: String,
+    /// `registering`, `up` or `waiting` (to try again).
+    pub state: &'static str,
+    /// The tunnel's SPIs once up (inbound, outbound).
+    pub spis: Option<(u32, u32)>,
+    /// Why the last attempt ended, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// One device of the registry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceView {
+    /// Serial number.
+    pub serial: String,
+    /// Site (its tunnel is `site-SITE`).
+    pub site: String,
+    /// Registered now.
+    pub registered: bool,
+    /// Where it registered from.
+    pub remote: Option<String>,
+    /// Seconds since it last registered (daemon's clock).
+    pub registered_seconds_ago: Option<u64>,
+    /// Refused attempts with its serial.
+    pub refused: u64,
+}
+
+impl IkeView {
+    /// A copy of the state.
+    pub fn get(&self) -> IkeState {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, state: IkeState) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+}
+
 /// UDP-encapsulated ESP (RFC 3948).
 const NAT_T_PORT: u16 = 4500;
 
@@ -143,14 +202,26 @@ struct Runtime {
     /// of a refusal).
     last_lookup: Arc<std::sync::Mutex<Option<(String, bool)>>>,
     epoch: Instant,
+    view: Arc<IkeView>,
+    refused: std::collections::BTreeMap<String, u64>,
+    refused_by_serial: HashMap<String, u64>,
+    /// When each serial last registered, and from where.
+    registered_at: HashMap<String, (Duration, String)>,
+    /// Why each hub's last attempt failed.
+    hub_errors: HashMap<String, String>,
 }
 
-/// Starts the runtime when `[ike]` is configured.
-pub fn start(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> anyhow::Result<Option<JoinHandle<()>>> {
+/// Starts the runtime when `[ike]` is configured; it publishes its state
+/// into `view`.
+pub fn start(
+    engine: Arc<Engine>,
+    view: Arc<IkeView>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
     let Some(cfg) = engine.config().ike else {
         return Ok(None);
     };
-    let mut runtime = Runtime::new(Arc::clone(&engine), &cfg)?;
+    let mut runtime = Runtime::new(Arc::clone(&engine), &cfg, view)?;
     let thread = std::thread::Builder::new()
         .name("strait-ike".into())
         .spawn(move || runtime.run(&stop))
@@ -159,7 +230,7 @@ pub fn start(engine: Arc<Engine>, stop: Arc<AtomicBool>) -> anyhow::Result<Optio
 }
 
 impl Runtime {
-    fn new(engine: Arc<Engine>, cfg: &IkeConfig) -> anyhow::Result<Runtime> {
+    fn new(engine: Arc<Engine>, cfg: &IkeConfig, view: Arc<IkeView>) -> anyhow::Result<Runtime> {
         let config_dir = std::path::Path::new(engine.path())
             .parent()
             .map(std::path::Path::to_path_buf)
@@ -238,6 +309,11 @@ impl Runtime {
             sites: HashMap::new(),
             last_lookup,
             epoch: Instant::now(),
+            view,
+            refused: Default::default(),
+            refused_by_serial: HashMap::new(),
+            registered_at: HashMap::new(),
+            hub_errors: HashMap::new(),
         };
         runtime.publish();
         Ok(runtime)
@@ -302,6 +378,7 @@ impl Runtime {
                 Ok((id, outs)) => {
                     tracing::info!(peer = %self.hubs[i].config.name, remote = %self.hubs[i].remote, "registering");
                     self.hubs[i].sa = Some(id);
+                    self.show();
                     self.carry_out(outs, None);
                 }
                 Err(e) => {
@@ -320,7 +397,7 @@ impl Runtime {
     }
 
     fn carry_out(&mut self, outs: Vec<Output>, from: Option<SocketAddrV4>) {
-        let mut changed = false;
+        let (mut changed, mut events) = (false, false);
         for out in outs {
             match out {
                 Output::Send(d) => {
@@ -336,11 +413,16 @@ impl Runtime {
                         tracing::warn!(%remote, "IKE datagram dropped: the send queue is full");
                     }
                 }
-                Output::Event(e) => changed |= self.event(e, from),
+                Output::Event(e) => {
+                    events = true;
+                    changed |= self.event(e, from);
+                }
             }
         }
         if changed {
             self.publish();
+        } else if events {
+            self.show();
         }
     }
 
@@ -389,6 +471,7 @@ impl Runtime {
                 if let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) {
                     tracing::info!(peer = %hub.config.name, spi_in, spi_out, "registered: tunnel up");
                     hub.backoff = RETRY_FIRST;
+                    self.hub_errors.remove(&hub.config.name);
                     hub.tunnel = Some(TunnelConfig {
                         name: hub.config.name.clone(),
                         local: hub.config.local.clone(),
@@ -419,6 +502,8 @@ impl Runtime {
                 // The same site registering again replaces its tunnel.
                 self.sites.retain(|_, s| s.tunnel.name != name);
                 tracing::info!(serial = %serial, site = %device.site, %remote, spi_in, spi_out, "device registered: tunnel up");
+                self.registered_at
+                    .insert(serial.clone(), (now, remote.to_string()));
                 self.sites.insert(
                     ike_sa,
                     Site {
@@ -465,6 +550,13 @@ impl Runtime {
                     let why = if known { "wrong key" } else { "unknown serial" };
                     let source = from.map(|a| a.to_string()).unwrap_or_default();
                     tracing::warn!(serial = %serial, source = %source, reason = why, "device refused");
+                    *self.refused.entry(why.to_owned()).or_default() += 1;
+                    *self.refused_by_serial.entry(serial).or_default() += 1;
+                    self.show();
+                }
+                if let Some(i) = registering {
+                    let name = self.hubs[i].config.name.clone();
+                    self.hub_errors.insert(name, format!("{reason:?}"));
                 }
                 let changed = self.gone(ike_sa, now, &format!("{reason:?}"));
                 self.peers.remove(&ike_sa);
@@ -495,9 +587,52 @@ impl Runtime {
         false
     }
 
+    /// Publishes the state for `show ike` and `show devices`.
+    fn show(&self) {
+        let now = self.epoch.elapsed();
+        let hubs = self
+            .hubs
+            .iter()
+            .map(|h| HubView {
+                name: h.config.name.clone(),
+                remote: h.remote.to_string(),
+                state: match (&h.tunnel, h.sa) {
+                    (Some(_), _) => "up",
+                    (None, Some(_)) => "registering",
+                    (None, None) => "waiting",
+                },
+                spis: h.tunnel.as_ref().map(|t| (t.inbound.spi, t.outbound.spi)),
+                last_error: self.hub_errors.get(&h.config.name).cloned(),
+            })
+            .collect();
+        let mut devices: Vec<DeviceView> = self
+            .devices
+            .values()
+            .map(|d| {
+                let registered = self.sites.values().any(|s| s.serial == d.serial);
+                let at = self.registered_at.get(&d.serial);
+                DeviceView {
+                    serial: d.serial.clone(),
+                    site: d.site.clone(),
+                    registered,
+                    remote: at.filter(|_| registered).map(|(_, r)| r.clone()),
+                    registered_seconds_ago: at.map(|(t, _)| now.saturating_sub(*t).as_secs()),
+                    refused: self.refused_by_serial.get(&d.serial).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        devices.sort_by(|a, b| a.serial.cmp(&b.serial));
+        self.view.set(IkeState {
+            hubs,
+            devices,
+            refused: self.refused.clone(),
+        });
+    }
+
     /// Gives the engine the tunnels up now, and blackholes for the hubs'
     /// prefixes while their tunnels are down.
     fn publish(&self) {
+        self.show();
         let mut overlay = Overlay::default();
         for hub in &self.hubs {
             match &hub.tunnel {

@@ -168,6 +168,21 @@ fn a_branch_registers_with_serial_and_key_and_the_tunnel_carries_traffic() {
         counters["wan"]["esp_opened"].as_u64().unwrap() >= 3,
         "{counters}"
     );
+    // The operator's view on both ends: who is registered, what was refused.
+    let devices = hub.json(&["show", "devices"]);
+    assert_eq!(devices[0]["serial"], "vcpe-0042", "{devices}");
+    assert_eq!(devices[0]["registered"], true, "{devices}");
+    assert!(devices[0]["refused"].as_u64().unwrap() >= 1, "{devices}");
+    let ike = hub.json(&["show", "ike"]);
+    assert!(ike["refused"]["wrong key"].as_u64().unwrap() >= 1, "{ike}");
+    assert!(
+        ike["refused"]["unknown serial"].as_u64().unwrap() >= 1,
+        "{ike}"
+    );
+    let ike = branch.json(&["show", "ike"]);
+    assert_eq!(ike["hubs"][0]["state"], "up", "{ike}");
+    let text = hub.ctl(&["show", "devices"]);
+    assert!(text.contains("registered"), "{text}");
     // A reload of the file keeps the negotiated tunnel.
     hub.ctl(&["reload"]);
     let (ok, out) = ping(lana, &["-c", "2", "-i", "0.2", "10.2.0.2"]);

@@ -76,15 +76,21 @@ fn main() -> anyhow::Result<()> {
     let events = Arc::new(EventLog::default());
     let control_stats = Arc::new(ServerStats::default());
     let metrics_stats = Arc::new(ServerStats::default());
+    let ike_view = Arc::new(strait_daemon::ike::IkeView::default());
     let control_thread = control::serve(
         Arc::clone(&engine),
         Arc::clone(&events),
+        Arc::clone(&ike_view),
         &args.control,
         Arc::clone(&control_stats),
         Arc::clone(&stop),
     )
     .with_context(|| format!("control socket {}", args.control.display()))?;
-    let ike_thread = strait_daemon::ike::start(Arc::clone(&engine), Arc::clone(&stop))?;
+    let ike_thread = strait_daemon::ike::start(
+        Arc::clone(&engine),
+        Arc::clone(&ike_view),
+        Arc::clone(&stop),
+    )?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
         Ok(Some(addr)) => Some(
             strait_daemon::metrics::serve(
@@ -139,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             break;
         }
         if reload.swap(false, Ordering::Relaxed) {
-            let answer = control::execute(&engine, &events, "reload");
+            let answer = control::execute(&engine, &events, &ike_view, "reload");
             if answer.starts_with("error:") {
                 tracing::error!("{}", answer.trim());
             } else {
