@@ -280,6 +280,10 @@ impl Runtime {
             config.local_ts = selectors(&local_prefixes)?;
         }
         config.dpd_interval = (cfg.dpd_seconds > 0).then(|| Duration::from_secs(cfg.dpd_seconds));
+        // A request unanswered after 1 + 2 + 4 + 8 s declares the peer
+        // dead: with the default 10 s of silence before the liveness
+        // check, a dead peer is noticed within 25 s.
+        config.retransmit_tries = 4;
         let last_lookup = Arc::new(std::sync::Mutex::new(None));
         let seen = Arc::clone(&last_lookup);
         let registry = devices.clone();
@@ -463,6 +467,17 @@ impl Runtime {
                 };
                 let outbound = negotiated_sa(spi_out, cipher, keys_out.as_bytes(), esn);
                 let inbound = negotiated_sa(spi_in, cipher, keys_in.as_bytes(), esn);
+                // A further CHILD SA on an IKE SA whose tunnel is up is a
+                // rekey (RFC 7296 §2.8): the new SAs take over, the old
+                // inbound one stays accepted until its Delete, so packets
+                // still in flight under it open.
+                if let Some(tunnel) = self.tunnel_mut(ike_sa) {
+                    let old = std::mem::replace(&mut tunnel.inbound, inbound);
+                    tunnel.inbound_extra.push(old);
+                    tunnel.outbound = outbound;
+                    tracing::info!(tunnel = %tunnel.name, spi_in, spi_out, "CHILD SA rekeyed");
+                    return true;
+                }
                 let encap = if udp_encap {
                     strait_dataplane::EncapConfig::Udp
                 } else {
@@ -534,7 +549,17 @@ impl Runtime {
                 tracing::warn!(?ike_sa, notify, "CHILD SA refused");
                 false
             }
-            Event::ChildSaDeleted { ike_sa, .. } => self.gone(ike_sa, now, "CHILD SA deleted"),
+            Event::ChildSaDeleted { ike_sa, spi_in, .. } => {
+                // The SA a rekey replaced: no longer accepted.
+                if let Some(tunnel) = self.tunnel_mut(ike_sa) {
+                    if tunnel.inbound.spi != spi_in {
+                        let before = tunnel.inbound_extra.len();
+                        tunnel.inbound_extra.retain(|sa| sa.spi != spi_in);
+                        return tunnel.inbound_extra.len() != before;
+                    }
+                }
+                self.gone(ike_sa, now, "CHILD SA deleted")
+            }
             Event::IkeSaClosed { ike_sa, reason } => {
                 let registering = self.hubs.iter().position(|h| h.sa == Some(ike_sa));
                 if reason == CloseReason::AuthenticationFailed
@@ -563,6 +588,14 @@ impl Runtime {
                 changed
             }
         }
+    }
+
+    /// The tunnel the IKE SA `ike_sa` carries, if it is up.
+    fn tunnel_mut(&mut self, ike_sa: IkeSaId) -> Option<&mut TunnelConfig> {
+        if let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) {
+            return hub.tunnel.as_mut();
+        }
+        self.sites.get_mut(&ike_sa).map(|s| &mut s.tunnel)
     }
 
     /// The IKE SA `ike_sa` (or its CHILD SA) is gone: its tunnel goes; a

@@ -66,6 +66,7 @@ via = ["192.168.77.1"]
 [ike]
 identity = "{serial}"
 key_file = "{}"
+dpd_seconds = 2
 
 [[ike.peer]]
 name = "hub"
@@ -336,4 +337,60 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
     assert!(!out.status.success(), "a wrong key was accepted");
     let log = charon.log();
     assert!(log.contains("AUTHENTICATION_FAILED"), "{log}");
+}
+
+/// A hub that dies is noticed by the device's liveness checks (2 s of
+/// silence, then 1 + 2 + 4 + 8 s of unanswered retransmissions): its
+/// tunnel goes and its prefixes are blackholed; when the hub is back the
+/// device registers again by itself.
+#[test]
+fn a_dead_hub_is_noticed_and_the_branch_registers_again_when_it_returns() {
+    require_root();
+    require_program("ping", "iputils-ping");
+    require_program("nft", "nftables");
+    require_program("ethtool", "ethtool");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new("ikedpd");
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
+    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    let mut hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
+    let branch = Daemon::start(
+        &ns["branch"],
+        &dir,
+        "branch",
+        &branch_config(&dir, "vcpe-0042"),
+    );
+    assert!(reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(15)));
+
+    hub.kill_hard();
+    let died = Instant::now();
+    let deadline = died + Duration::from_secs(30);
+    loop {
+        let ike = branch.json(&["show", "ike"]);
+        if ike["hubs"][0]["state"] != "up" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead hub was never noticed: {ike}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let noticed = died.elapsed();
+    assert!(
+        noticed <= Duration::from_secs(25),
+        "noticed after {noticed:?}"
+    );
+    assert!(tunnels(&branch).is_empty(), "{:?}", tunnels(&branch));
+
+    hub.spawn();
+    assert!(
+        reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(40)),
+        "the branch did not register again"
+    );
+    eprintln!("dead hub noticed after {noticed:?}");
 }

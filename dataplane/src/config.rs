@@ -58,8 +58,9 @@ pub struct IkeConfig {
     /// is taken from the configuration file's directory.
     pub key_file: Option<std::path::PathBuf>,
     /// Seconds without a word from a peer before it is asked whether it
-    /// is alive (RFC 7296 §1.4); it is declared dead when a request goes
-    /// unanswered through the retransmissions (about 31 s).
+    /// is alive (RFC 7296 §1.4); it is declared dead when the request goes
+    /// unanswered through its retransmissions (15 s more), its tunnel
+    /// removed and, on a device, registration starts again.
     #[serde(default = "default_dpd")]
     pub dpd_seconds: u64,
     /// Hubs this device registers with (initiator).
