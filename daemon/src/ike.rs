@@ -535,6 +535,20 @@ impl Runtime {
                 false
             }
             Event::ChildSaDeleted { ike_sa, .. } => self.gone(ike_sa, now, "CHILD SA deleted"),
+            Event::IkeSaRekeyed { old, new, .. } => {
+                // The CHILD SAs carry over unchanged; only the id moves.
+                if let Some(serial) = self.peers.remove(&old) {
+                    self.peers.insert(new, serial);
+                }
+                if let Some(site) = self.sites.remove(&old) {
+                    self.sites.insert(new, site);
+                }
+                for hub in self.hubs.iter_mut().filter(|h| h.sa == Some(old)) {
+                    hub.sa = Some(new);
+                }
+                tracing::info!(?old, ?new, "IKE SA rekeyed");
+                false
+            }
             Event::IkeSaClosed { ike_sa, reason } => {
                 let registering = self.hubs.iter().position(|h| h.sa == Some(ike_sa));
                 if reason == CloseReason::AuthenticationFailed
