@@ -16,8 +16,9 @@
 //!   lets it claim, which goes when the device does.
 //!
 //! One thread, woken by the next datagram or the core's next deadline.
-//! CHILD SAs are not rekeyed yet (the core refuses CREATE_CHILD_SA): a
-//! device that loses its IKE SA registers again and its tunnel is replaced.
+//! Rekeys (CREATE_CHILD_SA, either side) keep the tunnel: a new CHILD SA
+//! takes over sealing while the one it replaces still opens until its
+//! Delete; an IKE SA rekey moves the tunnel to the new IKE SA.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -183,6 +184,16 @@ struct Hub {
     backoff: Duration,
 }
 
+/// One CHILD SA pair of a tunnel.
+#[derive(Clone)]
+struct Child {
+    inbound: SaEntryConfig,
+    outbound: SaEntryConfig,
+    /// The peer accepts it: we asked for it, or the SA it replaced is
+    /// deleted (RFC 7296 §2.8).
+    seal: bool,
+}
+
 /// A registered device's tunnel on the hub.
 struct Site {
     serial: String,
@@ -198,6 +209,9 @@ struct Runtime {
     /// Hub side: the identity each IKE SA authenticated, and its site.
     peers: HashMap<IkeSaId, String>,
     sites: HashMap<IkeSaId, Site>,
+    /// Each IKE SA's CHILD SAs, oldest first: more than one while a
+    /// rekey's old SA awaits its Delete.
+    children: HashMap<IkeSaId, Vec<Child>>,
     /// The last identity the registry was asked about (for the log line
     /// of a refusal).
     last_lookup: Arc<std::sync::Mutex<Option<(String, bool)>>>,
@@ -284,6 +298,10 @@ impl Runtime {
         // dead: with the default 10 s of silence before the liveness
         // check, a dead peer is noticed within 25 s.
         config.retransmit_tries = 4;
+        if cfg.rekey_seconds > 0 {
+            config.child_rekey_after = Some(Duration::from_secs(cfg.rekey_seconds));
+            config.ike_rekey_after = Some(Duration::from_secs(4 * cfg.rekey_seconds));
+        }
         let last_lookup = Arc::new(std::sync::Mutex::new(None));
         let seen = Arc::clone(&last_lookup);
         let registry = devices.clone();
@@ -311,6 +329,7 @@ impl Runtime {
             devices,
             peers: HashMap::new(),
             sites: HashMap::new(),
+            children: HashMap::new(),
             last_lookup,
             epoch: Instant::now(),
             view,
@@ -402,21 +421,13 @@ impl Runtime {
 
     fn carry_out(&mut self, outs: Vec<Output>, from: Option<SocketAddrV4>) {
         let (mut changed, mut events) = (false, false);
+        let mut sends = Vec::new();
+        // Events first: an answer that creates a CHILD SA leaves only once
+        // its inbound SA is installed, so the peer's first packet under it
+        // opens.
         for out in outs {
             match out {
-                Output::Send(d) => {
-                    let (Some(local), Some(remote)) = (v4(d.local), v4(d.remote)) else {
-                        continue;
-                    };
-                    let sent = self.engine.send_service(ServiceDatagram {
-                        local,
-                        remote,
-                        payload: d.bytes,
-                    });
-                    if !sent {
-                        tracing::warn!(%remote, "IKE datagram dropped: the send queue is full");
-                    }
-                }
+                Output::Send(d) => sends.push(d),
                 Output::Event(e) => {
                     events = true;
                     changed |= self.event(e, from);
@@ -427,6 +438,19 @@ impl Runtime {
             self.publish();
         } else if events {
             self.show();
+        }
+        for d in sends {
+            let (Some(local), Some(remote)) = (v4(d.local), v4(d.remote)) else {
+                continue;
+            };
+            let sent = self.engine.send_service(ServiceDatagram {
+                local,
+                remote,
+                payload: d.bytes,
+            });
+            if !sent {
+                tracing::warn!(%remote, "IKE datagram dropped: the send queue is full");
+            }
         }
     }
 
@@ -460,6 +484,7 @@ impl Runtime {
                 esn,
                 remote,
                 udp_encap,
+                initiator,
                 ..
             } => {
                 let Some(remote) = v4(remote) else {
@@ -471,12 +496,14 @@ impl Runtime {
                 // rekey (RFC 7296 §2.8): the new SAs take over, the old
                 // inbound one stays accepted until its Delete, so packets
                 // still in flight under it open.
-                if let Some(tunnel) = self.tunnel_mut(ike_sa) {
-                    let old = std::mem::replace(&mut tunnel.inbound, inbound);
-                    tunnel.inbound_extra.push(old);
-                    tunnel.outbound = outbound;
-                    tracing::info!(tunnel = %tunnel.name, spi_in, spi_out, "CHILD SA rekeyed");
-                    return true;
+                self.children.entry(ike_sa).or_default().push(Child {
+                    inbound: inbound.clone(),
+                    outbound: outbound.clone(),
+                    seal: initiator,
+                });
+                if self.tunnel_mut(ike_sa).is_some() {
+                    tracing::info!(?ike_sa, spi_in, spi_out, "CHILD SA rekeyed");
+                    return self.apply_pairs(ike_sa);
                 }
                 let encap = if udp_encap {
                     strait_dataplane::EncapConfig::Udp
@@ -550,15 +577,39 @@ impl Runtime {
                 false
             }
             Event::ChildSaDeleted { ike_sa, spi_in, .. } => {
-                // The SA a rekey replaced: no longer accepted.
-                if let Some(tunnel) = self.tunnel_mut(ike_sa) {
-                    if tunnel.inbound.spi != spi_in {
-                        let before = tunnel.inbound_extra.len();
-                        tunnel.inbound_extra.retain(|sa| sa.spi != spi_in);
-                        return tunnel.inbound_extra.len() != before;
+                // A rekey's old SA (or a collision's redundant new one)
+                // goes; the tunnel stays while another pair is left.
+                let left = self.children.get_mut(&ike_sa).map(|pairs| {
+                    pairs.retain(|c| c.inbound.spi != spi_in);
+                    // The peer deleted what it replaced: it accepts the
+                    // newest SA now.
+                    let n = pairs.len();
+                    if let Some(newest) = pairs.last_mut() {
+                        newest.seal |= n == 1;
                     }
+                    n
+                });
+                match left {
+                    Some(n) if n > 0 => self.apply_pairs(ike_sa),
+                    _ => self.gone(ike_sa, now, "CHILD SA deleted"),
                 }
-                self.gone(ike_sa, now, "CHILD SA deleted")
+            }
+            Event::IkeSaRekeyed { old, new, .. } => {
+                // The CHILD SAs carry over unchanged; only the id moves.
+                if let Some(serial) = self.peers.remove(&old) {
+                    self.peers.insert(new, serial);
+                }
+                if let Some(site) = self.sites.remove(&old) {
+                    self.sites.insert(new, site);
+                }
+                if let Some(pairs) = self.children.remove(&old) {
+                    self.children.insert(new, pairs);
+                }
+                for hub in self.hubs.iter_mut().filter(|h| h.sa == Some(old)) {
+                    hub.sa = Some(new);
+                }
+                tracing::info!(?old, ?new, "IKE SA rekeyed");
+                false
             }
             Event::IkeSaClosed { ike_sa, reason } => {
                 let registering = self.hubs.iter().position(|h| h.sa == Some(ike_sa));
@@ -590,6 +641,29 @@ impl Runtime {
         }
     }
 
+    /// Gives the tunnel of `ike_sa` its CHILD SAs: the newest pair seals
+    /// and opens, the older ones still open until they are deleted.
+    fn apply_pairs(&mut self, ike_sa: IkeSaId) -> bool {
+        let Some(pairs) = self.children.get(&ike_sa).cloned() else {
+            return false;
+        };
+        let Some(newest) = pairs.last() else {
+            return false;
+        };
+        // Seal with the newest SA the peer accepts; open with all.
+        let sealing = pairs.iter().rev().find(|c| c.seal).unwrap_or(newest);
+        let Some(tunnel) = self.tunnel_mut(ike_sa) else {
+            return false;
+        };
+        tunnel.inbound = newest.inbound.clone();
+        tunnel.outbound = sealing.outbound.clone();
+        tunnel.inbound_extra = pairs[..pairs.len() - 1]
+            .iter()
+            .map(|c| c.inbound.clone())
+            .collect();
+        true
+    }
+
     /// The tunnel the IKE SA `ike_sa` carries, if it is up.
     fn tunnel_mut(&mut self, ike_sa: IkeSaId) -> Option<&mut TunnelConfig> {
         if let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) {
@@ -601,6 +675,7 @@ impl Runtime {
     /// The IKE SA `ike_sa` (or its CHILD SA) is gone: its tunnel goes; a
     /// device registers again later.
     fn gone(&mut self, ike_sa: IkeSaId, now: Duration, why: &str) -> bool {
+        self.children.remove(&ike_sa);
         if let Some(i) = self.hubs.iter().position(|h| h.sa == Some(ike_sa)) {
             let hub = &self.hubs[i];
             let had = hub.tunnel.is_some();

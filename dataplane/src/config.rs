@@ -63,6 +63,11 @@ pub struct IkeConfig {
     /// removed and, on a device, registration starts again.
     #[serde(default = "default_dpd")]
     pub dpd_seconds: u64,
+    /// Seconds after which a CHILD SA we negotiated is rekeyed (new keys
+    /// without loss, RFC 7296 §2.8), with ±10 % jitter; the IKE SA is
+    /// rekeyed after four times as long. 0 leaves rekeying to the peer.
+    #[serde(default = "default_rekey")]
+    pub rekey_seconds: u64,
     /// Hubs this device registers with (initiator).
     #[serde(default)]
     pub peer: Vec<IkePeerConfig>,
@@ -73,6 +78,10 @@ pub struct IkeConfig {
 
 fn default_dpd() -> u64 {
     10
+}
+
+fn default_rekey() -> u64 {
+    3600
 }
 
 /// `[[ike.peer]]`: a hub to register with. Its tunnel exists once the key

@@ -172,13 +172,25 @@ pub struct Config {
     /// Port for IKE after NAT detection, with the non-ESP marker (RFC 3948
     /// §2.2, RFC 7296 §2.23).
     pub nat_t_port: u16,
+    /// Soft lifetime of a CHILD SA: rekey it (RFC 7296 §1.3.3) this long
+    /// after it was made, give or take a random 10% so that the two ends
+    /// rarely start at the same moment (§2.8.1). `None`: only on request
+    /// ([`crate::Ike::rekey_child`]) or when the peer does it.
+    pub child_rekey_after: Option<Duration>,
+    /// Soft lifetime of the IKE SA, likewise (§1.3.2, §2.18).
+    pub ike_rekey_after: Option<Duration>,
+    /// Offer a KE payload (PFS, §1.3.1) when we rekey a CHILD SA, in the
+    /// first of `dh_groups`. As responder a KE offered by the peer is
+    /// always accepted in a configured group.
+    pub child_pfs: bool,
 }
 
 impl Config {
     /// Defaults: AES-256-GCM then AES-128-GCM for IKE; Curve25519 then
     /// ECP-256; AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305 for ESP; ESN
     /// preferred; any IPv4 inner address; 1 s first retransmit, 5 tries;
-    /// no cookies; 30 s half-open; no DPD; NAT-T on 4500.
+    /// no cookies; 30 s half-open; no DPD; NAT-T on 4500; no rekeying
+    /// by time (the peer's rekeys are answered) and no PFS offered.
     pub fn new(local_id: Identity) -> Self {
         Config {
             local_id,
@@ -197,6 +209,9 @@ impl Config {
             half_open_timeout: Duration::from_secs(30),
             dpd_interval: None,
             nat_t_port: 4500,
+            child_rekey_after: None,
+            ike_rekey_after: None,
+            child_pfs: false,
         }
     }
 
@@ -219,6 +234,11 @@ impl Config {
         }
         if self.retransmit_tries == 0 {
             return bad("retransmit_tries is 0");
+        }
+        if self.child_rekey_after == Some(Duration::ZERO)
+            || self.ike_rekey_after == Some(Duration::ZERO)
+        {
+            return bad("a rekey interval is 0");
         }
         Ok(())
     }

@@ -367,6 +367,22 @@ pub fn derive_ike_keys(
     derive_from_skeyseed(cipher, &skeyseed, ni, nr, spi_i, spi_r)
 }
 
+/// The keys of an IKE SA made by rekeying (§2.18):
+/// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), then the schedule of
+/// §2.14 with the new nonces and SPIs (SPIi from the rekey initiator).
+pub fn rekey_ike_keys(
+    cipher: IkeCipher,
+    old_sk_d: &[u8],
+    shared: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeKeys, Error> {
+    let skeyseed = prf(old_sk_d, &[shared, ni, nr]);
+    derive_from_skeyseed(cipher, &skeyseed, ni, nr, spi_i, spi_r)
+}
+
 /// The key schedule after SKEYSEED (shared by IKE SA rekeying, §2.18).
 pub fn derive_from_skeyseed(
     cipher: IkeCipher,

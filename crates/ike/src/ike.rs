@@ -4,7 +4,8 @@
 //! time and answers with [`Output`]s: datagrams to send and [`Event`]s for
 //! the dataplane (CHILD SAs to install or retire). It never reads a clock
 //! or touches a socket; [`Ike::wake_at`] says when [`Ike::poll`] is due
-//! for retransmissions, half-open expiry and liveness checks.
+//! for retransmissions, half-open expiry, liveness checks and rekeying.
+//! Rekeying (CREATE_CHILD_SA) is described on [`Event`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -89,6 +90,32 @@ pub enum CloseReason {
 }
 
 /// Something for the runtime to act on.
+///
+/// # Rekeying (CREATE_CHILD_SA, §1.3, §2.8, §2.18)
+///
+/// A CHILD SA rekey, whoever starts it, shows as:
+///
+/// 1. [`Event::ChildSaReady`] for the new CHILD SA, on the same `ike_sa`,
+///    on both sides (the responder when it answers, the initiator when the
+///    answer comes). Install it; keep the old inbound SA, traffic may
+///    still arrive on it.
+/// 2. [`Event::ChildSaDeleted`] with the *old* SPIs once the INFORMATIONAL
+///    Delete that the rekey initiator sends for it (§2.8) is done: the
+///    initiator on the answer, the responder when it answers.
+///
+/// So every `ChildSaReady` is eventually followed by exactly one
+/// `ChildSaDeleted` with the same SPIs (or by `IkeSaClosed`). When both
+/// ends rekey the same CHILD SA at once (§2.8.1) each side reports both
+/// new CHILD SAs; the one made with the lowest nonce is then deleted by
+/// the side that made it and the old one by the other side, each with its
+/// `ChildSaDeleted`, so one new CHILD SA is left.
+///
+/// An IKE SA rekey shows as [`Event::IkeSaRekeyed`] `{ old, new }` on both
+/// sides: from then on the CHILD SAs belong to `new` (later events name
+/// `new`), nothing more is reported about `old`, which is deleted (the
+/// rekey initiator sends the Delete) without an `IkeSaClosed`. With
+/// simultaneous IKE rekeys the redundant new IKE SA is deleted silently
+/// too and `IkeSaRekeyed` names the survivor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The IKE SA is authenticated both ways.
@@ -112,7 +139,9 @@ pub enum Event {
         nat_detected: bool,
     },
     /// A CHILD SA is negotiated: install `spi_in` inbound before switching
-    /// outbound traffic to `spi_out`.
+    /// outbound traffic to `spi_out`. A further one on the same `ike_sa`
+    /// replaces an older CHILD SA (a rekey): the older one stays until its
+    /// [`Event::ChildSaDeleted`].
     ChildSaReady {
         /// The IKE SA it belongs to.
         ike_sa: IkeSaId,
@@ -138,16 +167,25 @@ pub enum Event {
         remote: SocketAddr,
         /// UDP-encapsulate ESP (NAT detected).
         udp_encap: bool,
+        /// We sent the request that created it. As a rekey, the peer
+        /// already accepts the new SA: seal with it at once. When we only
+        /// answered, the peer installs it when our answer arrives: keep
+        /// sealing with the SA it replaces until the peer deletes that one
+        /// (RFC 7296 §2.8).
+        initiator: bool,
     },
     /// The CHILD SA requested with the IKE SA was refused (the IKE SA
-    /// stays up, §1.2); the notification type says why.
+    /// stays up, §1.2), or the peer refused a rekey of ours (the old CHILD
+    /// SA stays and is rekeyed again later); the notification type says
+    /// why.
     ChildSaRefused {
         /// The IKE SA.
         ike_sa: IkeSaId,
         /// Error notification, e.g. TS_UNACCEPTABLE.
         notify: u16,
     },
-    /// A CHILD SA is gone: remove both directions.
+    /// A CHILD SA is gone: remove both directions. After a rekey this names
+    /// the old CHILD SA.
     ChildSaDeleted {
         /// The IKE SA it belonged to.
         ike_sa: IkeSaId,
@@ -155,6 +193,20 @@ pub enum Event {
         spi_in: u32,
         /// Outbound SPI.
         spi_out: u32,
+    },
+    /// The IKE SA `old` was rekeyed (§1.3.2, §2.18) into `new`: its CHILD
+    /// SAs now belong to `new`, unchanged (same SPIs and keys), and later
+    /// events about them name `new`. `old` is deleted without further
+    /// events. Addresses, peer identity and NAT state carry over.
+    IkeSaRekeyed {
+        /// The IKE SA that was replaced.
+        old: IkeSaId,
+        /// Its successor.
+        new: IkeSaId,
+        /// The new IKE SPIs as on the wire: the rekey initiator's.
+        spi_i: u64,
+        /// The rekey responder's new SPI.
+        spi_r: u64,
     },
     /// The IKE SA is gone (its CHILD SAs were reported deleted first).
     IkeSaClosed {
@@ -203,6 +255,10 @@ enum RequestKind {
     Liveness,
     DeleteChild(u32),
     DeleteIke,
+    /// CREATE_CHILD_SA rekeying the CHILD SA with this inbound SPI.
+    RekeyChild(u32),
+    /// CREATE_CHILD_SA rekeying the IKE SA.
+    RekeyIke,
 }
 
 #[derive(Debug)]
@@ -218,6 +274,72 @@ struct Pending {
 struct ChildSa {
     spi_in: u32,
     spi_out: u32,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
+    /// When to rekey it (soft lifetime).
+    rekey_at: Option<Duration>,
+    /// A rekey replaced it; its Delete is due or under way.
+    replaced: bool,
+}
+
+/// A CREATE_CHILD_SA request of ours in flight: what its answer needs.
+#[derive(Debug)]
+enum Creating {
+    Child {
+        /// Inbound SPI of the CHILD SA being rekeyed.
+        old: u32,
+        /// The new CHILD SA's inbound SPI.
+        spi_in: u32,
+        ni: Vec<u8>,
+        share: Option<KeyShare>,
+        /// An INVALID_KE_PAYLOAD answer was followed once already.
+        retried: bool,
+    },
+    Ike {
+        /// Our SPI for the new IKE SA.
+        spi: u64,
+        ni: Vec<u8>,
+        share: Option<KeyShare>,
+        retried: bool,
+    },
+}
+
+/// We answered the peer's rekey of a CHILD SA while rekeying it ourselves
+/// (§2.8.1): which one, and that exchange's nonces.
+#[derive(Debug)]
+struct ChildCollision {
+    old: u32,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+}
+
+/// Likewise for the IKE SA: the IKE SA our answer made (kept on standby
+/// until our own exchange settles which one survives).
+#[derive(Debug)]
+struct IkeCollision {
+    made: IkeSaId,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+}
+
+/// A CHILD SA a CREATE_CHILD_SA made, before it is recorded.
+struct NewChild {
+    /// We sent the request that created it.
+    initiator: bool,
+    spi_in: u32,
+    spi_out: u32,
+    keys_in: Vec<u8>,
+    keys_out: Vec<u8>,
+    cipher: CipherSuite,
+    esn: bool,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
+}
+
+/// §2.8.1: whether exchange `a` (its two nonces) holds the lowest of the
+/// four nonces, octet by octet, a shorter prefix being lower.
+fn holds_lowest_nonce(a: [&[u8]; 2], b: [&[u8]; 2]) -> bool {
+    a[0].min(a[1]) < b[0].min(b[1])
 }
 
 #[derive(Debug)]
@@ -267,6 +389,21 @@ struct IkeSa {
     last_heard: Duration,
     created: Duration,
     init: Option<InitiatorState>,
+    /// The bound for the peer's side of CHILD SAs: the registry's prefixes
+    /// for it (responder), or the prefixes asked for (initiator).
+    remote_ts_allowed: Vec<TrafficSelector>,
+    /// Our CREATE_CHILD_SA in flight.
+    creating: Option<Creating>,
+    child_collisions: Vec<ChildCollision>,
+    ike_collision: Option<IkeCollision>,
+    /// When to rekey the IKE SA (soft lifetime).
+    rekey_at: Option<Duration>,
+    /// Not to be reported on: rekeyed away, or a colliding rekey's SA on
+    /// standby. No liveness checks or rekeys of its own.
+    silent: bool,
+    /// A rekeyed-away SA is dropped at this time if its Delete never
+    /// completes.
+    expires: Option<Duration>,
 }
 
 impl IkeSa {
@@ -313,6 +450,8 @@ pub struct Ike {
     cookie_secret: [u8; 32],
     spis_in: HashSet<u32>,
     out: Vec<Output>,
+    /// SAs made by a rekey whose waiting requests are to start.
+    kick: Vec<IkeSaId>,
 }
 
 impl std::fmt::Debug for Ike {
@@ -428,22 +567,32 @@ struct EspChoice {
     peer_spi: u32,
     cipher: CipherSuite,
     esn: bool,
+    /// The PFS group (CREATE_CHILD_SA with a KE payload).
+    group: Option<DhGroup>,
 }
 
-fn choose_esp(config: &Config, proposals: &[Proposal<'_>]) -> Option<EspChoice> {
-    proposals.iter().find_map(|p| {
+/// Picks an ESP proposal. `ke` is the group of the KE payload that came
+/// with the SA payload: `None` in IKE_AUTH (§1.2: no DH transform but
+/// NONE) and in a CREATE_CHILD_SA without PFS. Refuses with
+/// NO_PROPOSAL_CHOSEN, or INVALID_KE_PAYLOAD and the group we want when a
+/// proposal fits but for the KE group (§1.3).
+fn choose_esp(
+    config: &Config,
+    proposals: &[Proposal<'_>],
+    ke: Option<u16>,
+) -> Result<EspChoice, (u16, Option<DhGroup>)> {
+    let mut wanted_group = None;
+    for p in proposals {
         if p.protocol != protocol::ESP || p.spi.len() != 4 || !no_integrity(p) {
-            return None;
+            continue;
         }
-        // A DH transform here would ask for PFS, which the CHILD SA of
-        // IKE_AUTH cannot have (§1.2); only NONE is accepted.
-        if p.of_type(transform::DH).any(|t| t.id != 0) {
-            return None;
-        }
-        let cipher = p
+        let Some(cipher) = p
             .of_type(transform::ENCR)
             .filter_map(crypto::cipher_of)
-            .find(|c| config.esp_ciphers.contains(c))?;
+            .find(|c| config.esp_ciphers.contains(c))
+        else {
+            continue;
+        };
         let offered: Vec<bool> = p
             .of_type(transform::ESN)
             .filter_map(|t| match t.id {
@@ -455,20 +604,79 @@ fn choose_esp(config: &Config, proposals: &[Proposal<'_>]) -> Option<EspChoice> 
         // No ESN transform at all means no ESN.
         let esn = if p.of_type(transform::ESN).next().is_none() {
             if !config.esn.contains(&false) {
-                return None;
+                continue;
             }
             false
         } else {
-            *offered.iter().find(|e| config.esn.contains(e))?
+            match offered.iter().find(|e| config.esn.contains(e)) {
+                Some(e) => *e,
+                None => continue,
+            }
+        };
+        let dh: Vec<u16> = p.of_type(transform::DH).map(|t| t.id).collect();
+        let group = match ke {
+            None if dh.is_empty() || dh.contains(&0) => None,
+            None => continue,
+            Some(g) => {
+                let ours = DhGroup::from_id(g).filter(|x| config.dh_groups.contains(x));
+                match ours {
+                    Some(x) if dh.contains(&g) => Some(x),
+                    _ => {
+                        if wanted_group.is_none() {
+                            wanted_group = config
+                                .dh_groups
+                                .iter()
+                                .copied()
+                                .find(|x| dh.contains(&x.id()));
+                        }
+                        continue;
+                    }
+                }
+            }
         };
         let peer_spi = u32::from_be_bytes([p.spi[0], p.spi[1], p.spi[2], p.spi[3]]);
-        Some(EspChoice {
+        return Ok(EspChoice {
             num: p.num,
             peer_spi,
             cipher,
             esn,
-        })
+            group,
+        });
+    }
+    Err(match wanted_group {
+        Some(g) => (notify::INVALID_KE_PAYLOAD, Some(g)),
+        None => (notify::NO_PROPOSAL_CHOSEN, None),
     })
+}
+
+/// The responder's ESP proposal: the chosen one, with our SPI.
+fn esp_answer<'a>(choice: &EspChoice, spi: &'a [u8]) -> Proposal<'a> {
+    let mut transforms = vec![crypto::encr_transform(choice.cipher)];
+    if let Some(g) = choice.group {
+        transforms.push(Transform::new(transform::DH, g.id()));
+    }
+    transforms.push(Transform::new(
+        transform::ESN,
+        if choice.esn {
+            transform::ESN_YES
+        } else {
+            transform::ESN_NO
+        },
+    ));
+    Proposal {
+        num: choice.num,
+        protocol: protocol::ESP,
+        spi,
+        transforms,
+    }
+}
+
+/// A notification answer, with the data of INVALID_KE_PAYLOAD.
+fn refusal_chain(kind: u16, group: Option<DhGroup>) -> ChainBuilder {
+    match group {
+        Some(g) => notify_chain(kind, &g.id().to_be_bytes()),
+        None => notify_chain(kind, &[]),
+    }
 }
 
 /// §2.9 narrowing: every overlap of what was proposed with what policy
@@ -506,6 +714,7 @@ impl Ike {
             cookie_secret,
             spis_in: HashSet::new(),
             out: Vec::new(),
+            kick: Vec::new(),
         })
     }
 
@@ -554,6 +763,30 @@ impl Ike {
         let mut n = vec![0u8; NONCE_LEN];
         self.random(&mut n);
         n
+    }
+
+    /// `now + after`, give or take a random 10% (§2.8.1: fewer collisions).
+    fn rekey_time(&self, now: Duration, after: Option<Duration>) -> Option<Duration> {
+        let after = after?;
+        let mut b = [0u8; 2];
+        self.random(&mut b);
+        // 0.9 … 1.1 in steps of 1/65536 of 0.2.
+        let factor = 0.9 + 0.2 * f64::from(u16::from_be_bytes(b)) / 65535.0;
+        Some(now + after.mul_f64(factor))
+    }
+
+    /// How long a rekeyed-away IKE SA waits for its Delete: the whole
+    /// retransmission schedule of one request, twice.
+    fn retire_span(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        for k in 0..self.config.retransmit_tries {
+            total += self
+                .config
+                .retransmit_timeout
+                .saturating_mul(1 << k.min(16))
+                .min(MAX_RETRANSMIT_INTERVAL);
+        }
+        total * 2
     }
 
     fn take(&mut self) -> Vec<Output> {
@@ -621,6 +854,13 @@ impl Ike {
             peer_id: None,
             last_heard: now,
             created: now,
+            remote_ts_allowed: peer.remote_ts.clone(),
+            creating: None,
+            child_collisions: Vec::new(),
+            ike_collision: None,
+            rekey_at: None,
+            silent: false,
+            expires: None,
             init: Some(InitiatorState {
                 peer,
                 key_share: Some(key_share),
@@ -925,6 +1165,7 @@ impl Ike {
         sa.state = State::Established;
         sa.peer_id = Some(peer_id.clone());
         sa.last_heard = now;
+        sa.rekey_at = self.rekey_time(now, self.config.ike_rekey_after);
         self.event(Event::IkeSaEstablished {
             ike_sa: sa.id,
             spi_i: sa.spi_i,
@@ -944,6 +1185,10 @@ impl Ike {
                         sa.children.push(ChildSa {
                             spi_in: child_spi,
                             spi_out,
+                            ts_local: ts_local.clone(),
+                            ts_remote: ts_remote.clone(),
+                            rekey_at: self.rekey_time(now, self.config.child_rekey_after),
+                            replaced: false,
                         });
                         self.event(Event::ChildSaReady {
                             ike_sa: sa.id,
@@ -958,6 +1203,7 @@ impl Ike {
                             local: sa.local,
                             remote: sa.remote,
                             udp_encap: sa.nat_detected,
+                            initiator: true,
                         });
                     }
                     Err(_) => {
@@ -1005,7 +1251,7 @@ impl Ike {
         let [prop] = &props[..] else {
             return Err(notify::NO_PROPOSAL_CHOSEN);
         };
-        let choice = choose_esp(&self.config, &props).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        let choice = choose_esp(&self.config, &props, None).map_err(|(n, _)| n)?;
         if prop.of_type(transform::ENCR).count() != 1 || prop.of_type(transform::ESN).count() > 1 {
             return Err(notify::NO_PROPOSAL_CHOSEN);
         }
@@ -1089,7 +1335,7 @@ impl Ike {
         let Ok(props) = payload::parse_sa(sa_body) else {
             return self.respond_plain(&h, notify_chain(notify::INVALID_SYNTAX, &[]), src, dst);
         };
-        let Some((num, cipher, group)) = self.choose_ike(&props, ke.group) else {
+        let Some((num, cipher, group, _)) = self.choose_ike(&props, ke.group, 0) else {
             return self.respond_plain(&h, notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]), src, dst);
         };
         if ke.group != group.id() {
@@ -1138,6 +1384,13 @@ impl Ike {
             last_heard: now,
             created: now,
             init: None,
+            remote_ts_allowed: Vec::new(),
+            creating: None,
+            child_collisions: Vec::new(),
+            ike_collision: None,
+            rekey_at: None,
+            silent: false,
+            expires: None,
         };
         self.nat_check(&mut sa, &p, src, dst);
         let Ok(keys) = crypto::derive_ike_keys(cipher, &sa.ni, &sa.nr, &shared, sa.spi_i, spi_r)
@@ -1194,16 +1447,18 @@ impl Ike {
         self.sas.insert(sa.id, sa);
     }
 
-    /// Picks (proposal number, cipher, group) from an IKE SA payload.
-    /// The group of the initiator's KE wins if we accept it, else our most
-    /// preferred group among those offered.
+    /// Picks (proposal number, cipher, group, SPI) from an IKE SA payload:
+    /// SPIs of `spi_len` octets (none in IKE_SA_INIT, 8 when rekeying,
+    /// §3.3.1). The group of the initiator's KE wins if we accept it, else
+    /// our most preferred group among those offered.
     fn choose_ike(
         &self,
         props: &[Proposal<'_>],
         ke_group: u16,
-    ) -> Option<(u8, CipherSuite, DhGroup)> {
+        spi_len: usize,
+    ) -> Option<(u8, CipherSuite, DhGroup, u64)> {
         props.iter().find_map(|p| {
-            if p.protocol != protocol::IKE || !p.spi.is_empty() || !no_integrity(p) {
+            if p.protocol != protocol::IKE || p.spi.len() != spi_len || !no_integrity(p) {
                 return None;
             }
             if !p
@@ -1232,7 +1487,8 @@ impl Ike {
                         .copied()
                         .find(|g| offered.contains(g))
                 })?;
-            Some((p.num, cipher, group))
+            let spi = p.spi.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+            Some((p.num, cipher, group, spi))
         })
     }
 
@@ -1282,6 +1538,8 @@ impl Ike {
         });
         sa.state = State::Established;
         sa.peer_id = Some(peer_id.clone());
+        sa.remote_ts_allowed = entry.remote_ts.clone();
+        sa.rekey_at = self.rekey_time(now, self.config.ike_rekey_after);
         self.half_open -= 1;
         self.event(Event::IkeSaEstablished {
             ike_sa: sa.id,
@@ -1300,7 +1558,8 @@ impl Ike {
                 return Err(notify::NO_PROPOSAL_CHOSEN);
             };
             let props = payload::parse_sa(sa_body).map_err(|_| notify::INVALID_SYNTAX)?;
-            let choice = choose_esp(&self.config, &props).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            let choice =
+                choose_esp(&self.config, &props, None).map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
             // §2.9: narrow TSi to what the registry allows the peer, TSr
             // to our own side.
             let ts_i = narrow(tsi, &entry.remote_ts);
@@ -1317,29 +1576,16 @@ impl Ike {
                     Ok((i2r, r2i)) => {
                         let spi_in = self.new_child_spi();
                         let spi = spi_in.to_be_bytes();
-                        let mut transforms = vec![crypto::encr_transform(choice.cipher)];
-                        transforms.push(Transform::new(
-                            transform::ESN,
-                            if choice.esn {
-                                transform::ESN_YES
-                            } else {
-                                transform::ESN_NO
-                            },
-                        ));
-                        push_sa(
-                            &mut c,
-                            &[Proposal {
-                                num: choice.num,
-                                protocol: protocol::ESP,
-                                spi: &spi,
-                                transforms,
-                            }],
-                        );
+                        push_sa(&mut c, &[esp_answer(&choice, &spi)]);
                         push_ts(&mut c, pt::TSI, &ts_i);
                         push_ts(&mut c, pt::TSR, &ts_r);
                         sa.children.push(ChildSa {
                             spi_in,
                             spi_out: choice.peer_spi,
+                            ts_local: ts_r.clone(),
+                            ts_remote: ts_i.clone(),
+                            rekey_at: self.rekey_time(now, self.config.child_rekey_after),
+                            replaced: false,
                         });
                         self.event(Event::ChildSaReady {
                             ike_sa: sa.id,
@@ -1354,6 +1600,7 @@ impl Ike {
                             local: sa.local,
                             remote: sa.remote,
                             udp_encap: sa.nat_detected,
+                            initiator: false,
                         });
                     }
                     Err(_) => {
@@ -1491,6 +1738,26 @@ impl Ike {
             Some(RequestKind::Auth) if msg.header.exchange == ExchangeType::IkeAuth => {
                 self.auth_response(now, sa, &p)
             }
+            Some(RequestKind::RekeyChild(_))
+                if msg.header.exchange == ExchangeType::CreateChildSa =>
+            {
+                sa.pending = None;
+                sa.next_request_id += 1;
+                self.child_rekey_response(now, &mut sa, &p);
+                if sa.pending.is_none() {
+                    self.next_queued(now, &mut sa);
+                }
+                self.sas.insert(sa.id, sa);
+            }
+            Some(RequestKind::RekeyIke) if msg.header.exchange == ExchangeType::CreateChildSa => {
+                sa.pending = None;
+                sa.next_request_id += 1;
+                self.ike_rekey_response(now, &mut sa, &p);
+                if sa.pending.is_none() {
+                    self.next_queued(now, &mut sa);
+                }
+                self.sas.insert(sa.id, sa);
+            }
             Some(RequestKind::DeleteIke) => self.close_now(sa, CloseReason::DeletedLocally),
             Some(RequestKind::DeleteChild(spi_in)) => {
                 sa.pending = None;
@@ -1573,12 +1840,11 @@ impl Ike {
                     }
                     (State::Established, ExchangeType::Informational) => {
                         self.follow_peer(&mut sa, src, dst);
-                        self.informational(&mut sa, &p)
+                        self.informational(now, &mut sa, &p)
                     }
                     (State::Established, ExchangeType::CreateChildSa) => {
-                        // Rekeying is not implemented yet: §1.3 lets a
-                        // responder refuse further SAs.
-                        (notify_chain(notify::NO_ADDITIONAL_SAS, &[]), None)
+                        self.follow_peer(&mut sa, src, dst);
+                        (self.create_child_request(now, &mut sa, &p), None)
                     }
                     _ => {
                         self.sas.insert(sa.id, sa);
@@ -1601,16 +1867,26 @@ impl Ike {
                 self.sas.insert(sa.id, sa);
             }
         }
+        self.run_kicks(now);
     }
 
     /// INFORMATIONAL requests (§1.4): Delete payloads, notifications, or
     /// nothing (a liveness check).
     fn informational(
         &mut self,
+        now: Duration,
         sa: &mut IkeSa,
         p: &Payloads<'_>,
     ) -> (ChainBuilder, Option<CloseReason>) {
         if p.deletes.iter().any(|d| d.protocol == protocol::IKE) {
+            // Colliding IKE rekeys (§2.8.1) where the peer's won and its
+            // Delete overtook the answer to ours: its new SA takes over.
+            if let Some(c) = sa.ike_collision.take() {
+                if let Some(mut standby) = self.sas.remove(&c.made) {
+                    self.hand_over(now, sa, &mut standby);
+                    self.sas.insert(standby.id, standby);
+                }
+            }
             return (ChainBuilder::new(), Some(CloseReason::DeletedByPeer));
         }
         if p.notify(notify::AUTHENTICATION_FAILED).is_some() {
@@ -1647,10 +1923,19 @@ impl Ike {
         }
     }
 
-    /// Ends the SA: its CHILD SAs are reported deleted, then the SA.
+    /// Ends the SA: its CHILD SAs are reported deleted, then the SA
+    /// (unless it was rekeyed away or on standby: no events then).
     fn close_now(&mut self, mut sa: IkeSa, reason: CloseReason) {
         for spi_in in sa.children.iter().map(|c| c.spi_in).collect::<Vec<_>>() {
             self.remove_child(&mut sa, spi_in);
+        }
+        if let Some(Creating::Child { spi_in, .. }) = &sa.creating {
+            self.spis_in.remove(spi_in);
+        }
+        if let Some(c) = sa.ike_collision.take() {
+            if let Some(standby) = self.sas.remove(&c.made) {
+                self.close_now(standby, reason.clone());
+            }
         }
         if sa.state == State::HalfOpen {
             self.half_open -= 1;
@@ -1662,10 +1947,12 @@ impl Ike {
         }
         // The peer's address may have moved since (NAT-T): search by id.
         self.by_initiator.retain(|_, v| *v != sa.id);
-        self.event(Event::IkeSaClosed {
-            ike_sa: sa.id,
-            reason,
-        });
+        if !sa.silent {
+            self.event(Event::IkeSaClosed {
+                ike_sa: sa.id,
+                reason,
+            });
+        }
     }
 
     fn fail(&mut self, sa: IkeSa, reason: CloseReason) {
@@ -1676,7 +1963,36 @@ impl Ike {
     // Requests we start on an established SA
     // ---------------------------------------------------------------
 
-    fn request_bytes(&mut self, sa: &mut IkeSa, kind: RequestKind) -> Vec<u8> {
+    fn request_bytes(&mut self, sa: &mut IkeSa, kind: RequestKind) -> Option<Vec<u8>> {
+        match kind {
+            RequestKind::RekeyChild(old) => {
+                let share = if self.config.child_pfs {
+                    Some(KeyShare::generate(self.config.dh_groups[0], &self.rng).ok()?)
+                } else {
+                    None
+                };
+                let spi_in = self.new_child_spi();
+                sa.creating = Some(Creating::Child {
+                    old,
+                    spi_in,
+                    ni: self.nonce(),
+                    share,
+                    retried: false,
+                });
+                return self.rekey_child_bytes(sa);
+            }
+            RequestKind::RekeyIke => {
+                let share = KeyShare::generate(sa.group, &self.rng).ok()?;
+                sa.creating = Some(Creating::Ike {
+                    spi: self.new_ike_spi(),
+                    ni: self.nonce(),
+                    share: Some(share),
+                    retried: false,
+                });
+                return self.rekey_ike_bytes(sa);
+            }
+            _ => {}
+        }
         let mut c = ChainBuilder::new();
         match kind {
             RequestKind::DeleteChild(spi_in) => {
@@ -1686,7 +2002,7 @@ impl Ike {
             _ => {}
         }
         let header = sa.header(ExchangeType::Informational, false, sa.next_request_id);
-        sa.encrypt(header, c)
+        Some(sa.encrypt(header, c))
     }
 
     fn enqueue(&mut self, now: Duration, sa: &mut IkeSa, kind: RequestKind) {
@@ -1697,8 +2013,13 @@ impl Ike {
             }
             return;
         }
-        let bytes = self.request_bytes(sa, kind);
-        self.start_request(now, sa, kind, bytes);
+        let bytes = Self::still_wanted(sa, kind)
+            .then(|| self.request_bytes(sa, kind))
+            .flatten();
+        match bytes {
+            Some(bytes) => self.start_request(now, sa, kind, bytes),
+            None => self.next_queued(now, sa),
+        }
     }
 
     fn next_queued(&mut self, now: Duration, sa: &mut IkeSa) {
@@ -1710,7 +2031,9 @@ impl Ike {
     fn established(&mut self, id: IkeSaId) -> Result<IkeSa, Error> {
         match self.sas.get(&id) {
             None => Err(Error::UnknownSa(id.0)),
-            Some(sa) if sa.state != State::Established => Err(Error::NotEstablished(id.0)),
+            Some(sa) if sa.state != State::Established || sa.silent => {
+                Err(Error::NotEstablished(id.0))
+            }
             Some(_) => Ok(self.sas.remove(&id).expect("present")),
         }
     }
@@ -1749,6 +2072,797 @@ impl Ike {
     }
 
     // ---------------------------------------------------------------
+    // CREATE_CHILD_SA (§1.3): rekeying CHILD SAs and the IKE SA
+    // ---------------------------------------------------------------
+
+    /// Whether a queued request still makes sense when its turn comes.
+    fn still_wanted(sa: &IkeSa, kind: RequestKind) -> bool {
+        let up = sa.state == State::Established && !sa.silent;
+        match kind {
+            RequestKind::RekeyChild(old) => {
+                up && sa.children.iter().any(|c| c.spi_in == old && !c.replaced)
+                    && !sa.queued.contains(&RequestKind::DeleteChild(old))
+            }
+            RequestKind::RekeyIke => up,
+            RequestKind::DeleteChild(spi) => sa.children.iter().any(|c| c.spi_in == spi),
+            _ => true,
+        }
+    }
+
+    /// Records a new CHILD SA and reports it.
+    fn add_child(&mut self, now: Duration, sa: &mut IkeSa, n: NewChild) {
+        sa.children.push(ChildSa {
+            spi_in: n.spi_in,
+            spi_out: n.spi_out,
+            ts_local: n.ts_local.clone(),
+            ts_remote: n.ts_remote.clone(),
+            rekey_at: self.rekey_time(now, self.config.child_rekey_after),
+            replaced: false,
+        });
+        self.event(Event::ChildSaReady {
+            ike_sa: sa.id,
+            spi_in: n.spi_in,
+            spi_out: n.spi_out,
+            keys_in: KeyMaterial(n.keys_in),
+            keys_out: KeyMaterial(n.keys_out),
+            cipher: n.cipher,
+            esn: n.esn,
+            ts_local: n.ts_local,
+            ts_remote: n.ts_remote,
+            local: sa.local,
+            remote: sa.remote,
+            udp_encap: sa.nat_detected,
+            initiator: n.initiator,
+        });
+    }
+
+    /// When to try a refused rekey again: a tenth of the soft lifetime
+    /// later (at least a second), or never if rekeying is not timed.
+    fn retry_rekey(&self, now: Duration, after: Option<Duration>) -> Option<Duration> {
+        after.map(|a| now + (a / 10).max(Duration::from_secs(1)))
+    }
+
+    /// The IKE SA a rekey of `old` makes (§2.18): the same peer, addresses
+    /// and NAT state; new SPIs, nonces and keys; message IDs from zero.
+    /// The rekey initiator is the new SA's initiator (§2.2, §3.1).
+    #[allow(clippy::too_many_arguments)]
+    fn successor(
+        &self,
+        now: Duration,
+        old: &IkeSa,
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        cipher: CipherSuite,
+        group: DhGroup,
+        (ni, nr): (Vec<u8>, Vec<u8>),
+        keys: IkeKeys,
+    ) -> Result<IkeSa, Error> {
+        let (seal, open) = if initiator {
+            (&keys.sk_ei, &keys.sk_er)
+        } else {
+            (&keys.sk_er, &keys.sk_ei)
+        };
+        let seal = SkCipher::new(cipher, seal)?;
+        let open = SkCipher::new(cipher, open)?;
+        Ok(IkeSa {
+            id: IkeSaId(if initiator { spi_i } else { spi_r }),
+            initiator,
+            state: State::Established,
+            spi_i,
+            spi_r,
+            local: old.local,
+            remote: old.remote,
+            cipher,
+            group,
+            ni,
+            nr,
+            keys: Some(keys),
+            seal: Some(seal),
+            open: Some(open),
+            iv: 0,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            next_request_id: 0,
+            next_peer_id: 0,
+            last_response: None,
+            pending: None,
+            queued: VecDeque::new(),
+            children: Vec::new(),
+            nat_detected: old.nat_detected,
+            peer_id: old.peer_id.clone(),
+            last_heard: now,
+            created: now,
+            init: None,
+            remote_ts_allowed: old.remote_ts_allowed.clone(),
+            creating: None,
+            child_collisions: Vec::new(),
+            ike_collision: None,
+            rekey_at: None,
+            silent: false,
+            expires: None,
+        })
+    }
+
+    /// Moves `old`'s CHILD SAs and waiting requests to `new`, reports the
+    /// rekey and retires `old` (it waits for its Delete, silently).
+    fn hand_over(&mut self, now: Duration, old: &mut IkeSa, new: &mut IkeSa) {
+        new.children = std::mem::take(&mut old.children);
+        for k in std::mem::take(&mut old.queued) {
+            if k != RequestKind::RekeyIke && !new.queued.contains(&k) {
+                new.queued.push_back(k);
+            }
+        }
+        old.child_collisions.clear();
+        new.silent = false;
+        new.expires = None;
+        new.rekey_at = self.rekey_time(now, self.config.ike_rekey_after);
+        old.silent = true;
+        old.rekey_at = None;
+        old.expires = Some(now + self.retire_span());
+        self.kick.push(new.id);
+        self.event(Event::IkeSaRekeyed {
+            old: old.id,
+            new: new.id,
+            spi_i: new.spi_i,
+            spi_r: new.spi_r,
+        });
+    }
+
+    /// Starts the waiting requests of SAs that a rekey just made, once the
+    /// answer that makes them known to the peer is out.
+    fn run_kicks(&mut self, now: Duration) {
+        for id in std::mem::take(&mut self.kick) {
+            if let Some(mut sa) = self.sas.remove(&id) {
+                if sa.pending.is_none() {
+                    self.next_queued(now, &mut sa);
+                }
+                self.sas.insert(id, sa);
+            }
+        }
+    }
+
+    /// A CREATE_CHILD_SA request (§1.3): the answer.
+    fn create_child_request(
+        &mut self,
+        now: Duration,
+        sa: &mut IkeSa,
+        p: &Payloads<'_>,
+    ) -> ChainBuilder {
+        if sa.silent {
+            // Rekeyed away or on standby: nothing new on it.
+            return notify_chain(notify::TEMPORARY_FAILURE, &[]);
+        }
+        let Some(body) = p.sa else {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        };
+        let Ok(props) = payload::parse_sa(body) else {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        };
+        if props.iter().any(|x| x.protocol == protocol::IKE) {
+            self.ike_rekey_request(now, sa, &props, p)
+        } else if let Some(rekey) = p.notify(notify::REKEY_SA) {
+            self.child_rekey_request(now, sa, &props, p, rekey)
+        } else {
+            // A further CHILD SA: one per IKE SA is what the runtime
+            // keeps, so §1.3 lets us refuse.
+            notify_chain(notify::NO_ADDITIONAL_SAS, &[])
+        }
+    }
+
+    /// The peer rekeys a CHILD SA (§1.3.3).
+    fn child_rekey_request(
+        &mut self,
+        now: Duration,
+        sa: &mut IkeSa,
+        props: &[Proposal<'_>],
+        p: &Payloads<'_>,
+        rekey: &Notify<'_>,
+    ) -> ChainBuilder {
+        let not_found = || {
+            let mut c = ChainBuilder::new();
+            c.push_with(pt::NOTIFY, false, |b| {
+                Notify {
+                    protocol: protocol::ESP,
+                    spi: rekey.spi,
+                    kind: notify::CHILD_SA_NOT_FOUND,
+                    data: &[],
+                }
+                .emit(b)
+            });
+            c
+        };
+        // The SPI the peer receives on: our outbound one.
+        let old_out = match <[u8; 4]>::try_from(rekey.spi) {
+            Ok(b) if rekey.protocol == protocol::ESP => u32::from_be_bytes(b),
+            _ => return not_found(),
+        };
+        let Some(old) = sa.children.iter().find(|c| c.spi_out == old_out) else {
+            return not_found();
+        };
+        let old_in = old.spi_in;
+        let deleting = old.replaced
+            || sa.queued.contains(&RequestKind::DeleteChild(old_in))
+            || sa
+                .pending
+                .as_ref()
+                .is_some_and(|q| q.kind == RequestKind::DeleteChild(old_in));
+        // §2.25: a CHILD SA being closed, or an IKE rekey of ours under way.
+        if deleting || matches!(sa.creating, Some(Creating::Ike { .. })) {
+            return notify_chain(notify::TEMPORARY_FAILURE, &[]);
+        }
+        let (Some(ni), Some(tsi), Some(tsr)) = (p.nonce, &p.tsi, &p.tsr) else {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        };
+        let choice = match choose_esp(&self.config, props, p.ke.map(|k| k.group)) {
+            Ok(c) => c,
+            Err((n, g)) => return refusal_chain(n, g),
+        };
+        // §2.9 as in IKE_AUTH: the peer's side to what it may have, ours
+        // to our own prefixes.
+        let ts_i = narrow(tsi, &sa.remote_ts_allowed);
+        let ts_r = narrow(tsr, &self.config.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            return notify_chain(notify::TS_UNACCEPTABLE, &[]);
+        }
+        let mut ke_out = None;
+        let mut shared = None;
+        if let (Some(g), Some(ke)) = (choice.group, p.ke) {
+            let Ok(share) = KeyShare::generate(g, &self.rng) else {
+                return notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]);
+            };
+            ke_out = Some((g, share.public().to_vec()));
+            match share.agree(ke.data) {
+                Ok(s) => shared = Some(s),
+                Err(_) => return notify_chain(notify::INVALID_SYNTAX, &[]),
+            }
+        }
+        let nr = self.nonce();
+        let keys = sa.keys.as_ref().expect("keys");
+        let Ok((i2r, r2i)) =
+            crypto::child_keys(&keys.sk_d, choice.cipher, shared.as_deref(), ni, &nr)
+        else {
+            return notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]);
+        };
+        let spi_in = self.new_child_spi();
+        let spi = spi_in.to_be_bytes();
+        let mut c = ChainBuilder::new();
+        push_sa(&mut c, &[esp_answer(&choice, &spi)]);
+        c.push(pt::NONCE, &nr);
+        if let Some((g, public)) = &ke_out {
+            c.push_with(pt::KE, false, |b| {
+                KeyExchange {
+                    group: g.id(),
+                    data: public,
+                }
+                .emit(b)
+            });
+        }
+        push_ts(&mut c, pt::TSI, &ts_i);
+        push_ts(&mut c, pt::TSR, &ts_r);
+        if let Some(o) = sa.children.iter_mut().find(|c| c.spi_in == old_in) {
+            o.replaced = true;
+            o.rekey_at = None;
+        }
+        if matches!(&sa.creating, Some(Creating::Child { old, .. }) if *old == old_in) {
+            // §2.8.1: we are rekeying it too; our answer settles which of
+            // the two new CHILD SAs stays.
+            sa.child_collisions.push(ChildCollision {
+                old: old_in,
+                ni: ni.to_vec(),
+                nr: nr.clone(),
+            });
+        }
+        self.add_child(
+            now,
+            sa,
+            NewChild {
+                initiator: false,
+                spi_in,
+                spi_out: choice.peer_spi,
+                keys_in: i2r,
+                keys_out: r2i,
+                cipher: choice.cipher,
+                esn: choice.esn,
+                ts_local: ts_r,
+                ts_remote: ts_i,
+            },
+        );
+        c
+    }
+
+    /// The peer rekeys the IKE SA (§1.3.2, §2.18).
+    fn ike_rekey_request(
+        &mut self,
+        now: Duration,
+        sa: &mut IkeSa,
+        props: &[Proposal<'_>],
+        p: &Payloads<'_>,
+    ) -> ChainBuilder {
+        // §2.25: not while a CHILD SA exchange of ours is under way (its
+        // answer would come on the old SA).
+        let busy = matches!(sa.creating, Some(Creating::Child { .. }))
+            || sa.ike_collision.is_some()
+            || sa
+                .pending
+                .as_ref()
+                .is_some_and(|q| !matches!(q.kind, RequestKind::Liveness | RequestKind::RekeyIke));
+        if busy {
+            return notify_chain(notify::TEMPORARY_FAILURE, &[]);
+        }
+        let (Some(ni), Some(ke)) = (p.nonce, p.ke) else {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        };
+        let Some((num, cipher, group, spi_i)) = self.choose_ike(props, ke.group, 8) else {
+            return notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]);
+        };
+        if ke.group != group.id() {
+            return refusal_chain(notify::INVALID_KE_PAYLOAD, Some(group));
+        }
+        if spi_i == 0 {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        }
+        let Ok(share) = KeyShare::generate(group, &self.rng) else {
+            return notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]);
+        };
+        let public = share.public().to_vec();
+        let Ok(shared) = share.agree(ke.data) else {
+            return notify_chain(notify::INVALID_SYNTAX, &[]);
+        };
+        let nr = self.nonce();
+        let spi_r = self.new_ike_spi();
+        let old_keys = sa.keys.as_ref().expect("keys");
+        let made = crypto::rekey_ike_keys(cipher, &old_keys.sk_d, &shared, ni, &nr, spi_i, spi_r)
+            .and_then(|keys| {
+                self.successor(
+                    now,
+                    sa,
+                    false,
+                    (spi_i, spi_r),
+                    cipher,
+                    group,
+                    (ni.to_vec(), nr.clone()),
+                    keys,
+                )
+            });
+        let Ok(mut new) = made else {
+            return notify_chain(notify::NO_PROPOSAL_CHOSEN, &[]);
+        };
+        let mut c = ChainBuilder::new();
+        let spi = spi_r.to_be_bytes();
+        push_sa(
+            &mut c,
+            &[Proposal {
+                num,
+                protocol: protocol::IKE,
+                spi: &spi,
+                transforms: vec![
+                    crypto::encr_transform(cipher),
+                    Transform::new(transform::PRF, transform::PRF_HMAC_SHA2_256),
+                    Transform::new(transform::DH, group.id()),
+                ],
+            }],
+        );
+        c.push(pt::NONCE, &nr);
+        c.push_with(pt::KE, false, |b| {
+            KeyExchange {
+                group: group.id(),
+                data: &public,
+            }
+            .emit(b)
+        });
+        if matches!(sa.creating, Some(Creating::Ike { .. })) {
+            // §2.8.1: both ends rekey the IKE SA. Ours settles which new
+            // one stays; until then this one waits on standby.
+            new.silent = true;
+            sa.ike_collision = Some(IkeCollision {
+                made: new.id,
+                ni: ni.to_vec(),
+                nr,
+            });
+        } else {
+            self.hand_over(now, sa, &mut new);
+        }
+        self.sas.insert(new.id, new);
+        c
+    }
+
+    /// Our CHILD SA rekey request, from `sa.creating`.
+    fn rekey_child_bytes(&mut self, sa: &mut IkeSa) -> Option<Vec<u8>> {
+        let Some(Creating::Child {
+            old,
+            spi_in,
+            ni,
+            share,
+            ..
+        }) = &sa.creating
+        else {
+            return None;
+        };
+        let child = sa.children.iter().find(|c| c.spi_in == *old)?;
+        let spi = spi_in.to_be_bytes();
+        let old_spi = old.to_be_bytes();
+        let mut proposal = esp_proposal(&self.config, &spi);
+        let ke = share.as_ref().map(|k| (k.group(), k.public()));
+        if let Some((g, _)) = ke {
+            // PFS (§1.3.1): the KE group first, then the others we accept.
+            proposal
+                .transforms
+                .push(Transform::new(transform::DH, g.id()));
+            for o in self.config.dh_groups.iter().filter(|o| **o != g) {
+                proposal
+                    .transforms
+                    .push(Transform::new(transform::DH, o.id()));
+            }
+        }
+        let mut c = ChainBuilder::new();
+        c.push_with(pt::NOTIFY, false, |b| {
+            Notify {
+                protocol: protocol::ESP,
+                spi: &old_spi,
+                kind: notify::REKEY_SA,
+                data: &[],
+            }
+            .emit(b)
+        });
+        push_sa(&mut c, &[proposal]);
+        c.push(pt::NONCE, ni);
+        if let Some((g, public)) = ke {
+            c.push_with(pt::KE, false, |b| {
+                KeyExchange {
+                    group: g.id(),
+                    data: public,
+                }
+                .emit(b)
+            });
+        }
+        push_ts(&mut c, pt::TSI, &child.ts_local);
+        push_ts(&mut c, pt::TSR, &child.ts_remote);
+        let header = sa.header(ExchangeType::CreateChildSa, false, sa.next_request_id);
+        Some(sa.encrypt(header, c))
+    }
+
+    /// Our IKE SA rekey request, from `sa.creating`.
+    fn rekey_ike_bytes(&mut self, sa: &mut IkeSa) -> Option<Vec<u8>> {
+        let Some(Creating::Ike { spi, ni, share, .. }) = &sa.creating else {
+            return None;
+        };
+        let share = share.as_ref()?;
+        let mut transforms: Vec<Transform> = self
+            .config
+            .ike_ciphers
+            .iter()
+            .map(|&c| crypto::encr_transform(c))
+            .collect();
+        transforms.push(Transform::new(transform::PRF, transform::PRF_HMAC_SHA2_256));
+        transforms.push(Transform::new(transform::DH, share.group().id()));
+        for g in self
+            .config
+            .dh_groups
+            .iter()
+            .filter(|g| **g != share.group())
+        {
+            transforms.push(Transform::new(transform::DH, g.id()));
+        }
+        let spi = spi.to_be_bytes();
+        let mut c = ChainBuilder::new();
+        push_sa(
+            &mut c,
+            &[Proposal {
+                num: 1,
+                protocol: protocol::IKE,
+                spi: &spi,
+                transforms,
+            }],
+        );
+        c.push(pt::NONCE, ni);
+        c.push_with(pt::KE, false, |b| {
+            KeyExchange {
+                group: share.group().id(),
+                data: share.public(),
+            }
+            .emit(b)
+        });
+        let header = sa.header(ExchangeType::CreateChildSa, false, sa.next_request_id);
+        Some(sa.encrypt(header, c))
+    }
+
+    /// The group an INVALID_KE_PAYLOAD answer names, if we take it and it
+    /// is not the one we sent.
+    fn named_group(&self, p: &Payloads<'_>, sent: Option<DhGroup>) -> Option<DhGroup> {
+        let n = p.notify(notify::INVALID_KE_PAYLOAD)?;
+        <[u8; 2]>::try_from(n.data)
+            .ok()
+            .map(u16::from_be_bytes)
+            .and_then(DhGroup::from_id)
+            .filter(|g| self.config.dh_groups.contains(g) && Some(*g) != sent)
+    }
+
+    /// The answer to our CHILD SA rekey.
+    fn child_rekey_response(&mut self, now: Duration, sa: &mut IkeSa, p: &Payloads<'_>) {
+        let Some(Creating::Child {
+            old,
+            spi_in,
+            ni,
+            share,
+            retried,
+        }) = sa.creating.take()
+        else {
+            return;
+        };
+        let sent = share.as_ref().map(KeyShare::group);
+        if let (false, Some(_), Some(g)) = (retried, sent, self.named_group(p, sent)) {
+            // §1.3: once more, with the group the responder wants.
+            if let Ok(k) = KeyShare::generate(g, &self.rng) {
+                sa.creating = Some(Creating::Child {
+                    old,
+                    spi_in,
+                    ni: self.nonce(),
+                    share: Some(k),
+                    retried: true,
+                });
+                if let Some(bytes) = self.rekey_child_bytes(sa) {
+                    self.start_request(now, sa, RequestKind::RekeyChild(old), bytes);
+                    return;
+                }
+                sa.creating = None;
+            }
+        }
+        let collision = sa
+            .child_collisions
+            .iter()
+            .position(|c| c.old == old)
+            .map(|i| sa.child_collisions.remove(i));
+        match self.accept_child_rekey(sa, p, share, &ni, spi_in) {
+            Err(n) => {
+                self.spis_in.remove(&spi_in);
+                if collision.is_none() {
+                    let retry = self.retry_rekey(now, self.config.child_rekey_after);
+                    if let Some(c) = sa
+                        .children
+                        .iter_mut()
+                        .find(|c| c.spi_in == old && !c.replaced)
+                    {
+                        c.rekey_at = retry;
+                    }
+                }
+                // TEMPORARY_FAILURE is a collision (§2.25): not news.
+                if n != notify::TEMPORARY_FAILURE {
+                    self.event(Event::ChildSaRefused {
+                        ike_sa: sa.id,
+                        notify: n,
+                    });
+                }
+            }
+            Ok((child, nr)) => {
+                self.add_child(now, sa, child);
+                let redundant = match collision {
+                    // §2.8.1: the new CHILD SA made with the lowest nonce
+                    // goes, deleted by the side that made it; the other
+                    // side deletes the old one.
+                    Some(c) if holds_lowest_nonce([&ni, &nr], [&c.ni, &c.nr]) => spi_in,
+                    _ => old,
+                };
+                if let Some(o) = sa.children.iter_mut().find(|c| c.spi_in == old) {
+                    o.replaced = true;
+                    o.rekey_at = None;
+                }
+                self.enqueue(now, sa, RequestKind::DeleteChild(redundant));
+            }
+        }
+    }
+
+    /// Checks the answer to our CHILD SA rekey: the new CHILD SA and Nr.
+    fn accept_child_rekey(
+        &self,
+        sa: &IkeSa,
+        p: &Payloads<'_>,
+        share: Option<KeyShare>,
+        ni: &[u8],
+        spi_in: u32,
+    ) -> Result<(NewChild, Vec<u8>), u16> {
+        if let Some(e) = p.first_error() {
+            return Err(e);
+        }
+        let (Some(body), Some(nr), Some(tsi), Some(tsr)) = (p.sa, p.nonce, &p.tsi, &p.tsr) else {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        };
+        let props = payload::parse_sa(body).map_err(|_| notify::INVALID_SYNTAX)?;
+        let [prop] = &props[..] else {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        };
+        let want = share.as_ref().map(|k| k.group().id());
+        if p.ke.map(|k| k.group) != want {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        }
+        let choice = choose_esp(&self.config, &props, want).map_err(|(n, _)| n)?;
+        if choice.group.map(DhGroup::id) != want
+            || prop.of_type(transform::ENCR).count() != 1
+            || prop.of_type(transform::ESN).count() > 1
+            || prop.of_type(transform::DH).count() > 1
+        {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        }
+        let within = |got: &[TrafficSelector], asked: &[TrafficSelector]| {
+            !got.is_empty() && got.iter().all(|g| asked.iter().any(|a| a.contains(g)))
+        };
+        if !within(tsi, &self.config.local_ts) || !within(tsr, &sa.remote_ts_allowed) {
+            return Err(notify::TS_UNACCEPTABLE);
+        }
+        let shared = match (share, p.ke) {
+            (Some(k), Some(ke)) => Some(k.agree(ke.data).map_err(|_| notify::INVALID_SYNTAX)?),
+            _ => None,
+        };
+        let keys = sa.keys.as_ref().expect("keys");
+        let (i2r, r2i) = crypto::child_keys(&keys.sk_d, choice.cipher, shared.as_deref(), ni, nr)
+            .map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        Ok((
+            NewChild {
+                initiator: true,
+                spi_in,
+                spi_out: choice.peer_spi,
+                keys_in: r2i,
+                keys_out: i2r,
+                cipher: choice.cipher,
+                esn: choice.esn,
+                ts_local: tsi.clone(),
+                ts_remote: tsr.clone(),
+            },
+            nr.to_vec(),
+        ))
+    }
+
+    /// The answer to our IKE SA rekey, on the old SA.
+    fn ike_rekey_response(&mut self, now: Duration, sa: &mut IkeSa, p: &Payloads<'_>) {
+        let Some(Creating::Ike {
+            spi,
+            ni,
+            share,
+            retried,
+        }) = sa.creating.take()
+        else {
+            return;
+        };
+        let sent = share.as_ref().map(KeyShare::group);
+        if let (false, Some(g)) = (retried, self.named_group(p, sent)) {
+            if let Ok(k) = KeyShare::generate(g, &self.rng) {
+                sa.creating = Some(Creating::Ike {
+                    spi,
+                    ni: self.nonce(),
+                    share: Some(k),
+                    retried: true,
+                });
+                if let Some(bytes) = self.rekey_ike_bytes(sa) {
+                    self.start_request(now, sa, RequestKind::RekeyIke, bytes);
+                    return;
+                }
+                sa.creating = None;
+            }
+        }
+        let collision = sa.ike_collision.take();
+        let standby = collision.as_ref().and_then(|c| self.sas.remove(&c.made));
+        match (self.accept_ike_rekey(now, sa, p, spi, &ni, share), standby) {
+            (Err(_), Some(mut standby)) => {
+                // Ours failed; the peer's rekey stands.
+                self.hand_over(now, sa, &mut standby);
+                self.sas.insert(standby.id, standby);
+            }
+            (Err(_), None) => {
+                sa.rekey_at = self.retry_rekey(now, self.config.ike_rekey_after);
+            }
+            (Ok(mut new), Some(mut standby)) => {
+                let c = collision.expect("standby comes from a collision");
+                if holds_lowest_nonce([&ni, &new.nr], [&c.ni, &c.nr]) {
+                    // §2.8.1: ours is redundant and ours to delete; the
+                    // peer's survives and the peer deletes the old one.
+                    self.hand_over(now, sa, &mut standby);
+                    new.silent = true;
+                    new.expires = Some(now + self.retire_span());
+                    self.enqueue(now, &mut new, RequestKind::DeleteIke);
+                } else {
+                    // Ours survives; the peer deletes its redundant one.
+                    standby.expires = Some(now + self.retire_span());
+                    self.hand_over(now, sa, &mut new);
+                    self.enqueue(now, sa, RequestKind::DeleteIke);
+                }
+                self.sas.insert(standby.id, standby);
+                self.sas.insert(new.id, new);
+            }
+            (Ok(mut new), None) => {
+                self.hand_over(now, sa, &mut new);
+                // §1.3.2: the rekey initiator deletes the old IKE SA.
+                self.enqueue(now, sa, RequestKind::DeleteIke);
+                self.sas.insert(new.id, new);
+            }
+        }
+        self.run_kicks(now);
+    }
+
+    /// Checks the answer to our IKE SA rekey and makes the new IKE SA.
+    fn accept_ike_rekey(
+        &self,
+        now: Duration,
+        old: &IkeSa,
+        p: &Payloads<'_>,
+        spi_i: u64,
+        ni: &[u8],
+        share: Option<KeyShare>,
+    ) -> Result<IkeSa, u16> {
+        if let Some(e) = p.first_error() {
+            return Err(e);
+        }
+        let (Some(body), Some(ke), Some(nr), Some(share)) = (p.sa, p.ke, p.nonce, share) else {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        };
+        let props = payload::parse_sa(body).map_err(|_| notify::INVALID_SYNTAX)?;
+        let [prop] = &props[..] else {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        };
+        let encr: Vec<&Transform> = prop.of_type(transform::ENCR).collect();
+        let prf: Vec<&Transform> = prop.of_type(transform::PRF).collect();
+        let dh: Vec<&Transform> = prop.of_type(transform::DH).collect();
+        let group = share.group();
+        let cipher = match encr[..] {
+            [t] => crypto::cipher_of(t).filter(|c| self.config.ike_ciphers.contains(c)),
+            _ => None,
+        }
+        .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        if prop.protocol != protocol::IKE
+            || prop.spi.len() != 8
+            || !matches!(prf[..], [t] if t.id == transform::PRF_HMAC_SHA2_256)
+            || !matches!(dh[..], [t] if t.id == group.id())
+            || !no_integrity(prop)
+            || ke.group != group.id()
+        {
+            return Err(notify::NO_PROPOSAL_CHOSEN);
+        }
+        let spi_r = prop.spi.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        if spi_r == 0 {
+            return Err(notify::INVALID_SYNTAX);
+        }
+        let shared = share.agree(ke.data).map_err(|_| notify::INVALID_SYNTAX)?;
+        let old_keys = old.keys.as_ref().expect("keys");
+        let keys = crypto::rekey_ike_keys(cipher, &old_keys.sk_d, &shared, ni, nr, spi_i, spi_r)
+            .map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        self.successor(
+            now,
+            old,
+            true,
+            (spi_i, spi_r),
+            cipher,
+            group,
+            (ni.to_vec(), nr.to_vec()),
+            keys,
+        )
+        .map_err(|_| notify::NO_PROPOSAL_CHOSEN)
+    }
+
+    /// Rekeys the CHILD SAs of `id` (§1.3.3): a CREATE_CHILD_SA with
+    /// REKEY_SA for each, PFS if [`Config::child_pfs`]. Events as in the
+    /// module documentation.
+    pub fn rekey_child(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
+        let mut sa = self.established(id)?;
+        let due: Vec<u32> = sa
+            .children
+            .iter()
+            .filter(|c| !c.replaced)
+            .map(|c| c.spi_in)
+            .collect();
+        for spi in due {
+            self.enqueue(now, &mut sa, RequestKind::RekeyChild(spi));
+        }
+        self.sas.insert(id, sa);
+        Ok(self.take())
+    }
+
+    /// Rekeys the IKE SA `id` (§1.3.2), ending in [`Event::IkeSaRekeyed`].
+    pub fn rekey_ike(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
+        let mut sa = self.established(id)?;
+        self.enqueue(now, &mut sa, RequestKind::RekeyIke);
+        self.sas.insert(id, sa);
+        Ok(self.take())
+    }
+
+    // ---------------------------------------------------------------
     // Time
     // ---------------------------------------------------------------
 
@@ -1762,6 +2876,11 @@ impl Ike {
             };
             if sa.state == State::HalfOpen && now >= sa.created + self.config.half_open_timeout {
                 self.close_now(sa, CloseReason::HalfOpenExpired);
+                continue;
+            }
+            if sa.expires.is_some_and(|t| now >= t) {
+                // A rekeyed-away SA whose Delete never came: silently.
+                self.close_now(sa, CloseReason::Timeout);
                 continue;
             }
             if let Some(p) = sa.pending.as_mut() {
@@ -1781,8 +2900,24 @@ impl Ike {
                     self.send(sa.local, sa.remote, &bytes);
                 }
             } else if let Some(dpd) = self.config.dpd_interval {
-                if sa.state == State::Established && now >= sa.last_heard + dpd {
+                if sa.state == State::Established && !sa.silent && now >= sa.last_heard + dpd {
                     self.enqueue(now, &mut sa, RequestKind::Liveness);
+                }
+            }
+            if sa.state == State::Established && !sa.silent {
+                if sa.rekey_at.is_some_and(|t| now >= t) {
+                    sa.rekey_at = None;
+                    self.enqueue(now, &mut sa, RequestKind::RekeyIke);
+                }
+                let mut due = Vec::new();
+                for c in sa.children.iter_mut().filter(|c| !c.replaced) {
+                    if c.rekey_at.is_some_and(|t| now >= t) {
+                        c.rekey_at = None;
+                        due.push(c.spi_in);
+                    }
+                }
+                for spi in due {
+                    self.enqueue(now, &mut sa, RequestKind::RekeyChild(spi));
                 }
             }
             self.sas.insert(id, sa);
@@ -1796,14 +2931,25 @@ impl Ike {
             .values()
             .filter_map(|sa| {
                 let mut t: Option<Duration> = sa.pending.as_ref().map(|p| p.next_at);
+                let mut at = |x: Duration| t = Some(t.map_or(x, |y| y.min(x)));
                 if sa.state == State::HalfOpen {
-                    let exp = sa.created + self.config.half_open_timeout;
-                    t = Some(t.map_or(exp, |x| x.min(exp)));
+                    at(sa.created + self.config.half_open_timeout);
                 }
-                if let (None, Some(dpd), State::Established) =
-                    (&sa.pending, self.config.dpd_interval, sa.state)
-                {
-                    t = Some(sa.last_heard + dpd);
+                if let Some(x) = sa.expires {
+                    at(x);
+                }
+                if sa.state == State::Established && !sa.silent {
+                    if let (None, Some(dpd)) = (&sa.pending, self.config.dpd_interval) {
+                        at(sa.last_heard + dpd);
+                    }
+                    if let Some(x) = sa.rekey_at {
+                        at(x);
+                    }
+                    for c in sa.children.iter().filter(|c| !c.replaced) {
+                        if let Some(x) = c.rekey_at {
+                            at(x);
+                        }
+                    }
                 }
                 t
             })

@@ -9,13 +9,17 @@
 //! * [`Ike::initiate`] starts an IKE SA towards a peer;
 //! * [`Ike::handle_datagram`] takes one UDP payload (with the non-ESP
 //!   marker on port 4500, RFC 3948 §2.2);
-//! * [`Ike::poll`] runs retransmissions (§2.4), half-open expiry and
-//!   liveness checks, due at [`Ike::wake_at`];
-//! * [`Ike::check_liveness`], [`Ike::delete_child`], [`Ike::close`].
+//! * [`Ike::poll`] runs retransmissions (§2.4), half-open expiry,
+//!   liveness checks and rekeying by time, due at [`Ike::wake_at`];
+//! * [`Ike::check_liveness`], [`Ike::delete_child`], [`Ike::close`],
+//!   [`Ike::rekey_child`], [`Ike::rekey_ike`].
 //!
 //! Each returns [`Output`]s: [`Datagram`]s to send (from the address they
 //! name) and [`Event`]s: [`Event::ChildSaReady`] carries the SPIs and the
 //! key || salt material `strait_esp::SaConfig` takes, for both directions.
+//! Rekeys (CREATE_CHILD_SA, §1.3) show as a further `ChildSaReady` and a
+//! `ChildSaDeleted` for the old CHILD SA, or as [`Event::IkeSaRekeyed`];
+//! [`Event`] gives the exact order.
 //!
 //! ```
 //! use std::time::Duration;

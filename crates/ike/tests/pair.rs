@@ -690,3 +690,413 @@ fn mangled_datagrams_are_dropped_without_panics() {
     assert_eq!(net.a.wake_at(), None, "liveness check answered");
     assert!(closed(&net.events_a).is_none() && closed(&net.events_b).is_none());
 }
+
+// -------------------------------------------------------------------
+// CREATE_CHILD_SA: rekeying (RFC 7296 §1.3, §2.8, §2.8.1, §2.18)
+// -------------------------------------------------------------------
+
+fn ike_id(events: &[Event]) -> IkeSaId {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::IkeSaEstablished { ike_sa, .. } => Some(*ike_sa),
+            _ => None,
+        })
+        .expect("an established IKE SA")
+}
+
+/// Every ChildSaReady, in order, with its IKE SA.
+fn all_children(events: &[Event]) -> Vec<(IkeSaId, Child)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaReady { ike_sa, .. } => {
+                Some((*ike_sa, child(std::slice::from_ref(e)).unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn deleted(events: &[Event]) -> Vec<(u32, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDeleted {
+                spi_in, spi_out, ..
+            } => Some((*spi_in, *spi_out)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (old, new, spi_i, spi_r) of each IkeSaRekeyed.
+fn rekeyed(events: &[Event]) -> Vec<(IkeSaId, IkeSaId, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IkeSaRekeyed {
+                old,
+                new,
+                spi_i,
+                spi_r,
+            } => Some((*old, *new, *spi_i, *spi_r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The CHILD SAs reported ready and not deleted since.
+fn live(events: &[Event]) -> Vec<Child> {
+    let gone = deleted(events);
+    all_children(events)
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| !gone.contains(&(c.spi_in, c.spi_out)))
+        .collect()
+}
+
+fn up() -> (Net, IkeSaId, IkeSaId) {
+    let (a, b) = configs();
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let ia = net.initiate();
+    net.run();
+    let ib = ike_id(&net.events_b);
+    (net, ia, ib)
+}
+
+impl Net {
+    /// `rekey_child` on side a (`true`) or b.
+    fn rekey_child(&mut self, on_a: bool, id: IkeSaId) {
+        let outs = if on_a {
+            self.a.rekey_child(self.now, id)
+        } else {
+            self.b.rekey_child(self.now, id)
+        }
+        .unwrap();
+        self.absorb(on_a, outs);
+    }
+
+    fn rekey_ike(&mut self, on_a: bool, id: IkeSaId) {
+        let outs = if on_a {
+            self.a.rekey_ike(self.now, id)
+        } else {
+            self.b.rekey_ike(self.now, id)
+        }
+        .unwrap();
+        self.absorb(on_a, outs);
+    }
+
+    fn check_liveness(&mut self, on_a: bool, id: IkeSaId) {
+        let outs = if on_a {
+            self.a.check_liveness(self.now, id)
+        } else {
+            self.b.check_liveness(self.now, id)
+        }
+        .unwrap();
+        self.absorb(on_a, outs);
+        self.run();
+        let ike = if on_a { &self.a } else { &self.b };
+        assert_eq!(ike.wake_at(), None, "liveness check answered");
+    }
+}
+
+/// After one CHILD rekey: one new CHILD SA on each side that matches the
+/// other and works in ESP, the old one deleted on both, nothing else.
+fn check_one_child_rekey(net: &Net, old: &Child, ike_a: IkeSaId, ike_b: IkeSaId) -> Child {
+    let ca = all_children(&net.events_a);
+    let cb = all_children(&net.events_b);
+    assert_eq!((ca.len(), cb.len()), (2, 2), "one new CHILD SA each side");
+    let (ia, new_a) = ca.into_iter().nth(1).unwrap();
+    let (ib, new_b) = cb.into_iter().nth(1).unwrap();
+    assert_eq!((ia, ib), (ike_a, ike_b), "on the same IKE SA");
+    check_children_match(&new_a, &new_b);
+    assert_ne!(new_a.spi_in, old.spi_in);
+    assert_ne!(new_a.spi_out, old.spi_out);
+    assert_ne!(new_a.keys_in, old.keys_in, "fresh keys");
+    assert_eq!(new_a.ts_local, old.ts_local);
+    assert_eq!(new_a.ts_remote, old.ts_remote);
+    assert_eq!(deleted(&net.events_a), [(old.spi_in, old.spi_out)]);
+    assert_eq!(deleted(&net.events_b), [(old.spi_out, old.spi_in)]);
+    assert!(closed(&net.events_a).is_none() && closed(&net.events_b).is_none());
+    new_a
+}
+
+#[test]
+fn child_rekey_by_either_side_with_and_without_pfs() {
+    let mut request_len = Vec::new();
+    for pfs in [false, true] {
+        for by_a in [true, false] {
+            let (mut a, mut b) = configs();
+            a.child_pfs = pfs;
+            b.child_pfs = pfs;
+            let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+            let ia = net.initiate();
+            net.run();
+            let ib = ike_id(&net.events_b);
+            let old = child(&net.events_a).unwrap();
+            let before = net.log.len();
+            net.rekey_child(by_a, if by_a { ia } else { ib });
+            net.run();
+            check_one_child_rekey(&net, &old, ia, ib);
+            // CREATE_CHILD_SA and INFORMATIONAL (the Delete): 4 datagrams,
+            // the requests from the side that rekeyed.
+            let exchange: Vec<bool> = net.log[before..].iter().map(|l| l.0).collect();
+            assert_eq!(exchange, [by_a, !by_a, by_a, !by_a]);
+            request_len.push(net.log[before].3.len());
+            assert_eq!((net.a.wake_at(), net.b.wake_at()), (None, None));
+            // And once more on the new CHILD SA, from the other side.
+            let old = live(&net.events_a).pop().unwrap();
+            net.events_a.clear();
+            net.events_b.clear();
+            net.rekey_child(!by_a, if by_a { ib } else { ia });
+            net.run();
+            let ra = live(&net.events_a);
+            let rb = live(&net.events_b);
+            assert_eq!((ra.len(), rb.len()), (1, 1));
+            check_children_match(&ra[0], &rb[0]);
+            assert_eq!(deleted(&net.events_a), [(old.spi_in, old.spi_out)]);
+        }
+    }
+    // With PFS the request carries a KE payload (and DH transforms):
+    // Curve25519's 32 octets and more.
+    assert!(request_len[2] >= request_len[0] + 40, "{request_len:?}");
+    assert!(request_len[3] >= request_len[1] + 40, "{request_len:?}");
+}
+
+#[test]
+fn pfs_offered_by_the_peer_is_accepted_in_a_configured_group_only() {
+    // The rekey initiator offers ECP-256 first; the responder takes only
+    // Curve25519: INVALID_KE_PAYLOAD, then the retry in Curve25519.
+    let (mut a, mut b) = configs();
+    a.child_pfs = true;
+    a.dh_groups = vec![DhGroup::Ecp256, DhGroup::Curve25519];
+    b.dh_groups = vec![DhGroup::Curve25519];
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let ia = net.initiate();
+    net.run();
+    let ib = ike_id(&net.events_b);
+    let old = child(&net.events_a).unwrap();
+    let before = net.log.len();
+    net.rekey_child(true, ia);
+    net.run();
+    check_one_child_rekey(&net, &old, ia, ib);
+    assert_eq!(net.log.len() - before, 6, "refused once, then done");
+}
+
+#[test]
+fn child_rekey_by_time_with_jitter() {
+    let (mut a, b) = configs();
+    a.child_rekey_after = Some(Duration::from_secs(100));
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let ia = net.initiate();
+    net.run();
+    let ib = ike_id(&net.events_b);
+    let old = child(&net.events_a).unwrap();
+    let start = net.now;
+    assert!(
+        net.b.wake_at().is_none(),
+        "the responder does not rekey by time"
+    );
+    net.advance();
+    let waited = net.now - start;
+    assert!(
+        (90..=110).contains(&waited.as_secs()),
+        "soft lifetime 100 s ± 10%: {waited:?}"
+    );
+    net.run();
+    let new = check_one_child_rekey(&net, &old, ia, ib);
+    // The new CHILD SA has its own soft lifetime.
+    let next = net.a.wake_at().expect("next rekey scheduled");
+    assert!(next >= net.now + Duration::from_secs(90));
+    net.advance();
+    net.run();
+    assert_eq!(all_children(&net.events_a).len(), 3);
+    assert_eq!(
+        deleted(&net.events_a).last(),
+        Some(&(new.spi_in, new.spi_out))
+    );
+}
+
+#[test]
+fn a_lost_create_child_sa_answer_is_resent_from_the_cache() {
+    let (mut net, ia, ib) = up();
+    let old = child(&net.events_a).unwrap();
+    net.rekey_child(true, ia);
+    net.step(); // the request reaches b, which answers
+    let events_b = net.events_b.len();
+    let (_, src, dst, request) = net.log.last().unwrap().clone();
+    let answer = net.wire.pop_front().expect("b's answer"); // and it is lost
+    assert!(net.wire.is_empty());
+    // A replay of the request gets the same answer, and no new CHILD SA.
+    let outs = net.b.handle_datagram(net.now, src, dst, &request);
+    let [Output::Send(d)] = &outs[..] else {
+        panic!("expected one datagram, got {outs:?}");
+    };
+    assert_eq!(d.bytes, answer.bytes);
+    // a retransmits after a second; b answers from its cache again.
+    net.advance();
+    let retransmitted = net.wire.front().unwrap().bytes.clone();
+    assert_eq!(retransmitted, request, "the same request bytes");
+    net.step();
+    assert_eq!(net.wire.front().unwrap().bytes, answer.bytes);
+    assert_eq!(net.events_b.len(), events_b, "nothing new on b");
+    net.run();
+    check_one_child_rekey(&net, &old, ia, ib);
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_one_new_child_sa() {
+    for _ in 0..8 {
+        let (mut net, ia, ib) = up();
+        let old = child(&net.events_a).unwrap();
+        // Both requests are on the wire before either arrives.
+        net.rekey_child(true, ia);
+        net.rekey_child(false, ib);
+        assert_eq!(net.wire.len(), 2);
+        net.run();
+        // Each side reports both new CHILD SAs, then deletes two: the old
+        // one and the redundant one (lowest nonce).
+        assert_eq!(all_children(&net.events_a).len(), 3);
+        assert_eq!(all_children(&net.events_b).len(), 3);
+        let (da, db) = (deleted(&net.events_a), deleted(&net.events_b));
+        assert_eq!((da.len(), db.len()), (2, 2), "{da:?} {db:?}");
+        assert!(da.contains(&(old.spi_in, old.spi_out)));
+        assert!(db.contains(&(old.spi_out, old.spi_in)));
+        let (la, lb) = (live(&net.events_a), live(&net.events_b));
+        assert_eq!((la.len(), lb.len()), (1, 1));
+        check_children_match(&la[0], &lb[0]);
+        assert_ne!(la[0].spi_in, old.spi_in);
+        assert!(closed(&net.events_a).is_none() && closed(&net.events_b).is_none());
+        assert_eq!((net.a.wake_at(), net.b.wake_at()), (None, None));
+        // The survivor rekeys normally.
+        let survivor = la.into_iter().next().unwrap();
+        net.events_a.clear();
+        net.events_b.clear();
+        net.rekey_child(false, ib);
+        net.run();
+        assert_eq!(
+            deleted(&net.events_a),
+            [(survivor.spi_in, survivor.spi_out)]
+        );
+        check_children_match(&live(&net.events_a)[0], &live(&net.events_b)[0]);
+    }
+}
+
+/// After an IKE rekey: the same IkeSaRekeyed on both sides (SPIs agree),
+/// the old IKE SA gone without IkeSaClosed, the CHILD SA kept.
+fn check_ike_rekey(net: &mut Net, ia: IkeSaId, ib: IkeSaId) -> (IkeSaId, IkeSaId) {
+    let (ra, rb) = (rekeyed(&net.events_a), rekeyed(&net.events_b));
+    assert_eq!((ra.len(), rb.len()), (1, 1), "{ra:?} {rb:?}");
+    let (old_a, new_a, spi_i, spi_r) = ra[0];
+    let (old_b, new_b, spi_i_b, spi_r_b) = rb[0];
+    assert_eq!((old_a, old_b), (ia, ib));
+    assert_eq!((spi_i, spi_r), (spi_i_b, spi_r_b));
+    assert!(new_a.0 == spi_i || new_a.0 == spi_r);
+    assert!(new_b.0 == spi_i || new_b.0 == spi_r);
+    assert_ne!(new_a, new_b);
+    assert_ne!(new_a, ia);
+    assert_eq!(
+        (net.a.sa_count(), net.b.sa_count()),
+        (1, 1),
+        "old IKE SAs gone"
+    );
+    assert!(closed(&net.events_a).is_none() && closed(&net.events_b).is_none());
+    assert!(deleted(&net.events_a).is_empty() && deleted(&net.events_b).is_empty());
+    assert!(net.a.check_liveness(net.now, ia).is_err());
+    (new_a, new_b)
+}
+
+#[test]
+fn ike_rekey_by_either_side_then_child_rekey_and_liveness() {
+    for by_a in [true, false] {
+        let (mut net, ia, ib) = up();
+        let old = child(&net.events_a).unwrap();
+        net.rekey_ike(by_a, if by_a { ia } else { ib });
+        net.run();
+        let (na, nb) = check_ike_rekey(&mut net, ia, ib);
+        // The rekey initiator is the new SA's initiator (§2.18).
+        let (_, _, spi_i, _) = rekeyed(&net.events_a)[0];
+        assert_eq!(if by_a { na.0 } else { nb.0 }, spi_i);
+        // The CHILD SA, now under the new IKE SA, rekeys there.
+        net.rekey_child(!by_a, if by_a { nb } else { na });
+        net.run();
+        check_one_child_rekey(&net, &old, na, nb);
+        net.check_liveness(true, na);
+        net.check_liveness(false, nb);
+        // And the new IKE SA rekeys again, and closes normally.
+        net.events_a.clear();
+        net.events_b.clear();
+        net.rekey_ike(!by_a, if by_a { nb } else { na });
+        net.run();
+        let (na2, _) = check_ike_rekey(&mut net, na, nb);
+        let outs = net.a.close(net.now, na2).unwrap();
+        net.absorb(true, outs);
+        net.run();
+        assert_eq!(closed(&net.events_a), Some(CloseReason::DeletedLocally));
+        assert_eq!(deleted(&net.events_a).len(), 1, "the CHILD SA goes with it");
+        assert_eq!((net.a.sa_count(), net.b.sa_count()), (0, 0));
+    }
+}
+
+#[test]
+fn ike_rekey_by_time() {
+    let (a, mut b) = configs();
+    b.ike_rekey_after = Some(Duration::from_secs(500));
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let ia = net.initiate();
+    net.run();
+    let ib = ike_id(&net.events_b);
+    let start = net.now;
+    net.advance();
+    assert!((450..=550).contains(&(net.now - start).as_secs()));
+    net.run();
+    let (na, _) = check_ike_rekey(&mut net, ia, ib);
+    net.check_liveness(true, na);
+    assert!(
+        net.b.wake_at().is_some(),
+        "the new IKE SA has its soft lifetime"
+    );
+}
+
+#[test]
+fn simultaneous_ike_rekeys_leave_one_new_ike_sa() {
+    for _ in 0..8 {
+        let (mut net, ia, ib) = up();
+        let old = child(&net.events_a).unwrap();
+        net.rekey_ike(true, ia);
+        net.rekey_ike(false, ib);
+        assert_eq!(net.wire.len(), 2);
+        net.run();
+        let (na, nb) = check_ike_rekey(&mut net, ia, ib);
+        assert_eq!((net.a.wake_at(), net.b.wake_at()), (None, None));
+        net.check_liveness(true, na);
+        net.check_liveness(false, nb);
+        net.rekey_child(true, na);
+        net.run();
+        check_one_child_rekey(&net, &old, na, nb);
+    }
+}
+
+#[test]
+fn a_child_rekey_during_an_ike_rekey_waits_and_moves_with_it() {
+    let (mut net, ia, ib) = up();
+    let old = child(&net.events_a).unwrap();
+    net.rekey_ike(true, ia);
+    net.rekey_child(true, ia); // queued behind the IKE rekey
+    assert_eq!(net.wire.len(), 1);
+    net.run();
+    let ra = rekeyed(&net.events_a);
+    let rb = rekeyed(&net.events_b);
+    assert_eq!((ra.len(), rb.len()), (1, 1));
+    assert_eq!((ra[0].0, rb[0].0), (ia, ib));
+    let (na, nb) = (ra[0].1, rb[0].1);
+    let new = all_children(&net.events_a);
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[1].0, na, "made on the new IKE SA");
+    assert_eq!(all_children(&net.events_b)[1].0, nb);
+    check_children_match(&new[1].1, &all_children(&net.events_b)[1].1);
+    assert_eq!(deleted(&net.events_a), [(old.spi_in, old.spi_out)]);
+    assert_eq!(deleted(&net.events_b), [(old.spi_out, old.spi_in)]);
+    assert_eq!((net.a.sa_count(), net.b.sa_count()), (1, 1));
+}

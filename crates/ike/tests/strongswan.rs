@@ -1,6 +1,7 @@
 //! Interop with strongSwan: charon in one network namespace, Strait's IKE
 //! core over real UDP sockets (500 and 4500) in the other, both roles, DH
-//! groups 19 and 31, right and wrong keys.
+//! groups 19 and 31, right and wrong keys, and rekeying (CREATE_CHILD_SA)
+//! of the CHILD SA and of the IKE SA started by either end.
 //!
 //! charon runs as the bench runs it (`bench/src/harness/strongswan.rs`):
 //! `charon-systemd` with a private `strongswan.conf` naming its plugins
@@ -69,6 +70,16 @@ struct Case {
     wrong_psk: bool,
     ike_cipher: CipherSuite,
     esp_proposal: &'static str,
+    /// charon rekeys the CHILD SA after 8 s (`rekey_time` of the child;
+    /// its hard `life_time` well after, or charon's short default margin
+    /// lets the hard expiry win; `rand_time` 1 s, as it would default to
+    /// the whole margin).
+    swan_child_rekey: bool,
+    /// charon rekeys the IKE SA after 8 s (`rekey_time` of the connection,
+    /// with a wide `over_time` for the same reason).
+    swan_ike_rekey: bool,
+    /// Strait offers PFS when it rekeys a CHILD SA.
+    strait_child_pfs: bool,
 }
 
 impl Case {
@@ -109,6 +120,25 @@ fn start_charon(ns: &Netns, dir: &Path, case: &Case, psk_hex: &str) -> Charon {
         rid = case.strait_id_swan,
         esp = case.esp_proposal,
     );
+    let conf = if case.swan_ike_rekey {
+        conf.replacen(
+            "    mobike = no\n",
+            "    mobike = no\n    rekey_time = 8s\n    over_time = 20s\n    rand_time = 1s\n",
+            1,
+        )
+    } else {
+        conf
+    };
+    let conf = if case.swan_child_rekey {
+        conf.replacen(
+            "        start_action = none\n",
+            "        start_action = none\n        rekey_time = 8s\n        life_time = 30s\n        \
+             rand_time = 1s\n",
+            1,
+        )
+    } else {
+        conf
+    };
     Charon::start(ns, dir, &conf, false)
 }
 
@@ -161,6 +191,32 @@ impl SwanSas {
     }
 }
 
+/// Every CHILD SA charon lists: (state, spi-in, spi-out).
+fn charon_children(charon: &Charon) -> Vec<(String, u32, u32)> {
+    let out = charon.swanctl(&["--list-sas", "--raw"]);
+    assert!(out.status.success(), "swanctl --list-sas failed");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(at) = raw.find("child-sas") else {
+        return Vec::new();
+    };
+    let mut rest = &raw[at..];
+    let mut found = Vec::new();
+    // Each CHILD SA is a block with name=, state=, spi-in= and spi-out=.
+    while let Some(i) = rest.find(" reqid=") {
+        rest = &rest[i + 1..];
+        let end = rest[1..].find(" reqid=").map_or(rest.len(), |j| j + 1);
+        let block = &rest[..end];
+        let hex32 = |k| raw_value(block, k).and_then(|v| u32::from_str_radix(v, 16).ok());
+        if let (Some(state), Some(i), Some(o)) =
+            (raw_value(block, "state"), hex32("spi-in"), hex32("spi-out"))
+        {
+            found.push((state.to_owned(), i, o));
+        }
+        rest = &rest[end..];
+    }
+    found
+}
+
 /// Strait's side: the IKE core on two UDP sockets in the namespace,
 /// driven by a loop that sleeps until a datagram or the core's wake-up.
 struct Driver {
@@ -171,6 +227,15 @@ struct Driver {
     esp_rx: Arc<Mutex<Vec<Vec<u8>>>>,
     /// ESP datagrams to send from port 4500 to charon.
     esp_tx: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Calls for the driver to make on the current IKE SA.
+    commands: Arc<Mutex<Vec<Command>>>,
+}
+
+/// What the test asks of Strait's side while it runs.
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    RekeyChild,
+    RekeyIke,
 }
 
 impl Driver {
@@ -179,12 +244,21 @@ impl Driver {
         let stop = Arc::new(AtomicBool::new(false));
         let esp_rx = Arc::new(Mutex::new(Vec::new()));
         let esp_tx = Arc::new(Mutex::new(Vec::new()));
+        let commands = Arc::new(Mutex::new(Vec::new()));
         let path = format!("/var/run/netns/{}", ns.name());
         let (ev, st, rx, tx) = (events.clone(), stop.clone(), esp_rx.clone(), esp_tx.clone());
+        let cmds = commands.clone();
         let case = case.clone();
         let thread = std::thread::spawn(move || {
             strait_testbed::enter_netns(&path).expect("entering the Strait namespace");
-            run_driver(&case, psk, &ev, &st, &rx, &tx)
+            let io = DriverIo {
+                events: &ev,
+                stop: &st,
+                esp_rx: &rx,
+                esp_tx: &tx,
+                commands: &cmds,
+            };
+            run_driver(&case, psk, io)
         });
         Driver {
             events,
@@ -192,7 +266,12 @@ impl Driver {
             thread: Some(thread),
             esp_rx,
             esp_tx,
+            commands,
         }
+    }
+
+    fn command(&self, c: Command) {
+        self.commands.lock().unwrap().push(c);
     }
 
     fn events(&self) -> Vec<Event> {
@@ -233,14 +312,23 @@ impl Drop for Driver {
     }
 }
 
-fn run_driver(
-    case: &Case,
-    psk: Vec<u8>,
-    events: &Mutex<Vec<Event>>,
-    stop: &AtomicBool,
-    esp_rx: &Mutex<Vec<Vec<u8>>>,
-    esp_tx: &Mutex<Vec<Vec<u8>>>,
-) -> Vec<String> {
+/// What the driver thread shares with the test.
+struct DriverIo<'a> {
+    events: &'a Mutex<Vec<Event>>,
+    stop: &'a AtomicBool,
+    esp_rx: &'a Mutex<Vec<Vec<u8>>>,
+    esp_tx: &'a Mutex<Vec<Vec<u8>>>,
+    commands: &'a Mutex<Vec<Command>>,
+}
+
+fn run_driver(case: &Case, psk: Vec<u8>, io: DriverIo<'_>) -> Vec<String> {
+    let DriverIo {
+        events,
+        stop,
+        esp_rx,
+        esp_tx,
+        commands,
+    } = io;
     let mut trace = Vec::new();
     let local500: SocketAddr = format!("{STRAIT_ADDR}:500").parse().unwrap();
     let local4500: SocketAddr = format!("{STRAIT_ADDR}:4500").parse().unwrap();
@@ -255,6 +343,7 @@ fn run_driver(
     config.ike_ciphers = vec![case.ike_cipher];
     config.local_ts = vec![ts(STRAIT_LAN)];
     config.retransmit_timeout = Duration::from_millis(500);
+    config.child_pfs = case.strait_child_pfs;
     let expected_id = Identity::Fqdn("hub.example".into());
     let mut ike = if case.strait_initiates {
         Ike::new(config, Box::new(|_: &Identity| None)).unwrap()
@@ -289,7 +378,19 @@ fn run_driver(
         pending.extend(outs);
     }
     let mut buf = vec![0u8; 65536];
+    let mut current = None;
     while !stop.load(Ordering::Relaxed) && start.elapsed() < RUN_LIMIT {
+        for c in commands.lock().unwrap().drain(..) {
+            let Some(id) = current else {
+                trace.push(format!("{c:?}: no IKE SA yet"));
+                continue;
+            };
+            let outs = match c {
+                Command::RekeyChild => ike.rekey_child(start.elapsed(), id),
+                Command::RekeyIke => ike.rekey_ike(start.elapsed(), id),
+            };
+            pending.extend(outs.expect("a call on the current IKE SA"));
+        }
         for (sock, local) in [(&s500, local500), (&s4500, local4500)] {
             while let Ok((n, src)) = sock.recv_from(&mut buf) {
                 let data = &buf[..n];
@@ -323,7 +424,15 @@ fn run_driver(
                     sock.send_to(&d.bytes, d.remote)
                         .expect("sending a datagram");
                 }
-                Output::Event(e) => events.lock().unwrap().push(e),
+                Output::Event(e) => {
+                    match &e {
+                        Event::IkeSaEstablished { ike_sa, .. } => current = Some(*ike_sa),
+                        Event::IkeSaRekeyed { new, .. } => current = Some(*new),
+                        _ => {}
+                    }
+                    trace.push(format!("{:?} {e:?}", start.elapsed()));
+                    events.lock().unwrap().push(e);
+                }
             }
         }
         for p in esp_tx.lock().unwrap().drain(..) {
@@ -595,6 +704,9 @@ fn case(tag: &'static str, group: DhGroup, strait_initiates: bool) -> Case {
         wrong_psk: false,
         ike_cipher: CipherSuite::Aes256Gcm,
         esp_proposal: "aes256gcm16",
+        swan_child_rekey: false,
+        swan_ike_rekey: false,
+        strait_child_pfs: false,
     }
 }
 
@@ -638,4 +750,243 @@ fn wrong_psk_is_refused_by_strait() {
     let mut c = case("ci-badkey", DhGroup::Ecp256, false);
     c.wrong_psk = true;
     run_case(c);
+}
+
+// -------------------------------------------------------------------
+// Rekeying (CREATE_CHILD_SA) with charon
+// -------------------------------------------------------------------
+
+fn all_children(ev: &[Event]) -> Vec<ChildInfo> {
+    ev.iter()
+        .filter(|e| matches!(e, Event::ChildSaReady { .. }))
+        .filter_map(|e| child(std::slice::from_ref(e)))
+        .collect()
+}
+
+fn deleted(ev: &[Event]) -> Vec<(u32, u32)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::ChildSaDeleted {
+                spi_in, spi_out, ..
+            } => Some((*spi_in, *spi_out)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rekeyed(ev: &[Event]) -> Option<(u64, u64)> {
+    ev.iter().find_map(|e| match e {
+        Event::IkeSaRekeyed { spi_i, spi_r, .. } => Some((*spi_i, *spi_r)),
+        _ => None,
+    })
+}
+
+/// The IKE SPIs of every IKE SA charon lists.
+fn charon_ike_spis(charon: &Charon) -> Vec<(u64, u64)> {
+    let out = charon.swanctl(&["--list-sas", "--raw"]);
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut rest = raw.as_str();
+    while let Some(i) = rest.find(" initiator-spi=") {
+        rest = &rest[i..];
+        let hex64 = |k| raw_value(rest, k).and_then(|v| u64::from_str_radix(v, 16).ok());
+        if let (Some(a), Some(b)) = (hex64("initiator-spi"), hex64("responder-spi")) {
+            found.push((a, b));
+        }
+        rest = &rest[1..];
+    }
+    found
+}
+
+/// Polls charon (bounded) until `pred` holds for its CHILD SAs.
+fn wait_charon_children(
+    charon: &Charon,
+    what: &str,
+    pred: impl Fn(&[(String, u32, u32)]) -> bool,
+) -> Vec<(String, u32, u32)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = charon_children(charon);
+        if pred(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "charon: {what}; it lists {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Who rekeys what in a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rekey {
+    /// charon, by its `rekey_time` on the CHILD SA.
+    SwanChild,
+    /// charon, by its `rekey_time` on the IKE SA; then Strait rekeys the
+    /// CHILD SA over the new IKE SA.
+    SwanIke,
+    /// Strait, by `Ike::rekey_child`.
+    StraitChild,
+    /// Strait, by `Ike::rekey_ike`; then a CHILD rekey over the new one.
+    StraitIke,
+}
+
+/// Waits for one CHILD rekey of `old` to complete on both ends and checks
+/// it: Strait reports the new CHILD SA and the old one deleted, charon
+/// lists exactly the new SPIs, and ESP works with the new keys.
+fn check_child_rekey(tag: &str, charon: &Charon, driver: &Driver, old: &ChildInfo, n: usize) {
+    let old_spis = (old.spi_in, old.spi_out);
+    assert!(
+        driver.wait_for("CHILD rekey", Duration::from_secs(20), |ev| {
+            all_children(ev).len() > n && deleted(ev).contains(&old_spis)
+        }),
+        "{tag}: no CHILD rekey on Strait's side"
+    );
+    let ev = driver.events();
+    let children = all_children(&ev);
+    assert_eq!(children.len(), n + 1, "{tag}: exactly one new CHILD SA");
+    let new = &children[n];
+    assert_ne!((new.spi_in, new.spi_out), old_spis);
+    assert_eq!(new.ts_local, [ts(STRAIT_LAN)]);
+    assert_eq!(new.ts_remote, [ts(SWAN_LAN)]);
+    // charon keeps a rekeyed CHILD SA's inbound half for a few seconds
+    // (`delete_rekeyed_delay`), listed as DELETED: only the new one is
+    // INSTALLED, and the old one is at most DELETED.
+    let old_swan = (old.spi_out, old.spi_in);
+    let listed = wait_charon_children(charon, "the new CHILD SA installed, the old one not", |c| {
+        let installed: Vec<(u32, u32)> = c
+            .iter()
+            .filter(|x| x.0 == "INSTALLED")
+            .map(|x| (x.1, x.2))
+            .collect();
+        installed == [(new.spi_out, new.spi_in)]
+            && c.iter()
+                .all(|x| x.0 == "INSTALLED" || (x.0 == "DELETED" && (x.1, x.2) == old_swan))
+    });
+    eprintln!("{tag}: charon lists {listed:x?} after the CHILD rekey");
+    esp_round_trip(driver, new).unwrap_or_else(|e| panic!("{tag}: after the CHILD rekey: {e}"));
+}
+
+fn run_rekey_case(case: Case, rekey: Rekey) {
+    let tag = case.tag;
+    let (_tb, swan, strait) = bed(tag);
+    let psk_hex = random_hex(32);
+    let psk = unhex(&psk_hex);
+    let charon = start_charon(&swan, &run_dir(tag), &case, &psk_hex);
+    let driver = Driver::start(&strait, &case, psk);
+    if !case.strait_initiates {
+        std::thread::sleep(Duration::from_millis(200));
+        let out = charon.swanctl(&["--initiate", "--child", "strait", "--timeout", "15"]);
+        assert!(out.status.success(), "swanctl --initiate failed");
+    }
+    assert!(
+        driver.wait_for("CHILD SA", Duration::from_secs(10), |ev| child(ev)
+            .is_some()),
+        "{tag}: no CHILD SA on Strait's side"
+    );
+    let first = child(&driver.events()).unwrap();
+    wait_charon_children(&charon, "the first CHILD SA installed", |c| {
+        c.iter()
+            .any(|x| *x == ("INSTALLED".to_owned(), first.spi_out, first.spi_in))
+    });
+    let started = Instant::now();
+    match rekey {
+        Rekey::SwanChild => check_child_rekey(tag, &charon, &driver, &first, 1),
+        Rekey::StraitChild => {
+            driver.command(Command::RekeyChild);
+            check_child_rekey(tag, &charon, &driver, &first, 1);
+        }
+        Rekey::SwanIke | Rekey::StraitIke => {
+            if rekey == Rekey::StraitIke {
+                driver.command(Command::RekeyIke);
+            }
+            assert!(
+                driver.wait_for("IKE rekey", Duration::from_secs(20), |ev| rekeyed(ev)
+                    .is_some()),
+                "{tag}: no IKE rekey on Strait's side"
+            );
+            let ev = driver.events();
+            let (spi_i, spi_r) = rekeyed(&ev).unwrap();
+            let (old_i, old_r, _, _) = established(&ev).unwrap();
+            assert_ne!((spi_i, spi_r), (old_i, old_r));
+            // charon has the new IKE SA only, with the same SPIs.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut listed = charon_ike_spis(&charon);
+            while listed != [(spi_i, spi_r)] && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                listed = charon_ike_spis(&charon);
+            }
+            assert_eq!(listed, [(spi_i, spi_r)], "{tag}: charon's IKE SAs");
+            // The CHILD SA moved over unchanged and still works.
+            wait_charon_children(&charon, "the CHILD SA kept", |c| {
+                c.len() == 1 && c[0] == ("INSTALLED".to_owned(), first.spi_out, first.spi_in)
+            });
+            let ev = driver.events();
+            assert!(closed(&ev).is_none() && deleted(&ev).is_empty(), "{ev:#?}");
+            esp_round_trip(&driver, &first)
+                .unwrap_or_else(|e| panic!("{tag}: after the IKE rekey: {e}"));
+            // A CHILD rekey over the new IKE SA.
+            driver.command(Command::RekeyChild);
+            check_child_rekey(tag, &charon, &driver, &first, 1);
+            // Still one IKE SA, the new one.
+            assert_eq!(charon_ike_spis(&charon), [(spi_i, spi_r)]);
+        }
+    }
+    let ev = driver.events();
+    assert!(closed(&ev).is_none(), "{tag}: the IKE SA stays up");
+    eprintln!(
+        "{tag}: rekey checked {:?} after the first CHILD SA",
+        started.elapsed()
+    );
+    let trace = driver.finish();
+    eprintln!("{tag}: Strait datagrams and events\n{}", trace.join("\n"));
+}
+
+#[test]
+fn charon_rekeys_the_child_sa_of_strait_as_responder() {
+    let mut c = case("ci-crk", DhGroup::Ecp256, false);
+    c.swan_child_rekey = true;
+    run_rekey_case(c, Rekey::SwanChild);
+}
+
+#[test]
+fn charon_rekeys_the_child_sa_with_pfs_of_strait_as_initiator() {
+    let mut c = case("si-crk", DhGroup::Curve25519, true);
+    c.swan_child_rekey = true;
+    // With a DH group in the ESP proposal charon's rekey carries a KE.
+    c.esp_proposal = "aes256gcm16-curve25519";
+    run_rekey_case(c, Rekey::SwanChild);
+}
+
+#[test]
+fn charon_rekeys_the_ike_sa_of_strait_as_responder() {
+    let mut c = case("ci-irk", DhGroup::Curve25519, false);
+    c.swan_ike_rekey = true;
+    run_rekey_case(c, Rekey::SwanIke);
+}
+
+#[test]
+fn charon_rekeys_the_ike_sa_of_strait_as_initiator() {
+    let mut c = case("si-irk", DhGroup::Ecp256, true);
+    c.swan_ike_rekey = true;
+    run_rekey_case(c, Rekey::SwanIke);
+}
+
+#[test]
+fn strait_rekeys_the_child_sa_towards_charon() {
+    run_rekey_case(case("si-src", DhGroup::Ecp256, true), Rekey::StraitChild);
+}
+
+#[test]
+fn strait_rekeys_the_child_sa_with_pfs_towards_charon_as_responder() {
+    let mut c = case("ci-src", DhGroup::Curve25519, false);
+    c.strait_child_pfs = true;
+    c.esp_proposal = "aes256gcm16-curve25519";
+    run_rekey_case(c, Rekey::StraitChild);
+}
+
+#[test]
+fn strait_rekeys_the_ike_sa_towards_charon() {
+    run_rekey_case(case("si-sri", DhGroup::Curve25519, true), Rekey::StraitIke);
 }
