@@ -9,7 +9,8 @@
 //!
 //! Needs root (namespaces, veth, XDP, nftables), iputils-ping, ethtool, nft.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
@@ -80,6 +81,25 @@ local_prefixes = ["10.1.0.0/16"]
     )
 }
 
+/// The site-to-hub bed (namespaces torn down when the `Testbed` drops),
+/// a directory for the run's files, and both ends' key files holding the
+/// registered key.
+fn bed(tag: &str) -> (Testbed, BTreeMap<String, Netns>, PathBuf) {
+    require_root();
+    require_program("ping", "iputils-ping");
+    require_program("nft", "nftables");
+    require_program("ethtool", "ethtool");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new(tag);
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
+    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    (tb, ns, dir)
+}
+
 /// Pings once a second until one answers or `within` passes.
 fn reachable(from: &Netns, to: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -102,18 +122,8 @@ fn tunnels(d: &Daemon) -> Vec<String> {
 
 #[test]
 fn a_branch_registers_with_serial_and_key_and_the_tunnel_carries_traffic() {
-    require_root();
-    require_program("ping", "iputils-ping");
-    require_program("nft", "nftables");
-    require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("ike");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (_tb, ns, dir) = bed("ike");
     let (lana, lanb) = (&ns["lana"], &ns["lanb"]);
-    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
     let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
 
     // A wrong key: refused, no tunnel on either end, nothing in clear.
@@ -193,27 +203,9 @@ fn a_branch_registers_with_serial_and_key_and_the_tunnel_carries_traffic() {
 /// The site-to-hub bed with the keys in place; `swan` names the namespace
 /// strongSwan takes over from `straitd` (its interfaces get kernel
 /// addresses and it forwards between them).
-fn interop_bed(
-    tag: &str,
-    swan: &str,
-) -> (
-    Testbed,
-    std::collections::BTreeMap<String, Netns>,
-    std::path::PathBuf,
-) {
-    require_root();
-    require_program("ping", "iputils-ping");
-    require_program("nft", "nftables");
-    require_program("ethtool", "ethtool");
+fn interop_bed(tag: &str, swan: &str) -> (Testbed, BTreeMap<String, Netns>, PathBuf) {
     strait_testbed::strongswan::require_strongswan();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new(tag);
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
-    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    let (tb, ns, dir) = bed(tag);
     let s = &ns[swan];
     let (addrs, gateway): (&[(&str, &str)], Option<&str>) = match swan {
         "hub" => (&[("wan", "203.0.113.1/24"), ("lan", "10.2.0.1/24")], None),
@@ -345,18 +337,7 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
 /// device registers again by itself.
 #[test]
 fn a_dead_hub_is_noticed_and_the_branch_registers_again_when_it_returns() {
-    require_root();
-    require_program("ping", "iputils-ping");
-    require_program("nft", "nftables");
-    require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("ikedpd");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
-    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    let (_tb, ns, dir) = bed("ikedpd");
     let mut hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
     let branch = Daemon::start(
         &ns["branch"],
@@ -400,18 +381,7 @@ fn a_dead_hub_is_noticed_and_the_branch_registers_again_when_it_returns() {
 /// the tunnel stays, and every datagram arrives exactly once.
 #[test]
 fn rekeys_under_traffic_lose_nothing() {
-    require_root();
-    require_program("ping", "iputils-ping");
-    require_program("nft", "nftables");
-    require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("ikerk");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
-    std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
+    let (_tb, ns, dir) = bed("ikerk");
     let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
     let config = branch_config(&dir, "vcpe-0042")
         .replace("dpd_seconds = 2\n", "dpd_seconds = 2\nrekey_seconds = 3\n");
