@@ -9,6 +9,7 @@
 //! | `nat_translate` | [`nat_translate::run`] | the NAT translator both ways |
 //! | `pipeline` | [`pipeline::run`] | a branch and hub pipeline, tunnel and NAT |
 //! | `config` | [`config::run`] | TOML parsing, validation, table build |
+//! | `ike` | [`ike::run`] | IKEv2 message views and a responder's state machine |
 //!
 //! (`parse_all` lives in `strait-wire` as `fuzz_parse_all`.)
 //!
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod esp_open;
+pub mod ike;
 pub mod input;
 pub mod nat_translate;
 pub mod packets;
@@ -35,7 +37,7 @@ pub struct Target {
 }
 
 /// Every target defined here.
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [Target; 5] = [
     Target {
         name: "esp_open",
         run: esp_open::run,
@@ -55,5 +57,10 @@ pub const TARGETS: [Target; 4] = [
         name: "config",
         run: config::run,
         seeds: config::seeds,
+    },
+    Target {
+        name: "ike",
+        run: ike::run,
+        seeds: ike::seeds,
     },
 ];

@@ -76,3 +76,8 @@ fn seeds_run_cleanly() {
         }
     }
 }
+
+#[test]
+fn ike_corpus_replays() {
+    replay("ike");
+}
