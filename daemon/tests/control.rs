@@ -17,24 +17,7 @@ use strait_daemon::control;
 use strait_testbed::{require_program, Netns};
 
 mod common;
-use common::{ping, udp_receiver, ForwardBed};
-
-const CONFIG: &str = r#"
-[engine]
-workers = 1
-poll = "adaptive"
-
-[[interface]]
-name = "left"
-addresses = ["10.1.0.1/24"]
-
-[[interface]]
-name = "right"
-addresses = ["10.2.0.1/24"]
-
-[metrics]
-listen = "127.0.0.1:9464"
-"#;
+use common::{ping, udp_receiver, ForwardBed, FORWARD_WITH_METRICS as CONFIG};
 
 /// `GET /metrics` from inside `ns`, parsed into (series, value) pairs after
 /// checking every sample's family was announced with HELP and TYPE.

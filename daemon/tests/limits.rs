@@ -16,24 +16,7 @@ use std::time::{Duration, Instant};
 use strait_daemon::{control, metrics};
 
 mod common;
-use common::ForwardBed;
-
-const CONFIG: &str = r#"
-[engine]
-workers = 1
-poll = "adaptive"
-
-[[interface]]
-name = "left"
-addresses = ["10.1.0.1/24"]
-
-[[interface]]
-name = "right"
-addresses = ["10.2.0.1/24"]
-
-[metrics]
-listen = "127.0.0.1:9464"
-"#;
+use common::{ForwardBed, FORWARD_WITH_METRICS as CONFIG};
 
 const METRICS: &str = "127.0.0.1:9464";
 

@@ -236,6 +236,24 @@ pub fn ping(ns: &Netns, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The forwarding bed's daemon with the metrics endpoint on loopback.
+pub const FORWARD_WITH_METRICS: &str = r#"
+[engine]
+workers = 1
+poll = "adaptive"
+
+[[interface]]
+name = "left"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "right"
+addresses = ["10.2.0.1/24"]
+
+[metrics]
+listen = "127.0.0.1:9464"
+"#;
+
 /// The forwarding bed (scripts/topologies/forward.topo):
 /// h1 10.1.0.2 — [left 10.1.0.1] dp [right 10.2.0.1] — h2 10.2.0.2, with
 /// `straitd` in `dp` running `config`, in which `STATE_DIR` names a
