@@ -161,6 +161,22 @@ fn show_ike(state: &IkeState, json: bool) -> String {
             .collect();
         let _ = writeln!(out, "refused: {}", reasons.join(", "));
     }
+    if !out.is_empty() {
+        let c = &state.counters;
+        let _ = writeln!(
+            out,
+            "ike sas {}, established {}, child rekeys {}, ike rekeys {}, lifetime rekeys {}, liveness checks {}, dead peers {}, rate limited {} ({} sources)",
+            state.ike_sas,
+            c.established,
+            c.child_rekeys,
+            c.ike_rekeys,
+            c.lifetime_rekeys,
+            c.liveness_checks,
+            c.dead_peers,
+            c.rate_limited,
+            state.limited_sources
+        );
+    }
     if out.is_empty() {
         out.push_str("no [ike] configured\n");
     }
@@ -231,9 +247,13 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
             Err(e) => format!("error: {e}\n"),
         },
         ["reload"] => match Config::load(engine.path()).map_err(|e| e.to_string()).and_then(|c| {
+            crate::ike::check_reload(&engine.config(), &c, engine.path()).map_err(|e| format!("{}: {e:#}", engine.path()))?;
             engine.apply(c).map_err(|e| e.to_string())
         }) {
-            Ok(generation) => format!("reloaded: tables generation {generation}\n"),
+            Ok(generation) => {
+                ike.config_reloaded();
+                format!("reloaded: tables generation {generation}\n")
+            }
             Err(e) => format!("error: {e} (running configuration kept)\n"),
         },
         // Only the first two words are echoed: an `sa` command carries a key.

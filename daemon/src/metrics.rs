@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use strait_dataplane::{DropReason, Engine, PortCounters};
 
+use crate::ike::{IkeState, IkeView};
 use crate::server::{self, Client, Limits, RequestError, ServerStats};
 
 /// What one scrape reports, read from the engine at once.
@@ -32,6 +33,8 @@ pub struct MetricsSnapshot {
     /// Per management server (control, metrics): clients accepted, and
     /// refused by reason.
     pub servers: Vec<(String, ServerCounts)>,
+    /// The key exchange, when `[ike]` is configured.
+    pub ike: Option<IkeState>,
 }
 
 /// One management server's client counters at one moment.
@@ -65,7 +68,11 @@ impl ServerCounts {
 
 impl MetricsSnapshot {
     /// Reads everything from `engine` and the counters of `servers`.
-    pub fn read(engine: &Engine, servers: &[(&'static str, Arc<ServerStats>)]) -> MetricsSnapshot {
+    pub fn read(
+        engine: &Engine,
+        servers: &[(&'static str, Arc<ServerStats>)],
+        ike: Option<&IkeView>,
+    ) -> MetricsSnapshot {
         MetricsSnapshot {
             interfaces: engine.counters(),
             workers: engine
@@ -94,6 +101,7 @@ impl MetricsSnapshot {
                 .iter()
                 .map(|(n, s)| ((*n).to_owned(), ServerCounts::read(s)))
                 .collect(),
+            ike: ike.map(IkeView::get),
         }
     }
 }
@@ -279,7 +287,92 @@ pub fn render(s: &MetricsSnapshot) -> String {
         "Generation of the route, NAT and SA tables in force.",
         [(String::new(), s.generation)],
     );
+    if let Some(ike) = &s.ike {
+        render_ike(&mut out, ike);
+    }
     out
+}
+
+/// The key exchange's families (`strait_ike_*`).
+fn render_ike(out: &mut String, ike: &IkeState) {
+    let one = |v: u64| [(String::new(), v)];
+    let c = &ike.counters;
+    family(
+        out,
+        "strait_ike_sas",
+        "gauge",
+        "IKE SAs now, half-open ones included.",
+        one(ike.ike_sas as u64),
+    );
+    family(
+        out,
+        "strait_ike_devices",
+        "gauge",
+        "Devices in the hub's registry, by whether they are registered now.",
+        [true, false].map(|r| {
+            let n = ike.devices.iter().filter(|d| d.registered == r).count();
+            (format!("registered=\"{r}\""), n as u64)
+        }),
+    );
+    family(
+        out,
+        "strait_ike_hubs_up",
+        "gauge",
+        "Hubs this device is registered with now.",
+        one(ike.hubs.iter().filter(|h| h.state == "up").count() as u64),
+    );
+    family(
+        out,
+        "strait_ike_established_total",
+        "counter",
+        "IKE SAs established, both roles.",
+        one(c.established),
+    );
+    family(
+        out,
+        "strait_ike_rekeys_total",
+        "counter",
+        "Rekeys completed, by what was rekeyed.",
+        [("child", c.child_rekeys), ("ike", c.ike_rekeys)].map(|(k, v)| (format!("sa=\"{k}\""), v)),
+    );
+    family(
+        out,
+        "strait_ike_lifetime_rekeys_total",
+        "counter",
+        "CHILD SA rekeys started because an SA neared its byte or sequence-number limit.",
+        one(c.lifetime_rekeys),
+    );
+    family(
+        out,
+        "strait_ike_liveness_checks_total",
+        "counter",
+        "Liveness checks sent (only to peers from which no traffic came).",
+        one(c.liveness_checks),
+    );
+    family(
+        out,
+        "strait_ike_dead_peers_total",
+        "counter",
+        "Peers declared dead (a request unanswered through its retransmissions).",
+        one(c.dead_peers),
+    );
+    family(
+        out,
+        "strait_ike_refusals_total",
+        "counter",
+        "Registrations refused, by reason.",
+        ["wrong key", "unknown serial"].map(|r| {
+            let v = ike.refused.get(r).copied().unwrap_or(0);
+            (format!("reason=\"{}\"", r.replace(' ', "_")), v)
+        }),
+    );
+    family(
+        out,
+        "strait_ike_rate_limited_total",
+        "counter",
+        "New IKE SAs from sources refused too often, dropped unanswered.",
+        one(c.rate_limited),
+    );
 }
 
 /// The endpoint's bounds (docs/CLI.md, "Limits"): Prometheus sends one
@@ -303,6 +396,7 @@ pub fn serve(
     addr: SocketAddr,
     stats: Arc<ServerStats>,
     servers: Vec<(&'static str, Arc<ServerStats>)>,
+    ike: Option<Arc<IkeView>>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
@@ -315,7 +409,7 @@ pub fn serve(
         stop,
         BUSY,
         move |client: &mut Client<TcpStream>| {
-            if let Err(e) = answer(&engine, &servers, client) {
+            if let Err(e) = answer(&engine, &servers, ike.as_deref(), client) {
                 tracing::debug!(error = %e, "metrics connection");
             }
         },
@@ -326,6 +420,7 @@ pub fn serve(
 fn answer(
     engine: &Engine,
     servers: &[(&'static str, Arc<ServerStats>)],
+    ike: Option<&IkeView>,
     client: &mut Client<TcpStream>,
 ) -> io::Result<()> {
     let complete =
@@ -336,9 +431,10 @@ fn answer(
             let line = String::from_utf8_lossy(line);
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next()) {
-                (Some("GET"), Some("/metrics")) => {
-                    ("200 OK", render(&MetricsSnapshot::read(engine, servers)))
-                }
+                (Some("GET"), Some("/metrics")) => (
+                    "200 OK",
+                    render(&MetricsSnapshot::read(engine, servers, ike)),
+                ),
                 (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".to_owned()),
                 (None, _) => return Ok(()),
                 _ => ("405 Method Not Allowed", "only GET\n".to_owned()),
@@ -396,8 +492,21 @@ mod tests {
                     ..ServerCounts::default()
                 },
             )],
+            ike: Some(IkeState {
+                ike_sas: 2,
+                refused: [("wrong key".to_owned(), 3)].into(),
+                counters: crate::ike::IkeCounters {
+                    child_rekeys: 4,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
         };
         let text = render(&s);
+        assert!(text.contains("\nstrait_ike_sas 2\n"));
+        assert!(text.contains("\nstrait_ike_refusals_total{reason=\"wrong_key\"} 3\n"));
+        assert!(text.contains("\nstrait_ike_refusals_total{reason=\"unknown_serial\"} 0\n"));
+        assert!(text.contains("\nstrait_ike_rekeys_total{sa=\"child\"} 4\n"));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.contains(&"strait_rx_packets_total{iface=\"lan\"} 10"));
         assert!(lines.contains(&"strait_tx_packets_total{iface=\"lan\"} 7"));

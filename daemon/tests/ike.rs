@@ -111,6 +111,48 @@ fn reachable(from: &Netns, to: &str, within: Duration) -> bool {
     false
 }
 
+/// Sends `count` numbered 200-byte datagrams from `src` (in `from`) to
+/// `dst` (in `to`), one a millisecond, and returns how often each arrived.
+fn numbered_stream(from: &Netns, src: &str, to: &Netns, dst: &str, count: u32) -> Vec<u32> {
+    let (srv, dst_owned, src) = (to.clone(), dst.to_owned(), src.to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        srv.enter(move || {
+            let s = common::udp_receiver(&dst_owned, 8 << 20);
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            tx.send(()).unwrap();
+            let mut seen = vec![0u32; count as usize];
+            let mut buf = [0u8; 256];
+            while let Ok(n) = s.recv(&mut buf) {
+                if n >= 4 {
+                    let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                    if let Some(c) = seen.get_mut(seq) {
+                        *c += 1;
+                    }
+                }
+            }
+            seen
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    from.enter(|| {
+        let s = std::net::UdpSocket::bind(&src).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 200];
+        for seq in 0..count {
+            buf[..4].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(&buf, dst).unwrap();
+            let due = start + Duration::from_millis(u64::from(seq));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    })
+    .unwrap();
+    receiver.join().unwrap()
+}
+
 fn tunnels(d: &Daemon) -> Vec<String> {
     d.json(&["show", "sa"])
         .as_array()
@@ -290,7 +332,11 @@ fn a_strait_branch_registers_with_a_strongswan_hub() {
 #[test]
 fn a_strongswan_branch_registers_with_a_strait_hub() {
     let (_tb, ns, dir) = interop_bed("ikesw-br", "branch");
-    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
+    let config = hub_config(&dir).replace(
+        "identity = \"hub.example\"\n",
+        "identity = \"hub.example\"\ndpd_seconds = 2\n",
+    );
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &config);
     let conf = swanctl_conf(
         "192.168.77.2",
         "203.0.113.1",
@@ -315,7 +361,25 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
     );
     let (ok, out) = ping(&ns["lanb"], &["-c", "3", "-i", "0.2", "10.1.0.2"]);
     assert!(ok, "lanb -> lana through the Strait hub: {out}");
+
+    // strongSwan killed (no Delete): the hub's liveness check goes
+    // unanswered and the device's tunnel goes within 2 + 15 s.
     drop(charon);
+    let died = Instant::now();
+    while !tunnels(&hub).is_empty() {
+        assert!(
+            died.elapsed() < Duration::from_secs(25),
+            "the dead strongSwan branch was never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let noticed = died.elapsed();
+    assert!(
+        noticed <= Duration::from_secs(19),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(hub.json(&["show", "ike"])["counters"]["dead_peers"], 1);
+    eprintln!("dead strongSwan branch noticed after {noticed:?}");
 
     // The same device with a wrong key.
     let wrong = conf.replace("correct horse battery staple", "not the key");
@@ -395,45 +459,13 @@ fn rekeys_under_traffic_lose_nothing() {
     let first = (spi(&branch), spi(&hub));
 
     // 10 s of datagrams at 1 000/s.
-    const COUNT: u32 = 10_000;
-    let srv = ns["lanb"].clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let receiver = std::thread::spawn(move || {
-        srv.enter(move || {
-            let s = common::udp_receiver("10.2.0.2:5400", 8 << 20);
-            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            tx.send(()).unwrap();
-            let mut seen = vec![0u32; COUNT as usize];
-            let mut buf = [0u8; 256];
-            while let Ok(n) = s.recv(&mut buf) {
-                if n >= 4 {
-                    let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if let Some(c) = seen.get_mut(seq) {
-                        *c += 1;
-                    }
-                }
-            }
-            seen
-        })
-        .unwrap()
-    });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    ns["lana"]
-        .enter(|| {
-            let s = std::net::UdpSocket::bind("10.1.0.2:0").unwrap();
-            let start = Instant::now();
-            let mut buf = [0u8; 200];
-            for seq in 0..COUNT {
-                buf[..4].copy_from_slice(&seq.to_be_bytes());
-                s.send_to(&buf, "10.2.0.2:5400").unwrap();
-                let due = start + Duration::from_millis(u64::from(seq));
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        })
-        .unwrap();
-    let seen = receiver.join().unwrap();
+    let seen = numbered_stream(
+        &ns["lana"],
+        "10.1.0.2:0",
+        &ns["lanb"],
+        "10.2.0.2:5400",
+        10_000,
+    );
     common::assert_exactly_once(&seen, "UDP across CHILD and IKE rekeys");
     let last = (spi(&branch), spi(&hub));
     assert_ne!(
@@ -442,4 +474,288 @@ fn rekeys_under_traffic_lose_nothing() {
     );
     assert_ne!(first.1, last.1, "the hub's outbound SA was never rekeyed");
     assert_eq!(tunnels(&hub), ["site-branch-a"]);
+}
+
+/// The branch's key-exchange counters.
+fn ike_counter(d: &Daemon, name: &str) -> u64 {
+    d.json(&["show", "ike"])["counters"][name].as_u64().unwrap()
+}
+
+/// Liveness checks go only to a silent peer: while ESP arrives from the
+/// hub the branch sends none (it reads the workers' SA counters); idle, it
+/// checks every 2 s. CHILD SAs rekey by bytes (the engine's lifetime
+/// events) under a numbered stream without losing or repeating a datagram.
+#[test]
+fn traffic_puts_liveness_checks_off_and_bytes_drive_rekeys() {
+    let (_tb, ns, dir) = bed("ikelv");
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
+    let config = branch_config(&dir, "vcpe-0042").replace(
+        "dpd_seconds = 2\n",
+        "dpd_seconds = 2\nrekey_seconds = 0\nrekey_bytes = 400000\n",
+    );
+    let branch = Daemon::start(&ns["branch"], &dir, "branch", &config);
+    assert!(reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(15)));
+    let spi = branch.json(&["show", "sa"])[0]["inbound"][0]["spi"].clone();
+
+    let idle_from = ike_counter(&branch, "liveness_checks");
+    std::thread::sleep(Duration::from_secs(7));
+    let idle = ike_counter(&branch, "liveness_checks") - idle_from;
+    assert!(idle >= 2, "{idle} liveness checks in 7 idle seconds");
+
+    // 8 s from the hub's side to the branch's LAN: about 1.8 MB of inner
+    // bytes, four or five rekeys at 400 kB.
+    let busy_from = ike_counter(&branch, "liveness_checks");
+    let seen = numbered_stream(
+        &ns["lanb"],
+        "10.2.0.2:0",
+        &ns["lana"],
+        "10.1.0.2:5400",
+        8_000,
+    );
+    let busy = ike_counter(&branch, "liveness_checks") - busy_from;
+    common::assert_exactly_once(&seen, "UDP across rekeys by bytes");
+    // The stream's last 3 s of receive timeout are idle again.
+    assert!(busy <= 2, "{busy} liveness checks while traffic arrived");
+    let lifetime = ike_counter(&branch, "lifetime_rekeys") + ike_counter(&hub, "lifetime_rekeys");
+    assert!(lifetime >= 2, "{lifetime} rekeys started by byte lifetimes");
+    assert!(ike_counter(&branch, "child_rekeys") >= 2);
+    assert_ne!(branch.json(&["show", "sa"])[0]["inbound"][0]["spi"], spi);
+    assert_eq!(ike_counter(&branch, "dead_peers"), 0);
+    eprintln!("liveness checks: {idle} idle, {busy} busy; {lifetime} rekeys by bytes");
+}
+
+/// A source whose registrations keep failing is limited: after five
+/// refusals its next IKE_SA_INIT goes unanswered, counted in `show ike`
+/// and on the metrics endpoint. The "device" here is a bare IKEv2
+/// initiator (the `strait-ike` core over two UDP sockets) with a wrong
+/// key, behind the home NAT, so attempts come as fast as answers do.
+#[test]
+fn a_source_refused_again_and_again_is_rate_limited() {
+    use std::net::{SocketAddr, UdpSocket};
+    use strait_ike::{Config, Event, Identity, Ike, Output, PeerConfig, TrafficSelector};
+
+    let (_tb, ns, dir) = bed("ikerl");
+    let config = hub_config(&dir).replace(
+        "[ike]\n",
+        "[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[ike]\n",
+    );
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &config);
+    let br = &ns["branch"];
+    br.addr("wan", "192.168.77.2/24").unwrap();
+    br.ip(&["route", "add", "default", "via", "192.168.77.1"])
+        .unwrap();
+
+    // Each attempt: Some(true) refused with an answer, Some(false) no
+    // answer to its IKE_SA_INIT, None established (must not happen).
+    let outcomes: Vec<Option<bool>> = br
+        .enter(|| {
+            let local: SocketAddr = "192.168.77.2:500".parse().unwrap();
+            let sockets = [
+                UdpSocket::bind(local).unwrap(),
+                UdpSocket::bind("192.168.77.2:4500").unwrap(),
+            ];
+            for s in &sockets {
+                s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            }
+            let mut cfg = Config::new(Identity::Fqdn("vcpe-0042".into()));
+            cfg.retransmit_tries = 1;
+            let mut ike = Ike::new(cfg, Box::new(|_: &Identity| None)).unwrap();
+            let epoch = Instant::now();
+            let mut outcomes = Vec::new();
+            for _ in 0..7 {
+                let peer = PeerConfig {
+                    local,
+                    remote: "203.0.113.1:500".parse().unwrap(),
+                    psk: b"not the key".to_vec(),
+                    remote_id: None,
+                    remote_ts: vec![
+                        TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16).unwrap()
+                    ],
+                };
+                let (_, mut outs) = ike.initiate(epoch.elapsed(), peer).unwrap();
+                let (mut answered, mut outcome) = (false, Some(false));
+                let deadline = Instant::now() + Duration::from_secs(3);
+                'attempt: while Instant::now() < deadline {
+                    for out in std::mem::take(&mut outs) {
+                        match out {
+                            Output::Send(d) => {
+                                let s = &sockets[usize::from(d.local.port() == 4500)];
+                                s.send_to(&d.bytes, d.remote).unwrap();
+                            }
+                            Output::Event(Event::IkeSaClosed { .. }) => {
+                                outcome = Some(answered);
+                                break 'attempt;
+                            }
+                            Output::Event(Event::ChildSaReady { .. }) => {
+                                outcome = None;
+                                break 'attempt;
+                            }
+                            Output::Event(_) => {}
+                        }
+                    }
+                    let mut buf = [0u8; 2048];
+                    for s in &sockets {
+                        if let Ok((n, from)) = s.recv_from(&mut buf) {
+                            answered = true;
+                            let to = s.local_addr().unwrap();
+                            outs.extend(ike.handle_datagram(epoch.elapsed(), from, to, &buf[..n]));
+                        }
+                    }
+                    outs.extend(ike.poll(epoch.elapsed()));
+                }
+                outcomes.push(outcome);
+            }
+            outcomes
+        })
+        .unwrap();
+    assert_eq!(
+        outcomes[..5],
+        [Some(true); 5],
+        "the first five are refused: {outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[5..],
+        [Some(false); 2],
+        "then the source is limited: {outcomes:?}"
+    );
+    let ike = hub.json(&["show", "ike"]);
+    assert_eq!(ike["refused"]["wrong key"], 5, "{ike}");
+    assert!(
+        ike["counters"]["rate_limited"].as_u64().unwrap() >= 2,
+        "{ike}"
+    );
+    assert_eq!(ike["limited_sources"], 1, "{ike}");
+    let metrics = ns["hub"]
+        .enter(|| {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect("127.0.0.1:9464").unwrap();
+            c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut text = String::new();
+            c.read_to_string(&mut text).unwrap();
+            text
+        })
+        .unwrap();
+    assert!(
+        metrics.contains("\nstrait_ike_refusals_total{reason=\"wrong_key\"} 5\n"),
+        "{metrics}"
+    );
+    let limited = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strait_ike_rate_limited_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(limited.is_some_and(|v| v >= 2), "{metrics}");
+}
+
+/// The hub's registry follows a reload without a restart, and a device's
+/// key can be derived from one hub secret (`straitd --device-key`): a
+/// device unknown at first registers once it is added; a reload naming a
+/// missing key file is refused with the reason and changes nothing; a
+/// device removed loses its tunnel at once.
+#[test]
+fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
+    let (_tb, ns, dir) = bed("ikerg");
+    std::fs::write(dir.join("hub.secret"), "a long random hub secret\n").unwrap();
+    let registry = |devices: &str| {
+        let base = hub_config(&dir);
+        let head = &base[..base.find("[[ike.device]]").unwrap()];
+        head.replace(
+            "identity = \"hub.example\"\n",
+            "identity = \"hub.example\"\ndevice_secret_file = \"hub.secret\"\n",
+        ) + devices
+    };
+    let device = |serial: &str, site: &str, prefix: &str, key: &str| {
+        format!(
+            "\n[[ike.device]]\nserial = \"{serial}\"\nsite = \"{site}\"\nprefixes = [\"{prefix}\"]\nlocal = \"203.0.113.1\"\n{key}"
+        )
+    };
+    let other = device("vcpe-0001", "elsewhere", "10.9.0.0/16", "");
+    let mut hub = Daemon::start(&ns["hub"], &dir, "hub", &registry(&other));
+
+    // Provisioning: the device's key file from the hub's secret.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_straitd"))
+        .args([
+            "--config",
+            hub.config.to_str().unwrap(),
+            "--device-key",
+            "vcpe-0042",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(key.trim().len(), 64, "{key}");
+    std::fs::write(dir.join("branch.key"), &key).unwrap();
+    let branch = Daemon::start(
+        &ns["branch"],
+        &dir,
+        "branch",
+        &branch_config(&dir, "vcpe-0042"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.json(&["show", "ike"])["refused"]["unknown serial"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the unknown device was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A reload whose new device names a key file that is not there.
+    let missing = device(
+        "vcpe-0042",
+        "branch-a",
+        "10.1.0.0/16",
+        "key_file = \"missing.key\"\n",
+    );
+    std::fs::write(&hub.config, registry(&(other.clone() + &missing))).unwrap();
+    let answer = hub.try_ctl(&["reload"]).unwrap_err();
+    assert!(
+        answer.starts_with("error:") && answer.contains("missing.key"),
+        "{answer}"
+    );
+    // Changing the identity needs a restart.
+    std::fs::write(
+        &hub.config,
+        registry(&other).replace("\"hub.example\"", "\"hub2.example\""),
+    )
+    .unwrap();
+    let answer = hub.try_ctl(&["reload"]).unwrap_err();
+    assert!(answer.contains("needs a restart"), "{answer}");
+
+    // The device added with a derived key: it registers by itself.
+    let added = device("vcpe-0042", "branch-a", "10.1.0.0/16", "");
+    std::fs::write(&hub.config, registry(&(other.clone() + &added))).unwrap();
+    let answer = hub.ctl(&["reload"]);
+    assert!(answer.starts_with("reloaded"), "{answer}");
+    assert!(
+        reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(30)),
+        "the added device never registered"
+    );
+    assert_eq!(tunnels(&hub), ["site-branch-a"]);
+
+    // Removed: its tunnel goes with the reload.
+    std::fs::write(&hub.config, registry(&other)).unwrap();
+    let answer = hub.ctl(&["reload"]);
+    assert!(answer.starts_with("reloaded"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !tunnels(&hub).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed device kept its tunnel"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!ping(&ns["lana"], &["-c", "1", "-W", "1", "10.2.0.2"]).0);
+    let devices = hub.json(&["show", "devices"]);
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    drop(branch);
+    hub.stop();
 }

@@ -68,6 +68,16 @@ pub struct IkeConfig {
     /// rekeyed after four times as long. 0 leaves rekeying to the peer.
     #[serde(default = "default_rekey")]
     pub rekey_seconds: u64,
+    /// Inner bytes after which a CHILD SA we negotiated is rekeyed (0:
+    /// only by time). Whatever this says, an SA is rekeyed when its
+    /// sequence numbers near their end (the engine's lifetime events).
+    #[serde(default)]
+    pub rekey_bytes: u64,
+    /// Hub: file holding the secret the devices' keys are derived from
+    /// (`straitd --device-key SERIAL` prints a device's key), for devices
+    /// listed without a `key_file`. Relative: from the configuration
+    /// file's directory.
+    pub device_secret_file: Option<std::path::PathBuf>,
     /// Hubs this device registers with (initiator).
     #[serde(default)]
     pub peer: Vec<IkePeerConfig>,
@@ -112,8 +122,9 @@ pub struct IkeDeviceConfig {
     /// Its serial number (its IKE identity).
     pub serial: String,
     /// File holding its key (relative: from the configuration file's
-    /// directory).
-    pub key_file: std::path::PathBuf,
+    /// directory); without one, its key is derived from `[ike]
+    /// device_secret_file` and the serial.
+    pub key_file: Option<std::path::PathBuf>,
     /// The site it belongs to: names its tunnel (`site-NAME`).
     pub site: String,
     /// Prefixes it may claim; its tunnel carries these.

@@ -468,6 +468,17 @@ pub fn child_keys(
     Ok((km, r_to_i))
 }
 
+/// A device's registration key derived from the hub's secret and the
+/// device's serial number: HMAC-SHA-256(secret, "strait device key" 0x00
+/// serial) as 64 lowercase hex digits. The hub keeps one secret instead of
+/// a key per device; a device gets its key file at provisioning
+/// (`straitd --device-key SERIAL`). The hex text itself is the IKE
+/// pre-shared key, exactly as a device reads it from its key file.
+pub fn device_key(secret: &[u8], serial: &str) -> String {
+    let mac = prf(secret, &[b"strait device key\0", serial.as_bytes()]);
+    mac.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// NAT_DETECTION_*_IP data (§2.23): SHA-1(SPIi | SPIr | IP | Port).
 pub fn nat_hash(spi_i: u64, spi_r: u64, addr: std::net::SocketAddr) -> [u8; 20] {
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
@@ -510,6 +521,19 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    /// The derivation, checked against Python's `hmac` module.
+    #[test]
+    fn device_keys_are_hmac_of_the_serial() {
+        assert_eq!(
+            device_key(b"hub secret", "vcpe-0042"),
+            "aa00d7ce0dcb8eeb95776b149e0c8fbff08b221b05b295c7e3c6b5aa164997e4"
+        );
+        assert_ne!(
+            device_key(b"hub secret", "vcpe-0043"),
+            device_key(b"hub secret", "vcpe-0042")
+        );
     }
 
     /// RFC 4231 §4.2–§4.8, HMAC-SHA-256 outputs (test case 5, a

@@ -452,6 +452,8 @@ pub struct Ike {
     out: Vec<Output>,
     /// SAs made by a rekey whose waiting requests are to start.
     kick: Vec<IkeSaId>,
+    /// Liveness checks started (timed and asked for).
+    liveness_checks: u64,
 }
 
 impl std::fmt::Debug for Ike {
@@ -715,6 +717,7 @@ impl Ike {
             spis_in: HashSet::new(),
             out: Vec::new(),
             kick: Vec::new(),
+            liveness_checks: 0,
         })
     }
 
@@ -726,6 +729,12 @@ impl Ike {
     /// Number of IKE SAs, half-open ones included.
     pub fn sa_count(&self) -> usize {
         self.sas.len()
+    }
+
+    /// Liveness checks started so far, by time or by
+    /// [`Ike::check_liveness`].
+    pub fn liveness_checks(&self) -> u64 {
+        self.liveness_checks
     }
 
     fn random(&self, buf: &mut [u8]) {
@@ -2038,10 +2047,21 @@ impl Ike {
         }
     }
 
+    /// Traffic arrived under a CHILD SA of `id` at `now`: proof of
+    /// liveness (§2.4: only a peer from which nothing came needs a
+    /// check), so its next liveness check is put off. An unknown SA is
+    /// ignored.
+    pub fn traffic_received(&mut self, now: Duration, id: IkeSaId) {
+        if let Some(sa) = self.sas.get_mut(&id) {
+            sa.last_heard = sa.last_heard.max(now);
+        }
+    }
+
     /// Sends a liveness check (an empty INFORMATIONAL request, §1.4);
     /// no answer through every retransmission closes the SA.
     pub fn check_liveness(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
         let mut sa = self.established(id)?;
+        self.liveness_checks += 1;
         self.enqueue(now, &mut sa, RequestKind::Liveness);
         self.sas.insert(id, sa);
         Ok(self.take())
@@ -2901,6 +2921,7 @@ impl Ike {
                 }
             } else if let Some(dpd) = self.config.dpd_interval {
                 if sa.state == State::Established && !sa.silent && now >= sa.last_heard + dpd {
+                    self.liveness_checks += 1;
                     self.enqueue(now, &mut sa, RequestKind::Liveness);
                 }
             }

@@ -591,6 +591,31 @@ fn liveness_checks_delete_child_and_close() {
 }
 
 #[test]
+fn traffic_under_a_child_sa_puts_the_liveness_check_off() {
+    let (mut a, b) = configs();
+    a.dpd_interval = Some(Duration::from_secs(10));
+    let mut net = Net::new(a, b, registry(device_id(), PSK, vec![ts("10.1.0.0/16")]));
+    let id = net.initiate();
+    net.run();
+    let up = net.now;
+    assert_eq!(net.a.wake_at(), Some(up + Duration::from_secs(10)));
+    // ESP keeps arriving: no check is due while it does.
+    for s in [4, 8, 12, 16] {
+        net.a.traffic_received(up + Duration::from_secs(s), id);
+    }
+    assert_eq!(net.a.wake_at(), Some(up + Duration::from_secs(26)));
+    assert!(net.a.poll(up + Duration::from_secs(25)).is_empty());
+    // An older report never brings the check forward.
+    net.a.traffic_received(up, id);
+    assert_eq!(net.a.wake_at(), Some(up + Duration::from_secs(26)));
+    assert_eq!(net.a.liveness_checks(), 0);
+    // Silence: the check goes out 10 s after the last packet.
+    let outs = net.a.poll(up + Duration::from_secs(26));
+    assert_eq!(outs.len(), 1);
+    assert_eq!(net.a.liveness_checks(), 1);
+}
+
+#[test]
 fn selectors_are_narrowed_to_the_registry_policy_or_refused() {
     let (mut a, b) = configs();
     a.local_ts = vec![ts("10.1.0.0/16")];

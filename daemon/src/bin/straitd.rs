@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! straitd --config /etc/strait/strait.toml [--control /run/strait/straitd.sock] [--check]
+//! straitd --config hub.toml --device-key SERIAL
 //! ```
+//!
+//! `--device-key` prints the key of the device SERIAL derived from the
+//! hub's `[ike] device_secret_file`, for the device's key file.
 //!
 //! With `[metrics] listen = "127.0.0.1:9464"` it also serves Prometheus
 //! metrics on that loopback address.
@@ -42,6 +46,10 @@ struct Args {
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Print the key of the device with this serial number, derived from
+    /// the `[ike] device_secret_file`, and exit.
+    #[arg(long, value_name = "SERIAL")]
+    device_key: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +63,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = Config::load(&args.config)?;
+    if let Some(serial) = &args.device_key {
+        println!(
+            "{}",
+            strait_daemon::ike::derived_key(&config, &args.config, serial)?
+        );
+        return Ok(());
+    }
+    strait_daemon::ike::check(&config, &args.config)?;
     if args.check {
         Engine::check(&config, &args.config)?;
         println!("{}: ok", args.config);
@@ -86,7 +102,7 @@ fn main() -> anyhow::Result<()> {
         Arc::clone(&stop),
     )
     .with_context(|| format!("control socket {}", args.control.display()))?;
-    let ike_thread = strait_daemon::ike::start(
+    let ike_runtime = strait_daemon::ike::start(
         Arc::clone(&engine),
         Arc::clone(&ike_view),
         Arc::clone(&stop),
@@ -101,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                     ("control", control_stats),
                     ("metrics", Arc::clone(&metrics_stats)),
                 ],
+                ike_runtime.as_ref().map(|_| Arc::clone(&ike_view)),
                 Arc::clone(&stop),
             )
             .with_context(|| format!("metrics endpoint {addr}"))?,
@@ -135,6 +152,9 @@ fn main() -> anyhow::Result<()> {
                 EngineEvent::SaHardExpired(_) => tracing::error!(event = e.kind(), "{e}"),
                 _ => tracing::warn!(event = e.kind(), "{e}"),
             }
+            if let Some(ike) = &ike_runtime {
+                let _ = ike.events.try_send(e.clone());
+            }
             events.record(e);
         }
         let dead = engine.dead_workers();
@@ -156,8 +176,8 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopping");
     let _ = control_thread.join();
-    if let Some(t) = ike_thread {
-        let _ = t.join();
+    if let Some(ike) = ike_runtime {
+        let _ = ike.thread.join();
     }
     if let Some(t) = metrics_thread {
         let _ = t.join();

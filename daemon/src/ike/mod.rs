@@ -15,86 +15,46 @@
 //!   device gets a tunnel `site-NAME` carrying the prefixes the registry
 //!   lets it claim, which goes when the device does.
 //!
+//!   Keys come from a file per device, or are derived from one hub secret
+//!   and the serial (`registry`). A source refused again and again is
+//!   rate limited (`limit`).
+//!
 //! One thread, woken by the next datagram or the core's next deadline.
+//! Datagrams are taken in batches: the tunnels a batch brings up are
+//! applied in one table update before the batch's answers leave.
 //! Rekeys (CREATE_CHILD_SA, either side) keep the tunnel: a new CHILD SA
 //! takes over sealing while the one it replaces still opens until its
-//! Delete; an IKE SA rekey moves the tunnel to the new IKE SA.
+//! Delete; an IKE SA rekey moves the tunnel to the new IKE SA. CHILD SAs
+//! rekey by time (the core's timer), and by bytes or sequence numbers
+//! when the engine reports an SA near its limit. Liveness checks go only
+//! to peers whose inbound SAs opened nothing since the last one: the
+//! workers' SA counters are read every second.
+
+mod limit;
+pub mod registry;
+mod view;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
+use crossbeam::channel::{Receiver, Sender};
 use strait_dataplane::{
-    Engine, IkeConfig, IkeDeviceConfig, IkePeerConfig, Overlay, RouteConfig, SaEntryConfig, Secret,
+    Engine, EngineEvent, IkeConfig, Overlay, RouteConfig, SaDirection, SaEntryConfig, Secret,
     ServiceDatagram, TunnelConfig,
 };
 use strait_ike::{
     CipherSuite, CloseReason, Event, Identity, Ike, IkeSaId, Output, PeerConfig, PeerEntry,
-    TrafficSelector,
 };
 
-/// What `straitctl show ike` and `show devices` report: the runtime's
-/// state, published whenever it changes.
-#[derive(Debug, Default)]
-pub struct IkeView(std::sync::Mutex<IkeState>);
-
-/// The published state.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct IkeState {
-    /// Hubs this device registers with.
-    pub hubs: Vec<HubView>,
-    /// The hub's registry and who is registered.
-    pub devices: Vec<DeviceView>,
-    /// Registrations refused, by reason (`wrong key`, `unknown serial`).
-    pub refused: std::collections::BTreeMap<String, u64>,
-}
-
-/// One hub as the device sees it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HubView {
-    /// Its tunnel's name.
-    pub name: String,
-    /// Its address.
-    pub remote: String,
-    /// `registering`, `up` or `waiting` (to try again).
-    pub state: &'static str,
-    /// The tunnel's SPIs once up (inbound, outbound).
-    pub spis: Option<(u32, u32)>,
-    /// Why the last attempt ended, if it failed.
-    pub last_error: Option<String>,
-}
-
-/// One device of the registry.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeviceView {
-    /// Serial number.
-    pub serial: String,
-    /// Site (its tunnel is `site-SITE`).
-    pub site: String,
-    /// Registered now.
-    pub registered: bool,
-    /// Where it registered from.
-    pub remote: Option<String>,
-    /// Seconds since it last registered (daemon's clock).
-    pub registered_seconds_ago: Option<u64>,
-    /// Refused attempts with its serial.
-    pub refused: u64,
-}
-
-impl IkeView {
-    /// A copy of the state.
-    pub fn get(&self) -> IkeState {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, state: IkeState) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-}
+use limit::RefusalLimiter;
+pub use registry::{check, check_reload, derived_key};
+use registry::{HubSpec, Registry};
+pub use view::{DeviceView, HubView, IkeCounters, IkeState, IkeView};
 
 /// UDP-encapsulated ESP (RFC 3948).
 const NAT_T_PORT: u16 = 4500;
@@ -104,36 +64,6 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Longest sleep without a datagram (the core's deadlines come sooner).
 const TICK: Duration = Duration::from_millis(100);
-
-/// Reads a key file (a relative path is taken from the configuration
-/// file's directory): its content without surrounding white space.
-fn read_key(config_dir: &std::path::Path, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let path = config_dir.join(path);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("key file {}", path.display()))?;
-    let key = text.trim().as_bytes().to_vec();
-    if key.is_empty() {
-        bail!("key file {} is empty", path.display());
-    }
-    Ok(key)
-}
-
-/// The traffic selectors of a list of prefixes (`addr/len`).
-fn selectors(prefixes: &[String]) -> anyhow::Result<Vec<TrafficSelector>> {
-    prefixes
-        .iter()
-        .map(|p| {
-            let (addr, len) = p
-                .split_once('/')
-                .ok_or_else(|| anyhow!("prefix {p}: expected ADDRESS/LENGTH"))?;
-            let addr: IpAddr = addr
-                .parse()
-                .map_err(|_| anyhow!("prefix {p}: bad address"))?;
-            let len: u8 = len.parse().map_err(|_| anyhow!("prefix {p}: bad length"))?;
-            TrafficSelector::prefix(addr, len).ok_or_else(|| anyhow!("prefix {p}: bad length"))
-        })
-        .collect()
-}
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     match a {
@@ -154,8 +84,18 @@ fn cipher_name(c: CipherSuite) -> &'static str {
     }
 }
 
-/// One direction's negotiated SA as the engine takes it.
-fn negotiated_sa(spi: u32, cipher: CipherSuite, key: &[u8], esn: bool) -> SaEntryConfig {
+/// One direction's negotiated SA as the engine takes it; `rekey_bytes`
+/// (0: none) is its soft byte lifetime, so the engine reports when a
+/// rekey is due (the rekey by time is the core's); the hard one, twice
+/// that, leaves room for the workers' half-second reporting and the
+/// exchange even on a fast link.
+fn negotiated_sa(
+    spi: u32,
+    cipher: CipherSuite,
+    key: &[u8],
+    esn: bool,
+    rekey_bytes: u64,
+) -> SaEntryConfig {
     SaEntryConfig {
         spi,
         cipher: cipher_name(cipher).into(),
@@ -164,18 +104,15 @@ fn negotiated_sa(spi: u32, cipher: CipherSuite, key: &[u8], esn: bool) -> SaEntr
         replay_window: None,
         soft_seconds: 0,
         hard_seconds: 0,
-        soft_bytes: 0,
-        hard_bytes: 0,
+        soft_bytes: rekey_bytes,
+        hard_bytes: rekey_bytes.saturating_mul(2),
         negotiated: true,
     }
 }
 
 /// A hub this device registers with.
 struct Hub {
-    config: IkePeerConfig,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
-    ts: Vec<TrafficSelector>,
+    spec: HubSpec,
     /// The IKE SA in progress or established.
     sa: Option<IkeSaId>,
     /// Its tunnel, once up.
@@ -192,7 +129,14 @@ struct Child {
     /// The peer accepts it: we asked for it, or the SA it replaced is
     /// deleted (RFC 7296 §2.8).
     seal: bool,
+    /// Deleted: it still opens until then, for packets the peer sealed
+    /// before it switched that are still on their way.
+    retire_at: Option<Duration>,
 }
+
+/// How long a deleted CHILD SA still opens: the peer's workers may seal a
+/// last batch under it after its Delete answer left.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 /// A registered device's tunnel on the hub.
 struct Site {
@@ -200,12 +144,31 @@ struct Site {
     tunnel: TunnelConfig,
 }
 
+/// How often the workers' SA counters are read for liveness.
+const LIVENESS_SCAN: Duration = Duration::from_secs(1);
+
+/// Half-open IKE SAs past which a new one must return a COOKIE first
+/// (RFC 7296 §2.6): a registration storm costs the hub a round trip per
+/// device, a spoofed flood costs it no DH.
+const COOKIE_THRESHOLD: usize = 256;
+
 struct Runtime {
     engine: Arc<Engine>,
     ike: Ike,
     psk: Vec<u8>,
     hubs: Vec<Hub>,
-    devices: HashMap<String, IkeDeviceConfig>,
+    /// The `[ike]` in force (a reload compares against it).
+    cfg: IkeConfig,
+    /// The hub's registry, shared with the core's directory.
+    registry: Arc<RwLock<Registry>>,
+    /// Lifetime events of the engine's SAs, handed on by the daemon.
+    sa_events: Receiver<EngineEvent>,
+    /// Inbound packets per inbound SPI at the last liveness scan.
+    inbound_seen: HashMap<u32, u64>,
+    next_scan: Duration,
+    limiter: RefusalLimiter,
+    counters: IkeCounters,
+    rekey_bytes: u64,
     /// Hub side: the identity each IKE SA authenticated, and its site.
     peers: HashMap<IkeSaId, String>,
     sites: HashMap<IkeSaId, Site>,
@@ -215,6 +178,14 @@ struct Runtime {
     /// The last identity the registry was asked about (for the log line
     /// of a refusal).
     last_lookup: Arc<std::sync::Mutex<Option<(String, bool)>>>,
+    /// IKE SAs established and not yet closed.
+    up: std::collections::HashSet<IkeSaId>,
+    /// Datagrams waiting for the next flush.
+    outbox: Vec<strait_ike::Datagram>,
+    /// The overlay changed since the last flush.
+    dirty: bool,
+    /// The published view is up to date.
+    shown: bool,
     epoch: Instant,
     view: Arc<IkeView>,
     refused: std::collections::BTreeMap<String, u64>,
@@ -225,65 +196,56 @@ struct Runtime {
     hub_errors: HashMap<String, String>,
 }
 
+/// The running key exchange: its thread, and where the daemon hands it
+/// the engine's events.
+#[derive(Debug)]
+pub struct IkeRuntime {
+    /// The thread; it ends when `stop` is set.
+    pub thread: JoinHandle<()>,
+    /// Takes the engine's events (SA lifetimes: rekeys are due); never
+    /// blocks, a full queue drops.
+    pub events: Sender<EngineEvent>,
+}
+
 /// Starts the runtime when `[ike]` is configured; it publishes its state
 /// into `view`.
 pub fn start(
     engine: Arc<Engine>,
     view: Arc<IkeView>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Option<JoinHandle<()>>> {
+) -> anyhow::Result<Option<IkeRuntime>> {
     let Some(cfg) = engine.config().ike else {
         return Ok(None);
     };
-    let mut runtime = Runtime::new(Arc::clone(&engine), &cfg, view)?;
+    let (events, sa_events) = crossbeam::channel::bounded(1024);
+    let mut runtime = Runtime::new(Arc::clone(&engine), &cfg, view, sa_events)?;
     let thread = std::thread::Builder::new()
         .name("strait-ike".into())
         .spawn(move || runtime.run(&stop))
         .context("IKE thread")?;
-    Ok(Some(thread))
+    Ok(Some(IkeRuntime { thread, events }))
 }
 
 impl Runtime {
-    fn new(engine: Arc<Engine>, cfg: &IkeConfig, view: Arc<IkeView>) -> anyhow::Result<Runtime> {
-        let config_dir = std::path::Path::new(engine.path())
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let psk = match &cfg.key_file {
-            Some(path) => read_key(&config_dir, path)?,
-            None if cfg.peer.is_empty() => Vec::new(),
-            None => bail!("[ike]: key_file is needed to register with a hub"),
-        };
-        let mut devices = HashMap::new();
-        let mut keys = HashMap::new();
-        for d in &cfg.device {
-            if devices.insert(d.serial.clone(), d.clone()).is_some() {
-                bail!("[[ike.device]] serial {} listed twice", d.serial);
-            }
-            selectors(&d.prefixes).with_context(|| format!("device {}", d.serial))?;
-            keys.insert(d.serial.clone(), read_key(&config_dir, &d.key_file)?);
-        }
-        let mut hubs = Vec::new();
-        for p in &cfg.peer {
-            let parse = |s: &str, what: &str| -> anyhow::Result<Ipv4Addr> {
-                s.parse().map_err(|_| {
-                    anyhow!(
-                        "[[ike.peer]] {}: {what} {s:?} is not an IPv4 address",
-                        p.name
-                    )
-                })
-            };
-            hubs.push(Hub {
-                local: parse(&p.local, "local")?,
-                remote: parse(&p.remote, "remote")?,
-                ts: selectors(&p.prefixes).with_context(|| format!("peer {}", p.name))?,
-                config: p.clone(),
+    fn new(
+        engine: Arc<Engine>,
+        cfg: &IkeConfig,
+        view: Arc<IkeView>,
+        sa_events: Receiver<EngineEvent>,
+    ) -> anyhow::Result<Runtime> {
+        let config_dir = registry::config_dir(engine.path());
+        let psk = registry::own_key(cfg, &config_dir)?;
+        let registry = Arc::new(RwLock::new(Registry::load(cfg, &config_dir)?));
+        let hubs = registry::hubs(cfg)?
+            .into_iter()
+            .map(|spec| Hub {
+                spec,
                 sa: None,
                 tunnel: None,
                 next_attempt: Duration::ZERO,
                 backoff: RETRY_FIRST,
-            });
-        }
+            })
+            .collect();
         let mut config = strait_ike::Config::new(Identity::Fqdn(cfg.identity.clone()));
         let local_prefixes: Vec<String> = cfg
             .peer
@@ -291,30 +253,34 @@ impl Runtime {
             .flat_map(|p| p.local_prefixes.iter().cloned())
             .collect();
         if !local_prefixes.is_empty() {
-            config.local_ts = selectors(&local_prefixes)?;
+            config.local_ts = registry::selectors(&local_prefixes)?;
         }
         config.dpd_interval = (cfg.dpd_seconds > 0).then(|| Duration::from_secs(cfg.dpd_seconds));
         // A request unanswered after 1 + 2 + 4 + 8 s declares the peer
         // dead: with the default 10 s of silence before the liveness
         // check, a dead peer is noticed within 25 s.
         config.retransmit_tries = 4;
+        config.cookie_threshold = Some(COOKIE_THRESHOLD);
         if cfg.rekey_seconds > 0 {
             config.child_rekey_after = Some(Duration::from_secs(cfg.rekey_seconds));
             config.ike_rekey_after = Some(Duration::from_secs(4 * cfg.rekey_seconds));
         }
         let last_lookup = Arc::new(std::sync::Mutex::new(None));
         let seen = Arc::clone(&last_lookup);
-        let registry = devices.clone();
+        let lookup = Arc::clone(&registry);
         let directory = move |id: &Identity| {
             let Identity::Fqdn(serial) = id else {
                 return None;
             };
-            let entry = registry.get(serial).and_then(|d: &IkeDeviceConfig| {
-                Some(PeerEntry {
-                    psk: keys.get(serial)?.clone(),
-                    remote_ts: selectors(&d.prefixes).ok()?,
-                })
-            });
+            let r = lookup.read().unwrap_or_else(|p| p.into_inner());
+            let entry = r
+                .keys
+                .get(serial)
+                .zip(r.selectors.get(serial))
+                .map(|(psk, ts)| PeerEntry {
+                    psk: psk.clone(),
+                    remote_ts: ts.clone(),
+                });
             if let Ok(mut last) = seen.lock() {
                 *last = Some((serial.clone(), entry.is_some()));
             }
@@ -326,7 +292,18 @@ impl Runtime {
             ike,
             psk,
             hubs,
-            devices,
+            cfg: cfg.clone(),
+            registry,
+            sa_events,
+            inbound_seen: HashMap::new(),
+            next_scan: Duration::ZERO,
+            limiter: RefusalLimiter::default(),
+            counters: IkeCounters::default(),
+            rekey_bytes: cfg.rekey_bytes,
+            up: Default::default(),
+            outbox: Vec::new(),
+            dirty: false,
+            shown: true,
             peers: HashMap::new(),
             sites: HashMap::new(),
             children: HashMap::new(),
@@ -346,8 +323,11 @@ impl Runtime {
         let rx = self.engine.service_datagrams();
         while !stop.load(Ordering::Relaxed) {
             let now = self.epoch.elapsed();
+            if self.view.take_reload() {
+                self.reload(now);
+            }
             self.register(now);
-            let mut wait = TICK;
+            let mut wait = TICK.min(self.next_scan.saturating_sub(now));
             if let Some(at) = self.ike.wake_at() {
                 wait = wait.min(at.saturating_sub(now));
             }
@@ -356,17 +336,38 @@ impl Runtime {
             }
             let first = rx.recv_timeout(wait.max(Duration::from_millis(1))).ok();
             let now = self.epoch.elapsed();
-            for d in first.into_iter().chain(rx.try_iter().take(256)) {
+            // A batch of datagrams, then one table update for all the
+            // tunnels they brought up, then their answers.
+            for d in first.into_iter().chain(rx.try_iter().take(255)) {
+                let source = std::net::IpAddr::V4(*d.remote.ip());
+                if limit::is_ike_sa_init_request(&d.payload, d.local.port())
+                    && !self.limiter.allows(source, now)
+                {
+                    self.counters.rate_limited += 1;
+                    self.shown = false;
+                    continue;
+                }
                 let outs = self.ike.handle_datagram(
                     now,
                     SocketAddr::V4(d.remote),
                     SocketAddr::V4(d.local),
                     &d.payload,
                 );
-                self.carry_out(outs, Some(d.remote));
+                self.absorb(outs, Some(d.remote));
+            }
+            while let Ok(e) = self.sa_events.try_recv() {
+                self.sa_lifetime(now, &e);
+            }
+            if now >= self.next_scan {
+                self.next_scan = now + LIVENESS_SCAN;
+                self.scan_liveness(now);
+                // Counters and half-open SAs change without events.
+                self.shown = false;
             }
             let outs = self.ike.poll(now);
-            self.carry_out(outs, None);
+            self.absorb(outs, None);
+            self.retire(now);
+            self.flush();
         }
         // Tell the peers, best effort: the engine stops right after.
         let now = self.epoch.elapsed();
@@ -378,9 +379,155 @@ impl Runtime {
             .collect();
         for id in ids {
             if let Ok(outs) = self.ike.close(now, id) {
-                self.carry_out(outs, None);
+                self.absorb(outs, None);
             }
         }
+        self.flush();
+    }
+
+    /// Removes the deleted CHILD SAs whose grace has passed.
+    fn retire(&mut self, now: Duration) {
+        let due: Vec<IkeSaId> = self
+            .children
+            .iter()
+            .filter(|(_, pairs)| pairs.iter().any(|c| c.retire_at.is_some_and(|t| now >= t)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(pairs) = self.children.get_mut(&id) {
+                pairs.retain(|c| c.retire_at.is_none_or(|t| now < t));
+            }
+            self.dirty |= self.apply_pairs(id);
+        }
+    }
+
+    /// The IKE SA carrying the CHILD SA with inbound or outbound SPI `spi`.
+    fn ike_sa_of(&self, spi: u32) -> Option<IkeSaId> {
+        self.children.iter().find_map(|(id, pairs)| {
+            pairs
+                .iter()
+                .any(|c| c.inbound.spi == spi || c.outbound.spi == spi)
+                .then_some(*id)
+        })
+    }
+
+    /// An SA of ours neared a lifetime limit the engine watches (bytes,
+    /// sequence numbers): rekey its CHILD SA (RFC 7296 §2.8) unless a
+    /// rekey already replaced it.
+    fn sa_lifetime(&mut self, now: Duration, e: &EngineEvent) {
+        let Some(sa) = e.sa() else {
+            return;
+        };
+        let Some(id) = self.ike_sa_of(sa.spi) else {
+            return;
+        };
+        let newest = self
+            .children
+            .get(&id)
+            .and_then(|p| p.iter().rfind(|c| c.retire_at.is_none()))
+            .is_some_and(|c| c.inbound.spi == sa.spi || c.outbound.spi == sa.spi);
+        if !newest {
+            return;
+        }
+        let direction = match sa.direction {
+            SaDirection::Inbound => "inbound",
+            SaDirection::Outbound => "outbound",
+        };
+        tracing::info!(tunnel = %sa.tunnel, spi = sa.spi, direction, limit = sa.limit.name(), "CHILD SA near its lifetime: rekeying");
+        match self.ike.rekey_child(now, id) {
+            Ok(outs) => {
+                self.counters.lifetime_rekeys += 1;
+                self.absorb(outs, None);
+            }
+            Err(err) => tracing::warn!(tunnel = %sa.tunnel, error = %err, "rekey not started"),
+        }
+    }
+
+    /// Reads the workers' SA counters: an IKE SA one of whose inbound SAs
+    /// opened packets since the last scan has a live peer, so its liveness
+    /// check is put off (RFC 7296 §2.4). An active tunnel sends no probes.
+    fn scan_liveness(&mut self, now: Duration) {
+        if self.children.is_empty() {
+            self.inbound_seen.clear();
+            return;
+        }
+        let owner: HashMap<u32, IkeSaId> = self
+            .children
+            .iter()
+            .flat_map(|(id, pairs)| pairs.iter().map(move |c| (c.inbound.spi, *id)))
+            .collect();
+        let mut seen = HashMap::with_capacity(owner.len());
+        for c in self.engine.sa_counters() {
+            if c.direction != SaDirection::Inbound {
+                continue;
+            }
+            let Some(&id) = owner.get(&c.spi) else {
+                continue;
+            };
+            if c.packets > self.inbound_seen.get(&c.spi).copied().unwrap_or(0) {
+                self.ike.traffic_received(now, id);
+            }
+            seen.insert(c.spi, c.packets);
+        }
+        self.inbound_seen = seen;
+    }
+
+    /// Takes up the `[ike]` registry of a reloaded configuration (the
+    /// control side checked it first): devices removed, or whose key,
+    /// site, prefixes or address changed, lose their tunnels (a changed
+    /// one registers again under its new entry).
+    fn reload(&mut self, now: Duration) {
+        let Some(cfg) = self.engine.config().ike else {
+            return;
+        };
+        if cfg == self.cfg {
+            return;
+        }
+        let next = match Registry::load(&cfg, &registry::config_dir(self.engine.path())) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "[ike] registry not reloaded");
+                return;
+            }
+        };
+        let (stale, added, removed) = {
+            let old = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let stale: Vec<IkeSaId> = self
+                .sites
+                .iter()
+                .filter(|(_, site)| {
+                    let s = &site.serial;
+                    old.devices.get(s) != next.devices.get(s) || old.keys.get(s) != next.keys.get(s)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let added = next
+                .devices
+                .keys()
+                .filter(|s| !old.devices.contains_key(*s))
+                .count();
+            let removed = old
+                .devices
+                .keys()
+                .filter(|s| !next.devices.contains_key(*s))
+                .count();
+            (stale, added, removed)
+        };
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.cfg = cfg;
+        tracing::info!(
+            added,
+            removed,
+            closed = stale.len(),
+            "[ike] registry reloaded"
+        );
+        for id in stale {
+            if let Ok(outs) = self.ike.close(now, id) {
+                self.absorb(outs, None);
+            }
+            self.dirty |= self.gone(id, now, "its registry entry changed");
+        }
+        self.shown = false;
     }
 
     /// Starts registering with every hub that has no IKE SA and is due.
@@ -391,21 +538,27 @@ impl Runtime {
                 continue;
             }
             let peer = PeerConfig {
-                local: SocketAddr::V4(SocketAddrV4::new(hub.local, strait_dataplane::IKE_PORT)),
-                remote: SocketAddr::V4(SocketAddrV4::new(hub.remote, strait_dataplane::IKE_PORT)),
+                local: SocketAddr::V4(SocketAddrV4::new(
+                    hub.spec.local,
+                    strait_dataplane::IKE_PORT,
+                )),
+                remote: SocketAddr::V4(SocketAddrV4::new(
+                    hub.spec.remote,
+                    strait_dataplane::IKE_PORT,
+                )),
                 psk: self.psk.clone(),
-                remote_id: hub.config.remote_identity.clone().map(Identity::Fqdn),
-                remote_ts: hub.ts.clone(),
+                remote_id: hub.spec.config.remote_identity.clone().map(Identity::Fqdn),
+                remote_ts: hub.spec.ts.clone(),
             };
             match self.ike.initiate(now, peer) {
                 Ok((id, outs)) => {
-                    tracing::info!(peer = %self.hubs[i].config.name, remote = %self.hubs[i].remote, "registering");
+                    tracing::info!(peer = %self.hubs[i].spec.config.name, remote = %self.hubs[i].spec.remote, "registering");
                     self.hubs[i].sa = Some(id);
-                    self.show();
-                    self.carry_out(outs, None);
+                    self.shown = false;
+                    self.absorb(outs, None);
                 }
                 Err(e) => {
-                    tracing::warn!(peer = %self.hubs[i].config.name, error = %e, "cannot register");
+                    tracing::warn!(peer = %self.hubs[i].spec.config.name, error = %e, "cannot register");
                     self.retry_later(i, now);
                 }
             }
@@ -419,27 +572,33 @@ impl Runtime {
         hub.backoff = (hub.backoff * 2).min(RETRY_MAX);
     }
 
-    fn carry_out(&mut self, outs: Vec<Output>, from: Option<SocketAddrV4>) {
-        let (mut changed, mut events) = (false, false);
-        let mut sends = Vec::new();
-        // Events first: an answer that creates a CHILD SA leaves only once
-        // its inbound SA is installed, so the peer's first packet under it
-        // opens.
+    /// Acts on the core's events at once and keeps its datagrams for
+    /// [`Runtime::flush`]: an answer that creates a CHILD SA leaves only
+    /// once its inbound SA is installed, so the peer's first packet under
+    /// it opens.
+    fn absorb(&mut self, outs: Vec<Output>, from: Option<SocketAddrV4>) {
         for out in outs {
             match out {
-                Output::Send(d) => sends.push(d),
+                Output::Send(d) => self.outbox.push(d),
                 Output::Event(e) => {
-                    events = true;
-                    changed |= self.event(e, from);
+                    self.shown = false;
+                    self.dirty |= self.event(e, from);
                 }
             }
         }
-        if changed {
+    }
+
+    /// Applies the tunnels changed since the last flush (one table update
+    /// for a whole batch of registrations), then sends what waits.
+    fn flush(&mut self) {
+        if self.dirty {
+            self.dirty = false;
             self.publish();
-        } else if events {
+        } else if !self.shown {
             self.show();
         }
-        for d in sends {
+        self.shown = true;
+        for d in std::mem::take(&mut self.outbox) {
             let (Some(local), Some(remote)) = (v4(d.local), v4(d.remote)) else {
                 continue;
             };
@@ -472,6 +631,8 @@ impl Runtime {
                     }
                 }
                 tracing::info!(peer = ?peer_id, %remote, nat_detected, "IKE SA established");
+                self.counters.established += 1;
+                self.up.insert(ike_sa);
                 false
             }
             Event::ChildSaReady {
@@ -490,19 +651,27 @@ impl Runtime {
                 let Some(remote) = v4(remote) else {
                     return false;
                 };
-                let outbound = negotiated_sa(spi_out, cipher, keys_out.as_bytes(), esn);
-                let inbound = negotiated_sa(spi_in, cipher, keys_in.as_bytes(), esn);
+                let outbound =
+                    negotiated_sa(spi_out, cipher, keys_out.as_bytes(), esn, self.rekey_bytes);
+                let inbound =
+                    negotiated_sa(spi_in, cipher, keys_in.as_bytes(), esn, self.rekey_bytes);
                 // A further CHILD SA on an IKE SA whose tunnel is up is a
                 // rekey (RFC 7296 §2.8): the new SAs take over, the old
                 // inbound one stays accepted until its Delete, so packets
                 // still in flight under it open.
+                // The first CHILD SA (IKE_AUTH) is both sides' at once; a
+                // rekey's is the peer's only once it asked for it or
+                // deleted what it replaces.
+                let first = self.tunnel_mut(ike_sa).is_none();
                 self.children.entry(ike_sa).or_default().push(Child {
                     inbound: inbound.clone(),
                     outbound: outbound.clone(),
-                    seal: initiator,
+                    seal: initiator || first,
+                    retire_at: None,
                 });
                 if self.tunnel_mut(ike_sa).is_some() {
                     tracing::info!(?ike_sa, spi_in, spi_out, "CHILD SA rekeyed");
+                    self.counters.child_rekeys += 1;
                     return self.apply_pairs(ike_sa);
                 }
                 let encap = if udp_encap {
@@ -511,19 +680,19 @@ impl Runtime {
                     strait_dataplane::EncapConfig::Esp
                 };
                 if let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) {
-                    tracing::info!(peer = %hub.config.name, spi_in, spi_out, "registered: tunnel up");
+                    tracing::info!(peer = %hub.spec.config.name, spi_in, spi_out, "registered: tunnel up");
                     hub.backoff = RETRY_FIRST;
-                    self.hub_errors.remove(&hub.config.name);
+                    self.hub_errors.remove(&hub.spec.config.name);
                     hub.tunnel = Some(TunnelConfig {
-                        name: hub.config.name.clone(),
-                        local: hub.config.local.clone(),
+                        name: hub.spec.config.name.clone(),
+                        local: hub.spec.config.local.clone(),
                         remote: remote.ip().to_string(),
                         float: false,
                         encap,
                         local_port: NAT_T_PORT,
                         remote_port: remote.port(),
-                        prefixes: hub.config.prefixes.clone(),
-                        local_prefixes: hub.config.local_prefixes.clone(),
+                        prefixes: hub.spec.config.prefixes.clone(),
+                        local_prefixes: hub.spec.config.local_prefixes.clone(),
                         mtu: None,
                         mss_clamp: true,
                         keepalive: if udp_encap { 10 } else { 0 },
@@ -537,7 +706,14 @@ impl Runtime {
                 let Some(serial) = self.peers.get(&ike_sa).cloned() else {
                     return false;
                 };
-                let Some(device) = self.devices.get(&serial) else {
+                let Some(device) = self
+                    .registry
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .devices
+                    .get(&serial)
+                    .cloned()
+                else {
                     return false;
                 };
                 let name = format!("site-{}", device.site);
@@ -580,14 +756,16 @@ impl Runtime {
                 // A rekey's old SA (or a collision's redundant new one)
                 // goes; the tunnel stays while another pair is left.
                 let left = self.children.get_mut(&ike_sa).map(|pairs| {
-                    pairs.retain(|c| c.inbound.spi != spi_in);
+                    for c in pairs.iter_mut().filter(|c| c.inbound.spi == spi_in) {
+                        c.retire_at.get_or_insert(now + RETIRE_GRACE);
+                    }
                     // The peer deleted what it replaced: it accepts the
                     // newest SA now.
-                    let n = pairs.len();
-                    if let Some(newest) = pairs.last_mut() {
-                        newest.seal |= n == 1;
+                    let live = pairs.iter().filter(|c| c.retire_at.is_none()).count();
+                    if let Some(newest) = pairs.iter_mut().rev().find(|c| c.retire_at.is_none()) {
+                        newest.seal |= live == 1;
                     }
-                    n
+                    live
                 });
                 match left {
                     Some(n) if n > 0 => self.apply_pairs(ike_sa),
@@ -605,10 +783,14 @@ impl Runtime {
                 if let Some(pairs) = self.children.remove(&old) {
                     self.children.insert(new, pairs);
                 }
+                if self.up.remove(&old) {
+                    self.up.insert(new);
+                }
                 for hub in self.hubs.iter_mut().filter(|h| h.sa == Some(old)) {
                     hub.sa = Some(new);
                 }
                 tracing::info!(?old, ?new, "IKE SA rekeyed");
+                self.counters.ike_rekeys += 1;
                 false
             }
             Event::IkeSaClosed { ike_sa, reason } => {
@@ -628,10 +810,19 @@ impl Runtime {
                     tracing::warn!(serial = %serial, source = %source, reason = why, "device refused");
                     *self.refused.entry(why.to_owned()).or_default() += 1;
                     *self.refused_by_serial.entry(serial).or_default() += 1;
-                    self.show();
+                    if let Some(from) = from {
+                        let ip = std::net::IpAddr::V4(*from.ip());
+                        if self.limiter.refused(ip, now) {
+                            tracing::warn!(source = %ip, burst = limit::BURST, every_seconds = limit::REFILL.as_secs(), "source refused too often: its new registrations are limited");
+                        }
+                    }
+                }
+                if self.up.remove(&ike_sa) && reason == CloseReason::Timeout {
+                    tracing::warn!(?ike_sa, "peer dead: no answer through every retransmission");
+                    self.counters.dead_peers += 1;
                 }
                 if let Some(i) = registering {
-                    let name = self.hubs[i].config.name.clone();
+                    let name = self.hubs[i].spec.config.name.clone();
                     self.hub_errors.insert(name, format!("{reason:?}"));
                 }
                 let changed = self.gone(ike_sa, now, &format!("{reason:?}"));
@@ -647,18 +838,20 @@ impl Runtime {
         let Some(pairs) = self.children.get(&ike_sa).cloned() else {
             return false;
         };
-        let Some(newest) = pairs.last() else {
+        let mut live = pairs.iter().filter(|c| c.retire_at.is_none());
+        let Some(newest) = live.clone().next_back() else {
             return false;
         };
         // Seal with the newest SA the peer accepts; open with all.
-        let sealing = pairs.iter().rev().find(|c| c.seal).unwrap_or(newest);
+        let sealing = live.rfind(|c| c.seal).unwrap_or(newest);
         let Some(tunnel) = self.tunnel_mut(ike_sa) else {
             return false;
         };
         tunnel.inbound = newest.inbound.clone();
         tunnel.outbound = sealing.outbound.clone();
-        tunnel.inbound_extra = pairs[..pairs.len() - 1]
+        tunnel.inbound_extra = pairs
             .iter()
+            .filter(|c| c.inbound.spi != newest.inbound.spi)
             .map(|c| c.inbound.clone())
             .collect();
         true
@@ -680,9 +873,9 @@ impl Runtime {
             let hub = &self.hubs[i];
             let had = hub.tunnel.is_some();
             if had {
-                tracing::warn!(peer = %hub.config.name, why, "tunnel down: registering again");
+                tracing::warn!(peer = %hub.spec.config.name, why, "tunnel down: registering again");
             } else {
-                tracing::warn!(peer = %hub.config.name, why, "registration failed: trying again");
+                tracing::warn!(peer = %hub.spec.config.name, why, "registration failed: trying again");
             }
             self.hubs[i].tunnel = None;
             self.retry_later(i, now);
@@ -702,18 +895,19 @@ impl Runtime {
             .hubs
             .iter()
             .map(|h| HubView {
-                name: h.config.name.clone(),
-                remote: h.remote.to_string(),
+                name: h.spec.config.name.clone(),
+                remote: h.spec.remote.to_string(),
                 state: match (&h.tunnel, h.sa) {
                     (Some(_), _) => "up",
                     (None, Some(_)) => "registering",
                     (None, None) => "waiting",
                 },
                 spis: h.tunnel.as_ref().map(|t| (t.inbound.spi, t.outbound.spi)),
-                last_error: self.hub_errors.get(&h.config.name).cloned(),
+                last_error: self.hub_errors.get(&h.spec.config.name).cloned(),
             })
             .collect();
-        let mut devices: Vec<DeviceView> = self
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let mut devices: Vec<DeviceView> = registry
             .devices
             .values()
             .map(|d| {
@@ -734,6 +928,12 @@ impl Runtime {
             hubs,
             devices,
             refused: self.refused.clone(),
+            ike_sas: self.ike.sa_count(),
+            limited_sources: self.limiter.len(),
+            counters: IkeCounters {
+                liveness_checks: self.ike.liveness_checks(),
+                ..self.counters
+            },
         });
     }
 
@@ -747,7 +947,7 @@ impl Runtime {
                 Some(t) => overlay.tunnels.push(t.clone()),
                 None => overlay
                     .routes
-                    .extend(hub.config.prefixes.iter().map(|p| RouteConfig {
+                    .extend(hub.spec.config.prefixes.iter().map(|p| RouteConfig {
                         prefix: p.clone(),
                         via: Vec::new(),
                         dev: None,
