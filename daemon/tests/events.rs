@@ -18,6 +18,7 @@ const CONFIG: &str = r#"
 workers = 1
 host_punt = false
 state_dir = "STATE_DIR"
+manual_keying = true
 
 [[interface]]
 name = "left"

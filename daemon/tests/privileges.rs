@@ -22,6 +22,7 @@ const CONFIG: &str = r#"
 [engine]
 workers = 1
 state_dir = "STATE_DIR"
+manual_keying = true
 poll = "adaptive"
 
 [[interface]]

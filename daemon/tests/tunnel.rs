@@ -26,6 +26,7 @@ fn branch_config(state: &Path) -> String {
 [engine]
 workers = 1
 state_dir = "{state}"
+manual_keying = true
 
 [[interface]]
 name = "lan"
@@ -58,6 +59,7 @@ fn hub_config(state: &Path) -> String {
 [engine]
 workers = 1
 state_dir = "{state}"
+manual_keying = true
 
 [[interface]]
 name = "wan"

@@ -560,6 +560,10 @@ pub struct EngineConfig {
     /// Required when a `[[tunnel]]` is configured; one daemon per
     /// directory (it is locked).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Allows `[[tunnel]]`s with configured (hand-typed) keys: for labs and
+    /// embedding. A product's tunnels are negotiated by `[ike]`, with fresh
+    /// keys per SA; a configured key lives as long as the file does.
+    pub manual_keying: bool,
 }
 
 impl Default for EngineConfig {
@@ -579,6 +583,7 @@ impl Default for EngineConfig {
             host_punt_rate: 20_000,
             host_punt_burst: 2_000,
             state_dir: None,
+            manual_keying: false,
         }
     }
 }

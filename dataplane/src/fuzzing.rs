@@ -59,6 +59,8 @@ fn build(
     let mut config = config.clone();
     config.engine.state_dir =
         Some(std::env::temp_dir().join(format!("strait-fuzz-state-{}", std::process::id())));
+    // Configured tunnels are what the pipeline fuzzer drives.
+    config.engine.manual_keying = true;
     Tables::build_in(&config, path, 1, 3, None, link, StoreMode::ReadOnly)
 }
 

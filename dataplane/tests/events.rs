@@ -23,6 +23,7 @@ fn config(state: &std::path::Path) -> String {
 workers = 1
 host_punt = false
 state_dir = "{state}"
+manual_keying = true
 
 [[interface]]
 name = "left"

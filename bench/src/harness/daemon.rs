@@ -50,10 +50,14 @@ pub struct Straitd {
     state: PathBuf,
 }
 
-/// `config` with `state_dir = "<state>"` as the first line of `[engine]`
+/// `config` with `state_dir = "<state>"` and `manual_keying = true` (the
+/// benches' tunnels have configured keys) as the first lines of `[engine]`
 /// (a section of its own when there is none).
 fn with_state_dir(config: &str, state: &Path) -> String {
-    let line = format!("state_dir = \"{}\"\n", state.display());
+    let line = format!(
+        "state_dir = \"{}\"\nmanual_keying = true\n",
+        state.display()
+    );
     match config.find("[engine]\n") {
         Some(at) => {
             let at = at + "[engine]\n".len();
@@ -285,11 +289,11 @@ mod tests {
         let state = Path::new("/tmp/x.state");
         assert_eq!(
             with_state_dir("[engine]\nworkers = 1\n", state),
-            "[engine]\nstate_dir = \"/tmp/x.state\"\nworkers = 1\n"
+            "[engine]\nstate_dir = \"/tmp/x.state\"\nmanual_keying = true\nworkers = 1\n"
         );
         assert_eq!(
             with_state_dir("[[interface]]\n", state),
-            "[engine]\nstate_dir = \"/tmp/x.state\"\n[[interface]]\n"
+            "[engine]\nstate_dir = \"/tmp/x.state\"\nmanual_keying = true\n[[interface]]\n"
         );
     }
 

@@ -308,6 +308,7 @@ addresses = ["192.0.2.1/24"]
     fn build(extra: &str) -> Result<Tables, ConfigError> {
         let mut c = Config::parse(&format!("{BASE}{extra}"), "t.toml")?;
         c.engine.state_dir = Some(crate::sastore::test_dir("t"));
+        c.engine.manual_keying = true;
         Tables::build(&c, "t.toml", 1, 7, None, fake_link)
     }
 
@@ -453,8 +454,14 @@ addresses = ["192.0.2.1/24"]
         const K1: &str = "000102030405060708090a0b0c0d0e0f10111213";
         const K2: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
         const K3: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d";
+        // Without the manual-keying switch: refused, naming the tunnel's
+        // line and the switch.
+        let mut c = Config::parse(&format!("{BASE}{}", tunnel_with(K1, K2)), "t.toml").unwrap();
+        let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
+        assert_eq!(err.line(), Some(9), "{err}");
+        assert!(err.to_string().contains("manual_keying = true"), "{err}");
         // No state directory: refused, naming the tunnel's line.
-        let c = Config::parse(&format!("{BASE}{}", tunnel_with(K1, K2)), "t.toml").unwrap();
+        c.engine.manual_keying = true;
         let err = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap_err();
         assert_eq!(err.line(), Some(9), "{err}");
         assert!(err.to_string().contains("need [engine] state_dir"), "{err}");
@@ -480,10 +487,12 @@ addresses = ["192.0.2.1/24"]
         let dir = crate::sastore::test_dir("swap");
         let mut c = Config::parse(&format!("{BASE}{}", tunnel_with(K1, K2)), "t.toml").unwrap();
         c.engine.state_dir = Some(dir.clone());
+        c.engine.manual_keying = true;
         let t = Tables::build(&c, "t.toml", 1, 7, None, fake_link).unwrap();
         let mut swapped =
             Config::parse(&format!("{BASE}{}", tunnel_with(K2, K1)), "t.toml").unwrap();
         swapped.engine.state_dir = Some(dir.clone());
+        swapped.engine.manual_keying = true;
         let err = Tables::build(&swapped, "t.toml", 2, 7, Some(&t), fake_link).unwrap_err();
         assert!(err.to_string().contains("one direction only"), "{err}");
         // Also across a restart, from the records alone.

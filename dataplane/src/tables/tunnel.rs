@@ -262,6 +262,18 @@ pub(super) fn build_tunnels(
             .chain(&tc.inbound_extra)
             .any(|sa| !sa.negotiated)
     };
+    if let (Some(tc), false) = (
+        config.tunnels.iter().find(configured),
+        config.engine.manual_keying,
+    ) {
+        return Err(invalid.at(
+            tc.spans.first(),
+            "[[tunnel]]".into(),
+            "configured keys need [engine] manual_keying = true (labs and embedding); \
+             devices register and negotiate their keys with [ike]"
+                .into(),
+        ));
+    }
     if let (Some(tc), None) = (config.tunnels.iter().find(configured), stores.disk) {
         return Err(invalid.at(
             tc.spans.first(),

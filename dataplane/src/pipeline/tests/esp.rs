@@ -251,7 +251,9 @@ fn lossless_rekey_install_inbound_switch_outbound_retire() {
     let mut hub_c = Config::parse(HUB, "hub.toml").unwrap();
     let mut branch_c = Config::parse(BRANCH, "branch.toml").unwrap();
     hub_c.engine.state_dir = Some(crate::sastore::test_dir("hub"));
+    hub_c.engine.manual_keying = true;
     branch_c.engine.state_dir = Some(crate::sastore::test_dir("branch"));
+    branch_c.engine.manual_keying = true;
     let hub1 = build(&hub_c, None, 1);
     let branch1 = build(&branch_c, None, 1);
     let (mut pb, mut ph) = (pipeline(), pipeline());

@@ -11,6 +11,7 @@ use crate::sastore::{test_dir, IN_FLUSH, OUT_RESERVE};
 fn build_at(text: &str, dir: &Path, previous: Option<&Tables>, generation: u64) -> Tables {
     let mut c = Config::parse(text, "site.toml").unwrap();
     c.engine.state_dir = Some(dir.to_path_buf());
+    c.engine.manual_keying = true;
     Tables::build(&c, "site.toml", generation, 3, previous, |name| {
         Ok(KernelLink {
             ifindex: 2,

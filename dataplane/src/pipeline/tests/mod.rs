@@ -212,6 +212,7 @@ inbound = { spi = 4097, cipher = "aes128-gcm", key = "000102030405060708090a0b0c
 fn site(text: &str) -> Tables {
     let mut c = Config::parse(text, "site.toml").unwrap();
     c.engine.state_dir = Some(crate::sastore::test_dir("site"));
+    c.engine.manual_keying = true;
     Tables::build(&c, "site.toml", 1, 3, None, |name| {
         Ok(KernelLink {
             ifindex: 2,

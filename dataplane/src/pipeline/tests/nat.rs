@@ -57,6 +57,7 @@ fn udp_tuple(l3: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
 fn nat_site(text: &str, previous: Option<&Tables>, generation: u64) -> Tables {
     let mut c = Config::parse(text, "nat.toml").unwrap();
     c.engine.state_dir = Some(crate::sastore::test_dir("site"));
+    c.engine.manual_keying = true;
     Tables::build(&c, "nat.toml", generation, 3, previous, |name| {
         Ok(KernelLink {
             ifindex: 2,
