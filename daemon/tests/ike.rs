@@ -100,6 +100,17 @@ fn bed(tag: &str) -> (Testbed, BTreeMap<String, Netns>, PathBuf) {
     (tb, ns, dir)
 }
 
+/// Polls `done` every 100 ms until it holds; panics with `what` after
+/// `within`. Returns how long it took.
+fn within(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
 /// Pings once a second until one answers or `within` passes.
 fn reachable(from: &Netns, to: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -365,15 +376,11 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
     // strongSwan killed (no Delete): the hub's liveness check goes
     // unanswered and the device's tunnel goes within 2 + 15 s.
     drop(charon);
-    let died = Instant::now();
-    while !tunnels(&hub).is_empty() {
-        assert!(
-            died.elapsed() < Duration::from_secs(25),
-            "the dead strongSwan branch was never noticed"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let noticed = died.elapsed();
+    let noticed = within(
+        "the dead strongSwan branch noticed",
+        Duration::from_secs(25),
+        || tunnels(&hub).is_empty(),
+    );
     assert!(
         noticed <= Duration::from_secs(19),
         "noticed after {noticed:?}"
@@ -412,20 +419,9 @@ fn a_dead_hub_is_noticed_and_the_branch_registers_again_when_it_returns() {
     assert!(reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(15)));
 
     hub.kill_hard();
-    let died = Instant::now();
-    let deadline = died + Duration::from_secs(30);
-    loop {
-        let ike = branch.json(&["show", "ike"]);
-        if ike["hubs"][0]["state"] != "up" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead hub was never noticed: {ike}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let noticed = died.elapsed();
+    let noticed = within("the dead hub noticed", Duration::from_secs(30), || {
+        branch.json(&["show", "ike"])["hubs"][0]["state"] != "up"
+    });
     assert!(
         noticed <= Duration::from_secs(25),
         "noticed after {noticed:?}"
@@ -695,18 +691,15 @@ fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
         "branch",
         &branch_config(&dir, "vcpe-0042"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while hub.json(&["show", "ike"])["refused"]["unknown serial"]
-        .as_u64()
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the unknown device was never refused"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(
+        "the unknown device refused",
+        Duration::from_secs(10),
+        || {
+            hub.json(&["show", "ike"])["refused"]["unknown serial"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        },
+    );
 
     // A reload whose new device names a key file that is not there.
     let missing = device(
@@ -745,14 +738,11 @@ fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
     std::fs::write(&hub.config, registry(&other)).unwrap();
     let answer = hub.ctl(&["reload"]);
     assert!(answer.starts_with("reloaded"), "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !tunnels(&hub).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the removed device kept its tunnel"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(
+        "the removed device's tunnel gone",
+        Duration::from_secs(3),
+        || tunnels(&hub).is_empty(),
+    );
     assert!(!ping(&ns["lana"], &["-c", "1", "-W", "1", "10.2.0.2"]).0);
     let devices = hub.json(&["show", "devices"]);
     assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
