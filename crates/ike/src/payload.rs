@@ -185,8 +185,12 @@ pub fn parse_sa(body: &[u8]) -> Result<Vec<Proposal<'_>>, ParseError> {
         need("proposal SPI", &p[8..], spi_size)?;
         let spi = &p[8..8 + spi_size];
         let transforms = parse_transforms(&p[8 + spi_size..], count)?;
-        // §3.3.1: proposal numbers start at 1 and go up one by one.
-        if usize::from(num) != out.len() + 1 {
+        // §3.3.1: proposal numbers start at 1 and go up one by one; an
+        // answer's single proposal keeps the number of the one it accepts
+        // ("the proposal number in the SA payload MUST match the number on
+        // the proposal sent that was accepted").
+        let only = out.is_empty() && last == 0;
+        if usize::from(num) != out.len() + 1 && !(only && num >= 1) {
             return Err(ParseError::Malformed(
                 "proposal numbers not consecutive from 1",
             ));
