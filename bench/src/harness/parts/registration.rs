@@ -173,6 +173,9 @@ pub struct Window {
     pub to: usize,
     /// Wall time per registration in it, ms.
     pub wall_ms: f64,
+    /// Median registration time of the devices that came up in it (each
+    /// from its own first IKE_SA_INIT), ms.
+    pub device_p50_ms: Option<f64>,
     /// Hub CPU per registration in it, ms.
     pub cpu_ms: HubCpu,
 }
@@ -397,8 +400,10 @@ fn phase_result(
     }
 }
 
-/// Registration cost by fifths of the devices, from the samples.
-fn windows(samples: &[Sample], n: usize) -> Vec<Window> {
+/// Registration cost by fifths of the devices, from the samples;
+/// `latency` holds each device's registration time, ms, in the order they
+/// came up.
+fn windows(samples: &[Sample], n: usize, latency: &[f64]) -> Vec<Window> {
     let mut marks: Vec<&Sample> = Vec::new();
     if let Some(first) = samples.first() {
         marks.push(first);
@@ -414,10 +419,16 @@ fn windows(samples: &[Sample], n: usize) -> Vec<Window> {
         .filter_map(|w| {
             let (a, b) = (w[0], w[1]);
             let d = b.up.checked_sub(a.up).filter(|&d| d > 0)? as f64;
+            let mut lat: Vec<f64> = latency
+                .get(a.up..b.up.min(latency.len()))
+                .unwrap_or_default()
+                .to_vec();
+            lat.sort_by(f64::total_cmp);
             Some(Window {
                 from: a.up,
                 to: b.up,
                 wall_ms: (b.t_s - a.t_s) * 1e3 / d,
+                device_p50_ms: quantile(&lat, 0.5),
                 cpu_ms: b.cpu.since(&a.cpu).per_ms(d),
             })
         })
@@ -633,6 +644,13 @@ impl Bench {
                 .entry(d.last_failure.clone().unwrap_or_else(|| "no answer".into()))
                 .or_default() += 1;
         }
+        let mut in_order: Vec<(f64, f64)> = report
+            .devices
+            .iter()
+            .filter_map(|d| Some((d.up_s?, (d.up_s? - d.init_s?) * 1e3)))
+            .collect();
+        in_order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let in_order: Vec<f64> = in_order.into_iter().map(|x| x.1).collect();
         let reg_samples: Vec<Sample> = samples
             .iter()
             .copied()
@@ -646,7 +664,7 @@ impl Bench {
             hub_registered: hub_count,
             restarts: report.devices.iter().map(|d| d.restarts).sum(),
             failures,
-            windows: windows(&reg_samples, n),
+            windows: windows(&reg_samples, n, &in_order),
             hub_idle_ms_per_s: idle,
             hub_drops,
             hub_drops_rekey,
@@ -762,14 +780,20 @@ impl RegistrationResults {
         let _ = writeln!(
             s,
             "\nCost as the registry fills (by fifths of the devices, as they came up):\n\n\
-             | branches | devices | wall ms/registration | hub CPU ms/registration (process; IKE thread) |\n|---|---|---|---|"
+             | branches | devices | wall ms/registration | per device p50 ms | hub CPU ms/registration (process; IKE thread) |\n|---|---|---|---|---|"
         );
         for r in &self.runs {
             for w in &r.windows {
                 let _ = writeln!(
                     s,
-                    "| {} | {}–{} | {:.2} | {:.2}; {:.2} |",
-                    r.branches, w.from, w.to, w.wall_ms, w.cpu_ms.process, w.cpu_ms.ike
+                    "| {} | {}–{} | {:.2} | {} | {:.2}; {:.2} |",
+                    r.branches,
+                    w.from,
+                    w.to,
+                    w.wall_ms,
+                    ms(w.device_p50_ms),
+                    w.cpu_ms.process,
+                    w.cpu_ms.ike
                 );
             }
         }
@@ -903,12 +927,15 @@ mod tests {
                 sample(i as f64 * 0.1, i, cpu)
             })
             .collect();
-        let w = windows(&s, 10);
+        let lat: Vec<f64> = (0..10).map(f64::from).collect();
+        let w = windows(&s, 10, &lat);
         assert_eq!(w.len(), 5);
         assert_eq!((w[0].from, w[0].to), (0, 2));
         assert!((w[0].cpu_ms.ike - 1.0).abs() < 1e-9);
         assert!((w[4].cpu_ms.ike - 3.0).abs() < 1e-9);
         assert!((w[4].wall_ms - 100.0).abs() < 1e-9);
+        assert_eq!(w[0].device_p50_ms, Some(0.0));
+        assert_eq!(w[4].device_p50_ms, Some(8.0));
     }
 
     #[test]
