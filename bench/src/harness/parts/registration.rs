@@ -555,7 +555,7 @@ impl Bench {
             });
             let mut last_query = Instant::now();
             let mut next = Instant::now();
-            while !progress.done.load(Ordering::Relaxed) {
+            while !driver.is_finished() && !progress.done.load(Ordering::Relaxed) {
                 if let Some(cpu) = hub_cpu(pid) {
                     samples.push(Sample {
                         t_s: epoch.elapsed().as_secs_f64(),
