@@ -1,7 +1,7 @@
 //! `strait-bench`: the end-to-end benchmark. It parses the command line
 //! and runs the parts named by `--only` one after the other
 //! ([`strait_bench::harness::parts`]: plain forwarding, ESP, NAT, peers,
-//! soak),
+//! soak, hub registration),
 //! then writes the tables, JSON and charts of every figure.
 //!
 //! Every figure is the median and range of `--reps` trials. Run it through
@@ -17,7 +17,9 @@ use clap::{Parser, ValueEnum};
 use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::Binaries;
 use strait_bench::harness::host::utc_stamp;
-use strait_bench::harness::parts::{Bench, Poll, Settings, SoakPlan};
+use strait_bench::harness::parts::{
+    Bench, Poll, RegistrationPlan, Settings, SoakPlan, MAX_BRANCHES,
+};
 use strait_bench::harness::trial::{Plan, ReceiverKind, SearchPlan, SenderKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +35,10 @@ enum Part {
     /// Site to site + hub SNAT for --soak-minutes under IMIX, with route
     /// changes, reloads and rekeys: memory, frame pool, loss over time.
     Soak,
+    /// N branches (IKEv2 initiators) registering with one hub at once:
+    /// handshakes/s, time until all are up, hub CPU per registration and
+    /// per rekey (--registration-branches).
+    Registration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,10 +161,34 @@ struct Args {
     /// Soak: distinct UDP flows (each a NAT session at the hub).
     #[arg(long, default_value_t = 64)]
     soak_flows: u16,
+    /// Registration: branches per run, one run each (e.g. 100,300,1000).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+    registration_branches: Vec<usize>,
+    /// Registration: registrations started per second; 0: all at once.
+    #[arg(long, default_value_t = 0.0)]
+    registration_pace: f64,
+    /// Registration: rekeys started per second once all are up; 0: all at
+    /// once.
+    #[arg(long, default_value_t = 0.0)]
+    registration_rekey_pace: f64,
+    /// Registration: longest time the registrations (and the rekeys) may
+    /// take, seconds.
+    #[arg(long, default_value_t = 90.0)]
+    registration_timeout: f64,
+    /// Registration: rekey every CHILD SA once all are up.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    registration_rekey: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(n) = args
+        .registration_branches
+        .iter()
+        .find(|&&n| n == 0 || n > MAX_BRANCHES)
+    {
+        anyhow::bail!("--registration-branches: {n} is not between 1 and {MAX_BRANCHES}");
+    }
     strait_testbed::require_root();
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -238,6 +268,14 @@ fn main() -> Result<()> {
             change_every: args.soak_change_every,
             flows: args.soak_flows.max(1),
         },
+        registration: RegistrationPlan {
+            branches: args.registration_branches,
+            pace: (args.registration_pace > 0.0).then_some(args.registration_pace),
+            rekey_pace: (args.registration_rekey_pace > 0.0)
+                .then_some(args.registration_rekey_pace),
+            timeout_s: args.registration_timeout.max(1.0),
+            rekey: args.registration_rekey,
+        },
     };
     let mut bench = Bench::new(settings, plan, bins, out, tcp_secs);
     bench.wait_idle();
@@ -255,6 +293,7 @@ fn main() -> Result<()> {
             Part::Nat => bench.nat(),
             Part::Peers => bench.peers(),
             Part::Soak => bench.soak(),
+            Part::Registration => bench.registration(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");

@@ -12,6 +12,7 @@
 //!   rate, latency at a fraction of it, CPU per GB).
 //! * [`tunnel`]: generator ports that seal or open ESP, so one Strait
 //!   instance can be measured encrypting or decrypting on its own.
+//! * [`branches`]: a fleet of IKEv2 initiators registering with one hub.
 //! * [`daemon`]: a `straitd` per case, stopped on drop.
 //! * [`config`]: the blocks of the `straitd` configurations the cases write.
 //! * [`nat`]: Strait SNAT against nftables masquerade with many flows.
@@ -23,6 +24,7 @@
 //! * [`stats`]: median and range.
 //! * [`plot`]: SVG charts of those figures for `docs/BENCHMARKS.md`.
 
+pub mod branches;
 pub mod config;
 pub mod daemon;
 pub mod host;

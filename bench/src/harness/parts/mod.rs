@@ -16,7 +16,10 @@
 //!    as the site-to-site gateway pair instead of Strait;
 //! 5. [`soak`]: the site-to-site pair with hub SNAT under IMIX for 30
 //!    minutes, with route changes, reloads and rekeys while it runs:
-//!    memory, frame pool and loss over time.
+//!    memory, frame pool and loss over time;
+//! 6. [`registration`]: N branches (IKEv2 initiators) registering with one
+//!    hub at once: handshakes per second, time until all are up, the hub's
+//!    CPU per registration and per rekey.
 //!
 //! Every figure has a maximum rate, an NDR/PDR search (RFC 2544 §26.1) and
 //! latency at half the NDR; every path also gets iperf3 TCP and UDP. Each
@@ -29,9 +32,11 @@ mod esp;
 mod forward;
 mod nat;
 mod peers;
+mod registration;
 mod report;
 mod soak;
 
+pub use registration::{RegistrationPlan, RegistrationResults, MAX_BRANCHES};
 pub use soak::{ChangeKind, SoakPlan, SoakResults};
 
 use std::collections::BTreeMap;
@@ -103,6 +108,8 @@ pub struct Settings {
     pub idle_load: f64,
     /// How the soak part runs.
     pub soak: SoakPlan,
+    /// How the registration part runs.
+    pub registration: RegistrationPlan,
 }
 
 /// A generator figure with a name, for the results.
@@ -165,6 +172,7 @@ pub struct Bench {
     cases: Vec<Case>,
     nat: NatResults,
     soak: Option<SoakResults>,
+    registration: Option<RegistrationResults>,
     notes: Vec<String>,
 }
 
@@ -187,6 +195,7 @@ impl Bench {
             cases: Vec::new(),
             nat: NatResults::default(),
             soak: None,
+            registration: None,
             notes: Vec::new(),
         }
     }

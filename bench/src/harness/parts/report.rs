@@ -37,6 +37,7 @@ impl Bench {
             "cases": self.cases,
             "nat": self.nat,
             "soak": self.soak,
+            "registration": self.registration,
         });
         std::fs::write(
             self.out.join("results.json"),
@@ -147,6 +148,9 @@ impl Bench {
         s.push_str(&self.nat.render());
         if let Some(soak) = &self.soak {
             s.push_str(&soak.render());
+        }
+        if let Some(r) = &self.registration {
+            s.push_str(&r.render());
         }
         self.render_peers(&mut s);
         let iperf: Vec<&Case> = self
@@ -405,6 +409,7 @@ mod tests {
             peers_cache: PathBuf::from("/nonexistent"),
             idle_load: 0.0,
             soak: Default::default(),
+            registration: Default::default(),
         };
         let plan = Plan {
             reps: 1,
