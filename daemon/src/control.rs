@@ -144,6 +144,12 @@ fn show_ike(state: &IkeState, json: bool) -> String {
             let _ = write!(out, "  last failure: {e}");
         }
         out.push('\n');
+        if !h.learned.is_empty() {
+            let _ = writeln!(out, "  learned: {}", h.learned.join(", "));
+        }
+        if let Some(r) = &h.claims_refused {
+            let _ = writeln!(out, "  claims: {r}");
+        }
     }
     let registered = state.devices.iter().filter(|d| d.registered).count();
     if !state.devices.is_empty() {
@@ -179,6 +185,43 @@ fn show_ike(state: &IkeState, json: bool) -> String {
     }
     if out.is_empty() {
         out.push_str("no [ike] configured\n");
+    }
+    out
+}
+
+/// `show sites`: the hub's sites, the prefixes each holds, what was
+/// refused and why.
+fn show_sites(state: &IkeState, json: bool) -> String {
+    if json {
+        return format!(
+            "{}\n",
+            serde_json::to_string(&state.sites).unwrap_or_default()
+        );
+    }
+    let mut out = format!(
+        "{:<16} {:<20} {:<40} {:>11}\n",
+        "site", "devices", "prefixes", "changed (s)"
+    );
+    for s in &state.sites {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<20} {:<40} {:>11}",
+            s.site,
+            if s.devices.is_empty() {
+                "-".into()
+            } else {
+                s.devices.join(",")
+            },
+            if s.prefixes.is_empty() {
+                "-".into()
+            } else {
+                s.prefixes.join(",")
+            },
+            s.changed_seconds_ago.map_or("-".into(), |t| t.to_string())
+        );
+        for r in &s.refused {
+            let _ = writeln!(out, "  refused: {r}");
+        }
     }
     out
 }
@@ -222,7 +265,8 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
     };
     match words.as_slice() {
         ["show", "interfaces"] => show_interfaces(engine, json),
-        ["show", "routes"] => show_routes(engine, json),
+        ["show", "routes"] => show_routes(engine, &ike.get(), json),
+        ["show", "sites"] => show_sites(&ike.get(), json),
         ["show", "counters"] => show_counters(engine, json),
         ["show", "drops"] => show_drops(engine, json),
         ["show", "workers"] => show_workers(engine, json),
@@ -614,8 +658,51 @@ fn show_interfaces(engine: &Engine, json: bool) -> String {
     s
 }
 
-fn show_routes(engine: &Engine, json: bool) -> String {
-    let named = engine.routes();
+/// Where a route (as `Engine::routes` writes it) comes from: `connected`,
+/// `local`, `static` (the file, `route add`, a configured tunnel), `site
+/// NAME` (a registered site's claim), `hub NAME` (what a hub announced, or
+/// a down hub's blackhole).
+pub fn route_origin(route: &str, ike: &IkeState) -> String {
+    let prefix = route.split_whitespace().next().unwrap_or_default();
+    if let Some(tunnel) = route.split(" tunnel ").nth(1) {
+        let tunnel = tunnel.split_whitespace().next().unwrap_or_default();
+        if let Some(site) = tunnel.strip_prefix("site-") {
+            if ike.sites.iter().any(|s| s.site == site) {
+                return format!("site {site}");
+            }
+        }
+        if ike.hubs.iter().any(|h| h.name == tunnel) {
+            return format!("hub {tunnel}");
+        }
+        return "static".into();
+    }
+    if route.ends_with(" blackhole") {
+        if let Some(h) = ike
+            .hubs
+            .iter()
+            .find(|h| h.state != "up" && h.learned.iter().chain(&h.prefixes).any(|p| p == prefix))
+        {
+            return format!("hub {} (down)", h.name);
+        }
+    }
+    if route.contains(" local") {
+        return "local".into();
+    }
+    if route.contains(" connected ") {
+        return "connected".into();
+    }
+    "static".into()
+}
+
+fn show_routes(engine: &Engine, ike: &IkeState, json: bool) -> String {
+    let named: Vec<String> = engine
+        .routes()
+        .into_iter()
+        .map(|r| {
+            let origin = route_origin(&r, ike);
+            format!("{r}  ({origin})")
+        })
+        .collect();
     if json {
         return format!("{}\n", json!(named));
     }

@@ -35,6 +35,9 @@ pub struct MetricsSnapshot {
     pub servers: Vec<(String, ServerCounts)>,
     /// The key exchange, when `[ike]` is configured.
     pub ike: Option<IkeState>,
+    /// Routes in force by origin (`connected`, `static`, `site`, `hub`,
+    /// `local`).
+    pub routes: std::collections::BTreeMap<String, u64>,
 }
 
 /// One management server's client counters at one moment.
@@ -101,6 +104,16 @@ impl MetricsSnapshot {
                 .iter()
                 .map(|(n, s)| ((*n).to_owned(), ServerCounts::read(s)))
                 .collect(),
+            routes: {
+                let state = ike.map(IkeView::get).unwrap_or_default();
+                let mut by = std::collections::BTreeMap::new();
+                for r in engine.routes() {
+                    let origin = crate::control::route_origin(&r, &state);
+                    let kind = origin.split_whitespace().next().unwrap_or("static");
+                    *by.entry(kind.to_owned()).or_default() += 1;
+                }
+                by
+            },
             ike: ike.map(IkeView::get),
         }
     }
@@ -286,6 +299,14 @@ pub fn render(s: &MetricsSnapshot) -> String {
         "gauge",
         "Generation of the route, NAT and SA tables in force.",
         [(String::new(), s.generation)],
+    );
+    family(
+        &mut out,
+        "strait_routes",
+        "gauge",
+        "Routes in force by origin: connected, local, static, site (a registered site's claim), hub (announced by a hub).",
+        ["connected", "local", "static", "site", "hub"]
+            .map(|o| (format!("origin=\"{o}\""), s.routes.get(o).copied().unwrap_or(0))),
     );
     if let Some(ike) = &s.ike {
         render_ike(&mut out, ike);
@@ -492,6 +513,7 @@ mod tests {
                     ..ServerCounts::default()
                 },
             )],
+            routes: [("site".to_owned(), 3)].into(),
             ike: Some(IkeState {
                 ike_sas: 2,
                 refused: [("wrong key".to_owned(), 3)].into(),
@@ -504,6 +526,8 @@ mod tests {
         };
         let text = render(&s);
         assert!(text.contains("\nstrait_ike_sas 2\n"));
+        assert!(text.contains("\nstrait_routes{origin=\"site\"} 3\n"));
+        assert!(text.contains("\nstrait_routes{origin=\"hub\"} 0\n"));
         assert!(text.contains("\nstrait_ike_refusals_total{reason=\"wrong_key\"} 3\n"));
         assert!(text.contains("\nstrait_ike_refusals_total{reason=\"unknown_serial\"} 0\n"));
         assert!(text.contains("\nstrait_ike_rekeys_total{sa=\"child\"} 4\n"));

@@ -78,6 +78,15 @@ pub struct IkeConfig {
     /// listed without a `key_file`. Relative: from the configuration
     /// file's directory.
     pub device_secret_file: Option<std::path::PathBuf>,
+    /// Hub: prefixes every registered device is told it reaches through
+    /// us (e.g. the cloud's), announced with the other sites' when
+    /// `transit` is on.
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// Hub: each site is also told the prefixes the other sites hold, so
+    /// sites reach each other through the hub.
+    #[serde(default = "default_transit")]
+    pub transit: bool,
     /// Hubs this device registers with (initiator).
     #[serde(default)]
     pub peer: Vec<IkePeerConfig>,
@@ -94,6 +103,14 @@ fn default_rekey() -> u64 {
     3600
 }
 
+fn default_transit() -> bool {
+    true
+}
+
+fn default_learn() -> bool {
+    true
+}
+
 /// `[[ike.peer]]`: a hub to register with. Its tunnel exists once the key
 /// exchange succeeds; until then traffic for its prefixes is dropped, not
 /// sent in clear.
@@ -108,11 +125,16 @@ pub struct IkePeerConfig {
     pub remote: String,
     /// The identity the hub must prove (any, when absent).
     pub remote_identity: Option<String>,
-    /// Prefixes reached through the hub.
+    /// Prefixes always routed to the hub (besides what it announces).
+    #[serde(default)]
     pub prefixes: Vec<String>,
-    /// Our prefixes, announced to the hub.
+    /// Our prefixes, claimed at the hub (our IKEv2 TSi).
     #[serde(default)]
     pub local_prefixes: Vec<String>,
+    /// Take the routes the hub announces (its cloud prefixes, other sites'
+    /// with transit); off: only `prefixes`.
+    #[serde(default = "default_learn")]
+    pub learn: bool,
 }
 
 /// `[[ike.device]]`: a device the hub accepts.

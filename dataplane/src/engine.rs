@@ -457,13 +457,26 @@ impl Engine {
         let t = self.tables.load();
         let mut routes: Vec<String> = t.routes.routes().map(|r| r.to_string()).collect();
         routes.sort();
-        // Egress ids are port indexes: show interface names. The highest
-        // index first, so `egress 1` is not taken for the start of `egress 12`.
+        // Egress ids are port indexes, then tunnels: show their names. The
+        // highest index first, so `egress 1` is not taken for the start of
+        // `egress 12`.
+        let mut names: Vec<(usize, String)> = t
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, format!("dev {}", p.name)))
+            .chain(
+                t.tunnels
+                    .iter()
+                    .map(|tun| (tun.egress.index(), format!("tunnel {}", tun.name))),
+            )
+            .collect();
+        names.sort_by_key(|n| std::cmp::Reverse(n.0));
         routes
             .into_iter()
             .map(|mut r| {
-                for (i, p) in t.ports.iter().enumerate().rev() {
-                    r = r.replace(&format!("egress {i}"), &format!("dev {}", p.name));
+                for (i, name) in &names {
+                    r = r.replace(&format!("egress {i}"), name);
                 }
                 r
             })

@@ -17,8 +17,9 @@ use crossbeam::channel::{bounded, Receiver, Sender};
 pub const IKE_PORT: u16 = 500;
 /// Datagrams waiting in each direction at most; more are dropped.
 pub const QUEUE: usize = 1024;
-/// IKE datagrams per second each worker hands over at most, and the burst.
-pub const RATE: (u32, u32) = (2_000, 200);
+/// IKE datagrams per second each worker hands over at most, and the burst
+/// (a registration storm: a thousand devices' first IKE_SA_INIT at once).
+pub const RATE: (u32, u32) = (2_000, 1_000);
 
 /// One UDP payload to or from one of our addresses. On port 4500 the
 /// payload starts with the non-ESP marker.

@@ -244,6 +244,7 @@ impl Driver<'_> {
                         d.rec.last_failure = Some(format!("CHILD SA refused (notify {notify})"));
                     }
                     Event::IkeSaRekeyed { new, .. } => d.sa = Some(new),
+                    Event::RoutesReceived { .. } | Event::SelectorsRefused { .. } => {}
                     Event::IkeSaClosed { reason, .. } => {
                         d.rec.last_failure = Some(match &reason {
                             CloseReason::PeerRefused(n) => format!("refused (notify {n})"),
@@ -509,6 +510,8 @@ mod tests {
             Some(PeerEntry {
                 psk: keys.get(serial)?.clone(),
                 remote_ts: vec![TrafficSelector::any_v4()],
+                local_ts: None,
+                conflicts: Vec::new(),
             })
         };
         let mut ike = Ike::new(

@@ -22,6 +22,8 @@ fn responder() -> Ike {
         (*id == Identity::Fqdn("vcpe-0042".into())).then(|| PeerEntry {
             psk: PSK.to_vec(),
             remote_ts: vec![TrafficSelector::any_v4()],
+            local_ts: None,
+            conflicts: Vec::new(),
         })
     };
     let mut config = Config::new(Identity::Fqdn("hub.example".into()));

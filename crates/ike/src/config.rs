@@ -112,6 +112,13 @@ pub struct PeerEntry {
     /// Inner addresses the peer may have behind it: the responder narrows
     /// the peer's TSi to these (§2.9).
     pub remote_ts: Vec<TrafficSelector>,
+    /// What the peer may reach through us: its TSr is narrowed to these
+    /// (`None`: [`Config::local_ts`]).
+    pub local_ts: Option<Vec<TrafficSelector>>,
+    /// Addresses others hold: a TSi selector overlapping any of these is
+    /// refused ([`crate::Event::SelectorsRefused`]), the rest of the
+    /// CHILD SA stands.
+    pub conflicts: Vec<TrafficSelector>,
 }
 
 impl fmt::Debug for PeerEntry {

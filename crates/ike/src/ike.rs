@@ -25,6 +25,7 @@ use crate::payload::{
     self, notify, protocol, transform, Delete, KeyExchange, Notify, Proposal, TrafficSelector,
     Transform, TypedData, AUTH_SHARED_KEY,
 };
+use crate::routes;
 
 /// The non-ESP marker in front of IKE messages on the NAT-T port
 /// (RFC 3948 §2.2).
@@ -130,6 +131,8 @@ pub enum Event {
         initiator: bool,
         /// The peer's authenticated identity.
         peer_id: Identity,
+        /// The peer takes route announcements ([`Ike::send_routes`]).
+        peer_routes: bool,
         /// Our address for this SA (port 4500 after NAT detection).
         local: SocketAddr,
         /// The peer's address.
@@ -208,6 +211,25 @@ pub enum Event {
         /// The rekey responder's new SPI.
         spi_r: u64,
     },
+    /// The peer announced a whole route set ([`crate::routes`]): it
+    /// replaces the one before.
+    RoutesReceived {
+        /// The IKE SA it came on.
+        ike_sa: IkeSaId,
+        /// The peer's generation of the set.
+        generation: u32,
+        /// The prefixes.
+        prefixes: Vec<TrafficSelector>,
+    },
+    /// Responder: selectors of the peer's TSi that were dropped, outside
+    /// what its [`PeerEntry`] allows or overlapping its `conflicts` (§2.9).
+    /// Comes before the CHILD SA's `ChildSaReady` or `ChildSaRefused`.
+    SelectorsRefused {
+        /// The IKE SA.
+        ike_sa: IkeSaId,
+        /// The peer's selectors that got nothing.
+        refused: Vec<TrafficSelector>,
+    },
     /// The IKE SA is gone (its CHILD SAs were reported deleted first).
     IkeSaClosed {
         /// Which SA.
@@ -259,6 +281,8 @@ enum RequestKind {
     RekeyChild(u32),
     /// CREATE_CHILD_SA rekeying the IKE SA.
     RekeyIke,
+    /// INFORMATIONAL with the next chunk of our route set.
+    Routes,
 }
 
 #[derive(Debug)]
@@ -404,6 +428,21 @@ struct IkeSa {
     /// A rekeyed-away SA is dropped at this time if its Delete never
     /// completes.
     expires: Option<Duration>,
+    /// Route announcements both ways ([`crate::routes`]).
+    routes: RouteState,
+}
+
+/// An IKE SA's route announcements.
+#[derive(Debug, Default)]
+struct RouteState {
+    /// The peer said it understands them (ROUTES_SUPPORTED in IKE_AUTH).
+    peer_supports: bool,
+    /// Chunks of our latest set still to send.
+    out: VecDeque<Vec<u8>>,
+    /// Generation of our latest set.
+    generation: u32,
+    /// The peer's set being received.
+    assembly: crate::routes::Assembly,
 }
 
 impl IkeSa {
@@ -870,6 +909,7 @@ impl Ike {
             rekey_at: None,
             silent: false,
             expires: None,
+            routes: RouteState::default(),
             init: Some(InitiatorState {
                 peer,
                 key_share: Some(key_share),
@@ -1125,6 +1165,9 @@ impl Ike {
         push_sa(&mut c, &[esp_proposal(&self.config, &spi)]);
         push_ts(&mut c, pt::TSI, &self.config.local_ts);
         push_ts(&mut c, pt::TSR, &init.peer.remote_ts);
+        c.push_with(pt::NOTIFY, false, |b| {
+            Notify::new(routes::ROUTES_SUPPORTED, &[]).emit(b)
+        });
         let header = sa.header(ExchangeType::IkeAuth, false, 1);
         sa.encrypt(header, c)
     }
@@ -1175,11 +1218,13 @@ impl Ike {
         sa.peer_id = Some(peer_id.clone());
         sa.last_heard = now;
         sa.rekey_at = self.rekey_time(now, self.config.ike_rekey_after);
+        sa.routes.peer_supports = p.notify(routes::ROUTES_SUPPORTED).is_some();
         self.event(Event::IkeSaEstablished {
             ike_sa: sa.id,
             spi_i: sa.spi_i,
             spi_r: sa.spi_r,
             initiator: true,
+            peer_routes: sa.routes.peer_supports,
             peer_id,
             local: sa.local,
             remote: sa.remote,
@@ -1400,6 +1445,7 @@ impl Ike {
             rekey_at: None,
             silent: false,
             expires: None,
+            routes: RouteState::default(),
         };
         self.nat_check(&mut sa, &p, src, dst);
         let Ok(keys) = crypto::derive_ike_keys(cipher, &sa.ni, &sa.nr, &shared, sa.spi_i, spi_r)
@@ -1550,11 +1596,18 @@ impl Ike {
         sa.remote_ts_allowed = entry.remote_ts.clone();
         sa.rekey_at = self.rekey_time(now, self.config.ike_rekey_after);
         self.half_open -= 1;
+        sa.routes.peer_supports = p.notify(routes::ROUTES_SUPPORTED).is_some();
+        if sa.routes.peer_supports {
+            c.push_with(pt::NOTIFY, false, |b| {
+                Notify::new(routes::ROUTES_SUPPORTED, &[]).emit(b)
+            });
+        }
         self.event(Event::IkeSaEstablished {
             ike_sa: sa.id,
             spi_i: sa.spi_i,
             spi_r: sa.spi_r,
             initiator: false,
+            peer_routes: sa.routes.peer_supports,
             peer_id,
             local: sa.local,
             remote: sa.remote,
@@ -1569,10 +1622,27 @@ impl Ike {
             let props = payload::parse_sa(sa_body).map_err(|_| notify::INVALID_SYNTAX)?;
             let choice =
                 choose_esp(&self.config, &props, None).map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
-            // §2.9: narrow TSi to what the registry allows the peer, TSr
-            // to our own side.
-            let ts_i = narrow(tsi, &entry.remote_ts);
-            let ts_r = narrow(tsr, &self.config.local_ts);
+            // §2.9: narrow TSi to what the registry allows the peer and
+            // nothing another peer holds, TSr to what we offer it.
+            let allowed = |t: &TrafficSelector| {
+                let mut n = narrow(std::slice::from_ref(t), &entry.remote_ts);
+                n.retain(|t| !entry.conflicts.iter().any(|c| c.intersect(t).is_some()));
+                n
+            };
+            let ts_i: Vec<TrafficSelector> = tsi.iter().flat_map(allowed).collect();
+            let refused: Vec<TrafficSelector> = tsi
+                .iter()
+                .filter(|t| allowed(t).is_empty())
+                .cloned()
+                .collect();
+            if !refused.is_empty() {
+                self.event(Event::SelectorsRefused {
+                    ike_sa: sa.id,
+                    refused,
+                });
+            }
+            let offer = entry.local_ts.as_deref().unwrap_or(&self.config.local_ts);
+            let ts_r = narrow(tsr, offer);
             if ts_i.is_empty() || ts_r.is_empty() {
                 return Err(notify::TS_UNACCEPTABLE);
             }
@@ -1781,6 +1851,15 @@ impl Ike {
                 self.next_queued(now, &mut sa);
                 self.sas.insert(sa.id, sa);
             }
+            Some(RequestKind::Routes) => {
+                sa.pending = None;
+                sa.next_request_id += 1;
+                if !sa.routes.out.is_empty() && !sa.queued.contains(&RequestKind::Routes) {
+                    sa.queued.push_front(RequestKind::Routes);
+                }
+                self.next_queued(now, &mut sa);
+                self.sas.insert(sa.id, sa);
+            }
             _ => {
                 self.sas.insert(sa.id, sa);
             }
@@ -1901,6 +1980,20 @@ impl Ike {
         if p.notify(notify::AUTHENTICATION_FAILED).is_some() {
             return (ChainBuilder::new(), Some(CloseReason::AuthenticationFailed));
         }
+        // A chunk of the peer's route set; a malformed one is ignored
+        // like an unknown status notification.
+        if let Some(chunk) = p
+            .notify(routes::ROUTES)
+            .and_then(|n| routes::decode(n.data))
+        {
+            if let Some((generation, prefixes)) = sa.routes.assembly.take(chunk) {
+                self.event(Event::RoutesReceived {
+                    ike_sa: sa.id,
+                    generation,
+                    prefixes,
+                });
+            }
+        }
         let mut ours = Vec::new();
         for d in p.deletes.iter().filter(|d| d.protocol == protocol::ESP) {
             for spi_out in d.spis_u32() {
@@ -2008,6 +2101,12 @@ impl Ike {
                 c.push_with(pt::DELETE, false, |b| Delete::emit_esp(b, &[spi_in]));
             }
             RequestKind::DeleteIke => c.push_with(pt::DELETE, false, Delete::emit_ike),
+            RequestKind::Routes => {
+                let chunk = sa.routes.out.pop_front()?;
+                c.push_with(pt::NOTIFY, false, |b| {
+                    Notify::new(routes::ROUTES, &chunk).emit(b)
+                });
+            }
             _ => {}
         }
         let header = sa.header(ExchangeType::Informational, false, sa.next_request_id);
@@ -2105,6 +2204,7 @@ impl Ike {
             }
             RequestKind::RekeyIke => up,
             RequestKind::DeleteChild(spi) => sa.children.iter().any(|c| c.spi_in == spi),
+            RequestKind::Routes => up && !sa.routes.out.is_empty(),
             _ => true,
         }
     }
@@ -2200,6 +2300,11 @@ impl Ike {
             rekey_at: None,
             silent: false,
             expires: None,
+            routes: RouteState {
+                peer_supports: old.routes.peer_supports,
+                generation: old.routes.generation,
+                ..RouteState::default()
+            },
         })
     }
 
@@ -2207,6 +2312,7 @@ impl Ike {
     /// rekey and retires `old` (it waits for its Delete, silently).
     fn hand_over(&mut self, now: Duration, old: &mut IkeSa, new: &mut IkeSa) {
         new.children = std::mem::take(&mut old.children);
+        new.routes.out = std::mem::take(&mut old.routes.out);
         for k in std::mem::take(&mut old.queued) {
             if k != RequestKind::RekeyIke && !new.queued.contains(&k) {
                 new.queued.push_back(k);
@@ -2870,6 +2976,26 @@ impl Ike {
         for spi in due {
             self.enqueue(now, &mut sa, RequestKind::RekeyChild(spi));
         }
+        self.sas.insert(id, sa);
+        Ok(self.take())
+    }
+
+    /// Announces `prefixes` to the peer of `id` as our whole route set,
+    /// replacing the one before ([`crate::routes`]: INFORMATIONAL
+    /// exchanges, one per chunk, in turn with other requests). A set not
+    /// yet fully sent is dropped for this one. Only for peers that take
+    /// them ([`Event::IkeSaEstablished`] `peer_routes`); others would
+    /// ignore it.
+    pub fn send_routes(
+        &mut self,
+        now: Duration,
+        id: IkeSaId,
+        prefixes: &[TrafficSelector],
+    ) -> Result<Vec<Output>, Error> {
+        let mut sa = self.established(id)?;
+        sa.routes.generation = sa.routes.generation.wrapping_add(1);
+        sa.routes.out = routes::encode(sa.routes.generation, prefixes).into();
+        self.enqueue(now, &mut sa, RequestKind::Routes);
         self.sas.insert(id, sa);
         Ok(self.take())
     }

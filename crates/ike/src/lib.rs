@@ -32,6 +32,8 @@
 //!     (*id == device).then(|| PeerEntry {
 //!         psk: b"the device's key".to_vec(),
 //!         remote_ts: vec![TrafficSelector::any_v4()],
+//!         local_ts: None,
+//!         conflicts: Vec::new(),
 //!     })
 //! };
 //! let mut hub = Ike::new(Config::new(Identity::Fqdn("hub".into())), Box::new(registry))?;
@@ -74,6 +76,7 @@ pub mod error;
 mod ike;
 pub mod message;
 pub mod payload;
+pub mod routes;
 
 pub use config::{Config, Identity, PeerConfig, PeerDirectory, PeerEntry};
 pub use crypto::DhGroup;
@@ -113,5 +116,11 @@ pub fn fuzz_parse(data: &[u8]) {
     }
     if let Some((&first, rest)) = data.split_first() {
         let _ = message::parse_chain(first, rest);
+    }
+    let mut assembly = routes::Assembly::default();
+    for chunk in [data, data.get(4..).unwrap_or_default()] {
+        if let Some(c) = routes::decode(chunk) {
+            let _ = assembly.take(c);
+        }
     }
 }

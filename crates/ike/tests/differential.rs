@@ -984,6 +984,8 @@ impl Net {
             (*peer == device).then(|| PeerEntry {
                 psk: PSK.to_vec(),
                 remote_ts: vec![ts("10.1.0.0/16")],
+                local_ts: None,
+                conflicts: Vec::new(),
             })
         };
         Net {

@@ -39,6 +39,8 @@ fn registry(
         (*peer == id).then(|| PeerEntry {
             psk: psk.to_vec(),
             remote_ts: allowed.clone(),
+            local_ts: None,
+            conflicts: Vec::new(),
         })
     })
 }
@@ -643,6 +645,106 @@ fn selectors_are_narrowed_to_the_registry_policy_or_refused() {
         })
     };
     assert!(refused(&net.events_a) && refused(&net.events_b));
+}
+
+/// The responder's registry entry can offer this peer less than
+/// everything and refuse claims another peer holds: the claim that
+/// overlaps is refused and reported, the rest of the CHILD SA stands.
+#[test]
+fn claims_held_by_others_are_refused_and_offers_narrow_tsr() {
+    let (mut a, b) = configs();
+    a.local_ts = vec![ts("10.1.0.0/16"), ts("10.7.0.0/16")];
+    let id = device_id();
+    let directory = Box::new(move |peer: &Identity| {
+        (*peer == id).then(|| PeerEntry {
+            psk: PSK.to_vec(),
+            remote_ts: vec![ts("10.0.0.0/8")],
+            local_ts: Some(vec![ts("10.2.0.0/16"), ts("10.3.0.0/16")]),
+            conflicts: vec![ts("10.7.4.0/24")],
+        })
+    });
+    let mut net = Net::new(a, b, directory);
+    let mut peer = net.peer();
+    peer.remote_ts = vec![TrafficSelector::any_v4()];
+    let (_, outs) = net.a.initiate(net.now, peer).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    let ca = child(&net.events_a).unwrap();
+    assert_eq!(
+        ca.ts_local,
+        [ts("10.1.0.0/16")],
+        "10.7/16 overlaps a held /24"
+    );
+    assert_eq!(ca.ts_remote, [ts("10.2.0.0/16"), ts("10.3.0.0/16")]);
+    let refused: Vec<_> = net
+        .events_b
+        .iter()
+        .filter_map(|e| match e {
+            Event::SelectorsRefused { refused, .. } => Some(refused.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [vec![ts("10.7.0.0/16")]]);
+}
+
+/// Route sets go either way once both sides said they take them: small
+/// in one exchange, large in chunks, the latest replacing one not yet
+/// sent, an empty one withdrawing everything.
+#[test]
+fn route_sets_are_announced_in_chunks_and_replace_each_other() {
+    let (mut net, ia, ib) = up();
+    let peer_routes = |ev: &[Event]| {
+        ev.iter().any(|e| {
+            matches!(
+                e,
+                Event::IkeSaEstablished {
+                    peer_routes: true,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(peer_routes(&net.events_a) && peer_routes(&net.events_b));
+    let received = |ev: &[Event]| -> Vec<Vec<TrafficSelector>> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::RoutesReceived { prefixes, .. } => Some(prefixes.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let small = vec![ts("10.2.0.0/16"), ts("10.3.0.0/16")];
+    let outs = net.b.send_routes(net.now, ib, &small).unwrap();
+    net.absorb(false, outs);
+    net.run();
+    assert_eq!(received(&net.events_a), [small]);
+
+    let large: Vec<TrafficSelector> = (0..3000u32)
+        .map(|i| ts(&format!("10.{}.{}.0/24", 16 + i / 256, i % 256)))
+        .collect();
+    // Two sets in a row: the first's unsent chunks give way to the second.
+    let outs = net.b.send_routes(net.now, ib, &large).unwrap();
+    net.absorb(false, outs);
+    let outs = net.b.send_routes(net.now, ib, &large[..5]).unwrap();
+    net.absorb(false, outs);
+    net.run();
+    let got = received(&net.events_a);
+    assert_eq!(got.last().unwrap(), &large[..5].to_vec());
+    assert!(got.len() <= 3, "{} sets", got.len());
+    // The device announces too; an empty set withdraws.
+    let outs = net.a.send_routes(net.now, ia, &[]).unwrap();
+    net.absorb(true, outs);
+    net.run();
+    assert_eq!(received(&net.events_b), [Vec::<TrafficSelector>::new()]);
+    // A large set alone arrives whole.
+    let outs = net.b.send_routes(net.now, ib, &large).unwrap();
+    net.absorb(false, outs);
+    net.run();
+    assert_eq!(received(&net.events_a).last().unwrap(), &large);
+    assert!(
+        net.log.iter().all(|(_, _, _, b)| b.len() < 1280),
+        "datagrams fit a 1280 path"
+    );
 }
 
 #[test]

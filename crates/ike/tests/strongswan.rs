@@ -355,6 +355,8 @@ fn run_driver(case: &Case, psk: Vec<u8>, io: DriverIo<'_>) -> Vec<String> {
                 (*id == expected_id).then(|| PeerEntry {
                     psk: psk.clone(),
                     remote_ts: vec![ts(SWAN_LAN)],
+                    local_ts: None,
+                    conflicts: Vec::new(),
                 })
             }),
         )

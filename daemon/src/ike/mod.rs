@@ -32,6 +32,7 @@
 
 mod limit;
 pub mod registry;
+pub mod sites;
 mod view;
 
 use std::collections::HashMap;
@@ -49,12 +50,14 @@ use strait_dataplane::{
 };
 use strait_ike::{
     CipherSuite, CloseReason, Event, Identity, Ike, IkeSaId, Output, PeerConfig, PeerEntry,
+    TrafficSelector,
 };
 
 use limit::RefusalLimiter;
 pub use registry::{check, check_reload, derived_key};
 use registry::{HubSpec, Registry};
-pub use view::{DeviceView, HubView, IkeCounters, IkeState, IkeView};
+use sites::Holdings;
+pub use view::{DeviceView, HubView, IkeCounters, IkeState, IkeView, SiteView};
 
 /// UDP-encapsulated ESP (RFC 3948).
 const NAT_T_PORT: u16 = 4500;
@@ -110,6 +113,14 @@ fn negotiated_sa(
     }
 }
 
+/// A hub's tunnel carries the prefixes configured for it and those it
+/// announced.
+fn hub_prefixes(configured: &[String], learned: &[String]) -> Vec<String> {
+    let mut out = configured.to_vec();
+    out.extend(learned.iter().filter(|p| !configured.contains(p)).cloned());
+    out
+}
+
 /// A hub this device registers with.
 struct Hub {
     spec: HubSpec,
@@ -119,6 +130,11 @@ struct Hub {
     tunnel: Option<TunnelConfig>,
     next_attempt: Duration,
     backoff: Duration,
+    /// The prefixes it announced we reach through it (kept blackholed
+    /// while it is down).
+    learned: Vec<String>,
+    /// Our claims it refused or narrowed, if any.
+    claims_refused: Option<String>,
 }
 
 /// One CHILD SA pair of a tunnel.
@@ -142,6 +158,12 @@ const RETIRE_GRACE: Duration = Duration::from_secs(2);
 struct Site {
     serial: String,
     tunnel: TunnelConfig,
+    /// Its claims refused at registration, each with the reason.
+    refused: Vec<String>,
+    /// The peer takes route announcements.
+    peer_routes: bool,
+    /// What it was last announced.
+    announced: Option<Vec<TrafficSelector>>,
 }
 
 /// How often the workers' SA counters are read for liveness.
@@ -169,6 +191,17 @@ struct Runtime {
     limiter: RefusalLimiter,
     counters: IkeCounters,
     rekey_bytes: u64,
+    /// Hub: what the sites hold, shared with the core's directory.
+    holdings: Arc<RwLock<Holdings>>,
+    /// Hub: prefixes offered to every site (`[ike] advertise`).
+    advertise: Vec<TrafficSelector>,
+    /// Hub: other sites' prefixes are offered too.
+    transit: bool,
+    /// Hub: claims refused lately, for the site that registers next:
+    /// (IKE SA, reasons).
+    refusals: HashMap<IkeSaId, Vec<String>>,
+    /// Hub: each site's last change (the daemon's clock).
+    site_changed: HashMap<String, Duration>,
     /// Hub side: the identity each IKE SA authenticated, and its site.
     peers: HashMap<IkeSaId, String>,
     sites: HashMap<IkeSaId, Site>,
@@ -180,6 +213,10 @@ struct Runtime {
     last_lookup: Arc<std::sync::Mutex<Option<(String, bool)>>>,
     /// IKE SAs established and not yet closed.
     up: std::collections::HashSet<IkeSaId>,
+    /// Those whose peers take route announcements.
+    routes_ok: std::collections::HashSet<IkeSaId>,
+    /// Hub: each site's claims refused at its last registration attempt.
+    claims_refused: HashMap<String, Vec<String>>,
     /// Datagrams waiting for the next flush.
     outbox: Vec<strait_ike::Datagram>,
     /// The overlay changed since the last flush.
@@ -244,6 +281,8 @@ impl Runtime {
                 tunnel: None,
                 next_attempt: Duration::ZERO,
                 backoff: RETRY_FIRST,
+                learned: Vec::new(),
+                claims_refused: None,
             })
             .collect();
         let mut config = strait_ike::Config::new(Identity::Fqdn(cfg.identity.clone()));
@@ -252,9 +291,14 @@ impl Runtime {
             .iter()
             .flat_map(|p| p.local_prefixes.iter().cloned())
             .collect();
-        if !local_prefixes.is_empty() {
-            config.local_ts = registry::selectors(&local_prefixes)?;
-        }
+        config.local_ts = if local_prefixes.is_empty() {
+            // Both families: a hub offers what `advertise` and transit
+            // say, per device (below).
+            registry::selectors(&["0.0.0.0/0".into(), "::/0".into()])?
+        } else {
+            registry::selectors(&local_prefixes)?
+        };
+        let advertise = registry::selectors(&cfg.advertise).context("[ike] advertise")?;
         config.dpd_interval = (cfg.dpd_seconds > 0).then(|| Duration::from_secs(cfg.dpd_seconds));
         // A request unanswered after 1 + 2 + 4 + 8 s declares the peer
         // dead: with the default 10 s of silence before the liveness
@@ -268,11 +312,17 @@ impl Runtime {
         let last_lookup = Arc::new(std::sync::Mutex::new(None));
         let seen = Arc::clone(&last_lookup);
         let lookup = Arc::clone(&registry);
+        let holdings = Arc::new(RwLock::new(Holdings::default()));
+        let held = Arc::clone(&holdings);
+        let (offered, transit) = (advertise.clone(), cfg.transit);
         let directory = move |id: &Identity| {
             let Identity::Fqdn(serial) = id else {
                 return None;
             };
             let r = lookup.read().unwrap_or_else(|p| p.into_inner());
+            let h = held.read().unwrap_or_else(|p| p.into_inner());
+            let site = r.devices.get(serial).map(|d| d.site.as_str()).unwrap_or("");
+            let offer = h.offer(site, &offered, transit);
             let entry = r
                 .keys
                 .get(serial)
@@ -280,6 +330,11 @@ impl Runtime {
                 .map(|(psk, ts)| PeerEntry {
                     psk: psk.clone(),
                     remote_ts: ts.clone(),
+                    // Nothing to offer yet: any, so a peer asking for its
+                    // configured prefixes is not refused; announcements
+                    // say what is reachable.
+                    local_ts: (!offer.is_empty()).then_some(offer),
+                    conflicts: h.others(site),
                 });
             if let Ok(mut last) = seen.lock() {
                 *last = Some((serial.clone(), entry.is_some()));
@@ -300,7 +355,14 @@ impl Runtime {
             limiter: RefusalLimiter::default(),
             counters: IkeCounters::default(),
             rekey_bytes: cfg.rekey_bytes,
+            holdings,
+            advertise,
+            transit: cfg.transit,
+            refusals: HashMap::new(),
+            site_changed: HashMap::new(),
             up: Default::default(),
+            routes_ok: Default::default(),
+            claims_refused: HashMap::new(),
             outbox: Vec::new(),
             dirty: false,
             shown: true,
@@ -383,6 +445,46 @@ impl Runtime {
             }
         }
         self.flush();
+    }
+
+    /// Hub: the site the device of `ike_sa` belongs to.
+    fn site_of(&self, ike_sa: IkeSaId) -> Option<String> {
+        let serial = self.peers.get(&ike_sa)?;
+        let r = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        r.devices.get(serial).map(|d| d.site.clone())
+    }
+
+    /// Hub: announces to every site that takes announcements what it is
+    /// offered now, where that changed.
+    fn announce(&mut self, now: Duration) {
+        let holdings = self
+            .holdings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let registry = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut outs = Vec::new();
+        for (id, site) in self.sites.iter_mut().filter(|(_, s)| s.peer_routes) {
+            let Some(name) = registry.devices.get(&site.serial).map(|d| d.site.as_str()) else {
+                continue;
+            };
+            let offer = holdings.offer(name, &self.advertise, self.transit);
+            if site.announced.as_ref() == Some(&offer) {
+                continue;
+            }
+            match self.ike.send_routes(now, *id, &offer) {
+                Ok(o) => {
+                    outs.extend(o);
+                    site.announced = Some(offer);
+                }
+                Err(e) => tracing::debug!(site = %name, error = %e, "routes not announced"),
+            }
+        }
+        self.absorb(outs, None);
     }
 
     /// Removes the deleted CHILD SAs whose grace has passed.
@@ -594,6 +696,7 @@ impl Runtime {
         if self.dirty {
             self.dirty = false;
             self.publish();
+            self.announce(self.epoch.elapsed());
         } else if !self.shown {
             self.show();
         }
@@ -623,6 +726,7 @@ impl Runtime {
                 peer_id,
                 remote,
                 nat_detected,
+                peer_routes,
                 ..
             } => {
                 if !initiator {
@@ -630,9 +734,12 @@ impl Runtime {
                         self.peers.insert(ike_sa, serial.clone());
                     }
                 }
-                tracing::info!(peer = ?peer_id, %remote, nat_detected, "IKE SA established");
+                tracing::info!(peer = ?peer_id, %remote, nat_detected, peer_routes, "IKE SA established");
                 self.counters.established += 1;
                 self.up.insert(ike_sa);
+                if peer_routes {
+                    self.routes_ok.insert(ike_sa);
+                }
                 false
             }
             Event::ChildSaReady {
@@ -646,6 +753,8 @@ impl Runtime {
                 remote,
                 udp_encap,
                 initiator,
+                ts_local,
+                ts_remote,
                 ..
             } => {
                 let Some(remote) = v4(remote) else {
@@ -683,6 +792,20 @@ impl Runtime {
                     tracing::info!(peer = %hub.spec.config.name, spi_in, spi_out, "registered: tunnel up");
                     hub.backoff = RETRY_FIRST;
                     self.hub_errors.remove(&hub.spec.config.name);
+                    // What the hub kept of our claims (§2.9 narrowing).
+                    let claimed = &hub.spec.config.local_prefixes;
+                    let accepted = sites::prefix_texts(&ts_local);
+                    hub.claims_refused =
+                        (!claimed.iter().all(|c| accepted.contains(c))).then(|| {
+                            format!(
+                                "claimed {}; the hub accepted {}",
+                                claimed.join(", "),
+                                accepted.join(", ")
+                            )
+                        });
+                    if let Some(why) = &hub.claims_refused {
+                        tracing::warn!(peer = %hub.spec.config.name, "{why}");
+                    }
                     hub.tunnel = Some(TunnelConfig {
                         name: hub.spec.config.name.clone(),
                         local: hub.spec.config.local.clone(),
@@ -691,7 +814,7 @@ impl Runtime {
                         encap,
                         local_port: NAT_T_PORT,
                         remote_port: remote.port(),
-                        prefixes: hub.spec.config.prefixes.clone(),
+                        prefixes: hub_prefixes(&hub.spec.config.prefixes, &hub.learned),
                         local_prefixes: hub.spec.config.local_prefixes.clone(),
                         mtu: None,
                         mss_clamp: true,
@@ -719,6 +842,8 @@ impl Runtime {
                 let name = format!("site-{}", device.site);
                 // The same site registering again replaces its tunnel.
                 self.sites.retain(|_, s| s.tunnel.name != name);
+                self.site_changed.insert(device.site.clone(), now);
+                self.claims_refused.remove(&device.site);
                 tracing::info!(serial = %serial, site = %device.site, %remote, spi_in, spi_out, "device registered: tunnel up");
                 self.registered_at
                     .insert(serial.clone(), (now, remote.to_string()));
@@ -726,6 +851,9 @@ impl Runtime {
                     ike_sa,
                     Site {
                         serial,
+                        refused: self.refusals.remove(&ike_sa).unwrap_or_default(),
+                        peer_routes: self.routes_ok.contains(&ike_sa),
+                        announced: None,
                         tunnel: TunnelConfig {
                             name,
                             local: device.local.clone(),
@@ -734,7 +862,8 @@ impl Runtime {
                             encap,
                             local_port: NAT_T_PORT,
                             remote_port: remote.port(),
-                            prefixes: device.prefixes.clone(),
+                            // What it claimed and may hold (§2.9).
+                            prefixes: sites::prefix_texts(&ts_remote),
                             local_prefixes: Vec::new(),
                             mtu: None,
                             mss_clamp: true,
@@ -750,7 +879,80 @@ impl Runtime {
             }
             Event::ChildSaRefused { ike_sa, notify } => {
                 tracing::warn!(?ike_sa, notify, "CHILD SA refused");
+                if let Some(i) = self
+                    .hubs
+                    .iter()
+                    .position(|h| h.sa == Some(ike_sa) && h.tunnel.is_none())
+                {
+                    // Registration without a tunnel is no use: say why and
+                    // try again later (the other site may be gone by then).
+                    let why = if notify == strait_ike::payload::notify::TS_UNACCEPTABLE {
+                        "the hub refused every prefix we claim (TS_UNACCEPTABLE: held by another site, or not ours to claim)".to_owned()
+                    } else {
+                        format!("the hub refused the tunnel (notify {notify})")
+                    };
+                    tracing::warn!(peer = %self.hubs[i].spec.config.name, "{why}");
+                    self.hubs[i].claims_refused = Some(why.clone());
+                    self.hub_errors
+                        .insert(self.hubs[i].spec.config.name.clone(), why);
+                    if let Ok(outs) = self.ike.close(now, ike_sa) {
+                        self.absorb(outs, None);
+                    }
+                }
+                if let Some(reasons) = self.refusals.remove(&ike_sa) {
+                    if let Some(site) = self.site_of(ike_sa) {
+                        self.site_changed.insert(site.clone(), now);
+                        self.claims_refused.insert(site, reasons);
+                    }
+                }
                 false
+            }
+            Event::SelectorsRefused { ike_sa, refused } => {
+                let Some(site) = self.site_of(ike_sa) else {
+                    return false;
+                };
+                let serial = self.peers.get(&ike_sa).cloned().unwrap_or_default();
+                let holdings = self.holdings.read().unwrap_or_else(|p| p.into_inner());
+                let reasons: Vec<String> = refused
+                    .iter()
+                    .map(|t| holdings.why_refused(&site, t))
+                    .collect();
+                drop(holdings);
+                for why in &reasons {
+                    tracing::warn!(serial = %serial, site = %site, "claim refused: {why}");
+                }
+                self.refusals.insert(ike_sa, reasons);
+                false
+            }
+            Event::RoutesReceived {
+                ike_sa,
+                prefixes,
+                generation,
+            } => {
+                let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) else {
+                    // A device announcing to us: not taken (yet).
+                    tracing::debug!(?ike_sa, generation, "routes from a device ignored");
+                    return false;
+                };
+                let own = registry::selectors(&hub.spec.config.local_prefixes).unwrap_or_default();
+                let learned: Vec<String> = prefixes
+                    .iter()
+                    .filter(|t| !own.iter().any(|o| o.intersect(t).is_some()))
+                    .filter_map(sites::prefix_text)
+                    .collect();
+                if learned == hub.learned {
+                    return false;
+                }
+                tracing::info!(peer = %hub.spec.config.name, generation, learned = %learned.join(","), "routes learned");
+                hub.learned = learned;
+                let prefixes = hub_prefixes(&hub.spec.config.prefixes, &hub.learned);
+                match hub.tunnel.as_mut() {
+                    Some(t) => {
+                        t.prefixes = prefixes;
+                        true
+                    }
+                    None => false,
+                }
             }
             Event::ChildSaDeleted { ike_sa, spi_in, .. } => {
                 // A rekey's old SA (or a collision's redundant new one)
@@ -786,6 +988,9 @@ impl Runtime {
                 if self.up.remove(&old) {
                     self.up.insert(new);
                 }
+                if self.routes_ok.remove(&old) {
+                    self.routes_ok.insert(new);
+                }
                 for hub in self.hubs.iter_mut().filter(|h| h.sa == Some(old)) {
                     hub.sa = Some(new);
                 }
@@ -817,6 +1022,8 @@ impl Runtime {
                         }
                     }
                 }
+                self.routes_ok.remove(&ike_sa);
+                self.refusals.remove(&ike_sa);
                 if self.up.remove(&ike_sa) && reason == CloseReason::Timeout {
                     tracing::warn!(?ike_sa, "peer dead: no answer through every retransmission");
                     self.counters.dead_peers += 1;
@@ -904,14 +1111,19 @@ impl Runtime {
                 },
                 spis: h.tunnel.as_ref().map(|t| (t.inbound.spi, t.outbound.spi)),
                 last_error: self.hub_errors.get(&h.spec.config.name).cloned(),
+                prefixes: h.spec.config.prefixes.clone(),
+                learned: h.learned.clone(),
+                claims_refused: h.claims_refused.clone(),
             })
             .collect();
         let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let registered_now: std::collections::HashSet<&str> =
+            self.sites.values().map(|s| s.serial.as_str()).collect();
         let mut devices: Vec<DeviceView> = registry
             .devices
             .values()
             .map(|d| {
-                let registered = self.sites.values().any(|s| s.serial == d.serial);
+                let registered = registered_now.contains(d.serial.as_str());
                 let at = self.registered_at.get(&d.serial);
                 DeviceView {
                     serial: d.serial.clone(),
@@ -924,9 +1136,38 @@ impl Runtime {
             })
             .collect();
         devices.sort_by(|a, b| a.serial.cmp(&b.serial));
+        let mut sites: std::collections::BTreeMap<String, SiteView> = Default::default();
+        let view = |name: &str| SiteView {
+            site: name.to_owned(),
+            devices: Vec::new(),
+            prefixes: Vec::new(),
+            refused: Vec::new(),
+            changed_seconds_ago: self
+                .site_changed
+                .get(name)
+                .map(|t| now.saturating_sub(*t).as_secs()),
+        };
+        for (name, refused) in &self.claims_refused {
+            sites
+                .entry(name.clone())
+                .or_insert_with(|| view(name))
+                .refused = refused.clone();
+        }
+        for s in self.sites.values() {
+            let name = s
+                .tunnel
+                .name
+                .strip_prefix("site-")
+                .unwrap_or(&s.tunnel.name);
+            let v = sites.entry(name.to_owned()).or_insert_with(|| view(name));
+            v.devices.push(s.serial.clone());
+            v.prefixes.clone_from(&s.tunnel.prefixes);
+            v.refused.clone_from(&s.refused);
+        }
         self.view.set(IkeState {
             hubs,
             devices,
+            sites: sites.into_values().collect(),
             refused: self.refused.clone(),
             ike_sas: self.ike.sa_count(),
             limited_sources: self.limiter.len(),
@@ -945,15 +1186,17 @@ impl Runtime {
         for hub in &self.hubs {
             match &hub.tunnel {
                 Some(t) => overlay.tunnels.push(t.clone()),
-                None => overlay
-                    .routes
-                    .extend(hub.spec.config.prefixes.iter().map(|p| RouteConfig {
-                        prefix: p.clone(),
-                        via: Vec::new(),
-                        dev: None,
-                        kind: Some("blackhole".into()),
-                        spans: Default::default(),
-                    })),
+                None => overlay.routes.extend(
+                    hub_prefixes(&hub.spec.config.prefixes, &hub.learned)
+                        .into_iter()
+                        .map(|prefix| RouteConfig {
+                            prefix,
+                            via: Vec::new(),
+                            dev: None,
+                            kind: Some("blackhole".into()),
+                            spans: Default::default(),
+                        }),
+                ),
             }
         }
         let mut sites: Vec<&Site> = self.sites.values().collect();
@@ -961,6 +1204,20 @@ impl Runtime {
         overlay
             .tunnels
             .extend(sites.iter().map(|s| s.tunnel.clone()));
+        // What each site holds now, for the next claims and offers.
+        let mut holdings = Holdings::default();
+        for s in &sites {
+            let name = s
+                .tunnel
+                .name
+                .strip_prefix("site-")
+                .unwrap_or(&s.tunnel.name);
+            holdings.set(
+                name,
+                registry::selectors(&s.tunnel.prefixes).unwrap_or_default(),
+            );
+        }
+        *self.holdings.write().unwrap_or_else(|p| p.into_inner()) = holdings;
         if let Err(e) = self.engine.set_overlay(overlay) {
             tracing::error!(error = %e, "negotiated tunnels not applied");
         }

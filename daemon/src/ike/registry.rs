@@ -127,7 +127,13 @@ pub fn hubs(cfg: &IkeConfig) -> anyhow::Result<Vec<HubSpec>> {
             Ok(HubSpec {
                 local: parse(&p.local, "local")?,
                 remote: parse(&p.remote, "remote")?,
-                ts: selectors(&p.prefixes).with_context(|| format!("peer {}", p.name))?,
+                // Learning: ask for everything, the hub narrows it to what
+                // it offers (RFC 7296 §2.9) and announces the rest.
+                ts: if p.learn {
+                    selectors(&["0.0.0.0/0".into(), "::/0".into()])?
+                } else {
+                    selectors(&p.prefixes).with_context(|| format!("peer {}", p.name))?
+                },
                 config: p.clone(),
             })
         })
@@ -153,6 +159,16 @@ pub fn check(config: &Config, path: &str) -> anyhow::Result<()> {
     own_key(cfg, &dir)?;
     Registry::load(cfg, &dir)?;
     hubs(cfg)?;
+    selectors(&cfg.advertise).context("[ike] advertise")?;
+    for p in &cfg.peer {
+        selectors(&p.prefixes).with_context(|| format!("peer {}", p.name))?;
+        if p.prefixes.is_empty() && !p.learn {
+            bail!(
+                "[[ike.peer]] {}: no prefixes and learn = false: nothing would reach it",
+                p.name
+            );
+        }
+    }
     Ok(())
 }
 

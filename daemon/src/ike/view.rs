@@ -20,6 +20,8 @@ pub struct IkeState {
     pub hubs: Vec<HubView>,
     /// The hub's registry and who is registered.
     pub devices: Vec<DeviceView>,
+    /// The hub's sites: what each holds, what was refused.
+    pub sites: Vec<SiteView>,
     /// Registrations refused, by reason (`wrong key`, `unknown serial`).
     pub refused: BTreeMap<String, u64>,
     /// IKE SAs now (half-open ones included).
@@ -65,6 +67,27 @@ pub struct HubView {
     pub spis: Option<(u32, u32)>,
     /// Why the last attempt ended, if it failed.
     pub last_error: Option<String>,
+    /// Prefixes configured to go through it.
+    pub prefixes: Vec<String>,
+    /// Prefixes it announced we reach through it.
+    pub learned: Vec<String>,
+    /// Our claims it refused or narrowed, if it did.
+    pub claims_refused: Option<String>,
+}
+
+/// One site as the hub sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SiteView {
+    /// Its name (its tunnel is `site-NAME`).
+    pub site: String,
+    /// Its devices registered now.
+    pub devices: Vec<String>,
+    /// The prefixes it holds: its accepted claims, routed into its tunnel.
+    pub prefixes: Vec<String>,
+    /// Claims refused at its last registration, each with the reason.
+    pub refused: Vec<String>,
+    /// Seconds since it last changed (registered, went, was refused).
+    pub changed_seconds_ago: Option<u64>,
 }
 
 /// One device of the registry.

@@ -463,7 +463,9 @@ fn build_tunnel(
                 .map_err(|e| ("prefixes", format!("prefix {p}: {}", e.reason())))?,
         );
     }
-    if prefixes.is_empty() {
+    // A negotiated tunnel may carry nothing yet: a device whose hub has
+    // announced no routes so far.
+    if prefixes.is_empty() && !tc.outbound.negotiated {
         return Err((
             "prefixes",
             "needs at least one prefix behind the peer".into(),
