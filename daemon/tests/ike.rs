@@ -100,17 +100,6 @@ fn bed(tag: &str) -> (Testbed, BTreeMap<String, Netns>, PathBuf) {
     (tb, ns, dir)
 }
 
-/// Polls `done` every 100 ms until it holds; panics with `what` after
-/// `within`. Returns how long it took.
-fn within(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
 /// Pings once a second until one answers or `within` passes.
 fn reachable(from: &Netns, to: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -120,48 +109,6 @@ fn reachable(from: &Netns, to: &str, within: Duration) -> bool {
         }
     }
     false
-}
-
-/// Sends `count` numbered 200-byte datagrams from `src` (in `from`) to
-/// `dst` (in `to`), one a millisecond, and returns how often each arrived.
-fn numbered_stream(from: &Netns, src: &str, to: &Netns, dst: &str, count: u32) -> Vec<u32> {
-    let (srv, dst_owned, src) = (to.clone(), dst.to_owned(), src.to_owned());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let receiver = std::thread::spawn(move || {
-        srv.enter(move || {
-            let s = common::udp_receiver(&dst_owned, 8 << 20);
-            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            tx.send(()).unwrap();
-            let mut seen = vec![0u32; count as usize];
-            let mut buf = [0u8; 256];
-            while let Ok(n) = s.recv(&mut buf) {
-                if n >= 4 {
-                    let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if let Some(c) = seen.get_mut(seq) {
-                        *c += 1;
-                    }
-                }
-            }
-            seen
-        })
-        .unwrap()
-    });
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    from.enter(|| {
-        let s = std::net::UdpSocket::bind(&src).unwrap();
-        let start = Instant::now();
-        let mut buf = [0u8; 200];
-        for seq in 0..count {
-            buf[..4].copy_from_slice(&seq.to_be_bytes());
-            s.send_to(&buf, dst).unwrap();
-            let due = start + Duration::from_millis(u64::from(seq));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-    })
-    .unwrap();
-    receiver.join().unwrap()
 }
 
 fn tunnels(d: &Daemon) -> Vec<String> {
@@ -376,7 +323,7 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
     // strongSwan killed (no Delete): the hub's liveness check goes
     // unanswered and the device's tunnel goes within 2 + 15 s.
     drop(charon);
-    let noticed = within(
+    let noticed = common::within(
         "the dead strongSwan branch noticed",
         Duration::from_secs(25),
         || tunnels(&hub).is_empty(),
@@ -419,7 +366,7 @@ fn a_dead_hub_is_noticed_and_the_branch_registers_again_when_it_returns() {
     assert!(reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(15)));
 
     hub.kill_hard();
-    let noticed = within("the dead hub noticed", Duration::from_secs(30), || {
+    let noticed = common::within("the dead hub noticed", Duration::from_secs(30), || {
         branch.json(&["show", "ike"])["hubs"][0]["state"] != "up"
     });
     assert!(
@@ -455,7 +402,7 @@ fn rekeys_under_traffic_lose_nothing() {
     let first = (spi(&branch), spi(&hub));
 
     // 10 s of datagrams at 1 000/s.
-    let seen = numbered_stream(
+    let seen = common::numbered_stream(
         &ns["lana"],
         "10.1.0.2:0",
         &ns["lanb"],
@@ -501,7 +448,7 @@ fn traffic_puts_liveness_checks_off_and_bytes_drive_rekeys() {
     // 8 s from the hub's side to the branch's LAN: about 1.8 MB of inner
     // bytes, four or five rekeys at 400 kB.
     let busy_from = ike_counter(&branch, "liveness_checks");
-    let seen = numbered_stream(
+    let seen = common::numbered_stream(
         &ns["lanb"],
         "10.2.0.2:0",
         &ns["lana"],
@@ -691,7 +638,7 @@ fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
         "branch",
         &branch_config(&dir, "vcpe-0042"),
     );
-    within(
+    common::within(
         "the unknown device refused",
         Duration::from_secs(10),
         || {
@@ -738,7 +685,7 @@ fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
     std::fs::write(&hub.config, registry(&other)).unwrap();
     let answer = hub.ctl(&["reload"]);
     assert!(answer.starts_with("reloaded"), "{answer}");
-    within(
+    common::within(
         "the removed device's tunnel gone",
         Duration::from_secs(3),
         || tunnels(&hub).is_empty(),

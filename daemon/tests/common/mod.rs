@@ -296,3 +296,56 @@ impl ForwardBed {
         self.daemon.json(&["show", "drops"])
     }
 }
+
+/// Polls `done` every 100 ms until it holds; panics with `what` after
+/// `within`. Returns how long it took.
+pub fn within(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Sends `count` numbered 200-byte datagrams from `src` (in `from`) to
+/// `dst` (in `to`), one a millisecond, and returns how often each arrived.
+pub fn numbered_stream(from: &Netns, src: &str, to: &Netns, dst: &str, count: u32) -> Vec<u32> {
+    let (srv, dst_owned, src) = (to.clone(), dst.to_owned(), src.to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        srv.enter(move || {
+            let s = udp_receiver(&dst_owned, 8 << 20);
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            tx.send(()).unwrap();
+            let mut seen = vec![0u32; count as usize];
+            let mut buf = [0u8; 256];
+            while let Ok(n) = s.recv(&mut buf) {
+                if n >= 4 {
+                    let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                    if let Some(c) = seen.get_mut(seq) {
+                        *c += 1;
+                    }
+                }
+            }
+            seen
+        })
+        .unwrap()
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    from.enter(|| {
+        let s = std::net::UdpSocket::bind(&src).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 200];
+        for seq in 0..count {
+            buf[..4].copy_from_slice(&seq.to_be_bytes());
+            s.send_to(&buf, dst).unwrap();
+            let due = start + Duration::from_millis(u64::from(seq));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    })
+    .unwrap();
+    receiver.join().unwrap()
+}
