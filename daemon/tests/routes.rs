@@ -3,9 +3,10 @@
 //! learns the cloud's prefixes and the other sites' (transit), IPv4 and
 //! IPv6, as they come and go — all `straitd`, one per namespace.
 //!
-//! Topology (scripts/topologies/hub-sites.topo): four branches b1..b4, each
-//! with its LAN lanN (10.N.0.0/24, fdN::/64), and the hub with the cloud
-//! (172.16.0.0/24), across a plain router.
+//! Topologies: scripts/topologies/hub-sites.topo (four branches b1..b4,
+//! each with its LAN lanN (10.N.0.0/24, fd0N::/64), and the hub with the
+//! cloud 172.16.0.0/24, across a plain router) and two-hubs.topo (a branch
+//! on each of two hubs, hub h1 attached to hub h2).
 //!
 //! Needs root (namespaces, veth, XDP), iputils-ping, ethtool.
 
@@ -297,4 +298,154 @@ fn a_dead_site_is_withdrawn_from_the_others_and_returns() {
         )) < Duration::from_secs(10)
     );
     eprintln!("s3 withdrawn after {gone:?}, back after {back:?}");
+}
+
+/// A hub's configuration: its WAN and cloud LAN, default route, secret
+/// and `advertise`, and `rest` (devices, an upstream hub).
+fn hub(wan: &str, gw: &str, lan: &str, identity: &str, cloud: &str, rest: &str) -> String {
+    format!(
+        r#"
+[engine]
+workers = 1
+
+[[interface]]
+name = "wan"
+addresses = ["{wan}"]
+
+[[interface]]
+name = "lan"
+addresses = ["{lan}"]
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = ["{gw}"]
+
+[ike]
+identity = "{identity}"
+device_secret_file = "{identity}.secret"
+dpd_seconds = 2
+advertise = ["{cloud}"]
+{rest}"#
+    )
+}
+
+fn device(serial: &str, site: &str, local: &str) -> String {
+    format!(
+        "\n[[ike.device]]\nserial = \"{serial}\"\nsite = \"{site}\"\nprefixes = [\"10.0.0.0/8\", \"172.16.0.0/12\", \"fd00::/8\"]\nlocal = \"{local}\"\n"
+    )
+}
+
+/// Branch A on hub h1, branch B on hub h2, h1 attached to h2: each branch
+/// reaches the other's LAN (both families) and the far cloud, both ways;
+/// each hub carries the other's sites, and nothing is announced back to
+/// where it came from, so the routes stay put.
+#[test]
+fn transit_between_hubs_carries_both_ways_without_bouncing() {
+    require_root();
+    require_program("ping", "iputils-ping");
+    require_program("ethtool", "ethtool");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/two-hubs.topo");
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new("rth");
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    let key =
+        |secret: &str, serial: &str| strait_ike::crypto::device_key(secret.as_bytes(), serial);
+    std::fs::write(dir.join("hub-1.secret"), "secret of hub one").unwrap();
+    std::fs::write(dir.join("hub-2.secret"), "secret of hub two").unwrap();
+    std::fs::write(dir.join("vcpe-1.key"), key("secret of hub one", "vcpe-1")).unwrap();
+    std::fs::write(dir.join("vcpe-2.key"), key("secret of hub two", "vcpe-2")).unwrap();
+    std::fs::write(dir.join("hub-1.key"), key("secret of hub two", "hub-1")).unwrap();
+
+    let h2 = Daemon::start(
+        &ns["h2"],
+        &dir,
+        "h2",
+        &hub(
+            "198.51.100.1/24",
+            "198.51.100.254",
+            "172.16.2.1/24",
+            "hub-2",
+            "172.16.2.0/24",
+            &(device("vcpe-2", "s2", "198.51.100.1") + &device("hub-1", "hub1", "198.51.100.1")),
+        ),
+    );
+    // h1 registers with h2 like a device, claiming its cloud, then its
+    // sites' prefixes as they come.
+    let upstream = "key_file = \"hub-1.key\"\n\n[[ike.peer]]\nname = \"core\"\nlocal = \"203.0.113.1\"\nremote = \"198.51.100.1\"\nremote_identity = \"hub-2\"\nlocal_prefixes = [\"172.16.1.0/24\"]\n";
+    let h1 = Daemon::start(
+        &ns["h1"],
+        &dir,
+        "h1",
+        &hub(
+            "203.0.113.1/24",
+            "203.0.113.254",
+            "172.16.1.1/24",
+            "hub-1",
+            "172.16.1.0/24",
+            &(upstream.to_owned() + &device("vcpe-1", "s1", "203.0.113.1")),
+        ),
+    );
+    let branch = |n: u8, hub_addr: &str, hub_id: &str| {
+        let c = branch_config(n, &[&format!("10.{n}.0.0/16"), &format!("fd0{n}::/64")])
+            .replace(
+                "remote = \"203.0.113.1\"",
+                &format!("remote = \"{hub_addr}\""),
+            )
+            .replace(
+                "remote_identity = \"hub.example\"",
+                &format!("remote_identity = \"{hub_id}\""),
+            );
+        Daemon::start(&ns[&format!("b{n}")], &dir, &format!("b{n}"), &c)
+    };
+    let b1 = branch(1, "203.0.113.1", "hub-1");
+    let b2 = branch(2, "198.51.100.1", "hub-2");
+
+    let took = common::within(
+        "both branches learned the far side",
+        Duration::from_secs(30),
+        || {
+            let (r1, r2) = (routes(&b1), routes(&b2));
+            r1.contains("10.2.0.0/16 connected tunnel hub")
+                && r1.contains("172.16.2.0/24 connected tunnel hub")
+                && r1.contains("fd02::/64 connected tunnel hub")
+                && r2.contains("10.1.0.0/16 connected tunnel hub")
+                && r2.contains("172.16.1.0/24 connected tunnel hub")
+        },
+    );
+    eprintln!("transit converged after {took:?}");
+    for (from, to) in [
+        ("lan1", "10.2.0.2"),
+        ("lan2", "10.1.0.2"),
+        ("lan1", "fd02::2"),
+        ("lan1", "172.16.2.2"),
+        ("lan2", "172.16.1.2"),
+    ] {
+        common::within(&format!("{from} -> {to}"), Duration::from_secs(10), || {
+            reaches(&ns[from], to)
+        });
+    }
+    let (r1, r2) = (routes(&h1), routes(&h2));
+    assert!(
+        r2.contains("10.1.0.0/16 connected tunnel site-hub1  (site hub1)"),
+        "{r2}"
+    );
+    assert!(
+        r1.contains("10.2.0.0/16 connected tunnel core  (hub core)"),
+        "{r1}"
+    );
+    // Never back where it came from.
+    assert!(!r1.contains("10.1.0.0/16 connected tunnel core"), "{r1}");
+    assert!(
+        !r2.contains("10.2.0.0/16 connected tunnel site-hub1"),
+        "{r2}"
+    );
+    // Settled: nothing changes any more.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (routes(&h1), routes(&h2)),
+        (r1, r2),
+        "routes moved while nothing changed"
+    );
 }

@@ -113,8 +113,9 @@ fn negotiated_sa(
     }
 }
 
-/// A hub's tunnel carries the prefixes configured for it and those it
-/// announced.
+/// `configured`, then those of `more` not in it: a hub's tunnel carries
+/// the prefixes configured for it and those it announced; its selectors
+/// let out what we claim besides our own.
 fn hub_prefixes(configured: &[String], learned: &[String]) -> Vec<String> {
     let mut out = configured.to_vec();
     out.extend(learned.iter().filter(|p| !configured.contains(p)).cloned());
@@ -135,6 +136,8 @@ struct Hub {
     learned: Vec<String>,
     /// Our claims it refused or narrowed, if any.
     claims_refused: Option<String>,
+    /// The claims last announced to it.
+    announced: Option<Vec<TrafficSelector>>,
 }
 
 /// One CHILD SA pair of a tunnel.
@@ -283,6 +286,7 @@ impl Runtime {
                 backoff: RETRY_FIRST,
                 learned: Vec::new(),
                 claims_refused: None,
+                announced: None,
             })
             .collect();
         let mut config = strait_ike::Config::new(Identity::Fqdn(cfg.identity.clone()));
@@ -447,6 +451,57 @@ impl Runtime {
         self.flush();
     }
 
+    /// Hub: a device announced its claims anew (`RoutesReceived` from a
+    /// site): it keeps those the registry allows and no other site holds;
+    /// true when its tunnel changed.
+    fn claims(&mut self, now: Duration, ike_sa: IkeSaId, claimed: &[TrafficSelector]) -> bool {
+        let Some(site_name) = self.site_of(ike_sa) else {
+            return false;
+        };
+        let Some(site) = self.sites.get(&ike_sa) else {
+            return false;
+        };
+        let allowed = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .selectors
+            .get(&site.serial)
+            .cloned()
+            .unwrap_or_default();
+        let holdings = self
+            .holdings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let others = holdings.others(&site_name);
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for c in claimed {
+            let ok = allowed.iter().any(|a| a.contains(c))
+                && !others.iter().any(|o| o.intersect(c).is_some());
+            match (ok, sites::prefix_text(c)) {
+                (true, Some(p)) => accepted.push(p),
+                _ => refused.push(holdings.why_refused(&site_name, c)),
+            }
+        }
+        let serial = site.serial.clone();
+        for why in &refused {
+            tracing::warn!(serial = %serial, site = %site_name, "claim refused: {why}");
+        }
+        let Some(site) = self.sites.get_mut(&ike_sa) else {
+            return false;
+        };
+        site.refused = refused;
+        self.shown = false;
+        if site.tunnel.prefixes == accepted {
+            return false;
+        }
+        tracing::info!(site = %site_name, prefixes = %accepted.join(","), "site claims changed");
+        site.tunnel.prefixes = accepted;
+        self.site_changed.insert(site_name, now);
+        true
+    }
+
     /// Hub: the site the device of `ike_sa` belongs to.
     fn site_of(&self, ike_sa: IkeSaId) -> Option<String> {
         let serial = self.peers.get(&ike_sa)?;
@@ -482,6 +537,46 @@ impl Runtime {
                     site.announced = Some(offer);
                 }
                 Err(e) => tracing::debug!(site = %name, error = %e, "routes not announced"),
+            }
+        }
+        // To each hub we are registered with: what we claim, our own
+        // prefixes, our `advertise` and what our sites hold, never what a
+        // hub announced to us (no loops between hubs).
+        let mut claims = self.ike.config().local_ts.clone();
+        claims.retain(|t| t.as_prefix().is_some_and(|(_, len)| len > 0));
+        for ts in self.advertise.iter().cloned().chain(holdings.own()) {
+            if !claims.contains(&ts) {
+                claims.push(ts);
+            }
+        }
+        let texts = sites::prefix_texts(&claims);
+        for hub in &mut self.hubs {
+            // What we claim is what the tunnel's selectors let us send
+            // (RFC 4301 §4.4.1): our sites' traffic too, not only our own.
+            if let Some(t) = hub.tunnel.as_mut() {
+                let local = hub_prefixes(&hub.spec.config.local_prefixes, &texts);
+                if t.local_prefixes != local {
+                    t.local_prefixes = local;
+                    self.dirty = true;
+                }
+            }
+            let Some(id) = hub
+                .sa
+                .filter(|id| self.routes_ok.contains(id) && hub.tunnel.is_some())
+            else {
+                continue;
+            };
+            if hub.announced.as_ref() == Some(&claims) {
+                continue;
+            }
+            match self.ike.send_routes(now, id, &claims) {
+                Ok(o) => {
+                    outs.extend(o);
+                    hub.announced = Some(claims.clone());
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %hub.spec.config.name, error = %e, "claims not announced")
+                }
             }
         }
         self.absorb(outs, None);
@@ -806,6 +901,7 @@ impl Runtime {
                     if let Some(why) = &hub.claims_refused {
                         tracing::warn!(peer = %hub.spec.config.name, "{why}");
                     }
+                    hub.announced = None;
                     hub.tunnel = Some(TunnelConfig {
                         name: hub.spec.config.name.clone(),
                         local: hub.spec.config.local.clone(),
@@ -930,9 +1026,9 @@ impl Runtime {
                 generation,
             } => {
                 let Some(hub) = self.hubs.iter_mut().find(|h| h.sa == Some(ike_sa)) else {
-                    // A device announcing to us: not taken (yet).
-                    tracing::debug!(?ike_sa, generation, "routes from a device ignored");
-                    return false;
+                    // A device announcing to us: its claims now (a hub
+                    // registered with us claims its sites' prefixes).
+                    return self.claims(now, ike_sa, &prefixes);
                 };
                 let own = registry::selectors(&hub.spec.config.local_prefixes).unwrap_or_default();
                 let learned: Vec<String> = prefixes
@@ -1215,6 +1311,12 @@ impl Runtime {
             holdings.set(
                 name,
                 registry::selectors(&s.tunnel.prefixes).unwrap_or_default(),
+            );
+        }
+        for hub in self.hubs.iter().filter(|h| h.tunnel.is_some()) {
+            holdings.set_hub(
+                &hub.spec.config.name,
+                registry::selectors(&hub.learned).unwrap_or_default(),
             );
         }
         *self.holdings.write().unwrap_or_else(|p| p.into_inner()) = holdings;

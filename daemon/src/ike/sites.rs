@@ -23,11 +23,16 @@ pub fn prefix_texts(list: &[TrafficSelector]) -> Vec<String> {
     list.iter().filter_map(prefix_text).collect()
 }
 
-/// What the sites hold now, by site name.
+/// What the sites hold now, by site name; and what the hubs we are
+/// registered with announced, under `hub NAME` (they conflict with claims
+/// and are offered like a site's, but are never claimed onwards).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Holdings {
     by_site: BTreeMap<String, Vec<TrafficSelector>>,
 }
+
+/// The key of a hub's announced prefixes.
+const HUB: &str = "hub ";
 
 impl Holdings {
     /// Sets what `site` holds (empty: nothing, it is gone).
@@ -37,6 +42,20 @@ impl Holdings {
         } else {
             self.by_site.insert(site.to_owned(), held);
         }
+    }
+
+    /// Sets what the hub `name` announced we reach through it.
+    pub fn set_hub(&mut self, name: &str, learned: Vec<TrafficSelector>) {
+        self.set(&format!("{HUB}{name}"), learned);
+    }
+
+    /// What our own sites hold (not the hubs'): what we claim onwards.
+    pub fn own(&self) -> Vec<TrafficSelector> {
+        self.by_site
+            .iter()
+            .filter(|(s, _)| !s.starts_with(HUB))
+            .flat_map(|(_, h)| h.iter().cloned())
+            .collect()
     }
 
     /// What sites other than `site` hold: a claim of `site` overlapping
@@ -75,7 +94,10 @@ impl Holdings {
         for (other, held) in self.by_site.iter().filter(|(s, _)| s.as_str() != site) {
             if let Some(h) = held.iter().find(|h| h.intersect(claim).is_some()) {
                 let h = prefix_text(h).unwrap_or_default();
-                return format!("{claim_text} overlaps {h} held by site {other}");
+                return match other.strip_prefix(HUB) {
+                    Some(hub) => format!("{claim_text} overlaps {h} reached through hub {hub}"),
+                    None => format!("{claim_text} overlaps {h} held by site {other}"),
+                };
             }
         }
         format!("{claim_text} is outside the prefixes the registry lets it claim")
@@ -111,6 +133,14 @@ mod tests {
         assert_eq!(h.others("b").len(), 2);
         h.set("b", Vec::new());
         assert_eq!(h.offer("a", &cloud, true), [p("10.2.0.0/16")]);
+        // A hub's announcement: offered and conflicting, never our own.
+        h.set_hub("core", vec![p("10.8.0.0/16")]);
+        assert_eq!(h.offer("a", &[], true), [p("10.8.0.0/16")]);
+        assert_eq!(h.own(), [p("10.1.0.0/16"), p("2001:db8:1::/48")]);
+        assert_eq!(
+            h.why_refused("a", &p("10.8.1.0/24")),
+            "10.8.1.0/24 overlaps 10.8.0.0/16 reached through hub core"
+        );
     }
 
     #[test]
