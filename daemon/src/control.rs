@@ -151,6 +151,32 @@ fn show_ike(state: &IkeState, json: bool) -> String {
             let _ = writeln!(out, "  claims: {r}");
         }
     }
+    if !state.sas.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:<16} {:<13} {:<5} {:>6} {:>9}  child SAs (in/out, rekey in s)",
+            "ike spi", "peer", "identity", "state", "nat-t", "group", "rekey (s)"
+        );
+        for sa in &state.sas {
+            let children: Vec<String> = sa
+                .children
+                .iter()
+                .map(|(i, o, t)| format!("{i}/{o} {}", t.map_or("-".into(), |t| t.to_string())))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:<16} {:<13} {:<5} {:>6} {:>9}  {}",
+                sa.spi,
+                sa.peer,
+                sa.identity.as_deref().unwrap_or("-"),
+                sa.state,
+                if sa.nat_t { "yes" } else { "no" },
+                sa.group,
+                sa.rekey_in.map_or("-".into(), |t| t.to_string()),
+                children.join(", ")
+            );
+        }
+    }
     let registered = state.devices.iter().filter(|d| d.registered).count();
     if !state.devices.is_empty() {
         let _ = writeln!(

@@ -192,6 +192,20 @@ fn a_branch_registers_with_serial_and_key_and_the_tunnel_carries_traffic() {
     );
     let ike = branch.json(&["show", "ike"]);
     assert_eq!(ike["hubs"][0]["state"], "up", "{ike}");
+    // The IKE SAs themselves, read once a second: identity, NAT-T, the
+    // CHILD SA's SPIs.
+    common::within("the hub lists the IKE SA", Duration::from_secs(3), || {
+        let sas = &hub.json(&["show", "ike"])["sas"];
+        sas[0]["identity"] == "vcpe-0042"
+            && sas[0]["nat_t"] == true
+            && sas[0]["state"] == "established"
+            && sas[0]["children"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    let text = hub.ctl(&["show", "ike"]);
+    assert!(
+        text.contains("vcpe-0042") && text.contains("established"),
+        "{text}"
+    );
     let text = hub.ctl(&["show", "devices"]);
     assert!(text.contains("registered"), "{text}");
     // A reload of the file keeps the negotiated tunnel.

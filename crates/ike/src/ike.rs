@@ -239,6 +239,31 @@ pub enum Event {
     },
 }
 
+/// One IKE SA as [`Ike::sa_infos`] reports it, for an operator's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// Which SA.
+    pub id: IkeSaId,
+    /// We started it.
+    pub initiator: bool,
+    /// `connecting`, `authenticating`, `half-open` or `established`.
+    pub state: &'static str,
+    /// The peer's identity once authenticated.
+    pub peer_id: Option<Identity>,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// A NAT is between us (UDP 4500, ESP in UDP).
+    pub nat_detected: bool,
+    /// Its DH group.
+    pub group: DhGroup,
+    /// Its own rekey is due at this time (the core's clock), if timed.
+    pub rekey_at: Option<Duration>,
+    /// Its CHILD SAs: inbound SPI, outbound SPI, their rekey time.
+    pub children: Vec<(u32, u32, Option<Duration>)>,
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
@@ -768,6 +793,39 @@ impl Ike {
     /// Number of IKE SAs, half-open ones included.
     pub fn sa_count(&self) -> usize {
         self.sas.len()
+    }
+
+    /// Every IKE SA that is not rekeyed away, for an operator's view.
+    pub fn sa_infos(&self) -> Vec<IkeSaInfo> {
+        let mut out: Vec<IkeSaInfo> = self
+            .sas
+            .values()
+            .filter(|sa| !sa.silent)
+            .map(|sa| IkeSaInfo {
+                id: sa.id,
+                initiator: sa.initiator,
+                state: match sa.state {
+                    State::InitSent => "connecting",
+                    State::AuthSent => "authenticating",
+                    State::HalfOpen => "half-open",
+                    State::Established => "established",
+                },
+                peer_id: sa.peer_id.clone(),
+                local: sa.local,
+                remote: sa.remote,
+                nat_detected: sa.nat_detected,
+                group: sa.group,
+                rekey_at: sa.rekey_at,
+                children: sa
+                    .children
+                    .iter()
+                    .filter(|c| !c.replaced)
+                    .map(|c| (c.spi_in, c.spi_out, c.rekey_at))
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|i| i.id);
+        out
     }
 
     /// Liveness checks started so far, by time or by

@@ -81,7 +81,9 @@ pub mod routes;
 pub use config::{Config, Identity, PeerConfig, PeerDirectory, PeerEntry};
 pub use crypto::DhGroup;
 pub use error::{Error, ParseError};
-pub use ike::{CloseReason, Datagram, Event, Ike, IkeSaId, KeyMaterial, Output, NON_ESP_MARKER};
+pub use ike::{
+    CloseReason, Datagram, Event, Ike, IkeSaId, IkeSaInfo, KeyMaterial, Output, NON_ESP_MARKER,
+};
 pub use payload::TrafficSelector;
 pub use strait_esp::CipherSuite;
 

@@ -57,7 +57,7 @@ use limit::RefusalLimiter;
 pub use registry::{check, check_reload, derived_key};
 use registry::{HubSpec, Registry};
 use sites::Holdings;
-pub use view::{DeviceView, HubView, IkeCounters, IkeState, IkeView, SiteView};
+pub use view::{DeviceView, HubView, IkeCounters, IkeSaView, IkeState, IkeView, SiteView};
 
 /// UDP-encapsulated ESP (RFC 3948).
 const NAT_T_PORT: u16 = 4500;
@@ -220,6 +220,9 @@ struct Runtime {
     routes_ok: std::collections::HashSet<IkeSaId>,
     /// Hub: each site's claims refused at its last registration attempt.
     claims_refused: HashMap<String, Vec<String>>,
+    /// The IKE SAs as last read (once a second: the list is as long as
+    /// the registry).
+    sa_views: Vec<IkeSaView>,
     /// Datagrams waiting for the next flush.
     outbox: Vec<strait_ike::Datagram>,
     /// The overlay changed since the last flush.
@@ -367,6 +370,7 @@ impl Runtime {
             up: Default::default(),
             routes_ok: Default::default(),
             claims_refused: HashMap::new(),
+            sa_views: Vec::new(),
             outbox: Vec::new(),
             dirty: false,
             shown: true,
@@ -429,6 +433,7 @@ impl Runtime {
                 self.scan_liveness(now);
                 // Counters and half-open SAs change without events.
                 self.shown = false;
+                self.sa_views = self.sa_views(now);
             }
             let outs = self.ike.poll(now);
             self.absorb(outs, None);
@@ -500,6 +505,30 @@ impl Runtime {
         site.tunnel.prefixes = accepted;
         self.site_changed.insert(site_name, now);
         true
+    }
+
+    /// The core's IKE SAs for `show ike`.
+    fn sa_views(&self, now: Duration) -> Vec<IkeSaView> {
+        let due = |t: Option<Duration>| t.map(|t| t.saturating_sub(now).as_secs());
+        self.ike
+            .sa_infos()
+            .into_iter()
+            .map(|i| IkeSaView {
+                spi: format!("{:016x}", i.id.0),
+                peer: i.remote.to_string(),
+                identity: i.peer_id.map(|p| p.to_string()),
+                state: i.state,
+                initiator: i.initiator,
+                nat_t: i.nat_detected,
+                group: i.group.id(),
+                rekey_in: due(i.rekey_at),
+                children: i
+                    .children
+                    .into_iter()
+                    .map(|(a, b, t)| (a, b, due(t)))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Hub: the site the device of `ike_sa` belongs to.
@@ -1264,6 +1293,7 @@ impl Runtime {
             hubs,
             devices,
             sites: sites.into_values().collect(),
+            sas: self.sa_views.clone(),
             refused: self.refused.clone(),
             ike_sas: self.ike.sa_count(),
             limited_sources: self.limiter.len(),

@@ -22,6 +22,8 @@ pub struct IkeState {
     pub devices: Vec<DeviceView>,
     /// The hub's sites: what each holds, what was refused.
     pub sites: Vec<SiteView>,
+    /// Every IKE SA (read once a second).
+    pub sas: Vec<IkeSaView>,
     /// Registrations refused, by reason (`wrong key`, `unknown serial`).
     pub refused: BTreeMap<String, u64>,
     /// IKE SAs now (half-open ones included).
@@ -73,6 +75,29 @@ pub struct HubView {
     pub learned: Vec<String>,
     /// Our claims it refused or narrowed, if it did.
     pub claims_refused: Option<String>,
+}
+
+/// One IKE SA.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IkeSaView {
+    /// Our IKE SPI, hex.
+    pub spi: String,
+    /// The peer's address.
+    pub peer: String,
+    /// The peer's identity once authenticated.
+    pub identity: Option<String>,
+    /// `connecting`, `authenticating`, `half-open`, `established`.
+    pub state: &'static str,
+    /// We started it.
+    pub initiator: bool,
+    /// NAT between us (ESP in UDP 4500).
+    pub nat_t: bool,
+    /// DH group number.
+    pub group: u16,
+    /// Seconds until its rekey, if timed.
+    pub rekey_in: Option<u64>,
+    /// CHILD SAs: inbound SPI, outbound SPI, seconds until their rekey.
+    pub children: Vec<(u32, u32, Option<u64>)>,
 }
 
 /// One site as the hub sees it.
