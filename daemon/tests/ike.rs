@@ -769,3 +769,71 @@ fn rekeys_by_either_side_with_strongswan_lose_nothing() {
     assert_eq!(c["established"], 1, "registered once: {c}");
     eprintln!("rekeys with strongSwan: {c}");
 }
+
+/// A strongSwan branch that deletes its CHILD SA and creates a new one on
+/// the same IKE SA (as it does after a hard expiry, and on `swanctl
+/// --terminate --child` then `--initiate --child`): the Strait hub accepts
+/// the new CHILD SA and the site's tunnel comes back without a new
+/// registration.
+#[test]
+fn a_strongswan_branch_that_recreates_its_child_sa_keeps_its_site() {
+    let (_tb, ns, dir) = interop_bed("ikesw-re", "branch");
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
+    let conf = swanctl_conf(
+        "192.168.77.2",
+        "203.0.113.1",
+        "vcpe-0042",
+        "hub.example",
+        "10.1.0.0/16",
+        "10.2.0.0/16",
+    );
+    let charon =
+        strait_testbed::strongswan::Charon::start(&ns["branch"], &dir.join("charon"), &conf, true);
+    let out = charon.swanctl(&["--initiate", "--child", "c", "--timeout", "15"]);
+    assert!(
+        out.status.success(),
+        "swanctl --initiate: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let spi = || {
+        hub.json(&["show", "sa"])
+            .get(0)
+            .and_then(|t| t["inbound"][0]["spi"].as_u64())
+    };
+    let first = spi();
+    assert!(first.is_some());
+    let out = charon.swanctl(&["--terminate", "--child", "c", "--timeout", "10"]);
+    assert!(
+        out.status.success(),
+        "swanctl --terminate: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    common::within(
+        "the site's tunnel gone with its CHILD SA",
+        Duration::from_secs(5),
+        || spi().is_none(),
+    );
+    let out = charon.swanctl(&["--initiate", "--child", "c", "--timeout", "15"]);
+    assert!(
+        out.status.success(),
+        "swanctl --initiate again: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = charon.log();
+    assert!(log.contains("CREATE_CHILD_SA request"), "{log}");
+    common::within(
+        "a new CHILD SA on the same IKE SA",
+        Duration::from_secs(5),
+        || spi().is_some_and(|s| Some(s) != first),
+    );
+    assert!(
+        reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(10)),
+        "no traffic after the CHILD SA was created again: {}",
+        charon.log()
+    );
+    assert_eq!(
+        hub.json(&["show", "ike"])["counters"]["established"],
+        1,
+        "no new registration"
+    );
+}

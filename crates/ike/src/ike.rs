@@ -2426,6 +2426,10 @@ impl Ike {
             self.ike_rekey_request(now, sa, &props, p)
         } else if let Some(rekey) = p.notify(notify::REKEY_SA) {
             self.child_rekey_request(now, sa, &props, p, rekey)
+        } else if sa.children.is_empty() && !matches!(sa.creating, Some(Creating::Ike { .. })) {
+            // A CHILD SA for an IKE SA that has none left (the peer let
+            // the last one expire and creates it anew, §1.3.1).
+            self.answer_child(now, sa, &props, p, None)
         } else {
             // A further CHILD SA: one per IKE SA is what the runtime
             // keeps, so §1.3 lets us refuse.
@@ -2474,6 +2478,19 @@ impl Ike {
         if deleting || matches!(sa.creating, Some(Creating::Ike { .. })) {
             return notify_chain(notify::TEMPORARY_FAILURE, &[]);
         }
+        self.answer_child(now, sa, props, p, Some(old_in))
+    }
+
+    /// Answers a CREATE_CHILD_SA for a CHILD SA: the rekey of `old_in`, or
+    /// (`None`) a new one (§1.3.1, §1.3.3).
+    fn answer_child(
+        &mut self,
+        now: Duration,
+        sa: &mut IkeSa,
+        props: &[Proposal<'_>],
+        p: &Payloads<'_>,
+        old_in: Option<u32>,
+    ) -> ChainBuilder {
         let (Some(ni), Some(tsi), Some(tsr)) = (p.nonce, &p.tsi, &p.tsr) else {
             return notify_chain(notify::INVALID_SYNTAX, &[]);
         };
@@ -2523,11 +2540,13 @@ impl Ike {
         }
         push_ts(&mut c, pt::TSI, &ts_i);
         push_ts(&mut c, pt::TSR, &ts_r);
-        if let Some(o) = sa.children.iter_mut().find(|c| c.spi_in == old_in) {
+        if let Some(o) = sa.children.iter_mut().find(|c| Some(c.spi_in) == old_in) {
             o.replaced = true;
             o.rekey_at = None;
         }
-        if matches!(&sa.creating, Some(Creating::Child { old, .. }) if *old == old_in) {
+        if let Some(old_in) =
+            old_in.filter(|o| matches!(&sa.creating, Some(Creating::Child { old, .. }) if old == o))
+        {
             // §2.8.1: we are rekeying it too; our answer settles which of
             // the two new CHILD SAs stays.
             sa.child_collisions.push(ChildCollision {

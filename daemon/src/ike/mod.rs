@@ -1096,7 +1096,18 @@ impl Runtime {
                 });
                 match left {
                     Some(n) if n > 0 => self.apply_pairs(ike_sa),
-                    _ => self.gone(ike_sa, now, "CHILD SA deleted"),
+                    _ => {
+                        // A device without a tunnel registers anew; a hub
+                        // keeps the IKE SA, the device may create a CHILD
+                        // SA on it again (strongSwan does after a hard
+                        // expiry).
+                        if self.hubs.iter().any(|h| h.sa == Some(ike_sa)) {
+                            if let Ok(outs) = self.ike.close(now, ike_sa) {
+                                self.absorb(outs, None);
+                            }
+                        }
+                        self.gone(ike_sa, now, "CHILD SA deleted")
+                    }
                 }
             }
             Event::IkeSaRekeyed { old, new, .. } => {
