@@ -109,49 +109,56 @@ impl Node {
     }
 
     fn build(slots: &[Slot; FANOUT]) -> Self {
+        // Gathered on the stack and written into the node's one allocation:
+        // nodes are rebuilt on every route change, a whole table's worth
+        // when tables are built.
         let mut child_map = [0u64; 4];
         let mut run_map = [0u64; 4];
-        let mut children = Vec::new();
-        let mut leaves = Vec::new();
-        let mut lens = Vec::new();
+        let mut children = [0u32; FANOUT];
+        let mut leaves = [0u32; FANOUT];
+        let mut lens = [0u32; FANOUT];
+        let (mut nchildren, mut nleaves) = (0, 0);
         let mut previous = None;
         for (s, slot) in slots.iter().enumerate() {
             match *slot {
                 Slot::Child(id) => {
                     child_map[s >> 6] |= 1 << (s & 63);
-                    children.push(id);
+                    children[nchildren] = id;
+                    nchildren += 1;
                 }
                 Slot::Leaf(leaf) => {
                     if previous != Some(leaf) {
                         run_map[s >> 6] |= 1 << (s & 63);
-                        leaves.push(leaf.action);
-                        lens.push(u32::from(leaf.len));
+                        leaves[nleaves] = leaf.action;
+                        lens[nleaves] = u32::from(leaf.len);
+                        nleaves += 1;
                         previous = Some(leaf);
                     }
                 }
             }
         }
-        let mut words = Vec::with_capacity(field::BODY + children.len() + 2 * leaves.len());
-        for map in [child_map, run_map] {
-            for w in map {
-                words.push(w as u32);
-                words.push((w >> 32) as u32);
-            }
-        }
-        for map in [child_map, run_map] {
+        let mut header = [0u32; field::BODY];
+        for (m, map) in [child_map, run_map].into_iter().enumerate() {
             let mut base = 0;
-            for w in map {
-                words.push(base);
-                base += w.count_ones();
+            for (w, word) in map.into_iter().enumerate() {
+                header[8 * m + 2 * w] = word as u32;
+                header[8 * m + 2 * w + 1] = (word >> 32) as u32;
+                header[field::CHILD_BASE + 4 * m + w] = base;
+                base += word.count_ones();
             }
         }
-        let leaves_at = (field::BODY + children.len()) as u32;
-        words.push(leaves_at);
-        words.push(leaves_at + leaves.len() as u32);
-        words.extend_from_slice(&children);
-        words.extend_from_slice(&leaves);
-        words.extend_from_slice(&lens);
-        Self(words.into())
+        let leaves_at = (field::BODY + nchildren) as u32;
+        header[field::LEAVES_AT] = leaves_at;
+        header[field::LENS_AT] = leaves_at + nleaves as u32;
+        Self(
+            header
+                .iter()
+                .chain(&children[..nchildren])
+                .chain(&leaves[..nleaves])
+                .chain(&lens[..nleaves])
+                .copied()
+                .collect(),
+        )
     }
 
     fn expand(&self) -> [Slot; FANOUT] {

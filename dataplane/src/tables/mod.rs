@@ -506,6 +506,165 @@ addresses = ["192.0.2.1/24"]
         drop(t);
     }
 
+    /// A tunnel of seven lines (eight with `extra`): `[[tunnel]]`, name,
+    /// local, remote, prefixes, outbound, inbound, then `extra` as is.
+    fn site(name: &str, prefix: &str, out: (u32, &str), inb: (u32, &str), extra: &str) -> String {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\n\
+             prefixes = [\"{prefix}\"]\n\
+             outbound = {{ spi = {}, cipher = \"aes128-gcm\", key = \"{}\" }}\n\
+             inbound = {{ spi = {}, cipher = \"aes128-gcm\", key = \"{}\" }}\n{extra}",
+            out.0, out.1, inb.0, inb.1
+        )
+    }
+
+    #[test]
+    fn conflicts_between_tunnels_name_the_later_one_first_problem_first() {
+        const K1: &str = "000102030405060708090a0b0c0d0e0f10111213";
+        const K2: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
+        const K3: &str = "5a5b5c5d5e5f606162636465666768696a6b6c6d";
+        const K4: &str = "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3";
+        const K5: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3";
+        let hub = site("hub", "10.2.0.0/16", (4096, K1), (4097, K2), "");
+        let nonces = "two SAs under one key repeat AES-GCM/ChaCha20-Poly1305 nonces; \
+                      give each SA its own key";
+        // BASE takes 7 lines and `hub` 7: the second tunnel's name is line
+        // 16, prefixes 19, outbound 20, inbound 21.
+        let cases = [
+            (
+                site("hub2", "10.3.0.0/16", (5000, K3), (5001, K1), ""),
+                format!(
+                    "t.toml line 21: tunnel hub2: inbound SPI 5001 has the same key as \
+                     tunnel hub outbound SPI 4096: {nonces}"
+                ),
+            ),
+            (
+                site("hub2", "10.3.0.0/16", (5000, K2), (5001, K1), ""),
+                format!(
+                    "t.toml line 20: tunnel hub2: outbound SPI 5000 has the same key as \
+                     tunnel hub inbound SPI 4097: {nonces}"
+                ),
+            ),
+            (
+                site(
+                    "hub2",
+                    "10.3.0.0/16",
+                    (5000, K3),
+                    (5001, K4),
+                    "inbound_extra = [{ spi = 5002, cipher = \"aes128-gcm\", key = \"000102030405060708090a0b0c0d0e0f10111213\" }]\n",
+                ),
+                format!(
+                    "t.toml line 22: tunnel hub2: inbound_extra SPI 5002 has the same key as \
+                     tunnel hub outbound SPI 4096: {nonces}"
+                ),
+            ),
+            // A shared key is found before anything else.
+            (
+                site("hub", "10.2.0.0/16", (4096, K3), (4097, K1), ""),
+                format!(
+                    "t.toml line 21: tunnel hub: inbound SPI 4097 has the same key as \
+                     tunnel hub outbound SPI 4096: {nonces}"
+                ),
+            ),
+            // Then, tunnel by tunnel: the name, the tunnel's own fields, its
+            // prefixes, its inbound SPIs.
+            (
+                site("hub", "10.2.0.0/16", (4096, K3), (4097, K4), ""),
+                "t.toml line 16: tunnel hub: listed twice".to_owned(),
+            ),
+            (
+                site("hub2", "10.2.0.0/16", (5000, K3), (4097, K4), ""),
+                "t.toml line 19: tunnel hub2: prefix 10.2.0.0/16 is already routed \
+                 (an interface subnet or another tunnel)"
+                    .to_owned(),
+            ),
+            (
+                site("hub2", "10.3.0.0/16", (5000, K3), (4097, K4), ""),
+                "t.toml line 21: tunnel hub2: inbound SPI 4097 is used by another tunnel"
+                    .to_owned(),
+            ),
+            // An extra inbound SA is named at the inbound line too.
+            (
+                site(
+                    "hub2",
+                    "10.3.0.0/16",
+                    (5000, K3),
+                    (5001, K4),
+                    "inbound_extra = [{ spi = 4097, cipher = \"aes128-gcm\", key = \"c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3\" }]\n",
+                ),
+                "t.toml line 21: tunnel hub2: inbound SPI 4097 is used by another tunnel"
+                    .to_owned(),
+            ),
+            // The same SPI outbound in two tunnels is no conflict: the third
+            // tunnel (name line 24) is the first at fault.
+            (
+                format!(
+                    "{}{}",
+                    site("hub2", "10.3.0.0/16", (4096, K3), (5001, K4), ""),
+                    site("hub3", "10.4.0.0/16", (6000, K5), (5001, "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3"), ""),
+                ),
+                "t.toml line 28: tunnel hub3: inbound SPI 5001 is used by another tunnel"
+                    .to_owned(),
+            ),
+            (
+                format!(
+                    "{}{}",
+                    site("hub2", "10.3.0.0/16", (5000, K3), (5001, K4), ""),
+                    site("hub2", "10.4.0.0/16", (6000, K5), (4097, "d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3"), ""),
+                ),
+                "t.toml line 23: tunnel hub2: listed twice".to_owned(),
+            ),
+        ];
+        for (second, want) in cases {
+            let err = build(&format!("{hub}{second}")).unwrap_err();
+            assert_eq!(err.to_string(), want, "{second}");
+        }
+        // Distinct names, SPIs and keys build.
+        let ok = site("hub2", "10.3.0.0/16", (5000, K3), (5001, K4), "");
+        assert!(build(&format!("{hub}{ok}")).is_ok());
+    }
+
+    #[test]
+    fn a_rebuild_keeps_each_tunnels_sas_by_name() {
+        const K: [&str; 4] = [
+            "000102030405060708090a0b0c0d0e0f10111213",
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3",
+            "5a5b5c5d5e5f606162636465666768696a6b6c6d",
+            "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3",
+        ];
+        let a = site("a", "10.2.0.0/16", (4096, K[0]), (4097, K[1]), "");
+        let b = site("b", "10.3.0.0/16", (5000, K[2]), (5001, K[3]), "");
+        let config = |text: &str| {
+            let mut c = Config::parse(&format!("{BASE}{text}"), "t.toml").unwrap();
+            c.engine.state_dir = Some(crate::sastore::test_dir("rebuild"));
+            c.engine.manual_keying = true;
+            c
+        };
+        let first =
+            Tables::build(&config(&format!("{a}{b}")), "t.toml", 1, 7, None, fake_link).unwrap();
+        // Listed the other way round: each tunnel finds its own SAs again.
+        let second = Tables::build(
+            &config(&format!("{b}{a}")),
+            "t.toml",
+            2,
+            7,
+            Some(&first),
+            fake_link,
+        )
+        .unwrap();
+        for t in &second.tunnels {
+            let old = first.tunnels.iter().find(|o| o.name == t.name).unwrap();
+            assert!(Arc::ptr_eq(&t.out_sa, &old.out_sa), "{}", t.name);
+            assert!(Arc::ptr_eq(&t.in_specs[0], &old.in_specs[0]), "{}", t.name);
+            assert!(
+                Arc::ptr_eq(&t.in_states[0], &old.in_states[0]),
+                "{}",
+                t.name
+            );
+            assert_ne!(t.id, old.id, "{}", t.name);
+        }
+    }
+
     #[test]
     fn tunnel_errors_name_the_line_of_the_field_at_fault() {
         let tunnel = |local: &str, cipher: &str| {
