@@ -164,6 +164,8 @@ pub struct Newcomer {
     pub hub_cpu_ms: HubCpu,
     /// The driver's thread, s.
     pub driver_cpu_s: f64,
+    /// The hub's drop counters that moved in the phase.
+    pub hub_drops: BTreeMap<String, u64>,
 }
 
 /// One run: N sites.
@@ -227,7 +229,7 @@ pub struct RoutesRun {
     pub rss_per_site_kib: Option<f64>,
     /// The newcomer, if all had converged.
     pub newcomer: Option<Newcomer>,
-    /// The hub's drop counters that moved.
+    /// The hub's drop counters that moved until the newcomer's phase.
     pub hub_drops: BTreeMap<String, u64>,
     /// Warning and error lines the hub logged (the first 20), and their
     /// number.
@@ -359,6 +361,7 @@ fn figures(
                 traffic: report.newcomer,
                 hub_cpu_ms: cpu_between(samples, t0, last).per_ms(1.0),
                 driver_cpu_s: report.driver_cpu_newcomer_s,
+                hub_drops: BTreeMap::new(),
             }
         }),
         hub_drops: BTreeMap::new(),
@@ -472,6 +475,7 @@ impl Bench {
         let bound = timeout + newcomer_timeout + Duration::from_secs(30);
         let mut samples: Vec<RouteSample> = Vec::new();
         let mut rss_converged = None;
+        let mut drops_at_newcomer = None;
         let sample = |progress: &Progress| {
             Some(RouteSample {
                 t_s: epoch.elapsed().as_secs_f64(),
@@ -512,6 +516,9 @@ impl Bench {
                         );
                     }
                     samples.push(x);
+                }
+                if drops_at_newcomer.is_none() && progress.newcomers.load(Ordering::Relaxed) {
+                    drops_at_newcomer = Some(drops(&hub));
                 }
                 if epoch.elapsed() > bound {
                     progress.stop.store(true, Ordering::Relaxed);
@@ -555,7 +562,13 @@ impl Bench {
         run.rss_per_site_kib = rss_before
             .zip(rss_converged)
             .map(|(a, b)| (b as f64 - a as f64) / n as f64);
-        run.hub_drops = moved(&drops_before, &drops_after);
+        match (&drops_at_newcomer, run.newcomer.as_mut()) {
+            (Some(mid), Some(c)) => {
+                run.hub_drops = moved(&drops_before, mid);
+                c.hub_drops = moved(mid, &drops_after);
+            }
+            _ => run.hub_drops = moved(&drops_before, &drops_after),
+        }
         run.hub_log = log_warnings(&self.out, &name);
         run.samples = samples;
         Ok(run)
@@ -625,7 +638,7 @@ impl RoutesRun {
         if let Some(c) = &self.newcomer {
             let _ = write!(
                 s,
-                "\n  newcomer: up in {} ms; its prefixes reached {} of {} sites, p50/p99/max {} ms; its own set complete in {} ms; {} sets, {} INFORMATIONAL requests; hub CPU {:.0} ms (IKE thread {:.0})",
+                "\n  newcomer: up in {} ms; its prefixes reached {} of {} sites, p50/p99/max {} ms; its own set complete in {} ms; {} sets, {} INFORMATIONAL requests; hub CPU {:.0} ms (IKE thread {:.0}); hub drops: {}",
                 ms(c.up_ms),
                 c.reached,
                 c.of,
@@ -635,6 +648,7 @@ impl RoutesRun {
                 c.traffic.informational,
                 c.hub_cpu_ms.process,
                 c.hub_cpu_ms.ike,
+                counters(&c.hub_drops),
             );
         }
         s
@@ -688,13 +702,13 @@ impl RoutesResults {
             let _ = writeln!(
                 s,
                 "\nOne more site once all had converged:\n\n\
-                 | sites | its registration ms | sites reached | reach p50 / p99 / max ms | its own set ms | route sets | INFORMATIONAL requests | hub CPU ms (process; IKE thread) |\n|---|---|---|---|---|---|---|---|"
+                 | sites | its registration ms | sites reached | reach p50 / p99 / max ms | its own set ms | route sets | INFORMATIONAL requests | hub CPU ms (process; IKE thread) | hub drops |\n|---|---|---|---|---|---|---|---|---|"
             );
             for r in &self.runs {
                 if let Some(c) = &r.newcomer {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} of {} | {} | {} | {} | {} | {:.0}; {:.0} |",
+                        "| {} | {} | {} of {} | {} | {} | {} | {} | {:.0}; {:.0} | {} |",
                         r.sites,
                         ms(c.up_ms),
                         c.reached,
@@ -705,6 +719,7 @@ impl RoutesResults {
                         c.traffic.informational,
                         c.hub_cpu_ms.process,
                         c.hub_cpu_ms.ike,
+                        counters(&c.hub_drops),
                     );
                 }
             }
@@ -712,8 +727,10 @@ impl RoutesResults {
         for r in &self.runs {
             let _ = writeln!(
                 s,
-                "\n{} sites: hub idle {:.1} ms CPU/s; RSS at the end {} MiB (peak {} MiB); devices' liveness checks {}; {} restarts, {} IKE SAs the hub declared dead, {} found gone by the devices and registered again",
+                "\n{} sites ({}): hub idle {:.1} ms CPU/s; RSS at the end {} MiB (peak {} MiB); devices' liveness checks {}; {} restarts, {} IKE SAs the hub declared dead, {} found gone by the devices and registered again",
                 r.sites,
+                r.pace
+                    .map_or("all at once".into(), |p| format!("{p:.0} registrations/s")),
                 r.hub_idle_ms_per_s.process,
                 mib(r.rss_end_kib),
                 mib(r.hwm_end_kib),
