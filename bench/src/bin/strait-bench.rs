@@ -1,7 +1,7 @@
 //! `strait-bench`: the end-to-end benchmark. It parses the command line
 //! and runs the parts named by `--only` one after the other
 //! ([`strait_bench::harness::parts`]: plain forwarding, ESP, NAT, peers,
-//! soak, hub registration),
+//! soak, hub registration, route exchange),
 //! then writes the tables, JSON and charts of every figure.
 //!
 //! Every figure is the median and range of `--reps` trials. Run it through
@@ -18,7 +18,8 @@ use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::Binaries;
 use strait_bench::harness::host::utc_stamp;
 use strait_bench::harness::parts::{
-    Bench, Poll, RegistrationPlan, Settings, SoakPlan, MAX_BRANCHES,
+    Bench, Poll, RegistrationPlan, RoutesAsk, RoutesPlan, Settings, SoakPlan, MAX_BRANCHES,
+    MAX_PREFIXES,
 };
 use strait_bench::harness::trial::{Plan, ReceiverKind, SearchPlan, SenderKind};
 
@@ -39,6 +40,18 @@ enum Part {
     /// handshakes/s, time until all are up, hub CPU per registration and
     /// per rekey (--registration-branches).
     Registration,
+    /// N sites × K prefixes registering with a hub that announces each the
+    /// others': time to converge, one more site's prefixes reaching all,
+    /// hub memory per site, announcement cost (--routes-sites).
+    Routes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AskArg {
+    /// The hub's advertise (172.16.0.0/24).
+    Cloud,
+    /// 0.0.0.0/0: the hub narrows it to all it offers.
+    Any,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +191,32 @@ struct Args {
     /// Registration: rekey every CHILD SA once all are up.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     registration_rekey: bool,
+    /// Route exchange: sites per run, one run each (e.g. 100,300,1000);
+    /// one more registers once they have converged.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+    routes_sites: Vec<usize>,
+    /// Route exchange: prefixes each site claims (10.X.Y.0/24, distinct).
+    #[arg(long, default_value_t = 4)]
+    routes_prefixes: usize,
+    /// Route exchange: what each site asks to reach through the hub (its
+    /// TSr): the hub's advertise, or 0.0.0.0/0 (narrowed by the hub to
+    /// everything it offers, in the IKE_AUTH answer).
+    #[arg(long, value_enum, default_value_t = AskArg::Cloud)]
+    routes_ask: AskArg,
+    /// Route exchange: registrations started per second; 0: all at once.
+    #[arg(long, default_value_t = 0.0)]
+    routes_pace: f64,
+    /// Route exchange: longest time until every site has converged,
+    /// seconds.
+    #[arg(long, default_value_t = 300.0)]
+    routes_timeout: f64,
+    /// Route exchange: longest time the newcomer's phase may take, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    routes_newcomer_timeout: f64,
+    /// Route exchange: each site's liveness check after this many seconds
+    /// of silence (as straitd's dpd_seconds, four transmissions); 0: off.
+    #[arg(long, default_value_t = 0)]
+    routes_dpd: u64,
 }
 
 fn main() -> Result<()> {
@@ -188,6 +227,17 @@ fn main() -> Result<()> {
         .find(|&&n| n == 0 || n > MAX_BRANCHES)
     {
         anyhow::bail!("--registration-branches: {n} is not between 1 and {MAX_BRANCHES}");
+    }
+    let k = args.routes_prefixes.max(1);
+    if let Some(n) = args
+        .routes_sites
+        .iter()
+        .find(|&&n| !(2..MAX_BRANCHES).contains(&n) || (n + 1) * k > MAX_PREFIXES)
+    {
+        anyhow::bail!(
+            "--routes-sites {n} with --routes-prefixes {k}: 2 to {} sites, (sites + 1) × prefixes at most {MAX_PREFIXES}",
+            MAX_BRANCHES - 1
+        );
     }
     strait_testbed::require_root();
     let bin_dir = match &args.bin_dir {
@@ -276,6 +326,18 @@ fn main() -> Result<()> {
             timeout_s: args.registration_timeout.max(1.0),
             rekey: args.registration_rekey,
         },
+        routes: RoutesPlan {
+            sites: args.routes_sites,
+            prefixes: k,
+            ask: match args.routes_ask {
+                AskArg::Cloud => RoutesAsk::Cloud,
+                AskArg::Any => RoutesAsk::Any,
+            },
+            pace: (args.routes_pace > 0.0).then_some(args.routes_pace),
+            timeout_s: args.routes_timeout.max(1.0),
+            newcomer_timeout_s: args.routes_newcomer_timeout.max(1.0),
+            dpd_s: (args.routes_dpd > 0).then_some(args.routes_dpd),
+        },
     };
     let mut bench = Bench::new(settings, plan, bins, out, tcp_secs);
     bench.wait_idle();
@@ -294,6 +356,7 @@ fn main() -> Result<()> {
             Part::Peers => bench.peers(),
             Part::Soak => bench.soak(),
             Part::Registration => bench.registration(),
+            Part::Routes => bench.routes(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");

@@ -19,7 +19,11 @@
 //!    memory, frame pool and loss over time;
 //! 6. [`registration`]: N branches (IKEv2 initiators) registering with one
 //!    hub at once: handshakes per second, time until all are up, the hub's
-//!    CPU per registration and per rekey.
+//!    CPU per registration and per rekey;
+//! 7. [`routes`]: N sites with K prefixes each registering with one hub
+//!    that announces every site the others' (transit): time until all
+//!    have converged, time for one more site's prefixes to reach the
+//!    others, the hub's memory per site and the announcements' cost.
 //!
 //! Every figure has a maximum rate, an NDR/PDR search (RFC 2544 §26.1) and
 //! latency at half the NDR; every path also gets iperf3 TCP and UDP. Each
@@ -34,9 +38,11 @@ mod nat;
 mod peers;
 mod registration;
 mod report;
+mod routes;
 mod soak;
 
 pub use registration::{RegistrationPlan, RegistrationResults, MAX_BRANCHES};
+pub use routes::{Ask as RoutesAsk, RoutesPlan, RoutesResults, MAX_PREFIXES};
 pub use soak::{ChangeKind, SoakPlan, SoakResults};
 
 use std::collections::BTreeMap;
@@ -110,6 +116,8 @@ pub struct Settings {
     pub soak: SoakPlan,
     /// How the registration part runs.
     pub registration: RegistrationPlan,
+    /// How the route-exchange part runs.
+    pub routes: RoutesPlan,
 }
 
 /// A generator figure with a name, for the results.
@@ -173,6 +181,7 @@ pub struct Bench {
     nat: NatResults,
     soak: Option<SoakResults>,
     registration: Option<RegistrationResults>,
+    routes: Option<RoutesResults>,
     notes: Vec<String>,
 }
 
@@ -196,6 +205,7 @@ impl Bench {
             nat: NatResults::default(),
             soak: None,
             registration: None,
+            routes: None,
             notes: Vec::new(),
         }
     }

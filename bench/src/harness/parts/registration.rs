@@ -43,10 +43,10 @@ use crate::harness::config;
 use crate::harness::daemon::Straitd;
 
 /// The hub's and the branches' outer addresses.
-const HUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const BRANCH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+pub(super) const HUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub(super) const BRANCH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// Device `i` sends from `BRANCH:FIRST_PORT + i`.
-const FIRST_PORT: u16 = 20_000;
+pub(super) const FIRST_PORT: u16 = 20_000;
 /// Most devices one run takes (source ports, 16-bit egress ids).
 pub const MAX_BRANCHES: usize = 20_000;
 /// How often the monitor samples the hub's CPU time.
@@ -93,7 +93,7 @@ pub struct HubCpu {
 }
 
 impl HubCpu {
-    fn since(&self, earlier: &HubCpu) -> HubCpu {
+    pub(super) fn since(&self, earlier: &HubCpu) -> HubCpu {
         HubCpu {
             process: self.process - earlier.process,
             ike: self.ike - earlier.ike,
@@ -103,7 +103,7 @@ impl HubCpu {
     }
 
     /// Milliseconds per `n` of each.
-    fn per_ms(&self, n: f64) -> HubCpu {
+    pub(super) fn per_ms(&self, n: f64) -> HubCpu {
         let k = if n > 0.0 { 1e3 / n } else { f64::NAN };
         HubCpu {
             process: self.process * k,
@@ -118,7 +118,7 @@ impl HubCpu {
 const TICKS_PER_S: f64 = 100.0;
 
 /// The hub's CPU time now.
-fn hub_cpu(pid: u32) -> Option<HubCpu> {
+pub(super) fn hub_cpu(pid: u32) -> Option<HubCpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is 3,
     // utime 14, stime 15.
@@ -256,7 +256,7 @@ pub struct RegistrationResults {
 }
 
 /// The device `i`: serial, site, prefix.
-fn device(i: usize) -> (String, String, (Ipv4Addr, u8)) {
+pub(super) fn device(i: usize) -> (String, String, (Ipv4Addr, u8)) {
     (
         format!("bench-{i:04}"),
         format!("s{i:04}"),
@@ -266,7 +266,7 @@ fn device(i: usize) -> (String, String, (Ipv4Addr, u8)) {
 
 /// Writes a random key (32 bytes, hex) for each of `n` devices into
 /// `dir/<serial>.key`; returns them.
-fn write_keys(dir: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
+pub(super) fn write_keys(dir: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
     use rand::RngCore as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut keys = Vec::with_capacity(n);
@@ -282,9 +282,31 @@ fn write_keys(dir: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
     Ok(keys)
 }
 
+/// The `k` prefixes of device `i` when each holds `k`: consecutive
+/// `10.X.Y.0/24`, distinct for every device while `n × k` ≤ 65 536 (one
+/// each: [`device`]'s).
+pub(super) fn site_prefixes(i: usize, k: usize) -> Vec<(Ipv4Addr, u8)> {
+    (i * k..(i + 1) * k)
+        .map(|x| (Ipv4Addr::new(10, (x / 256) as u8, (x % 256) as u8, 0), 24))
+        .collect()
+}
+
 /// The hub's configuration: one worker on `cpu`, the WAN port, and a
 /// registry of `n` devices whose keys are in `keys`.
 fn hub_config(cpu: usize, poll: &str, n: usize, keys: &Path) -> String {
+    hub_config_with(cpu, poll, n, keys, 1, &[])
+}
+
+/// The same with `k` prefixes a device may claim ([`site_prefixes`]) and
+/// the hub's `[ike] advertise`.
+pub(super) fn hub_config_with(
+    cpu: usize,
+    poll: &str,
+    n: usize,
+    keys: &Path,
+    k: usize,
+    advertise: &[(Ipv4Addr, u8)],
+) -> String {
     let mut s = config::engine(cpu, poll) + &config::interface("wan", &format!("{HUB}/24"));
     // No liveness checks and no rekeys by time: only what the driver asks
     // for is measured.
@@ -292,19 +314,32 @@ fn hub_config(cpu: usize, poll: &str, n: usize, keys: &Path) -> String {
         s,
         "\n[ike]\nidentity = \"hub.example\"\ndpd_seconds = 0\nrekey_seconds = 0\n"
     );
+    let list = |p: &[(Ipv4Addr, u8)]| {
+        p.iter()
+            .map(|(a, l)| format!("\"{a}/{l}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !advertise.is_empty() {
+        let _ = writeln!(s, "advertise = [{}]", list(advertise));
+    }
     for i in 0..n {
-        let (serial, site, (net, len)) = device(i);
+        let (serial, site, _) = device(i);
         let _ = write!(
             s,
-            "\n[[ike.device]]\nserial = \"{serial}\"\nkey_file = \"{}\"\nsite = \"{site}\"\nprefixes = [\"{net}/{len}\"]\nlocal = \"{HUB}\"\n",
-            keys.join(format!("{serial}.key")).display()
+            "\n[[ike.device]]\nserial = \"{serial}\"\nkey_file = \"{}\"\nsite = \"{site}\"\nprefixes = [{}]\nlocal = \"{HUB}\"\n",
+            keys.join(format!("{serial}.key")).display(),
+            list(&site_prefixes(i, k)),
         );
     }
     s
 }
 
 /// Counters of `now` that moved since `before`.
-fn moved(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub(super) fn moved(
+    before: &BTreeMap<String, u64>,
+    now: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     now.iter()
         .filter_map(|(k, &v)| {
             let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
@@ -314,7 +349,7 @@ fn moved(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> BTreeMa
 }
 
 /// Every drop counter of `d`, summed over its interfaces.
-fn drops(d: &Straitd) -> BTreeMap<String, u64> {
+pub(super) fn drops(d: &Straitd) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     if let Ok(serde_json::Value::Object(ifaces)) = d.show_json("drops") {
         for reasons in ifaces.values() {
@@ -340,7 +375,7 @@ fn hub_registered(d: &Straitd) -> Option<usize> {
 }
 
 /// The `q`-quantile of sorted `v`.
-fn quantile(v: &[f64], q: f64) -> Option<f64> {
+pub(super) fn quantile(v: &[f64], q: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -436,7 +471,7 @@ fn windows(samples: &[Sample], n: usize, latency: &[f64]) -> Vec<Window> {
 }
 
 /// Warning and error lines of a daemon's log.
-fn log_warnings(out: &Path, name: &str) -> (Vec<String>, usize) {
+pub(super) fn log_warnings(out: &Path, name: &str) -> (Vec<String>, usize) {
     let text = std::fs::read_to_string(out.join(format!("{name}.log"))).unwrap_or_default();
     let all: Vec<&str> = text
         .lines()
@@ -449,7 +484,7 @@ fn log_warnings(out: &Path, name: &str) -> (Vec<String>, usize) {
 }
 
 /// The bed: branch and hub joined by one veth pair.
-fn bed(tag: &str) -> Result<(Testbed, Netns, Netns)> {
+pub(super) fn bed(tag: &str) -> Result<(Testbed, Netns, Netns)> {
     let mut tb = Testbed::new(tag);
     let branch = tb.netns("branch")?;
     let hub = tb.netns("hub")?;
@@ -522,7 +557,7 @@ impl Bench {
                     DeviceSpec {
                         serial,
                         psk: keys[i].clone(),
-                        prefix,
+                        prefixes: vec![prefix],
                     }
                 })
                 .collect(),
@@ -530,6 +565,10 @@ impl Bench {
             rekey_pace: plan.rekey_pace,
             timeout: Duration::from_secs_f64(plan.timeout_s),
             rekey: plan.rekey.then_some(Duration::from_secs(2)),
+            // 0.0.0.0/0, as a branch that learns its routes.
+            ask: Vec::new(),
+            routes: None,
+            dpd: None,
         };
         // The hub at rest: what its threads cost with nothing to do.
         let idle0 = hub_cpu(pid).context("reading the hub's CPU time")?;
@@ -887,6 +926,30 @@ mod tests {
         assert!(c.contains("identity = \"hub.example\""), "{c}");
         assert_eq!(c.matches("[[ike.device]]").count(), 3);
         assert!(c.contains("serial = \"bench-0002\"\nkey_file = \"/k/bench-0002.key\"\nsite = \"s0002\"\nprefixes = [\"10.0.2.0/24\"]\nlocal = \"203.0.113.1\"\n"), "{c}");
+    }
+
+    #[test]
+    fn sites_with_several_prefixes_get_distinct_ones_all_in_the_registry() {
+        assert_eq!(site_prefixes(7, 1), vec![device(7).2]);
+        assert_eq!(
+            site_prefixes(64, 4),
+            vec![
+                ([10, 1, 0, 0].into(), 24),
+                ([10, 1, 1, 0].into(), 24),
+                ([10, 1, 2, 0].into(), 24),
+                ([10, 1, 3, 0].into(), 24)
+            ]
+        );
+        let mut seen = std::collections::HashSet::new();
+        assert!((0..16_384).all(|i| site_prefixes(i, 4).into_iter().all(|p| seen.insert(p))));
+        let cloud = [([172, 16, 0, 0].into(), 24)];
+        let c = hub_config_with(1, "adaptive", 2, Path::new("/k"), 4, &cloud);
+        assert!(c.contains("advertise = [\"172.16.0.0/24\"]\n"), "{c}");
+        assert!(
+            c.contains("site = \"s0001\"\nprefixes = [\"10.0.4.0/24\", \"10.0.5.0/24\", \"10.0.6.0/24\", \"10.0.7.0/24\"]\n"),
+            "{c}"
+        );
+        assert!(!hub_config(1, "adaptive", 2, Path::new("/k")).contains("advertise"));
     }
 
     #[test]

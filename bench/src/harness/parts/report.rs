@@ -38,6 +38,7 @@ impl Bench {
             "nat": self.nat,
             "soak": self.soak,
             "registration": self.registration,
+            "routes": self.routes,
         });
         std::fs::write(
             self.out.join("results.json"),
@@ -150,6 +151,9 @@ impl Bench {
             s.push_str(&soak.render());
         }
         if let Some(r) = &self.registration {
+            s.push_str(&r.render());
+        }
+        if let Some(r) = &self.routes {
             s.push_str(&r.render());
         }
         self.render_peers(&mut s);
@@ -410,6 +414,7 @@ mod tests {
             idle_load: 0.0,
             soak: Default::default(),
             registration: Default::default(),
+            routes: Default::default(),
         };
         let plan = Plan {
             reps: 1,
