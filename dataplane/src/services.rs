@@ -15,11 +15,15 @@ use crossbeam::channel::{bounded, Receiver, Sender};
 
 /// The IKE port (RFC 7296 §2).
 pub const IKE_PORT: u16 = 500;
-/// Datagrams waiting in each direction at most; more are dropped.
-pub const QUEUE: usize = 1024;
-/// IKE datagrams per second each worker hands over at most, and the burst
-/// (a registration storm: a thousand devices' first IKE_SA_INIT at once).
-pub const RATE: (u32, u32) = (2_000, 1_000);
+/// Datagrams waiting in each direction at most; more are dropped. A
+/// round of route announcements starts one exchange with every site at
+/// once.
+pub const QUEUE: usize = 4096;
+/// IKE datagrams per second each worker hands over at most, and the burst:
+/// a registration storm (a thousand devices' first IKE_SA_INIT at once)
+/// and the answers to a round of route announcements to every site pass;
+/// a flood beyond costs the IKE thread no DH past the COOKIE threshold.
+pub const RATE: (u32, u32) = (10_000, 4_000);
 
 /// One UDP payload to or from one of our addresses. On port 4500 the
 /// payload starts with the non-ESP marker.

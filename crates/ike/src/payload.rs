@@ -637,11 +637,14 @@ pub fn parse_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, ParseError> {
     Ok(out)
 }
 
-/// Writes a TSi/TSr body. Selectors whose ends mix families are skipped.
+/// Writes a TSi/TSr body. Selectors whose ends mix families are skipped;
+/// past the 255 its count field holds (§3.13) the rest are left out, so
+/// the count and the selectors always agree.
 pub fn emit_ts(out: &mut Vec<u8>, selectors: &[TrafficSelector]) {
     let good: Vec<&TrafficSelector> = selectors
         .iter()
         .filter(|t| t.start.is_ipv4() == t.end.is_ipv4())
+        .take(255)
         .collect();
     out.extend_from_slice(&[good.len() as u8, 0, 0, 0]);
     for t in good {

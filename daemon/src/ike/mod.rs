@@ -136,8 +136,8 @@ struct Hub {
     learned: Vec<String>,
     /// Our claims it refused or narrowed, if any.
     claims_refused: Option<String>,
-    /// The claims last announced to it.
-    announced: Option<Vec<TrafficSelector>>,
+    /// Fingerprint of the claims last announced to it.
+    announced: Option<u64>,
 }
 
 /// One CHILD SA pair of a tunnel.
@@ -165,8 +165,9 @@ struct Site {
     refused: Vec<String>,
     /// The peer takes route announcements.
     peer_routes: bool,
-    /// What it was last announced.
-    announced: Option<Vec<TrafficSelector>>,
+    /// Fingerprint of what it was last announced (not the set: that
+    /// would cost every site the size of all the others).
+    announced: Option<u64>,
 }
 
 /// How often the workers' SA counters are read for liveness.
@@ -321,7 +322,6 @@ impl Runtime {
         let lookup = Arc::clone(&registry);
         let holdings = Arc::new(RwLock::new(Holdings::default()));
         let held = Arc::clone(&holdings);
-        let (offered, transit) = (advertise.clone(), cfg.transit);
         let directory = move |id: &Identity| {
             let Identity::Fqdn(serial) = id else {
                 return None;
@@ -329,7 +329,6 @@ impl Runtime {
             let r = lookup.read().unwrap_or_else(|p| p.into_inner());
             let h = held.read().unwrap_or_else(|p| p.into_inner());
             let site = r.devices.get(serial).map(|d| d.site.as_str()).unwrap_or("");
-            let offer = h.offer(site, &offered, transit);
             let entry = r
                 .keys
                 .get(serial)
@@ -337,10 +336,10 @@ impl Runtime {
                 .map(|(psk, ts)| PeerEntry {
                     psk: psk.clone(),
                     remote_ts: ts.clone(),
-                    // Nothing to offer yet: any, so a peer asking for its
-                    // configured prefixes is not refused; announcements
-                    // say what is reachable.
-                    local_ts: (!offer.is_empty()).then_some(offer),
+                    // TSr as the peer asks (any of `Config::local_ts`):
+                    // what it reaches is announced, a set that outgrows a
+                    // datagram's TS payload with a few dozen sites.
+                    local_ts: None,
                     conflicts: h.others(site),
                 });
             if let Ok(mut last) = seen.lock() {
@@ -557,13 +556,14 @@ impl Runtime {
                 continue;
             };
             let offer = holdings.offer(name, &self.advertise, self.transit);
-            if site.announced.as_ref() == Some(&offer) {
+            let print = sites::fingerprint(&offer);
+            if site.announced == Some(print) {
                 continue;
             }
             match self.ike.send_routes(now, *id, &offer) {
                 Ok(o) => {
                     outs.extend(o);
-                    site.announced = Some(offer);
+                    site.announced = Some(print);
                 }
                 Err(e) => tracing::debug!(site = %name, error = %e, "routes not announced"),
             }
@@ -595,13 +595,14 @@ impl Runtime {
             else {
                 continue;
             };
-            if hub.announced.as_ref() == Some(&claims) {
+            let print = sites::fingerprint(&claims);
+            if hub.announced == Some(print) {
                 continue;
             }
             match self.ike.send_routes(now, id, &claims) {
                 Ok(o) => {
                     outs.extend(o);
-                    hub.announced = Some(claims.clone());
+                    hub.announced = Some(print);
                 }
                 Err(e) => {
                     tracing::debug!(peer = %hub.spec.config.name, error = %e, "claims not announced")

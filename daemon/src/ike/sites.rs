@@ -23,6 +23,15 @@ pub fn prefix_texts(list: &[TrafficSelector]) -> Vec<String> {
     list.iter().filter_map(prefix_text).collect()
 }
 
+/// A 64-bit fingerprint of a route set, to tell whether it changed
+/// without keeping it.
+pub fn fingerprint(set: &[TrafficSelector]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    set.hash(&mut h);
+    h.finish()
+}
+
 /// What the sites hold now, by site name; and what the hubs we are
 /// registered with announced, under `hub NAME` (they conflict with claims
 /// and are offered like a site's, but are never claimed onwards).
@@ -78,8 +87,10 @@ impl Holdings {
     ) -> Vec<TrafficSelector> {
         let mut out: Vec<TrafficSelector> = advertise.to_vec();
         if transit {
+            let mut seen: std::collections::HashSet<TrafficSelector> =
+                out.iter().copied().collect();
             for ts in self.others(site) {
-                if !out.contains(&ts) {
+                if seen.insert(ts) {
                     out.push(ts);
                 }
             }
