@@ -481,7 +481,7 @@ fn traffic_puts_liveness_checks_off_and_bytes_drive_rekeys() {
     eprintln!("liveness checks: {idle} idle, {busy} busy; {lifetime} rekeys by bytes");
 }
 
-/// A source whose registrations keep failing is limited: after five
+/// A source whose registrations keep failing is limited: after ten
 /// refusals its next IKE_SA_INIT goes unanswered, counted in `show ike`
 /// and on the metrics endpoint. The "device" here is a bare IKEv2
 /// initiator (the `strait-ike` core over two UDP sockets) with a wrong
@@ -519,7 +519,7 @@ fn a_source_refused_again_and_again_is_rate_limited() {
             let mut ike = Ike::new(cfg, Box::new(|_: &Identity| None)).unwrap();
             let epoch = Instant::now();
             let mut outcomes = Vec::new();
-            for _ in 0..7 {
+            for _ in 0..12 {
                 let peer = PeerConfig {
                     local,
                     remote: "203.0.113.1:500".parse().unwrap(),
@@ -566,17 +566,17 @@ fn a_source_refused_again_and_again_is_rate_limited() {
         })
         .unwrap();
     assert_eq!(
-        outcomes[..5],
-        [Some(true); 5],
-        "the first five are refused: {outcomes:?}"
+        outcomes[..10],
+        [Some(true); 10],
+        "the first ten are refused: {outcomes:?}"
     );
     assert_eq!(
-        outcomes[5..],
+        outcomes[10..],
         [Some(false); 2],
         "then the source is limited: {outcomes:?}"
     );
     let ike = hub.json(&["show", "ike"]);
-    assert_eq!(ike["refused"]["wrong key"], 5, "{ike}");
+    assert_eq!(ike["refused"]["wrong key"], 10, "{ike}");
     assert!(
         ike["counters"]["rate_limited"].as_u64().unwrap() >= 2,
         "{ike}"
@@ -593,7 +593,7 @@ fn a_source_refused_again_and_again_is_rate_limited() {
         })
         .unwrap();
     assert!(
-        metrics.contains("\nstrait_ike_refusals_total{reason=\"wrong_key\"} 5\n"),
+        metrics.contains("\nstrait_ike_refusals_total{reason=\"wrong_key\"} 10\n"),
         "{metrics}"
     );
     let limited = metrics

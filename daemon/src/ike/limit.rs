@@ -12,10 +12,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// Refusals a source may collect before it is limited.
-pub const BURST: u32 = 5;
+/// Refusals a source may collect before it is limited. Devices behind
+/// one NAT share a source: a misconfigured one retrying with backoff
+/// (1, 2, 4 … 30 s) must not use up the allowance of a good one beside
+/// it, so the refill (12 a minute) outpaces such a device; a guesser
+/// firing as fast as answers come is held to it.
+pub const BURST: u32 = 10;
 /// Time that gives a limited source one more attempt.
-pub const REFILL: Duration = Duration::from_secs(10);
+pub const REFILL: Duration = Duration::from_secs(5);
 /// Sources remembered at most; past that, the ones whose buckets are full
 /// again are forgotten, and when none is, new sources go unlimited (a
 /// flood from many addresses is the COOKIE's job, RFC 7296 §2.6).
