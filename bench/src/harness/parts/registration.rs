@@ -715,11 +715,13 @@ impl Bench {
     }
 }
 
-fn ms(x: Option<f64>) -> String {
+/// Table cell (shared with the routes part).
+pub(super) fn ms(x: Option<f64>) -> String {
     x.map_or("—".into(), |v| format!("{v:.0}"))
 }
 
-fn secs(x: Option<f64>) -> String {
+/// Table cell (shared with the routes part).
+pub(super) fn secs(x: Option<f64>) -> String {
     x.map_or("—".into(), |v| format!("{v:.2}"))
 }
 
@@ -731,7 +733,8 @@ fn pace(p: Option<f64>) -> String {
     p.map_or("all at once".into(), |p| format!("{p:.0}/s"))
 }
 
-fn counters(c: &BTreeMap<String, u64>) -> String {
+/// Table cell (shared with the routes part).
+pub(super) fn counters(c: &BTreeMap<String, u64>) -> String {
     if c.is_empty() {
         return "—".into();
     }

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::registration::{
-    bed, device, drops, hub_config_with, hub_cpu, log_warnings, moved, quantile, site_prefixes,
-    write_keys, HubCpu, BRANCH, FIRST_PORT, HUB, MAX_BRANCHES,
+    bed, counters, device, drops, hub_config_with, hub_cpu, log_warnings, moved, ms, quantile,
+    secs, site_prefixes, write_keys, HubCpu, BRANCH, FIRST_PORT, HUB, MAX_BRANCHES,
 };
 use super::Bench;
 use crate::harness::branches::{
@@ -575,14 +575,6 @@ impl Bench {
     }
 }
 
-fn ms(x: Option<f64>) -> String {
-    x.map_or("—".into(), |v| format!("{v:.0}"))
-}
-
-fn secs(x: Option<f64>) -> String {
-    x.map_or("—".into(), |v| format!("{v:.2}"))
-}
-
 fn mib(x: Option<u64>) -> String {
     x.map_or("—".into(), |v| format!("{:.1}", v as f64 / 1024.0))
 }
@@ -594,16 +586,6 @@ fn spread_s(s: &Spread) -> String {
 
 fn spread_ms(s: &Spread) -> String {
     format!("{} / {} / {}", ms(s.p50), ms(s.p99), ms(s.max))
-}
-
-fn counters(c: &BTreeMap<String, u64>) -> String {
-    if c.is_empty() {
-        return "—".into();
-    }
-    c.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl RoutesRun {
