@@ -2217,9 +2217,24 @@ impl Ike {
     /// Sends a liveness check (an empty INFORMATIONAL request, §1.4);
     /// no answer through every retransmission closes the SA.
     pub fn check_liveness(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
+        self.with_established(now, id, |ike, _| {
+            ike.liveness_checks += 1;
+            vec![RequestKind::Liveness]
+        })
+    }
+
+    /// Queues the requests `what` picks for the established SA `id` (it
+    /// may prepare the SA first) and returns what is to be sent.
+    fn with_established(
+        &mut self,
+        now: Duration,
+        id: IkeSaId,
+        what: impl FnOnce(&mut Self, &mut IkeSa) -> Vec<RequestKind>,
+    ) -> Result<Vec<Output>, Error> {
         let mut sa = self.established(id)?;
-        self.liveness_checks += 1;
-        self.enqueue(now, &mut sa, RequestKind::Liveness);
+        for kind in what(self, &mut sa) {
+            self.enqueue(now, &mut sa, kind);
+        }
         self.sas.insert(id, sa);
         Ok(self.take())
     }
@@ -2232,20 +2247,18 @@ impl Ike {
         id: IkeSaId,
         spi_in: u32,
     ) -> Result<Vec<Output>, Error> {
-        let mut sa = self.established(id)?;
-        if sa.children.iter().any(|c| c.spi_in == spi_in) {
-            self.enqueue(now, &mut sa, RequestKind::DeleteChild(spi_in));
-        }
-        self.sas.insert(id, sa);
-        Ok(self.take())
+        self.with_established(now, id, |_, sa| {
+            let known = sa.children.iter().any(|c| c.spi_in == spi_in);
+            known
+                .then_some(RequestKind::DeleteChild(spi_in))
+                .into_iter()
+                .collect()
+        })
     }
 
     /// Deletes the IKE SA and its CHILD SAs (§1.4.1).
     pub fn close(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
-        let mut sa = self.established(id)?;
-        self.enqueue(now, &mut sa, RequestKind::DeleteIke);
-        self.sas.insert(id, sa);
-        Ok(self.take())
+        self.with_established(now, id, |_, _| vec![RequestKind::DeleteIke])
     }
 
     // ---------------------------------------------------------------
@@ -3043,18 +3056,13 @@ impl Ike {
     /// REKEY_SA for each, PFS if [`Config::child_pfs`]. Events as in the
     /// module documentation.
     pub fn rekey_child(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
-        let mut sa = self.established(id)?;
-        let due: Vec<u32> = sa
-            .children
-            .iter()
-            .filter(|c| !c.replaced)
-            .map(|c| c.spi_in)
-            .collect();
-        for spi in due {
-            self.enqueue(now, &mut sa, RequestKind::RekeyChild(spi));
-        }
-        self.sas.insert(id, sa);
-        Ok(self.take())
+        self.with_established(now, id, |_, sa| {
+            sa.children
+                .iter()
+                .filter(|c| !c.replaced)
+                .map(|c| RequestKind::RekeyChild(c.spi_in))
+                .collect()
+        })
     }
 
     /// Announces `prefixes` to the peer of `id` as our whole route set,
@@ -3069,20 +3077,16 @@ impl Ike {
         id: IkeSaId,
         prefixes: &[TrafficSelector],
     ) -> Result<Vec<Output>, Error> {
-        let mut sa = self.established(id)?;
-        sa.routes.generation = sa.routes.generation.wrapping_add(1);
-        sa.routes.out = routes::encode(sa.routes.generation, prefixes).into();
-        self.enqueue(now, &mut sa, RequestKind::Routes);
-        self.sas.insert(id, sa);
-        Ok(self.take())
+        self.with_established(now, id, |_, sa| {
+            sa.routes.generation = sa.routes.generation.wrapping_add(1);
+            sa.routes.out = routes::encode(sa.routes.generation, prefixes).into();
+            vec![RequestKind::Routes]
+        })
     }
 
     /// Rekeys the IKE SA `id` (§1.3.2), ending in [`Event::IkeSaRekeyed`].
     pub fn rekey_ike(&mut self, now: Duration, id: IkeSaId) -> Result<Vec<Output>, Error> {
-        let mut sa = self.established(id)?;
-        self.enqueue(now, &mut sa, RequestKind::RekeyIke);
-        self.sas.insert(id, sa);
-        Ok(self.take())
+        self.with_established(now, id, |_, _| vec![RequestKind::RekeyIke])
     }
 
     // ---------------------------------------------------------------
