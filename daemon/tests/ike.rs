@@ -298,17 +298,13 @@ fn a_strait_branch_registers_with_a_strongswan_hub() {
     assert!(sas.contains("vcpe-0042"), "{sas}");
 }
 
-/// strongSwan as the branch (it initiates, behind the home NAT), `straitd`
-/// as the hub with its device registry: the device is accepted and traffic
-/// passes both ways; a strongSwan with the wrong key is refused.
-#[test]
-fn a_strongswan_branch_registers_with_a_strait_hub() {
-    let (_tb, ns, dir) = interop_bed("ikesw-br", "branch");
-    let config = hub_config(&dir).replace(
-        "identity = \"hub.example\"\n",
-        "identity = \"hub.example\"\ndpd_seconds = 2\n",
-    );
-    let hub = Daemon::start(&ns["hub"], &dir, "hub", &config);
+/// charon as the branch in its namespace (vcpe-0042 with the right key,
+/// its LAN to the hub's), registered: its CHILD SA initiated. Returns it
+/// and its swanctl.conf.
+fn strongswan_branch(
+    ns: &BTreeMap<String, Netns>,
+    dir: &Path,
+) -> (strait_testbed::strongswan::Charon, String) {
     let conf = swanctl_conf(
         "192.168.77.2",
         "203.0.113.1",
@@ -325,6 +321,21 @@ fn a_strongswan_branch_registers_with_a_strait_hub() {
         "swanctl --initiate: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    (charon, conf)
+}
+
+/// strongSwan as the branch (it initiates, behind the home NAT), `straitd`
+/// as the hub with its device registry: the device is accepted and traffic
+/// passes both ways; a strongSwan with the wrong key is refused.
+#[test]
+fn a_strongswan_branch_registers_with_a_strait_hub() {
+    let (_tb, ns, dir) = interop_bed("ikesw-br", "branch");
+    let config = hub_config(&dir).replace(
+        "identity = \"hub.example\"\n",
+        "identity = \"hub.example\"\ndpd_seconds = 2\n",
+    );
+    let hub = Daemon::start(&ns["hub"], &dir, "hub", &config);
+    let (charon, conf) = strongswan_branch(&ns, &dir);
     assert_eq!(tunnels(&hub), ["site-branch-a"]);
     assert!(
         reachable(&ns["lana"], "10.2.0.2", Duration::from_secs(10)),
@@ -779,22 +790,7 @@ fn rekeys_by_either_side_with_strongswan_lose_nothing() {
 fn a_strongswan_branch_that_recreates_its_child_sa_keeps_its_site() {
     let (_tb, ns, dir) = interop_bed("ikesw-re", "branch");
     let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir));
-    let conf = swanctl_conf(
-        "192.168.77.2",
-        "203.0.113.1",
-        "vcpe-0042",
-        "hub.example",
-        "10.1.0.0/16",
-        "10.2.0.0/16",
-    );
-    let charon =
-        strait_testbed::strongswan::Charon::start(&ns["branch"], &dir.join("charon"), &conf, true);
-    let out = charon.swanctl(&["--initiate", "--child", "c", "--timeout", "15"]);
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (charon, _) = strongswan_branch(&ns, &dir);
     let spi = || {
         hub.json(&["show", "sa"])
             .get(0)
