@@ -118,6 +118,48 @@ impl HubCpu {
 const TICKS_PER_S: f64 = 100.0;
 
 /// The hub's CPU time now.
+/// The hub's CPU over one second at rest (ms per second, by thread): what
+/// its threads cost with nothing to do.
+pub(super) fn idle_cpu(pid: u32) -> Result<HubCpu> {
+    let before = hub_cpu(pid).context("reading the hub's CPU time")?;
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(hub_cpu(pid)
+        .context("reading the hub's CPU time")?
+        .since(&before)
+        .per_ms(1.0))
+}
+
+/// One run per size in `sizes`, announced by `banner`, its summary printed;
+/// a failed run is reported and the others still run. Returns the runs
+/// and the first failure.
+pub(super) fn each_size<R>(
+    sizes: &[usize],
+    banner: impl Fn(usize) -> String,
+    summary: impl Fn(&R) -> String,
+    mut run: impl FnMut(usize) -> Result<R>,
+) -> (Vec<R>, Option<anyhow::Error>) {
+    let (mut runs, mut failure) = (Vec::new(), None);
+    for &n in sizes {
+        eprintln!("== {}", banner(n));
+        match run(n) {
+            Ok(r) => {
+                eprintln!("{}", summary(&r));
+                runs.push(r);
+            }
+            Err(e) => {
+                eprintln!("  {} failed: {e:#}", banner(n));
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    (runs, failure)
+}
+
+/// `(all at once)` or `(N per second)`.
+pub(super) fn pace_text(pace: Option<f64>) -> String {
+    pace.map_or("all at once".into(), |p| format!("{p:.0} per second"))
+}
+
 pub(super) fn hub_cpu(pid: u32) -> Option<HubCpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is 3,
@@ -500,32 +542,24 @@ impl Bench {
     /// The registration part (see the module's documentation).
     pub fn registration(&mut self) -> Result<()> {
         let plan = self.settings.registration.clone();
-        let mut results = RegistrationResults {
-            plan: plan.clone(),
-            runs: Vec::new(),
-        };
-        let mut failure = None;
-        for &n in &plan.branches {
-            if n == 0 || n > MAX_BRANCHES {
-                bail!("--registration-branches: {n} is not between 1 and {MAX_BRANCHES}");
-            }
-            eprintln!(
-                "== Registration: {n} branches → one hub ({})",
-                plan.pace
-                    .map_or("all at once".into(), |p| format!("{p:.0} per second"))
-            );
-            match self.registration_run(n, &plan) {
-                Ok(run) => {
-                    eprintln!("{}", run.summary());
-                    results.runs.push(run);
-                }
-                Err(e) => {
-                    eprintln!("  registration with {n} branches failed: {e:#}");
-                    failure.get_or_insert(e);
-                }
-            }
+        if let Some(n) = plan.branches.iter().find(|&&n| n == 0 || n > MAX_BRANCHES) {
+            bail!("--registration-branches: {n} is not between 1 and {MAX_BRANCHES}");
         }
-        self.registration = Some(results);
+        let (runs, failure) = each_size(
+            &plan.branches,
+            |n| {
+                format!(
+                    "Registration: {n} branches → one hub ({})",
+                    pace_text(plan.pace)
+                )
+            },
+            RegistrationRun::summary,
+            |n| self.registration_run(n, &plan),
+        );
+        self.registration = Some(RegistrationResults {
+            plan: plan.clone(),
+            runs,
+        });
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -570,13 +604,7 @@ impl Bench {
             routes: None,
             dpd: None,
         };
-        // The hub at rest: what its threads cost with nothing to do.
-        let idle0 = hub_cpu(pid).context("reading the hub's CPU time")?;
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = hub_cpu(pid)
-            .context("reading the hub's CPU time")?
-            .since(&idle0)
-            .per_ms(1.0);
+        let idle = idle_cpu(pid)?;
         let drops_before = drops(&hub);
         let progress = Progress::default();
         let epoch = Instant::now();

@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::registration::{
-    bed, counters, device, drops, hub_config_with, hub_cpu, log_warnings, moved, ms, quantile,
-    secs, site_prefixes, write_keys, HubCpu, BRANCH, FIRST_PORT, HUB, MAX_BRANCHES,
+    bed, counters, device, drops, each_size, hub_config_with, hub_cpu, idle_cpu, log_warnings,
+    moved, ms, pace_text, quantile, secs, site_prefixes, write_keys, HubCpu, BRANCH, FIRST_PORT,
+    HUB, MAX_BRANCHES,
 };
 use super::Bench;
 use crate::harness::branches::{
@@ -376,11 +377,6 @@ impl Bench {
     /// The route-exchange part (see the module's documentation).
     pub fn routes(&mut self) -> Result<()> {
         let plan = self.settings.routes.clone();
-        let mut results = RoutesResults {
-            plan: plan.clone(),
-            runs: Vec::new(),
-        };
-        let mut failure = None;
         for &n in &plan.sites {
             if n < 2 || n + 1 > MAX_BRANCHES || (n + 1) * plan.prefixes > MAX_PREFIXES {
                 bail!(
@@ -389,24 +385,23 @@ impl Bench {
                     MAX_BRANCHES - 1
                 );
             }
-            eprintln!(
-                "== Route exchange: {n} sites × {} prefixes → one hub ({}), then one more",
-                plan.prefixes,
-                plan.pace
-                    .map_or("all at once".into(), |p| format!("{p:.0} per second"))
-            );
-            match self.routes_run(n, &plan) {
-                Ok(run) => {
-                    eprintln!("{}", run.summary());
-                    results.runs.push(run);
-                }
-                Err(e) => {
-                    eprintln!("  route exchange with {n} sites failed: {e:#}");
-                    failure.get_or_insert(e);
-                }
-            }
         }
-        self.routes = Some(results);
+        let (runs, failure) = each_size(
+            &plan.sites,
+            |n| {
+                format!(
+                    "Route exchange: {n} sites × {} prefixes → one hub ({}), then one more",
+                    plan.prefixes,
+                    pace_text(plan.pace)
+                )
+            },
+            RoutesRun::summary,
+            |n| self.routes_run(n, &plan),
+        );
+        self.routes = Some(RoutesResults {
+            plan: plan.clone(),
+            runs,
+        });
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -462,12 +457,7 @@ impl Bench {
             dpd: plan.dpd_s.map(Duration::from_secs),
         };
         // The hub at rest: its CPU with nothing to do, and its memory.
-        let idle0 = hub_cpu(pid).context("reading the hub's CPU time")?;
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = hub_cpu(pid)
-            .context("reading the hub's CPU time")?
-            .since(&idle0)
-            .per_ms(1.0);
+        let idle = idle_cpu(pid)?;
         let rss_before = vm_rss_kib(pid);
         let drops_before = drops(&hub);
         let progress = Progress::default();
