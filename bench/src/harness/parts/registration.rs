@@ -155,6 +155,17 @@ pub(super) fn each_size<R>(
     (runs, failure)
 }
 
+/// The hub's first warnings or errors (`(first lines, how many)`), as
+/// Markdown list items.
+pub(super) fn hub_log_lines(s: &mut String, log: &(Vec<String>, usize)) {
+    if log.1 > 0 {
+        let _ = writeln!(s, "- the hub logged {} warnings or errors, first:", log.1);
+        for l in log.0.iter().take(5) {
+            let _ = writeln!(s, "  - `{l}`");
+        }
+    }
+}
+
 /// `(all at once)` or `(N per second)`.
 pub(super) fn pace_text(pace: Option<f64>) -> String {
     pace.map_or("all at once".into(), |p| format!("{p:.0} per second"))
@@ -917,16 +928,7 @@ impl RegistrationResults {
                     r.lost
                 );
             }
-            if r.hub_log.1 > 0 {
-                let _ = writeln!(
-                    s,
-                    "- the hub logged {} warnings or errors, first:",
-                    r.hub_log.1
-                );
-                for l in r.hub_log.0.iter().take(5) {
-                    let _ = writeln!(s, "  - `{l}`");
-                }
-            }
+            hub_log_lines(&mut s, &r.hub_log);
         }
         s
     }

@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::registration::{
-    bed, counters, device, drops, each_size, hub_config_with, hub_cpu, idle_cpu, log_warnings,
-    moved, ms, pace_text, quantile, secs, site_prefixes, write_keys, HubCpu, BRANCH, FIRST_PORT,
-    HUB, MAX_BRANCHES,
+    bed, counters, device, drops, each_size, hub_config_with, hub_cpu, hub_log_lines, idle_cpu,
+    log_warnings, moved, ms, pace_text, quantile, secs, site_prefixes, write_keys, HubCpu, BRANCH,
+    FIRST_PORT, HUB, MAX_BRANCHES,
 };
 use super::Bench;
 use crate::harness::branches::{
@@ -714,16 +714,7 @@ impl RoutesResults {
             if !r.failures.is_empty() {
                 let _ = writeln!(s, "- never up: {:?}", r.failures);
             }
-            if r.hub_log.1 > 0 {
-                let _ = writeln!(
-                    s,
-                    "- the hub logged {} warnings or errors, first:",
-                    r.hub_log.1
-                );
-                for l in r.hub_log.0.iter().take(5) {
-                    let _ = writeln!(s, "  - `{l}`");
-                }
-            }
+            hub_log_lines(&mut s, &r.hub_log);
         }
         s
     }
