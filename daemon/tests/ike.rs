@@ -266,16 +266,7 @@ fn swanctl_conf(
 #[test]
 fn a_strait_branch_registers_with_a_strongswan_hub() {
     let (_tb, ns, dir) = interop_bed("ikesw-hub", "hub");
-    let conf = swanctl_conf(
-        "203.0.113.1",
-        "%any",
-        "hub.example",
-        "vcpe-0042",
-        "10.2.0.0/16",
-        "10.1.0.0/16",
-    );
-    let charon =
-        strait_testbed::strongswan::Charon::start(&ns["hub"], &dir.join("charon"), &conf, true);
+    let charon = strongswan_hub(&ns, &dir);
     let _branch = Daemon::start(
         &ns["branch"],
         &dir,
@@ -296,6 +287,20 @@ fn a_strait_branch_registers_with_a_strongswan_hub() {
         "{sas}"
     );
     assert!(sas.contains("vcpe-0042"), "{sas}");
+}
+
+/// charon as the hub in its namespace, waiting for vcpe-0042 (its LAN to
+/// the branch's).
+fn strongswan_hub(ns: &BTreeMap<String, Netns>, dir: &Path) -> strait_testbed::strongswan::Charon {
+    let conf = swanctl_conf(
+        "203.0.113.1",
+        "%any",
+        "hub.example",
+        "vcpe-0042",
+        "10.2.0.0/16",
+        "10.1.0.0/16",
+    );
+    strait_testbed::strongswan::Charon::start(&ns["hub"], &dir.join("charon"), &conf, true)
 }
 
 /// charon as the branch in its namespace (vcpe-0042 with the right key,
@@ -731,16 +736,7 @@ fn the_registry_follows_a_reload_and_keys_derive_from_a_hub_secret() {
 #[test]
 fn rekeys_by_either_side_with_strongswan_lose_nothing() {
     let (_tb, ns, dir) = interop_bed("ikesw-rk", "hub");
-    let conf = swanctl_conf(
-        "203.0.113.1",
-        "%any",
-        "hub.example",
-        "vcpe-0042",
-        "10.2.0.0/16",
-        "10.1.0.0/16",
-    );
-    let charon =
-        strait_testbed::strongswan::Charon::start(&ns["hub"], &dir.join("charon"), &conf, true);
+    let charon = strongswan_hub(&ns, &dir);
     let config = branch_config(&dir, "vcpe-0042")
         .replace("dpd_seconds = 2\n", "dpd_seconds = 2\nrekey_seconds = 5\n");
     let branch = Daemon::start(&ns["branch"], &dir, "branch", &config);
