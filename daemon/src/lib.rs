@@ -1,5 +1,6 @@
 //! The Strait daemon's servers, shared by `straitd`, `straitctl` and the
-//! end-to-end tests: the control socket and the Prometheus endpoint. They
+//! end-to-end tests: the control socket, the Prometheus endpoint, the IKE runtime and the
+//! network services' event loop. They
 //! read the engine only through the `strait-dataplane` embedding API, as
 //! any vendor's management software would.
 
@@ -10,6 +11,7 @@ pub mod control;
 pub mod events;
 pub mod ike;
 pub mod metrics;
+pub mod netloop;
 pub mod privileges;
 pub mod server;
 #[allow(unsafe_code)]

@@ -125,6 +125,14 @@ fn main() -> anyhow::Result<()> {
         Ok(None) => None,
         Err(e) => anyhow::bail!("[metrics]: {e}"),
     };
+    // The network services bind their sockets here, while binding low
+    // ports is still allowed; the loop runs them on one thread.
+    let net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    let net_thread = if net.is_empty() {
+        None
+    } else {
+        Some(net.spawn(Arc::clone(&stop))?)
+    };
     // Set up: from here on nothing privileged is done (privileges.rs).
     let kept = privileges::restrict(&privileges::runtime_capabilities(&engine.config().engine))
         .context("giving up privileges")?;
@@ -180,6 +188,9 @@ fn main() -> anyhow::Result<()> {
         let _ = ike.thread.join();
     }
     if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    if let Some(t) = net_thread {
         let _ = t.join();
     }
     match Arc::try_unwrap(engine) {
