@@ -10,6 +10,7 @@
 //! | `pipeline` | [`pipeline::run`] | a branch and hub pipeline, tunnel and NAT |
 //! | `config` | [`config::run`] | TOML parsing, validation, table build |
 //! | `ike` | [`ike::run`] | IKEv2 message views and a responder's state machine |
+//! | `sni` | [`sni::run`] | the proxy's TLS ClientHello / HTTP head reader |
 //!
 //! (`parse_all` lives in `strait-wire` as `fuzz_parse_all`.)
 //!
@@ -23,6 +24,7 @@ pub mod input;
 pub mod nat_translate;
 pub mod packets;
 pub mod pipeline;
+pub mod sni;
 
 /// A target: its name (the corpus directory under `fuzz/corpus/`), its
 /// body and its seeds.
@@ -37,7 +39,7 @@ pub struct Target {
 }
 
 /// Every target defined here.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     Target {
         name: "esp_open",
         run: esp_open::run,
@@ -62,5 +64,10 @@ pub const TARGETS: [Target; 5] = [
         name: "ike",
         run: ike::run,
         seeds: ike::seeds,
+    },
+    Target {
+        name: "sni",
+        run: sni::run,
+        seeds: sni::seeds,
     },
 ];
