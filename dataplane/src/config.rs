@@ -44,6 +44,8 @@ pub struct Config {
     /// is set, IKE traffic to our addresses (UDP 500, and 4500 with the
     /// non-ESP marker) goes to the daemon instead of the host stack.
     pub ike: Option<IkeConfig>,
+    /// The SNI/Host forward proxy, run by the daemon (off when absent).
+    pub proxy: Option<ProxyConfig>,
 }
 
 /// `[ike]`.
@@ -180,6 +182,195 @@ impl MetricsConfig {
             ));
         }
         Ok(Some(addr))
+    }
+}
+
+/// `[proxy]`: a forward proxy that reads the server name a TCP client
+/// opens with (TLS ClientHello `server_name`, or HTTP/1 `Host`), checks it
+/// against `allow`/`deny`, resolves it and relays the connection to it
+/// from `egress`. Read at start (a change needs a restart).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `addr:port` to accept on, e.g. `["192.0.2.1:443", "192.0.2.1:80"]`;
+    /// the upstream is reached on the same port.
+    pub listen: Vec<String>,
+    /// Names relayed: exact names and `*.suffix` wildcards (descendants
+    /// only; `*` alone: every name).
+    pub allow: Vec<String>,
+    /// Names refused even though `allow` matches them (the most specific
+    /// entry of both lists decides: exact beats wildcard, longest suffix
+    /// wins).
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// The resolver asked for the upstream's address: `addr` (port 53) or
+    /// `addr:port`.
+    pub resolver: String,
+    /// Local address the upstream connections leave from (the kernel
+    /// chooses when absent).
+    pub egress: Option<String>,
+    /// Seconds a client has to send its whole head (ClientHello or request
+    /// head).
+    #[serde(default = "default_proxy_head_timeout")]
+    pub head_timeout: u64,
+    /// Seconds to wait for the resolver's answer.
+    #[serde(default = "default_proxy_resolve_timeout")]
+    pub resolve_timeout: u64,
+    /// Seconds to wait for the upstream to accept.
+    #[serde(default = "default_proxy_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Seconds without a byte either way before a relayed connection is
+    /// closed.
+    #[serde(default = "default_proxy_idle_timeout")]
+    pub idle_timeout: u64,
+    /// Client connections handled at once; more are closed on accept.
+    #[serde(default = "default_proxy_max_connections")]
+    pub max_connections: usize,
+    /// Where the section's fields are in the file.
+    #[serde(skip)]
+    pub spans: FieldSpans,
+}
+
+fn default_proxy_head_timeout() -> u64 {
+    10
+}
+
+fn default_proxy_resolve_timeout() -> u64 {
+    3
+}
+
+fn default_proxy_connect_timeout() -> u64 {
+    5
+}
+
+fn default_proxy_idle_timeout() -> u64 {
+    300
+}
+
+fn default_proxy_max_connections() -> usize {
+    1024
+}
+
+/// `[proxy]` checked and in its working form.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    /// Listening addresses, in order.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Each name pattern with whether it is allowed (`true`) or denied.
+    pub names: strait_names::NameSet<bool>,
+    /// The resolver.
+    pub resolver: std::net::SocketAddr,
+    /// Source address of upstream connections.
+    pub egress: Option<std::net::IpAddr>,
+    /// `head_timeout`.
+    pub head_timeout: std::time::Duration,
+    /// `resolve_timeout`.
+    pub resolve_timeout: std::time::Duration,
+    /// `connect_timeout`.
+    pub connect_timeout: std::time::Duration,
+    /// `idle_timeout`.
+    pub idle_timeout: std::time::Duration,
+    /// `max_connections`.
+    pub max_connections: usize,
+}
+
+impl ProxyConfig {
+    /// Checks the section; on error, the field at fault and the reason.
+    pub fn plan(&self) -> Result<ProxyPlan, (&'static str, String)> {
+        use std::net::{IpAddr, SocketAddr};
+        if self.listen.is_empty() {
+            return Err(("listen", "lists no address".into()));
+        }
+        let mut listen = Vec::new();
+        for l in &self.listen {
+            let a: SocketAddr = l
+                .parse()
+                .map_err(|_| ("listen", format!("{l:?} is not addr:port")))?;
+            if a.port() == 0 {
+                return Err(("listen", format!("{l}: port 0")));
+            }
+            if listen.contains(&a) {
+                return Err(("listen", format!("{l} is listed twice")));
+            }
+            listen.push(a);
+        }
+        if self.allow.is_empty() {
+            return Err((
+                "allow",
+                "lists no name: every connection would be refused".into(),
+            ));
+        }
+        let mut names = strait_names::NameSet::new();
+        for (field, list, allowed) in [("allow", &self.allow, true), ("deny", &self.deny, false)] {
+            for n in list {
+                let p: strait_names::Pattern =
+                    n.parse().map_err(|e| (field, format!("{n:?}: {e}")))?;
+                if names.insert(p, allowed).is_some() {
+                    return Err((field, format!("{n} is listed twice")));
+                }
+            }
+        }
+        let resolver = self
+            .resolver
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                self.resolver
+                    .parse::<IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                (
+                    "resolver",
+                    format!("{:?} is not an address or addr:port", self.resolver),
+                )
+            })?;
+        let egress = match &self.egress {
+            None => None,
+            Some(e) => Some(
+                e.parse::<IpAddr>()
+                    .map_err(|_| ("egress", format!("{e:?} is not an address")))?,
+            ),
+        };
+        if let Some(e) = egress {
+            if e.is_ipv4() != resolver.is_ipv4() {
+                return Err((
+                    "egress",
+                    format!("{e} and the resolver {resolver} are of different families"),
+                ));
+            }
+        }
+        let seconds = |field: &'static str, v: u64| {
+            if (1..=86_400).contains(&v) {
+                Ok(std::time::Duration::from_secs(v))
+            } else {
+                Err((field, format!("{v} is not between 1 and 86400 seconds")))
+            }
+        };
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err((
+                "max_connections",
+                format!("{} is not between 1 and 65536", self.max_connections),
+            ));
+        }
+        Ok(ProxyPlan {
+            listen,
+            names,
+            resolver,
+            egress,
+            head_timeout: seconds("head_timeout", self.head_timeout)?,
+            resolve_timeout: seconds("resolve_timeout", self.resolve_timeout)?,
+            connect_timeout: seconds("connect_timeout", self.connect_timeout)?,
+            idle_timeout: seconds("idle_timeout", self.idle_timeout)?,
+            max_connections: self.max_connections,
+        })
+    }
+
+    /// [`plan`](Self::plan) with the error as a [`ConfigError`] naming the
+    /// field's line.
+    pub fn checked(&self, path: &str) -> Result<ProxyPlan, ConfigError> {
+        self.plan().map_err(|(field, reason)| {
+            Invalid(path).at(self.spans.span(field), format!("[proxy] {field}"), reason)
+        })
     }
 }
 
@@ -827,6 +1018,7 @@ struct SpannedItems {
     tunnel: Vec<SpannedFields>,
     #[serde(default)]
     nat: Vec<SpannedFields>,
+    proxy: Option<SpannedFields>,
 }
 
 type SpannedFields = std::collections::BTreeMap<String, toml::Spanned<toml::Value>>;
@@ -862,6 +1054,9 @@ impl Config {
             item.spans = spans(fields);
         }
         for (item, fields) in config.nat.iter_mut().zip(&items.nat) {
+            item.spans = spans(fields);
+        }
+        if let (Some(item), Some(fields)) = (config.proxy.as_mut(), &items.proxy) {
             item.spans = spans(fields);
         }
         Ok(config)
@@ -985,6 +1180,41 @@ mac = "02:00:00:00:00:01"
         assert_eq!(c.interfaces[1].mtu, Some(1400));
         assert_eq!(c.routes[0].via, ["192.0.2.254"]);
         assert_eq!(c.icmp, IcmpConfig::default());
+    }
+
+    #[test]
+    fn proxy_section_is_checked_with_lines() {
+        let text = |extra: &str| {
+            format!(
+                "[proxy]\nlisten = [\"192.0.2.1:443\", \"192.0.2.1:80\"]\nallow = [\"*.example.com\"]\nresolver = \"192.0.2.53\"\n{extra}"
+            )
+        };
+        let c = Config::parse(&text("deny = [\"admin.example.com\"]\n"), "p.toml").unwrap();
+        let plan = c.proxy.as_ref().unwrap().checked("p.toml").unwrap();
+        assert_eq!(plan.resolver, "192.0.2.53:53".parse().unwrap());
+        assert_eq!(plan.listen.len(), 2);
+        let allowed = |n: &str| plan.names.get(&n.parse().unwrap()).map(|m| *m.value);
+        assert_eq!(allowed("a.example.com"), Some(true));
+        assert_eq!(allowed("admin.example.com"), Some(false));
+        assert_eq!(allowed("example.com"), None);
+        for (extra, line, says) in [
+            ("egress = \"2001:db8::1\"\n", 5, "different families"),
+            ("deny = [\"a..b\"]\n", 5, "empty label"),
+            ("idle_timeout = 0\n", 5, "between 1 and 86400"),
+            ("max_connections = 0\n", 5, "between 1 and 65536"),
+        ] {
+            let c = Config::parse(&text(extra), "p.toml").unwrap();
+            let err = c.proxy.as_ref().unwrap().checked("p.toml").unwrap_err();
+            assert_eq!(err.line(), Some(line), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        let c = Config::parse(
+            "[proxy]\nlisten = [\"192.0.2.1\"]\nallow = [\"a\"]\nresolver = \"192.0.2.53\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let err = c.proxy.unwrap().checked("p.toml").unwrap_err().to_string();
+        assert!(err.starts_with("p.toml line 2: [proxy] listen: "), "{err}");
     }
 
     #[test]

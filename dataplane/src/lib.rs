@@ -39,7 +39,8 @@ pub use config::{
     BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
     IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig, MetricsConfig,
     NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
-    PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
+    PollConfig, ProxyConfig, ProxyPlan, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
+    TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
 pub use engine::{Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelSas};

@@ -164,6 +164,9 @@ impl Tables {
         config
             .check_sections()
             .map_err(|(item, reason)| invalid.item(item, reason))?;
+        if let Some(proxy) = &config.proxy {
+            proxy.checked(path)?;
+        }
         let sa_store = match (
             previous.and_then(|p| p.sa_store.clone()),
             &config.engine.state_dir,
