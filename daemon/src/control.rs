@@ -304,6 +304,7 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         ["show", "events"] => show_events(events, json),
         ["show", "ike"] => show_ike(&ike.get(), json),
         ["show", "devices"] => show_devices(&ike.get(), json),
+        ["show", "proxy"] => crate::proxy::show(json),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -318,6 +319,7 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         },
         ["reload"] => match Config::load(engine.path()).map_err(|e| e.to_string()).and_then(|c| {
             crate::ike::check_reload(&engine.config(), &c, engine.path()).map_err(|e| format!("{}: {e:#}", engine.path()))?;
+            crate::proxy::check_reload(&engine.config(), &c).map_err(|e| format!("{}: {e}", engine.path()))?;
             engine.apply(c).map_err(|e| e.to_string())
         }) {
             Ok(generation) => {
@@ -328,7 +330,7 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         },
         // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
-            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions [--json], \
+            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions|proxy [--json], \
              route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
             words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),

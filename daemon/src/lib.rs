@@ -13,6 +13,7 @@ pub mod ike;
 pub mod metrics;
 pub mod netloop;
 pub mod privileges;
+pub mod proxy;
 pub mod server;
 #[allow(unsafe_code)]
 mod sys;

@@ -38,6 +38,8 @@ pub struct MetricsSnapshot {
     /// Routes in force by origin (`connected`, `static`, `site`, `hub`,
     /// `local`).
     pub routes: std::collections::BTreeMap<String, u64>,
+    /// The SNI/Host proxy's counters, when `[proxy]` is configured.
+    pub proxy: Option<crate::proxy::ProxyCounts>,
 }
 
 /// One management server's client counters at one moment.
@@ -115,6 +117,7 @@ impl MetricsSnapshot {
                 by
             },
             ike: ike.map(IkeView::get),
+            proxy: crate::proxy::counts(),
         }
     }
 }
@@ -130,7 +133,7 @@ fn escape(v: &str) -> String {
 }
 
 /// One metric family: HELP and TYPE lines, then its samples.
-fn family<'a>(
+pub(crate) fn family<'a>(
     out: &mut String,
     name: &str,
     kind: &str,
@@ -310,6 +313,9 @@ pub fn render(s: &MetricsSnapshot) -> String {
     );
     if let Some(ike) = &s.ike {
         render_ike(&mut out, ike);
+    }
+    if let Some(p) = &s.proxy {
+        crate::proxy::render_metrics(&mut out, p);
     }
     out
 }
@@ -523,8 +529,15 @@ mod tests {
                 },
                 ..Default::default()
             }),
+            proxy: Some(crate::proxy::ProxyCounts {
+                refused_name: 2,
+                relayed_tls: 5,
+                ..Default::default()
+            }),
         };
         let text = render(&s);
+        assert!(text.contains("\nstrait_proxy_refusals_total{reason=\"name\"} 2\n"));
+        assert!(text.contains("\nstrait_proxy_relayed_total{protocol=\"tls\"} 5\n"));
         assert!(text.contains("\nstrait_ike_sas 2\n"));
         assert!(text.contains("\nstrait_routes{origin=\"site\"} 3\n"));
         assert!(text.contains("\nstrait_routes{origin=\"hub\"} 0\n"));

@@ -127,7 +127,11 @@ fn main() -> anyhow::Result<()> {
     };
     // The network services bind their sockets here, while binding low
     // ports is still allowed; the loop runs them on one thread.
-    let net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    let mut net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    if let Some(proxy) = &engine.config().proxy {
+        let plan = proxy.checked(&args.config)?;
+        net.add(Box::new(strait_daemon::proxy::Proxy::bind(plan)?));
+    }
     let net_thread = if net.is_empty() {
         None
     } else {
