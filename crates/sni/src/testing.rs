@@ -2,8 +2,8 @@
 //! another TLS parser, the fuzz target's seeds and crafted clients.
 
 /// A TLS 1.3 ClientHello handshake message (RFC 8446 §4.1.2) with
-/// `server_name` (when given, RFC 6066 §3), supported_versions,
-/// supported_groups and a key_share whose key is `key_share` bytes long
+/// `server_name` (when given, RFC 6066 §3), supported_groups,
+/// signature_algorithms, supported_versions and a key_share whose key is `key_share` bytes long
 /// (post-quantum shares are over 1 KiB).
 pub fn client_hello(name: Option<&[u8]>, key_share: usize) -> Vec<u8> {
     let mut ext = Vec::new();
@@ -17,6 +17,8 @@ pub fn client_hello(name: Option<&[u8]>, key_share: usize) -> Vec<u8> {
     }
     // supported_groups: X25519MLKEM768, x25519.
     extension(&mut ext, 10, &[0, 4, 0x11, 0xec, 0, 0x1d]);
+    // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256.
+    extension(&mut ext, 13, &[0, 4, 4, 3, 8, 4]);
     // supported_versions: TLS 1.3.
     extension(&mut ext, 43, &[2, 3, 4]);
     let mut share = Vec::new();

@@ -1,0 +1,417 @@
+//! End-to-end: the SNI/Host forward proxy in `straitd`, with real clients
+//! and servers from Debian.
+//!
+//! Topology (scripts/topologies/forward.topo):
+//! h1 10.1.0.2 — [left 10.1.0.1] dp [right 10.2.0.1] — h2 10.2.0.2
+//!
+//! `straitd` in dp proxies 10.1.0.1:443 and :80, resolving names with
+//! dnsmasq on h2 and connecting from 10.2.0.1 to `openssl s_server`
+//! (443) and `python3 -m http.server` (80) on h2. The client reaches the
+//! proxy's address directly (its socket is the kernel's, behind the host
+//! path's TAP devices); dp's kernel gets static neighbours for both hosts.
+//!
+//! Needs root (namespaces, veth, XDP), curl, openssl, dnsmasq (Debian
+//! dnsmasq-base) and python3.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use strait_testbed::{require_program, Netns};
+
+mod common;
+use common::{within, ForwardBed};
+
+const CONFIG: &str = r#"
+[engine]
+workers = 1
+poll = "adaptive"
+
+[[interface]]
+name = "left"
+addresses = ["10.1.0.1/24"]
+
+[[interface]]
+name = "right"
+addresses = ["10.2.0.1/24"]
+
+[proxy]
+listen = ["10.1.0.1:443", "10.1.0.1:80"]
+allow = ["*.accel.test", "plain.test", "missing.test"]
+deny = ["blocked.accel.test"]
+resolver = "10.2.0.2:53"
+egress = "10.2.0.1"
+head_timeout = 2
+"#;
+
+/// A process in a test namespace, killed when dropped.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(ns: &Netns, what: &'static str, argv: &[&str]) -> Spawned {
+    Spawned(
+        ns.spawn(argv)
+            .unwrap_or_else(|e| panic!("starting {what}: {e}")),
+    )
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a certificate for www.accel.test signed by it, in `dir`.
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=Strait test CA",
+        "-days",
+        "1",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=www.accel.test",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:www.accel.test\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
+fn curl(ns: &Netns, args: &[&str]) -> (bool, String, String) {
+    let mut argv = vec!["curl", "-sS", "--max-time", "10"];
+    argv.extend(args);
+    let out = ns.output(&argv).unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn port_open(ns: &Netns, addr: &'static str) -> bool {
+    ns.enter(move || {
+        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+#[test]
+fn sni_and_host_proxy_with_real_clients_and_servers() {
+    for (prog, package) in [
+        ("curl", "curl"),
+        ("openssl", "openssl"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("python3", "python3"),
+    ] {
+        require_program(prog, package);
+    }
+    let started = Instant::now();
+    let bed = ForwardBed::new("proxy", CONFIG);
+    let dir = bed.dir.clone();
+    certificates(&dir);
+    // dp's kernel reaches both hosts through the TAPs (static neighbours:
+    // ARP on the wire is the dataplane's).
+    for (ns, ifname, ip, tap) in [
+        (&bed.h1, "eth0", "10.1.0.2", "st-left"),
+        (&bed.h2, "eth0", "10.2.0.2", "st-right"),
+    ] {
+        let mac = ns.mac(ifname).unwrap();
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        bed.dp
+            .ip(&[
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac,
+                "dev",
+                tap,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+    }
+
+    // h2: DNS for the test's names, a TLS server, an HTTP server that logs
+    // the address it sees.
+    let pid = dir.join("dnsmasq.pid");
+    let _dns = spawn(
+        &bed.h2,
+        "dnsmasq",
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--bind-interfaces",
+            "--listen-address=10.2.0.2",
+            "--port=53",
+            &format!("--pid-file={}", pid.display()),
+            "--address=/accel.test/10.2.0.2",
+            "--address=/plain.test/10.2.0.2",
+        ],
+    );
+    let cert = dir.join("srv.pem").display().to_string();
+    let key = dir.join("srv.key").display().to_string();
+    let _tls = spawn(
+        &bed.h2,
+        "openssl s_server",
+        &[
+            "openssl", "s_server", "-quiet", "-accept", "443", "-cert", &cert, "-key", &key, "-www",
+        ],
+    );
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(www.join("big.bin"), &big).unwrap();
+    std::fs::write(www.join("index.html"), "plain through the proxy\n").unwrap();
+    let http_log = dir.join("http.log");
+    let log = std::fs::File::create(&http_log).unwrap();
+    let _http = Spawned(
+        bed.h2
+            .command(&[
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                "10.2.0.2",
+                "--directory",
+                www.to_str().unwrap(),
+            ])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    within("h2's servers listening", Duration::from_secs(10), || {
+        port_open(&bed.h2, "10.2.0.2:443") && port_open(&bed.h2, "10.2.0.2:80")
+    });
+
+    let ca = dir.join("ca.pem").display().to_string();
+    // HTTPS through the SNI proxy: a real handshake with the real server.
+    let (ok, body, err) = curl(
+        &bed.h1,
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            "www.accel.test:443:10.1.0.1",
+            "https://www.accel.test/",
+        ],
+    );
+    assert!(ok, "curl https through the proxy: {err}");
+    assert!(body.contains("s_server"), "s_server's status page: {body}");
+
+    // HTTP by Host, a 4 MiB body relayed whole; the server saw the egress
+    // address.
+    let (ok, body, err) = curl(
+        &bed.h1,
+        &["--resolve", "plain.test:80:10.1.0.1", "http://plain.test/"],
+    );
+    assert!(ok && body == "plain through the proxy\n", "{err} {body:?}");
+    let out = bed
+        .h1
+        .output(&["sh", "-c", "curl -sS --max-time 20 --resolve plain.test:80:10.1.0.1 http://plain.test/big.bin | sha256sum"])
+        .unwrap();
+    let want = {
+        let o = std::process::Command::new("sha256sum")
+            .arg(www.join("big.bin"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&want),
+        "4 MiB body changed in the relay"
+    );
+    let seen = std::fs::read_to_string(&http_log).unwrap();
+    assert!(
+        seen.contains("10.2.0.1 - -"),
+        "the server sees the egress address: {seen}"
+    );
+    assert!(
+        !seen.contains("10.1.0.2"),
+        "the client's address never reaches the server: {seen}"
+    );
+
+    // Refused names: a TLS alert unrecognized_name, an HTTP 403.
+    let (ok, _, err) = curl(
+        &bed.h1,
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            "blocked.accel.test:443:10.1.0.1",
+            "https://blocked.accel.test/",
+        ],
+    );
+    assert!(
+        !ok && err.contains("unrecognized name"),
+        "denied name over TLS: {err}"
+    );
+    let (ok, _, err) = curl(
+        &bed.h1,
+        &[
+            "--resolve",
+            "other.test:443:10.1.0.1",
+            "https://other.test/",
+        ],
+    );
+    assert!(
+        !ok && err.contains("unrecognized name"),
+        "unlisted name over TLS: {err}"
+    );
+    let (_, code, _) = curl(
+        &bed.h1,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            "other.test:80:10.1.0.1",
+            "http://other.test/",
+        ],
+    );
+    assert_eq!(code, "403", "unlisted name over HTTP");
+    // Allowed, but the resolver refuses it: 502.
+    let (_, code, _) = curl(
+        &bed.h1,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            "missing.test:80:10.1.0.1",
+            "http://missing.test/",
+        ],
+    );
+    assert_eq!(code, "502", "allowed name that does not resolve");
+
+    // A crafted ClientHello with a 3000-byte key share, in records of 100,
+    // 1, 7 and 600 bytes, written as separate TCP segments: the real
+    // server's answer (a handshake record, not our alert) comes back.
+    let hello = strait_sni::testing::client_hello(Some(b"split.accel.test"), 3000);
+    let records = strait_sni::testing::records(&hello, &[100, 1, 7, 600]);
+    assert!(records.len() > 3000 && records.len() <= strait_sni::MAX_HEAD);
+    let reply = bed
+        .h1
+        .enter(move || {
+            let mut s = TcpStream::connect_timeout(
+                &"10.1.0.1:443".parse().unwrap(),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            for chunk in records.chunks(700) {
+                s.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut reply = [0u8; 7];
+            s.read_exact(&mut reply).map(|_| reply)
+        })
+        .unwrap()
+        .expect("an answer to the split ClientHello");
+    assert_eq!(
+        reply[0], 22,
+        "the server's handshake record, not an alert: {reply:?}"
+    );
+
+    // A client that never completes its head is closed after head_timeout.
+    let cut = bed
+        .h1
+        .enter(|| {
+            let mut s = TcpStream::connect("10.1.0.1:443").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            s.write_all(&[22, 3, 1, 0, 200, 1]).unwrap();
+            let t = Instant::now();
+            let mut b = [0u8; 16];
+            let n = s.read(&mut b);
+            (n.map_err(|e| e.kind()), t.elapsed())
+        })
+        .unwrap();
+    assert!(matches!(cut.0, Ok(0)), "closed, not answered: {cut:?}");
+    assert!(cut.1 >= Duration::from_millis(1500), "{cut:?}");
+
+    let c = bed.daemon.json(&["show", "proxy"]);
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+    assert_eq!(n("relayed_tls"), 2, "{c}");
+    assert_eq!(n("relayed_http"), 2, "{c}");
+    assert_eq!(n("refused_name"), 3, "{c}");
+    assert_eq!(n("resolve_failed"), 1, "{c}");
+    assert_eq!(n("head_timeout"), 1, "{c}");
+    assert!(n("bytes_down") > 4 << 20, "{c}");
+    within("every connection closed", Duration::from_secs(5), || {
+        bed.daemon.json(&["show", "proxy"])["active"] == 0
+    });
+    let text = bed.daemon.ctl(&["show", "proxy"]);
+    assert!(
+        text.contains("refused_name") && text.contains('3'),
+        "{text}"
+    );
+    eprintln!("proxy test took {:?}", started.elapsed());
+}
