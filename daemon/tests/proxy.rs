@@ -38,12 +38,14 @@ name = "right"
 addresses = ["10.2.0.1/24"]
 
 [proxy]
-listen = ["10.1.0.1:443", "10.1.0.1:80"]
+listen = ["10.1.0.1:443", "10.1.0.1:80", "10.1.0.1:8443"]
 allow = ["*.accel.test", "plain.test", "missing.test"]
 deny = ["blocked.accel.test"]
 resolver = "10.2.0.2:53"
 egress = "10.2.0.1"
 head_timeout = 2
+idle_timeout = 3
+max_connections = 8
 "#;
 
 /// A process in a test namespace, killed when dropped.
@@ -372,14 +374,44 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let mut reply = [0u8; 7];
-            s.read_exact(&mut reply).map(|_| reply)
+            s.read_exact(&mut reply)?;
+            // The server now waits for a second ClientHello; the proxy
+            // closes the silent connection after idle_timeout.
+            s.set_read_timeout(Some(Duration::from_secs(8)))?;
+            let mut last = Instant::now();
+            let mut rest = [0u8; 4096];
+            while s.read(&mut rest)? > 0 {
+                last = Instant::now();
+            }
+            Ok::<_, std::io::Error>((reply, last.elapsed()))
         })
         .unwrap()
-        .expect("an answer to the split ClientHello");
+        .expect("an answer to the split ClientHello, then a close");
     assert_eq!(
-        reply[0], 22,
+        reply.0[0], 22,
         "the server's handshake record, not an alert: {reply:?}"
     );
+    assert!(
+        reply.1 >= Duration::from_millis(2500),
+        "closed after the 3 s idle timeout: {reply:?}"
+    );
+
+    // Allowed and resolved, but nothing listens on the upstream's port
+    // (the listener's, 8443): TLS alert internal_error (80).
+    let alert = bed
+        .h1
+        .enter(|| {
+            let hello = strait_sni::testing::client_hello(Some(b"www.accel.test"), 32);
+            let mut s = TcpStream::connect("10.1.0.1:8443").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&strait_sni::testing::records(&hello, &[usize::MAX]))
+                .unwrap();
+            let mut b = [0u8; 7];
+            s.read_exact(&mut b).map(|_| b)
+        })
+        .unwrap()
+        .expect("an alert");
+    assert_eq!(alert, [21, 3, 3, 0, 2, 2, 80], "fatal internal_error");
 
     // A client that never completes its head is closed after head_timeout.
     let cut = bed
@@ -408,6 +440,33 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
     within("every connection closed", Duration::from_secs(5), || {
         bed.daemon.json(&["show", "proxy"])["active"] == 0
     });
+    assert_eq!(n("connect_failed"), 1, "{c}");
+    assert_eq!(n("idle_closed"), 1, "{c}");
+
+    // max_connections = 8: a ninth client is closed on accept.
+    let capped = bed
+        .h1
+        .enter(|| {
+            let held: Vec<_> = (0..8)
+                .map(|_| TcpStream::connect("10.1.0.1:80").unwrap())
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            let mut ninth = TcpStream::connect("10.1.0.1:80").unwrap();
+            ninth
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            let r = ninth.read(&mut b).map_err(|e| e.kind());
+            drop(held);
+            r
+        })
+        .unwrap();
+    assert!(
+        matches!(capped, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "{capped:?}"
+    );
+    let c = bed.daemon.json(&["show", "proxy"]);
+    assert_eq!(c["over_capacity"], 1, "{c}");
     let text = bed.daemon.ctl(&["show", "proxy"]);
     assert!(
         text.contains("refused_name") && text.contains('3'),
