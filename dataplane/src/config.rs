@@ -7,6 +7,11 @@
 
 use serde::Deserialize;
 
+mod dns;
+pub use dns::{
+    DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig,
+};
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +49,10 @@ pub struct Config {
     /// is set, IKE traffic to our addresses (UDP 500, and 4500 with the
     /// non-ESP marker) goes to the daemon instead of the host stack.
     pub ike: Option<IkeConfig>,
+    /// Split DNS, run by the daemon: private zones, conditional
+    /// forwarding, a cache, and routes into a tunnel from the answers for
+    /// accelerated names.
+    pub dns: Option<DnsConfig>,
 }
 
 /// `[ike]`.
