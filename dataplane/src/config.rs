@@ -7,6 +7,11 @@
 
 use serde::Deserialize;
 
+mod dns;
+pub use dns::{
+    DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig,
+};
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +51,10 @@ pub struct Config {
     pub ike: Option<IkeConfig>,
     /// The SNI/Host forward proxy, run by the daemon (off when absent).
     pub proxy: Option<ProxyConfig>,
+    /// Split DNS, run by the daemon: private zones, conditional
+    /// forwarding, a cache, and routes into a tunnel from the answers for
+    /// accelerated names.
+    pub dns: Option<DnsConfig>,
 }
 
 /// `[ike]`.

@@ -36,14 +36,17 @@ mod tables;
 mod worker;
 
 pub use config::{
-    BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
+    BackendSelectionConfig, BindConfig, Config, ConfigError, DnsConfig, DnsForwardConfig, DnsName,
+    DnsPattern, DnsRecord, DnsServer, DnsZoneConfig, EncapConfig, EngineConfig, FieldSpans,
     IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig, MetricsConfig,
     NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
     PollConfig, ProxyConfig, ProxyPlan, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
     TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
-pub use engine::{Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelSas};
+pub use engine::{
+    Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelPrefix, TunnelSas, OVERLAY_IKE,
+};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;
 pub use services::{ServiceDatagram, IKE_PORT};

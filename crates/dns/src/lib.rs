@@ -244,6 +244,11 @@ impl<C: Clone> Resolver<C> {
         self.pending.len()
     }
 
+    /// Whether query `id` still waits for an upstream.
+    pub fn is_pending(&self, id: u16) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// Each upstream's record.
     pub fn health(&self) -> Vec<(SocketAddr, UpstreamHealth)> {
         let mut v: Vec<_> = self.health.iter().map(|(a, h)| (*a, *h)).collect();

@@ -93,9 +93,11 @@ impl FromStr for Record {
                 }
                 RecordData::Txt(text.to_owned())
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "record {s:?}: type {other} is not one a private zone holds (A, AAAA, CNAME, TXT)"
-            )),
+            ))
+            }
         };
         Ok(Record {
             owner,
