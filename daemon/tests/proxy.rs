@@ -474,3 +474,242 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
     );
     eprintln!("proxy test took {:?}", started.elapsed());
 }
+
+/// The upstream of the benchmark on h2:443: per connection, reads the
+/// ClientHello and answers by its name: `cps.*` gets 64 bytes, `bulk.*`
+/// 256 MiB; then closes.
+fn bench_upstream(h2: &Netns) -> std::thread::JoinHandle<()> {
+    let h2 = h2.clone();
+    std::thread::spawn(move || {
+        h2.enter(|| {
+            let l = std::net::TcpListener::bind("10.2.0.2:443").unwrap();
+            l.set_nonblocking(false).unwrap();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut head = vec![0u8; 16384];
+                    let mut n = 0;
+                    let name = loop {
+                        match s.read(&mut head[n..]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => n += k,
+                        }
+                        match strait_sni::sniff(&head[..n]) {
+                            strait_sni::Sniff::NeedMore => continue,
+                            strait_sni::Sniff::Tls(name) => break name,
+                            _ => return,
+                        }
+                    };
+                    let chunk = [0x5au8; 65536];
+                    let total = if name.as_str().starts_with("bulk.") {
+                        4096
+                    } else {
+                        0
+                    };
+                    if total == 0 {
+                        let _ = s.write_all(&chunk[..64]);
+                    }
+                    for _ in 0..total {
+                        if s.write_all(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+        .unwrap();
+    })
+}
+
+/// Connections/s through `proxy` with `threads` clients for `secs`.
+fn bench_cps(h1: &Netns, proxy: &'static str, threads: usize, secs: u64) -> f64 {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hello = strait_sni::testing::records(
+        &strait_sni::testing::client_hello(Some(b"cps.bench.test"), 32),
+        &[usize::MAX],
+    );
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (h1, done, hello) = (h1.clone(), done.clone(), hello.clone());
+            std::thread::spawn(move || {
+                h1.enter(move || {
+                    let end = Instant::now() + Duration::from_secs(secs);
+                    while Instant::now() < end {
+                        let Ok(mut s) = TcpStream::connect(proxy) else {
+                            continue;
+                        };
+                        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                        if s.write_all(&hello).is_err() {
+                            continue;
+                        }
+                        let mut b = [0u8; 128];
+                        let mut got = 0;
+                        while let Ok(k) = s.read(&mut b) {
+                            if k == 0 {
+                                break;
+                            }
+                            got += k;
+                        }
+                        if got == 64 {
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+                .unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Gbit/s of `streams` parallel 256 MiB downloads through `proxy`.
+fn bench_bulk(h1: &Netns, proxy: &'static str, streams: usize) -> f64 {
+    let hello = strait_sni::testing::records(
+        &strait_sni::testing::client_hello(Some(b"bulk.bench.test"), 32),
+        &[usize::MAX],
+    );
+    let start = Instant::now();
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            let (h1, hello) = (h1.clone(), hello.clone());
+            std::thread::spawn(move || {
+                h1.enter(move || {
+                    let mut s = TcpStream::connect(proxy).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s.write_all(&hello).unwrap();
+                    let mut b = vec![0u8; 1 << 16];
+                    let mut got = 0u64;
+                    while let Ok(k) = s.read(&mut b) {
+                        if k == 0 {
+                            break;
+                        }
+                        got += k as u64;
+                    }
+                    got
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    let bytes: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(
+        bytes,
+        streams as u64 * (256 << 20),
+        "every download complete"
+    );
+    bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// The proxy against nginx's stream `ssl_preread` (Debian nginx +
+/// libnginx-mod-stream, one worker process, as the proxy runs on one
+/// thread), on the same bed and in the same run: both listen on dp's
+/// 10.1.0.1 (kernel sockets behind the host path), resolve with dnsmasq
+/// and connect from 10.2.0.1 to the same upstream on h2.
+///
+/// `cargo test -p strait-daemon --release --test proxy -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn benchmark_against_nginx_ssl_preread() {
+    require_program("dnsmasq", "dnsmasq-base");
+    require_program("nginx", "nginx");
+    assert!(
+        Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").exists(),
+        "needs libnginx-mod-stream"
+    );
+    let config = CONFIG
+        .replace(
+            r#"allow = ["*.accel.test", "plain.test", "missing.test"]"#,
+            r#"allow = ["*.bench.test"]"#,
+        )
+        .replace("max_connections = 8", "max_connections = 4096");
+    let bed = ForwardBed::new("proxy-bench", &config);
+    let dir = bed.dir.clone();
+    for (ns, ip, tap) in [
+        (&bed.h1, "10.1.0.2", "st-left"),
+        (&bed.h2, "10.2.0.2", "st-right"),
+    ] {
+        let mac = ns
+            .mac("eth0")
+            .unwrap()
+            .map(|b| format!("{b:02x}"))
+            .join(":");
+        bed.dp
+            .ip(&[
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac,
+                "dev",
+                tap,
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
+    }
+    let _dns = spawn(
+        &bed.h2,
+        "dnsmasq",
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--bind-interfaces",
+            "--listen-address=10.2.0.2",
+            "--port=53",
+            "--local-ttl=300",
+            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+            "--address=/bench.test/10.2.0.2",
+        ],
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+             daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
+             events {{ worker_connections 8192; }}\n\
+             stream {{\n  resolver 10.2.0.2;\n\
+             server {{\n    listen 10.1.0.1:9443;\n    ssl_preread on;\n\
+             proxy_pass $ssl_preread_server_name:443;\n    proxy_bind 10.2.0.1;\n  }}\n}}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = spawn(
+        &bed.dp,
+        "nginx",
+        &[
+            "nginx",
+            "-e",
+            dir.join("nginx-error.log").to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+    );
+    let _upstream = bench_upstream(&bed.h2);
+    within(
+        "nginx and the upstream listening",
+        Duration::from_secs(10),
+        || port_open(&bed.dp, "10.1.0.1:9443") && port_open(&bed.h2, "10.2.0.2:443"),
+    );
+    let (strait, nginx) = ("10.1.0.1:443", "10.1.0.1:9443");
+    // Warm both (neighbours, resolver).
+    bench_cps(&bed.h1, strait, 2, 1);
+    bench_cps(&bed.h1, nginx, 2, 1);
+    println!("| proxy | new connections/s (32 clients, 4 s) | 1 stream Gbit/s (256 MiB) | 4 streams Gbit/s |");
+    println!("|---|---|---|---|");
+    for (label, addr) in [("strait", strait), ("nginx ssl_preread", nginx)] {
+        let cps = bench_cps(&bed.h1, addr, 32, 4);
+        let one = bench_bulk(&bed.h1, addr, 1);
+        let four = bench_bulk(&bed.h1, addr, 4);
+        println!("| {label} | {cps:.0} | {one:.2} | {four:.2} |");
+    }
+    println!("{}", bed.daemon.ctl(&["show", "proxy"]));
+}
