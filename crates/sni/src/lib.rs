@@ -66,7 +66,9 @@ impl ServerName {
             }
             *d = s.to_ascii_lowercase();
         }
-        if raw.starts_with(b".") || raw.windows(2).any(|w| w == b"..") {
+        // Only one trailing dot (the root's) is dropped: "a.." is an empty
+        // label.
+        if raw.starts_with(b".") || raw.ends_with(b".") || raw.windows(2).any(|w| w == b"..") {
             return Err(HeadError::BadName("an empty label"));
         }
         Ok(ServerName {
@@ -168,6 +170,7 @@ mod tests {
             &b""[..],
             b".",
             b"a..b",
+            b"a..",
             b".a",
             b"a b",
             b"a/b",
