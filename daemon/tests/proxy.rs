@@ -675,7 +675,7 @@ fn benchmark_against_nginx_ssl_preread() {
             "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
              daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
              events {{ worker_connections 8192; }}\n\
-             stream {{\n  resolver 10.2.0.2;\n\
+             stream {{\n  resolver 10.2.0.2 ipv6=off;\n\
              server {{\n    listen 10.1.0.1:9443;\n    ssl_preread on;\n\
              proxy_pass $ssl_preread_server_name:443;\n    proxy_bind 10.2.0.1;\n  }}\n}}\n",
             dir = dir.display()
