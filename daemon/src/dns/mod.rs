@@ -38,8 +38,10 @@ const CLIENTS: usize = 0x10_0000;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Unsent answers to one TCP client at most before it is dropped.
 const TCP_BACKLOG: usize = 256 * 1024;
-/// How often expiry, reloads and the view are looked at.
+/// How often expiry and reloads are looked at.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The view is published at most this often (and only on a change).
+const VIEW_EVERY: Duration = Duration::from_millis(50);
 
 /// Checks `[dns]` against the rest of the configuration: listen
 /// addresses must be ours, accelerated names need a tunnel that exists,
@@ -169,6 +171,8 @@ pub struct DnsService {
     routes: AcceleratedRoutes,
     route_errors: u64,
     next_housekeeping: Instant,
+    next_view: Instant,
+    shown: Option<(strait_dns::Stats, usize, usize, usize)>,
     generation: u64,
     buf: Vec<u8>,
 }
@@ -227,6 +231,8 @@ impl DnsService {
             routes,
             route_errors: 0,
             next_housekeeping: Instant::now(),
+            next_view: Instant::now(),
+            shown: None,
             buf: vec![0u8; 65_535],
         }))
     }
@@ -636,6 +642,22 @@ impl DnsService {
                 self.publish_routes();
             }
         }
+        self.shown = None;
+    }
+
+    /// Publishes the view when something changed (and at every
+    /// housekeeping round, for the routes' remaining lives).
+    fn publish_view(&mut self, now: Instant) {
+        let seen = (
+            self.resolver.stats(),
+            self.routes.entries().len(),
+            self.resolver.cache_len(),
+            self.clients.len(),
+        );
+        if self.shown == Some(seen) {
+            return;
+        }
+        self.shown = Some(seen);
         self.view.set(DnsState::new(
             &self.config,
             &self.resolver,
@@ -696,10 +718,15 @@ impl Service for DnsService {
             self.next_housekeeping = ctx.now + HOUSEKEEPING;
             self.housekeeping(ctx);
         }
+        if ctx.now >= self.next_view {
+            self.next_view = ctx.now + VIEW_EVERY;
+            self.publish_view(ctx.now);
+        }
         let next = self
             .resolver
             .next_deadline()
-            .map_or(self.next_housekeeping, |d| d.min(self.next_housekeeping));
+            .map_or(self.next_housekeeping, |d| d.min(self.next_housekeeping))
+            .min(self.next_view);
         Some(next)
     }
 }

@@ -349,3 +349,39 @@ pub fn numbered_stream(from: &Netns, src: &str, to: &Netns, dst: &str, count: u3
     .unwrap();
     receiver.join().unwrap()
 }
+
+/// A background process (a server a test talks to), killed on drop.
+pub struct Process {
+    child: Child,
+    what: String,
+}
+
+impl Process {
+    /// Starts `argv` in `ns`, its output discarded.
+    pub fn start(ns: &Netns, what: &str, argv: &[&str]) -> Process {
+        let child = ns
+            .command(argv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Process {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Panics if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
