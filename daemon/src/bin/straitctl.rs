@@ -54,7 +54,7 @@ completions prints a completion script and man this page (roff) on standard
 output. key=- reads the SA key from standard input (a key on the command line is
 refused).
 The daemon's socket is /run/strait/straitd.sock unless straitd --control says otherwise;
-for straitd@NAME it is /run/strait/NAME/straitd.sock.";
+for straitd@NAME it is /run/strait-NAME/straitd.sock.";
 
 /// Control a running Strait daemon.
 ///
