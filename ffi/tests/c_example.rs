@@ -245,3 +245,41 @@ fn the_c_example_drives_a_real_engine_through_every_call() {
     assert!(!dp.has_xdp("left").unwrap(), "XDP detached after stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_c_example_links_statically_against_libstrait_a() {
+    require_program("cc", "gcc");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lib = library_dir();
+    let dir = std::env::temp_dir().join(format!("strait-ffi-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("embed-static");
+    // The link line of docs/EMBEDDING.md.
+    let status = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&program)
+        .arg(root.join("examples/c/embed.c"))
+        .arg("-I")
+        .arg(root.join("ffi/include"))
+        .arg(lib.join("libstrait.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-lgcc_s"])
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "cc ... libstrait.a: {status}");
+    // Without arguments it prints its usage and exits 2, before any call.
+    let out = Command::new(&program).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"));
+    // And a configuration it cannot parse is refused through the C ABI
+    // with the line, without touching any interface.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[engine]\nworkers = \"two\"\n").unwrap();
+    let out = Command::new(&program).arg(&bad).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("failed new: status 2: ") && stdout.contains("line 2"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

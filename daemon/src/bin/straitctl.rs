@@ -35,17 +35,18 @@ use zeroize::Zeroizing;
 
 /// The commands, for `--help` and the man page.
 const COMMANDS: &str = "\
-Commands:
-  show interfaces|routes|counters|drops|workers|sa|events [--json]
+Commands (docs/CLI.md):
+  show interfaces|routes|counters|drops|workers|neighbours [--json]
   show nat [rules|sessions] [--json]
+  show sa|events|ike|devices|sites [--json]
+  stats [--watch] [--interval S] [--count N] [--json]
   route add PREFIX via GW[,GW..] [dev IF] | dev IF | blackhole | unreachable
   route del PREFIX
-  nat add name=N kind=K [field=value ..]
+  nat add name=NAME kind=snat|masquerade|dnat|static [field=value ..]
   nat del NAME
   sa list
-  sa install-inbound|switch-outbound TUNNEL spi=N cipher=C key=-
+  sa install-inbound|switch-outbound TUNNEL spi=N cipher=C key=- [field=value ..]
   sa retire-inbound TUNNEL SPI
-  stats [--watch] [--interval S] [--count N] [--json]
   reload
   completions bash|zsh|fish|elvish|powershell
   man
