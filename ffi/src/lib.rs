@@ -439,16 +439,7 @@ impl Drop for StraitEngine {
 /// One configuration item (a `[[route]]`, `[[nat]]` or SA table's fields)
 /// from TOML, with the same fields and checks as in the file.
 fn item<T: serde::de::DeserializeOwned>(what: &str, toml: &str) -> Outcome<T> {
-    toml::from_str(toml).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| format!(" (line {})", toml[..s.start].matches('\n').count() + 1))
-            .unwrap_or_default();
-        Failure::new(
-            StraitStatus::StraitErrorConfig,
-            format!("{what}: {}{line}", e.message().trim()),
-        )
-    })
+    Config::parse_item(toml, what).map_err(Failure::config)
 }
 
 /// `name` as a NUL-terminated C array, cut to fit (Linux names fit).
@@ -538,8 +529,11 @@ mod tests {
         let e =
             item::<RouteConfig>("route", "prefix = \"10.0.0.0/8\"\ngateway = \"x\"\n").unwrap_err();
         assert_eq!(e.status, StraitStatus::StraitErrorConfig);
-        assert!(e.message.starts_with("route: "), "{}", e.message);
-        assert!(e.message.contains("line 2"), "{}", e.message);
+        assert!(
+            e.message.starts_with("route line 2, column 1: "),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
