@@ -227,7 +227,41 @@ fn the_package_installs_runs_under_its_unit_and_removes_cleanly() {
             text(&out)
         );
     }
+    // An instance of the template, as `systemctl start straitd@NAME` would
+    // load it (%i expanded), and its paths consistent with each other and
+    // with docs/PACKAGING.md.
+    let template = std::fs::read_to_string("/lib/systemd/system/straitd@.service").unwrap();
+    let instance = dir.join("straitd@edge.service");
+    std::fs::write(&instance, &template).unwrap();
+    let out = run(&["systemd-analyze", "verify", instance.to_str().unwrap()]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify straitd@edge.service: {}",
+        text(&out)
+    );
+    for (key, want) in [
+        ("NetworkNamespacePath", "/run/netns/%i"),
+        (
+            "ExecStart",
+            "/usr/bin/straitd --config /etc/strait/%i.toml --control /run/strait-%i/straitd.sock",
+        ),
+        ("RuntimeDirectory", "strait-%i"),
+        ("StateDirectory", "strait/%i"),
+        ("NoNewPrivileges", "yes"),
+        ("LimitCORE", "0"),
+    ] {
+        assert_eq!(
+            unit_values(&template, key),
+            [want],
+            "{key}= in straitd@.service"
+        );
+    }
     let unit = std::fs::read_to_string("/lib/systemd/system/straitd.service").unwrap();
+    assert_eq!(
+        unit_values(&unit, "CapabilityBoundingSet"),
+        unit_values(&template, "CapabilityBoundingSet"),
+        "both units bound the same capabilities"
+    );
     for (key, want) in [
         ("NoNewPrivileges", "yes"),
         ("LimitCORE", "0"),
