@@ -264,7 +264,9 @@ strait_status strait_engine_stop(strait_engine *engine);
 /*
  Registers the function that receives the engine's events (NULL
  unregisters). It is called on a thread of the engine with `user`
- passed back; events with no callback registered are dropped.
+ passed back; events with no callback registered are dropped. An event
+ being delivered while the callback is replaced may still reach the old
+ one; after `strait_engine_stop` returns, none does.
 
  # Safety
  `engine` is from `strait_engine_new` and not yet freed; `callback`,
