@@ -885,6 +885,23 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses one item given on its own: the fields of a `[[route]]`
+    /// ([`RouteConfig`]), `[[nat]]` ([`NatRuleConfig`]) or SA table
+    /// ([`SaEntryConfig`]) as TOML text, for items an embedder adds at run
+    /// time (the C ABI takes them so). `what` stands for the file in
+    /// messages: `route line 2, column 1: unknown field ...`. Validation
+    /// happens when the item is applied, as for the file's.
+    pub fn parse_item<T: serde::de::DeserializeOwned>(
+        text: &str,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: what.to_owned(),
+            span: e.span().map(|bytes| Span::in_text(text, bytes)),
+            message: e.message().trim().to_owned(),
+        })
+    }
+
     /// Reads and parses a file.
     pub fn load(path: &str) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {

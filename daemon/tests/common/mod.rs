@@ -17,6 +17,8 @@ pub struct Daemon {
     ns: Netns,
     /// A command `straitd` is started under (e.g. `setpriv ...`).
     wrapper: Vec<String>,
+    /// The `straitd` executable: the one cargo built, or an installed one.
+    program: PathBuf,
 }
 
 impl Daemon {
@@ -35,6 +37,20 @@ impl Daemon {
         config: &str,
         wrapper: &[&str],
     ) -> Daemon {
+        let program = Path::new(env!("CARGO_BIN_EXE_straitd"));
+        Daemon::start_program(ns, dir, name, config, wrapper, program)
+    }
+
+    /// As `start_under`, running the `straitd` at `program` (e.g. the one
+    /// a package installed).
+    pub fn start_program(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+        program: &Path,
+    ) -> Daemon {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut d = Daemon {
@@ -43,6 +59,7 @@ impl Daemon {
             config: path,
             ns: ns.clone(),
             wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
+            program: program.to_owned(),
         };
         d.spawn();
         d
@@ -53,7 +70,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.sock);
         let mut argv: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
         argv.extend([
-            env!("CARGO_BIN_EXE_straitd"),
+            self.program.to_str().unwrap(),
             "--config",
             self.config.to_str().unwrap(),
             "--control",
