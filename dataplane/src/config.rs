@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 mod dns;
 pub use dns::{
-    DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig,
+    Checked, DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig,
+    Parsed,
 };
 
 /// A whole configuration file.
@@ -1068,7 +1069,32 @@ impl Config {
         if let (Some(item), Some(fields)) = (config.proxy.as_mut(), &items.proxy) {
             item.spans = spans(fields);
         }
+        if let Some((item, reason, bytes)) = config.dns.as_ref().and_then(DnsConfig::first_error) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                span: Some(Span::in_text(text, bytes)),
+                item,
+                reason,
+            });
+        }
         Ok(config)
+    }
+
+    /// Parses one item given on its own: the fields of a `[[route]]`
+    /// ([`RouteConfig`]), `[[nat]]` ([`NatRuleConfig`]) or SA table
+    /// ([`SaEntryConfig`]) as TOML text, for items an embedder adds at run
+    /// time (the C ABI takes them so). `what` stands for the file in
+    /// messages: `route line 2, column 1: unknown field ...`. Validation
+    /// happens when the item is applied, as for the file's.
+    pub fn parse_item<T: serde::de::DeserializeOwned>(
+        text: &str,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: what.to_owned(),
+            span: e.span().map(|bytes| Span::in_text(text, bytes)),
+            message: e.message().trim().to_owned(),
+        })
     }
 
     /// Reads and parses a file.
@@ -1224,6 +1250,30 @@ mac = "02:00:00:00:00:01"
         .unwrap();
         let err = c.proxy.unwrap().checked("p.toml").unwrap_err().to_string();
         assert!(err.starts_with("p.toml line 2: [proxy] listen: "), "{err}");
+    }
+
+    #[test]
+    fn dns_names_records_and_servers_are_checked_with_their_line() {
+        let good = "[dns]\nlisten = [\"10.1.0.1\"]\nupstreams = [\"192.0.2.53:5353\"]\naccelerate = [\"*.Teams.Example.\"]\n\n[[dns.zone]]\nname = \"teams.example\"\nrecords = [\"*.teams.example 300 A 198.51.100.10\"]\n";
+        let c = Config::parse(good, "t.toml").unwrap();
+        let dns = c.dns.unwrap();
+        assert_eq!(dns.listen[0].value(), Ok(&"10.1.0.1:53".parse().unwrap()));
+        assert_eq!(dns.upstreams[0].value().unwrap().port(), 5353);
+        assert_eq!(dns.accelerate[0].to_string(), "*.teams.example");
+        assert_eq!(dns.route_ttl, [60, 86_400]);
+        for (bad, line, why) in [
+            ("[dns]\nlisten = [\"10.1.0.1\"]\nupstreams = [\"nine\"]\n", 3, "not an address"),
+            ("[dns]\nlisten = [\"10.1.0.1\"]\naccelerate = [\"a.*.example\"]\n", 3, "'*' is only allowed"),
+            (
+                "[dns]\nlisten = [\"10.1.0.1\"]\n[[dns.zone]]\nname = \"z.example\"\nrecords = [\n  \"a.z.example 60 A 1.2.3.4\",\n  \"b.z.example 60 MX mail\",\n]\n",
+                7,
+                "MX is not one",
+            ),
+        ] {
+            let err = Config::parse(bad, "d.toml").unwrap_err();
+            assert_eq!(err.line(), Some(line), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -36,12 +36,12 @@ mod tables;
 mod worker;
 
 pub use config::{
-    BackendSelectionConfig, BindConfig, Config, ConfigError, DnsConfig, DnsForwardConfig, DnsName,
-    DnsPattern, DnsRecord, DnsServer, DnsZoneConfig, EncapConfig, EngineConfig, FieldSpans,
-    IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig, MetricsConfig,
-    NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
-    PollConfig, ProxyConfig, ProxyPlan, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
-    TunnelConfig, XdpModeConfig,
+    BackendSelectionConfig, BindConfig, Checked, Config, ConfigError, DnsConfig, DnsForwardConfig,
+    DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig, EncapConfig, EngineConfig,
+    FieldSpans, IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig,
+    MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig,
+    NeighbourConfigEntry, Parsed, PollConfig, ProxyConfig, ProxyPlan, RekeyStep, RouteConfig,
+    SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
 pub use engine::{

@@ -83,6 +83,11 @@ fn ike_corpus_replays() {
 }
 
 #[test]
+fn dns_corpus_replays() {
+    replay("dns");
+}
+
+#[test]
 fn sni_corpus_replays() {
     replay("sni");
 }

@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Interest;
-use strait_dataplane::{Config, DnsConfig, Engine};
+use strait_dataplane::{Checked, Config, DnsConfig, Engine};
 use strait_dns::{Action, Resolver, Settings, Transport, Zone, Zones};
 use strait_names::NameSet;
 
@@ -38,8 +38,10 @@ const CLIENTS: usize = 0x10_0000;
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Unsent answers to one TCP client at most before it is dropped.
 const TCP_BACKLOG: usize = 256 * 1024;
-/// How often expiry, reloads and the view are looked at.
+/// How often expiry and reloads are looked at.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The view is published at most this often (and only on a change).
+const VIEW_EVERY: Duration = Duration::from_millis(50);
 
 /// Checks `[dns]` against the rest of the configuration: listen
 /// addresses must be ours, accelerated names need a tunnel that exists,
@@ -58,12 +60,11 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if dns.listen.is_empty() {
         bail!("[dns] listen: no address to answer on");
     }
-    for l in &dns.listen {
-        if !ours.contains(&l.0.ip()) {
+    for l in values(&dns.listen) {
+        if !ours.contains(&l.ip()) {
             bail!(
-                "[dns] listen {}: {} is not an address of any [[interface]]",
-                l.0,
-                l.0.ip()
+                "[dns] listen {l}: {} is not an address of any [[interface]]",
+                l.ip()
             );
         }
     }
@@ -97,36 +98,55 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 pub fn settings(dns: &DnsConfig) -> anyhow::Result<Settings> {
     let mut zones = Vec::new();
     for z in &dns.zone {
-        let records = z.records.iter().map(|r| r.0.clone()).collect();
+        let records = checked(&z.records)?;
+        let apex = one(&z.name)?;
         zones.push(
-            Zone::new(z.name.0.clone(), records, z.negative_ttl)
-                .map_err(|e| anyhow::anyhow!("[[dns.zone]] {}: {e}", z.name.0))?,
+            Zone::new(apex, records, z.negative_ttl)
+                .map_err(|e| anyhow::anyhow!("[[dns.zone]] {}: {e}", z.name))?,
         );
     }
     let zones = Zones::new(zones).map_err(|e| anyhow::anyhow!("[[dns.zone]]: {e}"))?;
     let mut forward = NameSet::new();
     for f in &dns.forward {
         if f.upstreams.is_empty() {
-            bail!("[[dns.forward]] {}: no upstreams", f.suffix.0);
+            bail!("[[dns.forward]] {}: no upstreams", f.suffix);
         }
-        let ups: Vec<SocketAddr> = f.upstreams.iter().map(|u| u.0).collect();
+        let ups: Vec<SocketAddr> = checked(&f.upstreams)?;
+        let suffix = one(&f.suffix)?;
         // A suffix stands for itself and everything below it.
-        forward.insert(
-            strait_names::Pattern::Exact(f.suffix.0.clone()),
-            ups.clone(),
-        );
-        forward.insert(strait_names::Pattern::Wildcard(f.suffix.0.clone()), ups);
+        forward.insert(strait_names::Pattern::Exact(suffix.clone()), ups.clone());
+        forward.insert(strait_names::Pattern::Wildcard(suffix), ups);
     }
-    let accelerate = dns.accelerate.iter().map(|p| (p.0.clone(), ())).collect();
+    let accelerate = checked(&dns.accelerate)?
+        .into_iter()
+        .map(|p| (p, ()))
+        .collect();
     Ok(Settings {
         zones,
         forward,
-        upstreams: dns.upstreams.iter().map(|u| u.0).collect(),
+        upstreams: checked(&dns.upstreams)?,
         accelerate,
         cache_entries: dns.cache_entries,
         max_pending: dns.max_pending,
         timeout: Duration::from_millis(dns.timeout_ms),
     })
+}
+
+/// A value `Config::parse` checked.
+fn one<T: Clone>(c: &Checked<T>) -> anyhow::Result<T> {
+    c.value()
+        .cloned()
+        .map_err(|e| anyhow::anyhow!("[dns]: {e}"))
+}
+
+/// Checked values, all of them.
+fn checked<T: Clone>(v: &[Checked<T>]) -> anyhow::Result<Vec<T>> {
+    v.iter().map(one).collect()
+}
+
+/// The values that were accepted (for views and logs).
+pub(crate) fn values<T: Clone>(v: &[Checked<T>]) -> Vec<T> {
+    v.iter().filter_map(|c| c.value().ok().cloned()).collect()
 }
 
 /// Who a reply goes to.
@@ -169,6 +189,8 @@ pub struct DnsService {
     routes: AcceleratedRoutes,
     route_errors: u64,
     next_housekeeping: Instant,
+    next_view: Instant,
+    shown: Option<(strait_dns::Stats, usize, usize, usize)>,
     generation: u64,
     buf: Vec<u8>,
 }
@@ -192,11 +214,10 @@ impl DnsService {
         check(&config)?;
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
-        for l in &dns.listen {
-            udp.push(UdpSocket::bind(l.0).with_context(|| format!("[dns] listen {} (UDP)", l.0))?);
-            listeners.push(
-                TcpListener::bind(l.0).with_context(|| format!("[dns] listen {} (TCP)", l.0))?,
-            );
+        for l in checked(&dns.listen)? {
+            udp.push(UdpSocket::bind(l).with_context(|| format!("[dns] listen {l} (UDP)"))?);
+            listeners
+                .push(TcpListener::bind(l).with_context(|| format!("[dns] listen {l} (TCP)"))?);
         }
         let own = engine
             .interfaces()
@@ -207,7 +228,7 @@ impl DnsService {
             AcceleratedRoutes::new(dns.tunnel.clone().unwrap_or_default(), dns.route_ttl, own);
         let resolver = Resolver::new(settings(&dns)?);
         tracing::info!(
-            listen = ?dns.listen.iter().map(|l| l.0).collect::<Vec<_>>(),
+            listen = ?values(&dns.listen),
             zones = dns.zone.len(),
             accelerate = dns.accelerate.len(),
             "DNS forwarder"
@@ -227,6 +248,8 @@ impl DnsService {
             routes,
             route_errors: 0,
             next_housekeeping: Instant::now(),
+            next_view: Instant::now(),
+            shown: None,
             buf: vec![0u8; 65_535],
         }))
     }
@@ -636,6 +659,22 @@ impl DnsService {
                 self.publish_routes();
             }
         }
+        self.shown = None;
+    }
+
+    /// Publishes the view when something changed (and at every
+    /// housekeeping round, for the routes' remaining lives).
+    fn publish_view(&mut self, now: Instant) {
+        let seen = (
+            self.resolver.stats(),
+            self.routes.entries().len(),
+            self.resolver.cache_len(),
+            self.clients.len(),
+        );
+        if self.shown == Some(seen) {
+            return;
+        }
+        self.shown = Some(seen);
         self.view.set(DnsState::new(
             &self.config,
             &self.resolver,
@@ -696,10 +735,15 @@ impl Service for DnsService {
             self.next_housekeeping = ctx.now + HOUSEKEEPING;
             self.housekeeping(ctx);
         }
+        if ctx.now >= self.next_view {
+            self.next_view = ctx.now + VIEW_EVERY;
+            self.publish_view(ctx.now);
+        }
         let next = self
             .resolver
             .next_deadline()
-            .map_or(self.next_housekeeping, |d| d.min(self.next_housekeeping));
+            .map_or(self.next_housekeeping, |d| d.min(self.next_housekeeping))
+            .min(self.next_view);
         Some(next)
     }
 }

@@ -143,7 +143,7 @@ impl DnsState {
     ) -> DnsState {
         let s = resolver.settings();
         DnsState {
-            listen: config.listen.iter().map(|l| l.0).collect(),
+            listen: super::values(&config.listen),
             zones: s
                 .zones
                 .iter()
@@ -152,12 +152,7 @@ impl DnsState {
             forward: config
                 .forward
                 .iter()
-                .map(|f| {
-                    (
-                        f.suffix.0.to_string(),
-                        f.upstreams.iter().map(|u| u.0).collect(),
-                    )
-                })
+                .map(|f| (f.suffix.to_string(), super::values(&f.upstreams)))
                 .collect(),
             upstreams: s.upstreams.clone(),
             upstream_health: resolver
@@ -176,7 +171,7 @@ impl DnsState {
             pending: resolver.pending_len(),
             tcp_clients,
             stats: resolver.stats().into(),
-            accelerate: config.accelerate.iter().map(|p| p.0.to_string()).collect(),
+            accelerate: config.accelerate.iter().map(|p| p.to_string()).collect(),
             tunnel: config.tunnel.clone(),
             routes: routes
                 .entries()

@@ -94,59 +94,137 @@ fn default_negative_ttl() -> u32 {
     strait_dns::zone::NEGATIVE_TTL
 }
 
-/// A server address: `addr` (port 53) or `addr:port`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "String")]
-pub struct DnsServer(pub SocketAddr);
+/// A value read from the file and checked as it was parsed: the value,
+/// or why it is not one, with where it stands in the file, so
+/// `Config::parse` refuses it with its own line (an element of a list
+/// spread over many lines included).
+#[derive(Debug, Clone)]
+pub struct Checked<T> {
+    value: Result<T, String>,
+    bytes: std::ops::Range<usize>,
+}
 
-impl TryFrom<String> for DnsServer {
-    type Error = String;
-    fn try_from(s: String) -> Result<DnsServer, String> {
+impl<T> Checked<T> {
+    /// A value given in code (no place in a file).
+    pub fn new(value: T) -> Checked<T> {
+        Checked {
+            value: Ok(value),
+            bytes: 0..0,
+        }
+    }
+
+    /// The value, or why the text was refused (never, for a configuration
+    /// `Config::parse` accepted).
+    pub fn value(&self) -> Result<&T, String> {
+        self.value.as_ref().map_err(Clone::clone)
+    }
+
+    pub(super) fn error(&self) -> Option<(&str, std::ops::Range<usize>)> {
+        self.value
+            .as_ref()
+            .err()
+            .map(|e| (e.as_str(), self.bytes.clone()))
+    }
+}
+
+impl<T: PartialEq> PartialEq for Checked<T> {
+    fn eq(&self, other: &Checked<T>) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<'de, T: Parsed> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked<T>, D::Error> {
+        let s = toml::Spanned::<String>::deserialize(d)?;
+        Ok(Checked {
+            value: T::parse(s.get_ref()),
+            bytes: s.span(),
+        })
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Checked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Ok(v) => v.fmt(f),
+            Err(e) => write!(f, "<{e}>"),
+        }
+    }
+}
+
+/// How a checked value is read from its text.
+pub trait Parsed: Sized {
+    /// The value, or why the text is not one.
+    fn parse(s: &str) -> Result<Self, String>;
+}
+
+/// A server address: `addr` (port 53) or `addr:port`.
+pub type DnsServer = Checked<SocketAddr>;
+/// A domain name.
+pub type DnsName = Checked<strait_names::Name>;
+/// A name or a wildcard (`*.teams.example`).
+pub type DnsPattern = Checked<strait_names::Pattern>;
+/// A private zone's record.
+pub type DnsRecord = Checked<strait_dns::Record>;
+
+impl Parsed for SocketAddr {
+    fn parse(s: &str) -> Result<SocketAddr, String> {
         if let Ok(a) = s.parse::<SocketAddr>() {
-            return Ok(DnsServer(a));
+            return Ok(a);
         }
         s.parse::<std::net::IpAddr>()
-            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
+            .map(|ip| SocketAddr::new(ip, 53))
             .map_err(|_| format!("{s:?} is not an address or addr:port"))
     }
 }
 
-/// A domain name.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "String")]
-pub struct DnsName(pub strait_names::Name);
-
-impl TryFrom<String> for DnsName {
-    type Error = String;
-    fn try_from(s: String) -> Result<DnsName, String> {
-        s.parse()
-            .map(DnsName)
-            .map_err(|e| format!("name {s:?}: {e}"))
+impl Parsed for strait_names::Name {
+    fn parse(s: &str) -> Result<Self, String> {
+        s.parse().map_err(|e| format!("name {s:?}: {e}"))
     }
 }
 
-/// A name or a wildcard (`*.teams.example`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "String")]
-pub struct DnsPattern(pub strait_names::Pattern);
-
-impl TryFrom<String> for DnsPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<DnsPattern, String> {
-        s.parse()
-            .map(DnsPattern)
-            .map_err(|e| format!("name {s:?}: {e}"))
+impl Parsed for strait_names::Pattern {
+    fn parse(s: &str) -> Result<Self, String> {
+        s.parse().map_err(|e| format!("name {s:?}: {e}"))
     }
 }
 
-/// A private zone's record.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "String")]
-pub struct DnsRecord(pub strait_dns::Record);
+impl Parsed for strait_dns::Record {
+    fn parse(s: &str) -> Result<Self, String> {
+        s.parse()
+    }
+}
 
-impl TryFrom<String> for DnsRecord {
-    type Error = String;
-    fn try_from(s: String) -> Result<DnsRecord, String> {
-        s.parse().map(DnsRecord)
+impl DnsConfig {
+    /// The first value refused while parsing: the item, the reason, and
+    /// its place in the file.
+    pub(super) fn first_error(&self) -> Option<(String, String, std::ops::Range<usize>)> {
+        let item = |what: &str, e: Option<(&str, std::ops::Range<usize>)>| {
+            e.map(|(reason, bytes)| (what.to_owned(), reason.to_owned(), bytes))
+        };
+        let servers = |what: &str, v: &[DnsServer]| v.iter().find_map(|s| item(what, s.error()));
+        servers("[dns] listen", &self.listen)
+            .or_else(|| servers("[dns] upstreams", &self.upstreams))
+            .or_else(|| {
+                self.accelerate
+                    .iter()
+                    .find_map(|p| item("[dns] accelerate", p.error()))
+            })
+            .or_else(|| {
+                self.forward.iter().find_map(|f| {
+                    item("[[dns.forward]] suffix", f.suffix.error())
+                        .or_else(|| servers(&format!("[[dns.forward]] {}", f.suffix), &f.upstreams))
+                })
+            })
+            .or_else(|| {
+                self.zone.iter().find_map(|z| {
+                    item("[[dns.zone]] name", z.name.error()).or_else(|| {
+                        z.records
+                            .iter()
+                            .find_map(|r| item(&format!("[[dns.zone]] {}", z.name), r.error()))
+                    })
+                })
+            })
     }
 }
