@@ -607,10 +607,23 @@ impl NatWorker {
         let rules = Arc::clone(&self.rules);
         let (rule, kind, inside) = if let Some((at, dnat)) = rules.match_dnat(protocol, destination)
         {
-            let backend = match dnat.selection {
+            let backend = match &dnat.selection {
                 BackendSelection::ClientHash => {
                     let h = keyed_hash(self.config.hash_key, endpoint_bits(source), 2);
                     dnat.backends[(h % dnat.backends.len() as u64) as usize]
+                }
+                BackendSelection::Maglev(table) => {
+                    if let Opening::Refused(reason) = opening {
+                        return Err(reason);
+                    }
+                    let h = keyed_hash(self.config.hash_key, endpoint_bits(source), 3);
+                    match table.select(h) {
+                        Some(i) => match dnat.backends.get(usize::from(i)) {
+                            Some(b) => *b,
+                            None => return Err(DropReason::NoBackend),
+                        },
+                        None => return Err(DropReason::NoBackend),
+                    }
                 }
                 BackendSelection::RoundRobin => {
                     let turn = &mut self.round_robin[at];
