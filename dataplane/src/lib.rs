@@ -36,13 +36,15 @@ mod tables;
 mod worker;
 
 pub use config::{
-    BackendSelectionConfig, BindConfig, Config, ConfigError, EncapConfig, EngineConfig, FieldSpans,
-    IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig, MetricsConfig,
-    NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig, NeighbourConfigEntry,
-    PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
+    AllDownConfig, BackendSelectionConfig, BindConfig, CheckKindConfig, Config, ConfigError,
+    EncapConfig, EngineConfig, FieldSpans, HealthCheckConfig, IcmpConfig, IkeConfig,
+    IkeDeviceConfig, IkePeerConfig, InterfaceConfig, LbBackendConfig, LoadBalancerConfig,
+    MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig,
+    NeighbourConfigEntry, PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
+    TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
-pub use engine::{Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelSas};
+pub use engine::{Engine, EngineError, InterfaceInfo, LbChange, Overlay, SaSummary, TunnelSas};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;
 pub use services::{ServiceDatagram, IKE_PORT};
@@ -52,4 +54,4 @@ pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
 pub use strait_nat::{
     Direction as NatDirection, NatCounters, RuleId as NatRuleId, SessionInfo as NatSessionInfo,
 };
-pub use tables::{session_state, NatRuleInfo};
+pub use tables::{session_state, LbBackendInfo, LbInfo, NatRuleInfo};
