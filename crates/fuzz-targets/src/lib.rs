@@ -10,6 +10,7 @@
 //! | `pipeline` | [`pipeline::run`] | a branch and hub pipeline, tunnel and NAT |
 //! | `config` | [`config::run`] | TOML parsing, validation, table build |
 //! | `ike` | [`ike::run`] | IKEv2 message views and a responder's state machine |
+//! | `health` | [`health::run`] | load-balancer health-check answer verdicts |
 //!
 //! (`parse_all` lives in `strait-wire` as `fuzz_parse_all`.)
 //!
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod esp_open;
+pub mod health;
 pub mod ike;
 pub mod input;
 pub mod nat_translate;
@@ -37,7 +39,7 @@ pub struct Target {
 }
 
 /// Every target defined here.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     Target {
         name: "esp_open",
         run: esp_open::run,
@@ -62,5 +64,10 @@ pub const TARGETS: [Target; 5] = [
         name: "ike",
         run: ike::run,
         seeds: ike::seeds,
+    },
+    Target {
+        name: "health",
+        run: health::run,
+        seeds: health::seeds,
     },
 ];

@@ -81,3 +81,8 @@ fn seeds_run_cleanly() {
 fn ike_corpus_replays() {
     replay("ike");
 }
+
+#[test]
+fn health_corpus_replays() {
+    replay("health");
+}
