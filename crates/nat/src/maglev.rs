@@ -16,7 +16,7 @@
 //! them.
 
 use crate::flow::Endpoint;
-use crate::table::{endpoint_bits, keyed_hash};
+use crate::table::endpoint_bits;
 
 /// The table size when none is given: the prime the paper uses.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -87,6 +87,27 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
+/// The splitmix64 finalizer (Steele et al., "Fast splittable
+/// pseudorandom number generators", OOPSLA 2014): every input bit moves
+/// every output bit, so consecutive inputs (one client's successive source
+/// ports) land on unrelated slots, which the session table's keyed hash
+/// alone does not guarantee modulo a prime.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The hash a new flow from `client` selects its slot with, keyed with the
+/// translator's secret so remote hosts cannot aim flows at one backend.
+/// Two rounds of a bijection: distinct clients never collide before the
+/// reduction to a slot.
+#[inline]
+pub(crate) fn flow_hash(key: u64, client: Endpoint) -> u64 {
+    mix(mix(endpoint_bits(client) ^ key) ^ key.rotate_left(32))
+}
+
 /// Fixed keys of the two permutation hashes (offset and skip, §3.4):
 /// a backend's permutation must not change while the engine runs.
 const OFFSET_KEY: u64 = 0x6d61_676c_6576_5f6f;
@@ -120,8 +141,8 @@ impl MaglevTable {
             .iter()
             .map(|b| {
                 let bits = endpoint_bits(b.endpoint);
-                let offset = keyed_hash(OFFSET_KEY, bits, 0) % m;
-                let skip = keyed_hash(SKIP_KEY, bits, 1) % (m - 1) + 1;
+                let offset = mix(bits ^ OFFSET_KEY) % m;
+                let skip = mix(bits ^ SKIP_KEY) % (m - 1) + 1;
                 (offset, skip, 0)
             })
             .collect();
@@ -264,6 +285,31 @@ mod tests {
             let want = f64::from(DEFAULT_TABLE_SIZE) * f64::from(w) / 8.0;
             let off = (f64::from(n) - want).abs() / want;
             assert!(off < 0.01, "backend {i}: {n} slots, wanted {want:.0}");
+        }
+    }
+
+    /// What a client's successive connections look like: one address,
+    /// consecutive source ports. They must spread by weight too.
+    #[test]
+    fn consecutive_client_ports_spread_by_weight() {
+        let backends = [backend(0, 1), backend(1, 1), backend(2, 2)];
+        let t = MaglevTable::build(DEFAULT_TABLE_SIZE, &backends).unwrap();
+        for key in [
+            1u64,
+            0x1234_5678_9abc_def0,
+            u64::MAX / 3,
+            0x6e61_745f_6b65_7921,
+        ] {
+            let mut counts = [0u32; 3];
+            for port in 32_768u16..35_768 {
+                let client = Endpoint::new(Ipv4Addr::new(198, 51, 100, 2), port);
+                let h = flow_hash(key, client);
+                counts[usize::from(t.select(h).unwrap())] += 1;
+            }
+            for (i, want) in [750.0, 750.0, 1500.0].into_iter().enumerate() {
+                let got = f64::from(counts[i]);
+                assert!((got - want).abs() < want * 0.08, "key {key:#x}: {counts:?}");
+            }
         }
     }
 

@@ -269,6 +269,18 @@ impl NatWorker {
         Ok(())
     }
 
+    /// Whether an initial SYN from the side that opened a TCP session
+    /// whose connection is over (both FINs or a reset seen) starts a new
+    /// connection on the same tuple (RFC 1122 §4.2.2.13: a SYN may reopen
+    /// a connection in TIME-WAIT), so the old session gives way.
+    fn reopens(&self, index: u32, direction: Direction, opening: Opening) -> bool {
+        let s = self.table.session(index);
+        s.protocol == Protocol::Tcp
+            && opening == Opening::Allowed
+            && s.initiator == direction
+            && matches!(s.tcp, TcpState::TimeWait | TcpState::Reset)
+    }
+
     /// Room for one more session: when the table is full, an expired
     /// session is reclaimed, or else the oldest session nothing has
     /// answered is dropped early (an unanswered SYN, datagram or echo
@@ -555,7 +567,14 @@ impl NatWorker {
             opening,
         } = leg;
         let found = self.table.lookup_inbound(protocol, destination, source);
-        let index = self.live(found, now);
+        let mut index = self.live(found, now);
+        if index != NIL && self.reopens(index, Direction::Inbound, opening) {
+            // The client reused its port for a new connection: the new
+            // flow picks its backend afresh instead of following a closed
+            // one to a backend that may be gone.
+            self.remove_session(index, now);
+            index = NIL;
+        }
         if index != NIL {
             self.track(index, Direction::Inbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
@@ -616,7 +635,7 @@ impl NatWorker {
                     if let Opening::Refused(reason) = opening {
                         return Err(reason);
                     }
-                    let h = keyed_hash(self.config.hash_key, endpoint_bits(source), 3);
+                    let h = crate::maglev::flow_hash(self.config.hash_key, source);
                     match table.select(h) {
                         Some(i) => match dnat.backends.get(usize::from(i)) {
                             Some(b) => *b,
