@@ -53,7 +53,11 @@ pub fn run(data: &[u8]) {
         let _ = dns::verdict(rest, id);
         if let Ok(name) = std::str::from_utf8(rest) {
             if let Some(q) = dns::query(id, name) {
-                assert!(q.len() >= 17 && q.len() <= 12 + 255 + 4, "{} bytes", q.len());
+                assert!(
+                    q.len() >= 17 && q.len() <= 12 + 255 + 4,
+                    "{} bytes",
+                    q.len()
+                );
                 assert_eq!(&q[..2], &id.to_be_bytes());
                 assert_eq!(&q[q.len() - 4..], &[0, 1, 0, 1]);
             }

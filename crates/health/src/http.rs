@@ -28,7 +28,10 @@ pub fn verdict(answer: &[u8], closed: bool, status: u16, body: Option<&str>) -> 
     let head_end = find(answer, b"\r\n\r\n").map(|i| i + 4);
     let line_end = find(answer, b"\r\n");
     let Some(line_end) = line_end else {
-        return more_or(answer.len() >= MAX_HEAD || closed, "no status line");
+        if answer.len() >= MAX_HEAD {
+            return Verdict::Fail("status line too long".into());
+        }
+        return more_or(closed, "closed before a status line");
     };
     if line_end > MAX_HEAD {
         return Verdict::Fail("status line too long".into());
