@@ -304,6 +304,9 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         ["show", "events"] => show_events(events, json),
         ["show", "ike"] => show_ike(&ike.get(), json),
         ["show", "devices"] => show_devices(&ike.get(), json),
+        ["show", "lb"] => crate::lb::show(engine, json),
+        ["lb", "drain", rest @ ..] => changed(crate::lb::drain(engine, true, rest)),
+        ["lb", "undrain", rest @ ..] => changed(crate::lb::drain(engine, false, rest)),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -329,7 +332,7 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
             "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions [--json], \
-             route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
+             show lb, lb drain|undrain [SERVICE] BACKEND, route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
             words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),
     }

@@ -38,6 +38,8 @@ pub struct MetricsSnapshot {
     /// Routes in force by origin (`connected`, `static`, `site`, `hub`,
     /// `local`).
     pub routes: std::collections::BTreeMap<String, u64>,
+    /// Load-balanced services and their health checks.
+    pub lb: crate::lb::LbMetrics,
 }
 
 /// One management server's client counters at one moment.
@@ -115,6 +117,7 @@ impl MetricsSnapshot {
                 by
             },
             ike: ike.map(IkeView::get),
+            lb: crate::lb::LbMetrics::read(engine),
         }
     }
 }
@@ -123,14 +126,14 @@ impl MetricsSnapshot {
 type CounterField = fn(&PortCounters) -> u64;
 
 /// Label values may hold `\`, `"` and newlines, escaped as the format says.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
 /// One metric family: HELP and TYPE lines, then its samples.
-fn family<'a>(
+pub(crate) fn family<'a>(
     out: &mut String,
     name: &str,
     kind: &str,
@@ -311,6 +314,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
     if let Some(ike) = &s.ike {
         render_ike(&mut out, ike);
     }
+    crate::lb::render_metrics(&mut out, &s.lb);
     out
 }
 
@@ -523,6 +527,7 @@ mod tests {
                 },
                 ..Default::default()
             }),
+            lb: Default::default(),
         };
         let text = render(&s);
         assert!(text.contains("\nstrait_ike_sas 2\n"));

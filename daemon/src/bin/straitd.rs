@@ -127,7 +127,12 @@ fn main() -> anyhow::Result<()> {
     };
     // The network services bind their sockets here, while binding low
     // ports is still allowed; the loop runs them on one thread.
-    let net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    let mut net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    if strait_daemon::lb::HealthChecker::wanted(&engine) {
+        net.add(Box::new(strait_daemon::lb::HealthChecker::new(Arc::clone(
+            &engine,
+        ))));
+    }
     let net_thread = if net.is_empty() {
         None
     } else {
