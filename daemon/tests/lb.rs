@@ -601,3 +601,120 @@ fall = 1
     let (_, failed) = tally(&connections(&bed.client, 50, 2));
     assert_eq!(failed, 0);
 }
+
+/// A DNS-like responder on `addr` in `ns` until `stop` (or 60 s): every
+/// datagram of 12 bytes or more comes back as a NOERROR response (QR set)
+/// followed by `name`, so checks pass and clients learn who answered.
+fn udp_responder(ns: &Netns, addr: &'static str, name: &'static str, stop: Arc<AtomicBool>) {
+    let ns = ns.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        ns.enter(move || {
+            let s = std::net::UdpSocket::bind(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            tx.send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if n >= 12 {
+                        let mut answer = buf[..n].to_vec();
+                        answer[2] |= 0x80;
+                        answer[3] &= 0xf0;
+                        answer.extend_from_slice(name.as_bytes());
+                        let _ = s.send_to(&answer, from);
+                    }
+                }
+            }
+        })
+        .unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// One query from each client port in `ports` to the UDP service: who
+/// answered each (or `lost`). Ports are given, not ephemeral: a reused
+/// port would be an existing flow (UDP sessions last 300 s) and keep its
+/// backend.
+fn udp_queries(
+    client: &Netns,
+    ports: std::ops::Range<u16>,
+) -> std::collections::BTreeMap<String, usize> {
+    client
+        .enter(move || {
+            let mut by = std::collections::BTreeMap::new();
+            for (k, port) in ports.enumerate() {
+                let s = std::net::UdpSocket::bind(("198.51.100.2", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let mut q = vec![0u8; 12];
+                q[..2].copy_from_slice(&(k as u16).to_be_bytes());
+                s.send_to(&q, "203.0.113.12:53").unwrap();
+                let mut buf = [0u8; 512];
+                let who = match s.recv(&mut buf) {
+                    Ok(n) if n > 12 => String::from_utf8_lossy(&buf[12..n]).into_owned(),
+                    _ => "lost".to_owned(),
+                };
+                *by.entry(who).or_insert(0) += 1;
+            }
+            by
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_udp_service_with_dns_checks_fails_over() {
+    let dns = r#"
+[[load_balancer]]
+name = "dns"
+protocol = "udp"
+address = "203.0.113.12:53"
+backends = [{ address = "10.1.0.2:5353" }, { address = "10.2.0.2:5353" }]
+
+[load_balancer.check]
+kind = "dns"
+dns_name = "example.org"
+interval_ms = 200
+timeout_ms = 150
+rise = 2
+fall = 2
+"#;
+    let bed = Bed::new("lbu", &config(THREE, dns));
+    let stop1 = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::new(AtomicBool::new(false));
+    udp_responder(
+        &bed.backends[0],
+        "10.1.0.2:5353",
+        "dns1",
+        Arc::clone(&stop1),
+    );
+    udp_responder(
+        &bed.backends[1],
+        "10.2.0.2:5353",
+        "dns2",
+        Arc::clone(&stop2),
+    );
+    bed.wait_checked(1);
+    let by = udp_queries(&bed.client, 20_000..20_200);
+    assert!(
+        by.get("dns1").copied().unwrap_or(0) > 60 && by.get("dns2").copied().unwrap_or(0) > 60,
+        "{by:?}"
+    );
+    assert!(!by.contains_key("lost"), "{by:?}");
+    // dns1 stops answering: its check times out, it goes down, new flows
+    // go to dns2 only.
+    stop1.store(true, Ordering::Relaxed);
+    within("dns1 down", Duration::from_secs(3), || {
+        let v = bed.daemon.json(&["show", "lb"]);
+        v[1]["backends"][0]["health"] == "down"
+    });
+    let v = bed.daemon.json(&["show", "lb"]);
+    let e = v[1]["backends"][0]["check"]["last_error"].as_str().unwrap();
+    // Closed, its host answers port unreachable; either way it failed.
+    assert!(
+        e.contains("no answer within 150 ms") || e.contains("refused"),
+        "{e}"
+    );
+    let by = udp_queries(&bed.client, 21_000..21_100);
+    assert_eq!(by.get("dns2").copied(), Some(100), "{by:?}");
+    stop2.store(true, Ordering::Relaxed);
+}
