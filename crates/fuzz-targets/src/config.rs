@@ -83,13 +83,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for (name, text) in crate::pipeline::config_texts("[engine]\nworkers = 1\n") {
         seeds.push((name, text.into_bytes()));
     }
-    let small: [(&'static str, &str); 6] = [
+    let small: [(&'static str, &str); 8] = [
         ("empty", ""),
         ("bad-prefix", "[[interface]]\nname = \"lan\"\naddresses = [\"10.0.0.1/24\"]\n[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"10.0.0.2\"]\n"),
         ("unknown-field", "[engine]\nworkers = 1\nbogus = true\n"),
         ("bad-syntax", "[[interface]\nname = \"lan\"\n"),
         ("nat-without-interface", "[[nat]]\nname = \"x\"\nkind = \"masquerade\"\nsource = \"10.0.0.0/8\"\nout_interface = \"wan\"\n"),
         ("tunnel-bad-key", "[[interface]]\nname = \"wan\"\naddresses = [\"192.0.2.1/24\"]\n[[tunnel]]\nname = \"t\"\nlocal = \"192.0.2.1\"\nremote = \"198.51.100.1\"\nprefixes = [\"10.2.0.0/16\"]\noutbound = { spi = 4097, cipher = \"aes128-gcm\", key = \"00\" }\ninbound = { spi = 8194, cipher = \"aes128-gcm\", key = \"00\" }\n"),
+        ("load-balancer", "[[interface]]\nname = \"wan\"\naddresses = [\"198.51.100.1/24\"]\n[[load_balancer]]\nname = \"web\"\nprotocol = \"tcp\"\naddress = \"203.0.113.10:80\"\nbackends = [{ address = \"10.1.0.2:8000\", weight = 2 }, { address = \"10.2.0.2:8000\" }]\nwhen_all_down = \"keep-last\"\n[load_balancer.check]\nkind = \"http\"\npath = \"/id\"\nexpect_body = \"ok\"\n"),
+        ("load-balancer-bad-table", "[[load_balancer]]\nname = \"dns\"\nprotocol = \"udp\"\naddress = \"203.0.113.12:53\"\nbackends = [{ address = \"10.1.0.2:53\" }]\ntable_size = 65536\n[load_balancer.check]\nkind = \"dns\"\n"),
     ];
     for (name, text) in small {
         seeds.push((name, text.as_bytes().to_vec()));

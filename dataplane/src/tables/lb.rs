@@ -7,13 +7,13 @@
 //! so an established flow stays on its backend whatever the membership
 //! does.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use strait_nat::maglev::{MaglevBackend, MaglevTable, DEFAULT_TABLE_SIZE};
 use strait_nat::{BackendSelection, DnatRule, Endpoint, Protocol, RuleId};
 
-use super::nat::NatConfigError;
+use super::nat::{endpoint, NatConfigError};
 use crate::config::{AllDownConfig, CheckKindConfig, Config, LoadBalancerConfig};
 
 /// Identifiers of load-balancer rules start here, apart from `[[nat]]`'s
@@ -282,16 +282,6 @@ fn check_check(
             .map_err(|_| format!("check source {s:?} is not an IPv4 address"))?;
     }
     Ok(())
-}
-
-fn endpoint(s: &str) -> Result<Endpoint, String> {
-    let sa: SocketAddrV4 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 addr:port"))?;
-    if sa.port() == 0 {
-        return Err(format!("{s}: port 0"));
-    }
-    Ok(Endpoint::new(*sa.ip(), sa.port()))
 }
 
 #[cfg(test)]

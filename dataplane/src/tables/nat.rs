@@ -631,7 +631,7 @@ fn prefix(s: &str) -> Result<Ipv4Cidr, String> {
     s.parse().map_err(|e: strait_nat::CidrError| e.to_string())
 }
 
-fn endpoint(s: &str) -> Result<Endpoint, String> {
+pub(super) fn endpoint(s: &str) -> Result<Endpoint, String> {
     let sa: SocketAddrV4 = s
         .parse()
         .map_err(|_| format!("{s:?} is not an IPv4 addr:port"))?;
