@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::dns::{DnsState, DnsView};
 use crate::events::EventLog;
 use crate::ike::{IkeState, IkeView};
 use crate::server::{self, Client, Limits, RequestError, ServerStats};
@@ -46,12 +47,21 @@ pub const LIMITS: Limits = Limits {
 /// What a client over the cap is told before it is closed.
 const BUSY: &[u8] = b"error: busy: 16 control clients connected (the limit); try again\n";
 
+/// What the daemon's runtimes publish for the control socket to read.
+#[derive(Debug, Clone, Default)]
+pub struct Views {
+    /// The key exchange (`show ike`, `sites`, `devices`, route origins).
+    pub ike: Arc<IkeView>,
+    /// The DNS forwarder (`show dns`).
+    pub dns: Arc<DnsView>,
+}
+
 /// Serves the control socket at `path` until `stop` is set; `show events`
 /// answers from `events`, `stats` counts the clients.
 pub fn serve(
     engine: Arc<Engine>,
     events: Arc<EventLog>,
-    ike: Arc<IkeView>,
+    views: Views,
     path: &Path,
     stats: Arc<ServerStats>,
     stop: Arc<AtomicBool>,
@@ -71,7 +81,7 @@ pub fn serve(
         stats,
         Arc::clone(&stop),
         BUSY,
-        move |client: &mut Client<UnixStream>| handle(&engine, &events, &ike, client),
+        move |client: &mut Client<UnixStream>| handle(&engine, &events, &views, client),
     )?;
     // The socket file goes once nothing answers on it any more.
     std::thread::Builder::new()
@@ -82,7 +92,7 @@ pub fn serve(
         })
 }
 
-fn handle(engine: &Engine, events: &EventLog, ike: &IkeView, client: &mut Client<UnixStream>) {
+fn handle(engine: &Engine, events: &EventLog, views: &Views, client: &mut Client<UnixStream>) {
     let uid = match sys::peer_uid(client.stream()) {
         Ok(uid) => uid,
         Err(e) => {
@@ -122,10 +132,98 @@ fn handle(engine: &Engine, events: &EventLog, ike: &IkeView, client: &mut Client
     };
     let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
-    let answer = execute(engine, events, ike, line.trim());
+    let answer = execute(engine, events, views, line.trim());
     if let Err(e) = client.write_answer(answer.as_bytes()) {
         tracing::debug!(error = %e, "control connection: answer");
     }
+}
+
+/// `show dns`: zones, forwarding, upstreams and their health, the cache,
+/// the counters.
+fn show_dns(state: Option<&DnsState>, json: bool) -> String {
+    let Some(s) = state else {
+        return if json {
+            "null\n".into()
+        } else {
+            "no [dns] configured\n".into()
+        };
+    };
+    if json {
+        return format!("{}\n", serde_json::to_string(s).unwrap_or_default());
+    }
+    let addrs = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "listen: {}", addrs(&s.listen));
+    for (apex, n) in &s.zones {
+        let _ = writeln!(out, "zone {apex}: {n} records");
+    }
+    for (suffix, ups) in &s.forward {
+        let _ = writeln!(out, "forward {suffix} -> {}", addrs(ups));
+    }
+    let _ = writeln!(out, "upstreams: {}", addrs(&s.upstreams));
+    for u in &s.upstream_health {
+        let rtt = u.last_rtt_ms.map_or("-".into(), |r| format!("{r:.2} ms"));
+        let health = if u.failing == 0 {
+            "ok".to_owned()
+        } else {
+            format!("{} timeouts in a row", u.failing)
+        };
+        let _ = writeln!(
+            out,
+            "  {}: sent {}, answered {}, timeouts {}, last rtt {rtt}, {health}",
+            u.address, u.sent, u.answered, u.timeouts
+        );
+    }
+    let st = &s.stats;
+    let hit_rate = if st.queries > 0 {
+        100.0 * st.cache_hits as f64 / st.queries as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        out,
+        "cache: {} answers, hit rate {hit_rate:.1}% ({} of {} queries)",
+        s.cache_entries, st.cache_hits, st.queries
+    );
+    let _ = writeln!(
+        out,
+        "queries {}, zone answers {}, forwarded {}, tcp retries {}, timeouts {}, servfail {}, malformed {}, unexpected answers {}, https/svcb refused {}, pending {}, tcp clients {}",
+        st.queries, st.zone_answers, st.forwarded, st.tcp_retries, st.timeouts, st.servfail, st.malformed, st.unexpected_answers, st.svcb_refused, s.pending, s.tcp_clients
+    );
+    if !s.accelerate.is_empty() {
+        let _ = writeln!(
+            out,
+            "accelerate ({} routes into {}): {}",
+            s.routes.len(),
+            s.tunnel.as_deref().unwrap_or("-"),
+            s.accelerate.join(", ")
+        );
+    }
+    out
+}
+
+/// `show dns routes`: the addresses routed from answers.
+fn show_dns_routes(state: Option<&DnsState>, json: bool) -> String {
+    let Some(s) = state else {
+        return if json {
+            "[]\n".into()
+        } else {
+            "no [dns] configured\n".into()
+        };
+    };
+    if json {
+        return format!("{}\n", serde_json::to_string(&s.routes).unwrap_or_default());
+    }
+    let mut out = format!("{:<40} {:<40} {:>10}\n", "name", "address", "expires (s)");
+    for r in &s.routes {
+        let _ = writeln!(out, "{:<40} {:<40} {:>10}", r.name, r.address, r.expires_in);
+    }
+    out
 }
 
 /// `show ike`: the hubs this device registers with, and the registrations
@@ -281,7 +379,8 @@ fn show_devices(state: &IkeState, json: bool) -> String {
 }
 
 /// Runs one command against the engine and returns the answer.
-pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str) -> String {
+pub fn execute(engine: &Engine, events: &EventLog, views: &Views, command: &str) -> String {
+    let ike = &views.ike;
     let mut words: Vec<&str> = command.split_whitespace().collect();
     let json = if let Some(i) = words.iter().position(|w| *w == "--json") {
         words.remove(i);
@@ -291,7 +390,9 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
     };
     match words.as_slice() {
         ["show", "interfaces"] => show_interfaces(engine, json),
-        ["show", "routes"] => show_routes(engine, &ike.get(), json),
+        ["show", "routes"] => show_routes(engine, &ike.get(), views.dns.get().as_ref(), json),
+        ["show", "dns"] => show_dns(views.dns.get().as_ref(), json),
+        ["show", "dns", "routes"] => show_dns_routes(views.dns.get().as_ref(), json),
         ["show", "sites"] => show_sites(&ike.get(), json),
         ["show", "counters"] => show_counters(engine, json),
         ["show", "drops"] => show_drops(engine, json),
@@ -321,6 +422,7 @@ pub fn execute(engine: &Engine, events: &EventLog, ike: &IkeView, command: &str)
         },
         ["reload"] => match Config::load(engine.path()).map_err(|e| e.to_string()).and_then(|c| {
             crate::ike::check_reload(&engine.config(), &c, engine.path()).map_err(|e| format!("{}: {e:#}", engine.path()))?;
+            crate::dns::check(&c).map_err(|e| format!("{}: {e:#}", engine.path()))?;
             engine.apply(c).map_err(|e| e.to_string())
         }) {
             Ok(generation) => {
@@ -690,9 +792,18 @@ fn show_interfaces(engine: &Engine, json: bool) -> String {
 /// Where a route (as `Engine::routes` writes it) comes from: `connected`,
 /// `local`, `static` (the file, `route add`, a configured tunnel), `site
 /// NAME` (a registered site's claim), `hub NAME` (what a hub announced, or
-/// a down hub's blackhole).
-pub fn route_origin(route: &str, ike: &IkeState) -> String {
+/// a down hub's blackhole), `dns NAME` (an address answered for an
+/// accelerated name).
+pub fn route_origin(route: &str, ike: &IkeState, dns: Option<&DnsState>) -> String {
     let prefix = route.split_whitespace().next().unwrap_or_default();
+    if let Some(r) = dns.and_then(|d| {
+        d.routes.iter().find(|r| {
+            prefix.split('/').next() == Some(&r.address.to_string())
+                && (prefix.ends_with("/32") || prefix.ends_with("/128"))
+        })
+    }) {
+        return format!("dns {}", r.name);
+    }
     if let Some(tunnel) = route.split(" tunnel ").nth(1) {
         let tunnel = tunnel.split_whitespace().next().unwrap_or_default();
         if let Some(site) = tunnel.strip_prefix("site-") {
@@ -723,12 +834,12 @@ pub fn route_origin(route: &str, ike: &IkeState) -> String {
     "static".into()
 }
 
-fn show_routes(engine: &Engine, ike: &IkeState, json: bool) -> String {
+fn show_routes(engine: &Engine, ike: &IkeState, dns: Option<&DnsState>, json: bool) -> String {
     let named: Vec<String> = engine
         .routes()
         .into_iter()
         .map(|r| {
-            let origin = route_origin(&r, ike);
+            let origin = route_origin(&r, ike, dns);
             format!("{r}  ({origin})")
         })
         .collect();

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod control;
+pub mod dns;
 pub mod events;
 pub mod ike;
 pub mod lb;

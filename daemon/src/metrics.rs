@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use strait_dataplane::{DropReason, Engine, PortCounters};
 
-use crate::ike::{IkeState, IkeView};
+use crate::control::Views;
+use crate::dns::DnsState;
+use crate::ike::IkeState;
 use crate::server::{self, Client, Limits, RequestError, ServerStats};
 
 /// What one scrape reports, read from the engine at once.
@@ -35,6 +37,8 @@ pub struct MetricsSnapshot {
     pub servers: Vec<(String, ServerCounts)>,
     /// The key exchange, when `[ike]` is configured.
     pub ike: Option<IkeState>,
+    /// The DNS forwarder, when `[dns]` is configured.
+    pub dns: Option<DnsState>,
     /// Routes in force by origin (`connected`, `static`, `site`, `hub`,
     /// `local`).
     pub routes: std::collections::BTreeMap<String, u64>,
@@ -76,8 +80,10 @@ impl MetricsSnapshot {
     pub fn read(
         engine: &Engine,
         servers: &[(&'static str, Arc<ServerStats>)],
-        ike: Option<&IkeView>,
+        views: &Views,
     ) -> MetricsSnapshot {
+        let ike = engine.config().ike.is_some().then(|| views.ike.get());
+        let dns = views.dns.get();
         MetricsSnapshot {
             interfaces: engine.counters(),
             workers: engine
@@ -107,16 +113,17 @@ impl MetricsSnapshot {
                 .map(|(n, s)| ((*n).to_owned(), ServerCounts::read(s)))
                 .collect(),
             routes: {
-                let state = ike.map(IkeView::get).unwrap_or_default();
+                let state = ike.clone().unwrap_or_default();
                 let mut by = std::collections::BTreeMap::new();
                 for r in engine.routes() {
-                    let origin = crate::control::route_origin(&r, &state);
+                    let origin = crate::control::route_origin(&r, &state, dns.as_ref());
                     let kind = origin.split_whitespace().next().unwrap_or("static");
                     *by.entry(kind.to_owned()).or_default() += 1;
                 }
                 by
             },
-            ike: ike.map(IkeView::get),
+            ike,
+            dns,
             lb: crate::lb::LbMetrics::read(engine),
         }
     }
@@ -307,15 +314,76 @@ pub fn render(s: &MetricsSnapshot) -> String {
         &mut out,
         "strait_routes",
         "gauge",
-        "Routes in force by origin: connected, local, static, site (a registered site's claim), hub (announced by a hub).",
-        ["connected", "local", "static", "site", "hub"]
+        "Routes in force by origin: connected, local, static, site (a registered site's claim), hub (announced by a hub), dns (an address answered for an accelerated name).",
+        ["connected", "local", "static", "site", "hub", "dns"]
             .map(|o| (format!("origin=\"{o}\""), s.routes.get(o).copied().unwrap_or(0))),
     );
     if let Some(ike) = &s.ike {
         render_ike(&mut out, ike);
     }
+    if let Some(dns) = &s.dns {
+        render_dns(&mut out, dns);
+    }
     crate::lb::render_metrics(&mut out, &s.lb);
     out
+}
+
+/// The DNS forwarder's families (`strait_dns_*`).
+fn render_dns(out: &mut String, dns: &DnsState) {
+    let one = |v: u64| [(String::new(), v)];
+    let st = &dns.stats;
+    family(
+        out,
+        "strait_dns_queries_total",
+        "counter",
+        "Client queries, by how they were answered (upstream: forwarded, retries included).",
+        [
+            ("zone", st.zone_answers),
+            ("cache", st.cache_hits),
+            ("upstream", st.forwarded),
+            ("servfail", st.servfail),
+            ("malformed", st.malformed),
+            ("svcb_refused", st.svcb_refused),
+        ]
+        .map(|(k, v)| (format!("answer=\"{k}\""), v)),
+    );
+    family(
+        out,
+        "strait_dns_upstream_timeouts_total",
+        "counter",
+        "Upstream queries that timed out, by upstream.",
+        dns.upstream_health
+            .iter()
+            .map(|u| (format!("upstream=\"{}\"", u.address), u.timeouts)),
+    );
+    family(
+        out,
+        "strait_dns_tcp_retries_total",
+        "counter",
+        "Truncated upstream answers asked again over TCP.",
+        one(st.tcp_retries),
+    );
+    family(
+        out,
+        "strait_dns_unexpected_answers_total",
+        "counter",
+        "Upstream answers that matched no waiting query (late, duplicate or forged).",
+        one(st.unexpected_answers),
+    );
+    family(
+        out,
+        "strait_dns_cache_entries",
+        "gauge",
+        "Answers in the cache.",
+        one(dns.cache_entries as u64),
+    );
+    family(
+        out,
+        "strait_dns_accelerated_routes",
+        "gauge",
+        "Addresses routed into the tunnel from answers for accelerated names.",
+        one(dns.routes.len() as u64),
+    );
 }
 
 /// The key exchange's families (`strait_ike_*`).
@@ -421,7 +489,7 @@ pub fn serve(
     addr: SocketAddr,
     stats: Arc<ServerStats>,
     servers: Vec<(&'static str, Arc<ServerStats>)>,
-    ike: Option<Arc<IkeView>>,
+    views: Views,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
@@ -434,7 +502,7 @@ pub fn serve(
         stop,
         BUSY,
         move |client: &mut Client<TcpStream>| {
-            if let Err(e) = answer(&engine, &servers, ike.as_deref(), client) {
+            if let Err(e) = answer(&engine, &servers, &views, client) {
                 tracing::debug!(error = %e, "metrics connection");
             }
         },
@@ -445,7 +513,7 @@ pub fn serve(
 fn answer(
     engine: &Engine,
     servers: &[(&'static str, Arc<ServerStats>)],
-    ike: Option<&IkeView>,
+    views: &Views,
     client: &mut Client<TcpStream>,
 ) -> io::Result<()> {
     let complete =
@@ -458,7 +526,7 @@ fn answer(
             match (parts.next(), parts.next()) {
                 (Some("GET"), Some("/metrics")) => (
                     "200 OK",
-                    render(&MetricsSnapshot::read(engine, servers, ike)),
+                    render(&MetricsSnapshot::read(engine, servers, views)),
                 ),
                 (Some("GET"), _) => ("404 Not Found", "only /metrics is served\n".to_owned()),
                 (None, _) => return Ok(()),
@@ -527,6 +595,7 @@ mod tests {
                 },
                 ..Default::default()
             }),
+            dns: None,
             lb: Default::default(),
         };
         let text = render(&s);

@@ -7,6 +7,12 @@
 
 use serde::Deserialize;
 
+mod dns;
+pub use dns::{
+    Checked, DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig,
+    Parsed,
+};
+
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +54,10 @@ pub struct Config {
     /// is set, IKE traffic to our addresses (UDP 500, and 4500 with the
     /// non-ESP marker) goes to the daemon instead of the host stack.
     pub ike: Option<IkeConfig>,
+    /// Split DNS, run by the daemon: private zones, conditional
+    /// forwarding, a cache, and routes into a tunnel from the answers for
+    /// accelerated names.
+    pub dns: Option<DnsConfig>,
 }
 
 /// `[ike]`.
@@ -873,7 +883,32 @@ impl Config {
         for (item, fields) in config.load_balancers.iter_mut().zip(&items.load_balancer) {
             item.spans = spans(fields);
         }
+        if let Some((item, reason, bytes)) = config.dns.as_ref().and_then(DnsConfig::first_error) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                span: Some(Span::in_text(text, bytes)),
+                item,
+                reason,
+            });
+        }
         Ok(config)
+    }
+
+    /// Parses one item given on its own: the fields of a `[[route]]`
+    /// ([`RouteConfig`]), `[[nat]]` ([`NatRuleConfig`]) or SA table
+    /// ([`SaEntryConfig`]) as TOML text, for items an embedder adds at run
+    /// time (the C ABI takes them so). `what` stands for the file in
+    /// messages: `route line 2, column 1: unknown field ...`. Validation
+    /// happens when the item is applied, as for the file's.
+    pub fn parse_item<T: serde::de::DeserializeOwned>(
+        text: &str,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: what.to_owned(),
+            span: e.span().map(|bytes| Span::in_text(text, bytes)),
+            message: e.message().trim().to_owned(),
+        })
     }
 
     /// Reads and parses a file.
@@ -1121,6 +1156,30 @@ mac = "02:00:00:00:00:01"
         assert_eq!(c.interfaces[1].mtu, Some(1400));
         assert_eq!(c.routes[0].via, ["192.0.2.254"]);
         assert_eq!(c.icmp, IcmpConfig::default());
+    }
+
+    #[test]
+    fn dns_names_records_and_servers_are_checked_with_their_line() {
+        let good = "[dns]\nlisten = [\"10.1.0.1\"]\nupstreams = [\"192.0.2.53:5353\"]\naccelerate = [\"*.Teams.Example.\"]\n\n[[dns.zone]]\nname = \"teams.example\"\nrecords = [\"*.teams.example 300 A 198.51.100.10\"]\n";
+        let c = Config::parse(good, "t.toml").unwrap();
+        let dns = c.dns.unwrap();
+        assert_eq!(dns.listen[0].value(), Ok(&"10.1.0.1:53".parse().unwrap()));
+        assert_eq!(dns.upstreams[0].value().unwrap().port(), 5353);
+        assert_eq!(dns.accelerate[0].to_string(), "*.teams.example");
+        assert_eq!(dns.route_ttl, [60, 86_400]);
+        for (bad, line, why) in [
+            ("[dns]\nlisten = [\"10.1.0.1\"]\nupstreams = [\"nine\"]\n", 3, "not an address"),
+            ("[dns]\nlisten = [\"10.1.0.1\"]\naccelerate = [\"a.*.example\"]\n", 3, "'*' is only allowed"),
+            (
+                "[dns]\nlisten = [\"10.1.0.1\"]\n[[dns.zone]]\nname = \"z.example\"\nrecords = [\n  \"a.z.example 60 A 1.2.3.4\",\n  \"b.z.example 60 MX mail\",\n]\n",
+                7,
+                "MX is not one",
+            ),
+        ] {
+            let err = Config::parse(bad, "d.toml").unwrap_err();
+            assert_eq!(err.line(), Some(line), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub struct Engine {
     workers: Vec<WorkerHandle>,
     /// The configuration in force and the next generation number; only the
     /// control side touches it.
-    control: Mutex<(Config, u64, Overlay)>,
+    control: Mutex<(Config, u64, Overlays)>,
     flow_seed: u64,
     reports: Vec<String>,
     events: Mutex<EventQueue>,
@@ -378,7 +378,7 @@ impl Engine {
             tables: shared,
             stop,
             workers,
-            control: Mutex::new((config, 2, Overlay::default())),
+            control: Mutex::new((config, 2, Overlays::default())),
             flow_seed,
             reports,
             events: Mutex::new(EventQueue {
@@ -627,14 +627,26 @@ impl Engine {
     /// Replaces the tunnels and routes kept in force beside the
     /// configuration (what a key exchange negotiated) and applies them
     /// with the configuration in force; later applies, reloads included,
-    /// keep merging them. On error the previous overlay stays.
+    /// keep merging them. On error the previous overlay stays. This is the
+    /// key exchange's part: [`Engine::set_overlay_part`] with `"ike"`.
     pub fn set_overlay(&self, next: Overlay) -> Result<u64, ConfigError> {
+        self.set_overlay_part(OVERLAY_IKE, next)
+    }
+
+    /// Replaces one owner's part of the overlay (`"ike"`: negotiated
+    /// tunnels; `"dns"`: addresses answered for accelerated names) and
+    /// applies all parts with the configuration in force. Each owner
+    /// changes only its own part; on error the previous part stays.
+    pub fn set_overlay_part(&self, owner: &str, next: Overlay) -> Result<u64, ConfigError> {
         let mut control = self.control.lock().expect("control lock");
-        let previous = std::mem::replace(&mut control.2, next);
+        let previous = control.2.parts.insert(owner.to_owned(), next);
         let config = control.0.clone();
         let result = self.apply_locked(&mut control, config);
         if result.is_err() {
-            control.2 = previous;
+            match previous {
+                Some(p) => control.2.parts.insert(owner.to_owned(), p),
+                None => control.2.parts.remove(owner),
+            };
         }
         result
     }
@@ -760,7 +772,7 @@ impl Engine {
 
     fn apply_locked(
         &self,
-        control: &mut (Config, u64, Overlay),
+        control: &mut (Config, u64, Overlays),
         config: Config,
     ) -> Result<u64, ConfigError> {
         let (current, next_gen, overlay) = control;
@@ -927,6 +939,9 @@ impl Engine {
     }
 }
 
+/// The key exchange's overlay part.
+pub const OVERLAY_IKE: &str = "ike";
+
 /// Tunnels and routes the engine's owner keeps beside the configuration
 /// file's: what a key exchange negotiated (tunnels with negotiated SAs)
 /// and what stands in while it has not (blackhole routes, so traffic meant
@@ -937,13 +952,59 @@ pub struct Overlay {
     pub tunnels: Vec<crate::config::TunnelConfig>,
     /// Routes, after the file's.
     pub routes: Vec<crate::config::RouteConfig>,
+    /// Prefixes added to a tunnel of the file or of any part, by name
+    /// (its routes and its inbound policy both grow): e.g. the addresses
+    /// a DNS answer gave for an accelerated name. While no such tunnel
+    /// exists the prefix is blackholed, never sent in clear; a prefix the
+    /// configuration already routes exactly is left as it is.
+    pub tunnel_prefixes: Vec<TunnelPrefix>,
 }
 
-impl Overlay {
+/// One prefix for one tunnel (see [`Overlay::tunnel_prefixes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPrefix {
+    /// The tunnel's name.
+    pub tunnel: String,
+    /// `addr/len`.
+    pub prefix: String,
+}
+
+/// Every owner's part, merged in the owners' name order.
+#[derive(Debug, Clone, Default)]
+struct Overlays {
+    parts: std::collections::BTreeMap<String, Overlay>,
+}
+
+impl Overlays {
     fn merged(&self, config: &Config) -> Config {
         let mut c = config.clone();
-        c.tunnels.extend(self.tunnels.iter().cloned());
-        c.routes.extend(self.routes.iter().cloned());
+        for part in self.parts.values() {
+            c.tunnels.extend(part.tunnels.iter().cloned());
+            c.routes.extend(part.routes.iter().cloned());
+        }
+        let cidr = |p: &str| p.parse::<strait_fib::IpCidr>().ok();
+        for tp in self.parts.values().flat_map(|p| &p.tunnel_prefixes) {
+            let Some(want) = cidr(&tp.prefix) else {
+                continue;
+            };
+            let routed = c.routes.iter().any(|r| cidr(&r.prefix) == Some(want))
+                || c.tunnels
+                    .iter()
+                    .any(|t| t.prefixes.iter().any(|p| cidr(p) == Some(want)));
+            if routed {
+                continue;
+            }
+            match c.tunnels.iter_mut().find(|t| t.name == tp.tunnel) {
+                Some(t) => t.prefixes.push(tp.prefix.clone()),
+                None => c.routes.push(crate::config::RouteConfig {
+                    prefix: tp.prefix.clone(),
+                    via: Vec::new(),
+                    dev: None,
+                    kind: Some("blackhole".into()),
+                    spans: Default::default(),
+                }),
+            }
+        }
         c
     }
 }

@@ -36,15 +36,19 @@ mod tables;
 mod worker;
 
 pub use config::{
-    AllDownConfig, BackendSelectionConfig, BindConfig, CheckKindConfig, Config, ConfigError,
-    EncapConfig, EngineConfig, FieldSpans, HealthCheckConfig, IcmpConfig, IkeConfig,
+    AllDownConfig, BackendSelectionConfig, BindConfig, CheckKindConfig, Checked, Config,
+    ConfigError, DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer,
+    DnsZoneConfig, EncapConfig, EngineConfig, FieldSpans, HealthCheckConfig, IcmpConfig, IkeConfig,
     IkeDeviceConfig, IkePeerConfig, InterfaceConfig, LbBackendConfig, LoadBalancerConfig,
     MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig,
-    NeighbourConfigEntry, PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
+    NeighbourConfigEntry, Parsed, PollConfig, RekeyStep, RouteConfig, SaEntryConfig, Secret, Span,
     TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
-pub use engine::{Engine, EngineError, InterfaceInfo, LbChange, Overlay, SaSummary, TunnelSas};
+pub use engine::{
+    Engine, EngineError, InterfaceInfo, LbChange, Overlay, SaSummary, TunnelPrefix, TunnelSas,
+    OVERLAY_IKE,
+};
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;
 pub use services::{ServiceDatagram, IKE_PORT};

@@ -44,6 +44,9 @@ enum Part {
     /// others': time to converge, one more site's prefixes reaching all,
     /// hub memory per site, announcement cost (--routes-sites).
     Routes,
+    /// The DNS forwarder against dnsmasq: cached and uncached queries/s
+    /// (dnsperf; --dns-seconds).
+    Dns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,6 +220,12 @@ struct Args {
     /// of silence (as straitd's dpd_seconds, four transmissions); 0: off.
     #[arg(long, default_value_t = 0)]
     routes_dpd: u64,
+    /// DNS: seconds per dnsperf run.
+    #[arg(long, default_value_t = 5)]
+    dns_seconds: u64,
+    /// DNS: queries dnsperf keeps outstanding.
+    #[arg(long, default_value_t = 200)]
+    dns_outstanding: u32,
 }
 
 fn main() -> Result<()> {
@@ -338,6 +347,10 @@ fn main() -> Result<()> {
             newcomer_timeout_s: args.routes_newcomer_timeout.max(1.0),
             dpd_s: (args.routes_dpd > 0).then_some(args.routes_dpd),
         },
+        dns: strait_bench::harness::parts::DnsPlan {
+            seconds: args.dns_seconds.max(1),
+            outstanding: args.dns_outstanding.max(1),
+        },
     };
     let mut bench = Bench::new(settings, plan, bins, out, tcp_secs);
     bench.wait_idle();
@@ -357,6 +370,7 @@ fn main() -> Result<()> {
             Part::Soak => bench.soak(),
             Part::Registration => bench.registration(),
             Part::Routes => bench.routes(),
+            Part::Dns => bench.dns(),
         };
         if let Err(e) = r {
             eprintln!("strait-bench: {part:?} failed: {e:#}");

@@ -10,6 +10,7 @@
 //! | `pipeline` | [`pipeline::run`] | a branch and hub pipeline, tunnel and NAT |
 //! | `config` | [`config::run`] | TOML parsing, validation, table build |
 //! | `ike` | [`ike::run`] | IKEv2 message views and a responder's state machine |
+//! | `dns` | [`dns::run`] | the split-DNS resolver: client queries and upstream answers |
 //! | `health` | [`health::run`] | load-balancer health-check answer verdicts |
 //!
 //! (`parse_all` lives in `strait-wire` as `fuzz_parse_all`.)
@@ -18,6 +19,7 @@
 //! crash.
 
 pub mod config;
+pub mod dns;
 pub mod esp_open;
 pub mod health;
 pub mod ike;
@@ -39,7 +41,7 @@ pub struct Target {
 }
 
 /// Every target defined here.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     Target {
         name: "esp_open",
         run: esp_open::run,
@@ -64,6 +66,11 @@ pub const TARGETS: [Target; 6] = [
         name: "ike",
         run: ike::run,
         seeds: ike::seeds,
+    },
+    Target {
+        name: "dns",
+        run: dns::run,
+        seeds: dns::seeds,
     },
     Target {
         name: "health",

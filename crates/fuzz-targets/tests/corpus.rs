@@ -83,6 +83,11 @@ fn ike_corpus_replays() {
 }
 
 #[test]
+fn dns_corpus_replays() {
+    replay("dns");
+}
+
+#[test]
 fn health_corpus_replays() {
     replay("health");
 }

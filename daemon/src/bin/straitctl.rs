@@ -14,6 +14,8 @@
 //! straitctl [--socket PATH] sa retire-inbound TUNNEL SPI
 //! straitctl [--socket PATH] stats [--watch] [--interval S] [--count N] [--json]
 //! straitctl [--socket PATH] reload
+//! straitctl completions bash|zsh|fish|elvish|powershell
+//! straitctl man
 //! ```
 //!
 //! `key=-` reads the key from standard input, so it appears neither in the
@@ -33,9 +35,36 @@ use serde_json::{json, Value};
 use strait_daemon::control::{self, DEFAULT_SOCKET};
 use zeroize::Zeroizing;
 
+/// The commands, for `--help` and the man page.
+const COMMANDS: &str = "\
+Commands (docs/CLI.md):
+  show interfaces|routes|counters|drops|workers|neighbours [--json]
+  show nat [rules|sessions] [--json]
+  show sa|events|ike|devices|sites [--json]
+  stats [--watch] [--interval S] [--count N] [--json]
+  route add PREFIX via GW[,GW..] [dev IF] | dev IF | blackhole | unreachable
+  route del PREFIX
+  nat add name=NAME kind=snat|masquerade|dnat|static [field=value ..]
+  nat del NAME
+  sa list
+  sa install-inbound|switch-outbound TUNNEL spi=N cipher=C key=- [field=value ..]
+  sa retire-inbound TUNNEL SPI
+  reload
+  completions bash|zsh|fish|elvish|powershell
+  man
+
+completions prints a completion script and man this page (roff) on standard
+output. key=- reads the SA key from standard input (a key on the command line is
+refused).
+The daemon's socket is /run/strait/straitd.sock unless straitd --control says otherwise;
+for straitd@NAME it is /run/strait-NAME/straitd.sock.";
+
 /// Control a running Strait daemon.
+///
+/// straitctl sends one command to straitd over its control socket and
+/// prints the answer; with --json the answer is JSON.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "straitctl", version, after_long_help = COMMANDS)]
 struct Args {
     /// Control socket of the daemon.
     #[arg(long, short, default_value = DEFAULT_SOCKET)]
@@ -47,7 +76,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if args.command[0] == "stats" {
+    let result = if args.command[0] == "completions" {
+        completions(&args.command[1..])
+    } else if args.command[0] == "man" && args.command.len() == 1 {
+        man()
+    } else if args.command[0] == "stats" {
         stats(&args.socket, &args.command[1..])
     } else {
         send(&args.socket, &args.command)
@@ -59,6 +92,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `completions SHELL`: the completion script generated from the clap
+/// definition, on standard output (the package installs them).
+fn completions(words: &[String]) -> Result<(), String> {
+    use clap::CommandFactory;
+    use clap::ValueEnum;
+    let [shell] = words else {
+        return Err("usage: straitctl completions bash|zsh|fish|elvish|powershell".into());
+    };
+    let shell = clap_complete::Shell::from_str(shell, true).map_err(|_| {
+        format!("completions: unknown shell {shell:?} (bash, zsh, fish, elvish, powershell)")
+    })?;
+    clap_complete::generate(
+        shell,
+        &mut Args::command(),
+        "straitctl",
+        &mut std::io::stdout(),
+    );
+    Ok(())
+}
+
+/// `man`: straitctl(1) in roff, generated from the clap definition.
+fn man() -> Result<(), String> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Args::command())
+        .render(&mut std::io::stdout())
+        .map_err(|e| format!("man: {e}"))
 }
 
 /// Why a key on the command line is refused.
@@ -252,5 +313,13 @@ mod tests {
         assert_eq!(r[1].0, "worker 0");
         assert_eq!(r[1].1[0], 0.0);
         assert!(Sample::from_json(&json!({"lan": {}}), &json!([])).is_err());
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        assert!(completions(&["tcsh".into()]).is_err());
+        assert!(completions(&[]).is_err());
     }
 }

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     strait_daemon::ike::check(&config, &args.config)?;
+    strait_daemon::dns::check(&config).with_context(|| args.config.clone())?;
     if args.check {
         Engine::check(&config, &args.config)?;
         println!("{}: ok", args.config);
@@ -92,11 +93,11 @@ fn main() -> anyhow::Result<()> {
     let events = Arc::new(EventLog::default());
     let control_stats = Arc::new(ServerStats::default());
     let metrics_stats = Arc::new(ServerStats::default());
-    let ike_view = Arc::new(strait_daemon::ike::IkeView::default());
+    let views = control::Views::default();
     let control_thread = control::serve(
         Arc::clone(&engine),
         Arc::clone(&events),
-        Arc::clone(&ike_view),
+        views.clone(),
         &args.control,
         Arc::clone(&control_stats),
         Arc::clone(&stop),
@@ -104,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     .with_context(|| format!("control socket {}", args.control.display()))?;
     let ike_runtime = strait_daemon::ike::start(
         Arc::clone(&engine),
-        Arc::clone(&ike_view),
+        Arc::clone(&views.ike),
         Arc::clone(&stop),
     )?;
     let metrics_thread = match engine.config().metrics.listen_addr() {
@@ -117,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                     ("control", control_stats),
                     ("metrics", Arc::clone(&metrics_stats)),
                 ],
-                ike_runtime.as_ref().map(|_| Arc::clone(&ike_view)),
+                views.clone(),
                 Arc::clone(&stop),
             )
             .with_context(|| format!("metrics endpoint {addr}"))?,
@@ -128,6 +129,11 @@ fn main() -> anyhow::Result<()> {
     // The network services bind their sockets here, while binding low
     // ports is still allowed; the loop runs them on one thread.
     let mut net = strait_daemon::netloop::NetLoop::new().context("network services")?;
+    if let Some(dns) =
+        strait_daemon::dns::DnsService::bind(Arc::clone(&engine), Arc::clone(&views.dns))?
+    {
+        net.add(Box::new(dns));
+    }
     if strait_daemon::lb::HealthChecker::wanted(&engine) {
         net.add(Box::new(strait_daemon::lb::HealthChecker::new(Arc::clone(
             &engine,
@@ -178,7 +184,7 @@ fn main() -> anyhow::Result<()> {
             break;
         }
         if reload.swap(false, Ordering::Relaxed) {
-            let answer = control::execute(&engine, &events, &ike_view, "reload");
+            let answer = control::execute(&engine, &events, &views, "reload");
             if answer.starts_with("error:") {
                 tracing::error!("{}", answer.trim());
             } else {

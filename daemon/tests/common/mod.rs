@@ -17,6 +17,8 @@ pub struct Daemon {
     ns: Netns,
     /// A command `straitd` is started under (e.g. `setpriv ...`).
     wrapper: Vec<String>,
+    /// The `straitd` executable: the one cargo built, or an installed one.
+    program: PathBuf,
 }
 
 impl Daemon {
@@ -35,6 +37,20 @@ impl Daemon {
         config: &str,
         wrapper: &[&str],
     ) -> Daemon {
+        let program = Path::new(env!("CARGO_BIN_EXE_straitd"));
+        Daemon::start_program(ns, dir, name, config, wrapper, program)
+    }
+
+    /// As `start_under`, running the `straitd` at `program` (e.g. the one
+    /// a package installed).
+    pub fn start_program(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+        program: &Path,
+    ) -> Daemon {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut d = Daemon {
@@ -43,6 +59,7 @@ impl Daemon {
             config: path,
             ns: ns.clone(),
             wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
+            program: program.to_owned(),
         };
         d.spawn();
         d
@@ -53,7 +70,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.sock);
         let mut argv: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
         argv.extend([
-            env!("CARGO_BIN_EXE_straitd"),
+            self.program.to_str().unwrap(),
             "--config",
             self.config.to_str().unwrap(),
             "--control",
@@ -348,4 +365,40 @@ pub fn numbered_stream(from: &Netns, src: &str, to: &Netns, dst: &str, count: u3
     })
     .unwrap();
     receiver.join().unwrap()
+}
+
+/// A background process (a server a test talks to), killed on drop.
+pub struct Process {
+    child: Child,
+    what: String,
+}
+
+impl Process {
+    /// Starts `argv` in `ns`, its output discarded.
+    pub fn start(ns: &Netns, what: &str, argv: &[&str]) -> Process {
+        let child = ns
+            .command(argv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Process {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Panics if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

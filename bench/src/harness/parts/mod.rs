@@ -23,7 +23,9 @@
 //! 7. [`routes`]: N sites with K prefixes each registering with one hub
 //!    that announces every site the others' (transit): time until all
 //!    have converged, time for one more site's prefixes to reach the
-//!    others, the hub's memory per site and the announcements' cost.
+//!    others, the hub's memory per site and the announcements' cost;
+//! 8. [`dns`]: the DNS forwarder against dnsmasq, cached and uncached
+//!    queries per second (dnsperf).
 //!
 //! Every figure has a maximum rate, an NDR/PDR search (RFC 2544 §26.1) and
 //! latency at half the NDR; every path also gets iperf3 TCP and UDP. Each
@@ -32,6 +34,7 @@
 //! commercial claim) and the JSON, [`charts`] into SVG charts.
 
 mod charts;
+mod dns;
 mod esp;
 mod forward;
 mod nat;
@@ -41,6 +44,7 @@ mod report;
 mod routes;
 mod soak;
 
+pub use dns::{DnsPlan, DnsResults};
 pub use registration::{RegistrationPlan, RegistrationResults, MAX_BRANCHES};
 pub use routes::{Ask as RoutesAsk, RoutesPlan, RoutesResults, MAX_PREFIXES};
 pub use soak::{ChangeKind, SoakPlan, SoakResults};
@@ -118,6 +122,8 @@ pub struct Settings {
     pub registration: RegistrationPlan,
     /// How the route-exchange part runs.
     pub routes: RoutesPlan,
+    /// How the DNS part runs.
+    pub dns: DnsPlan,
 }
 
 /// A generator figure with a name, for the results.
@@ -182,6 +188,7 @@ pub struct Bench {
     soak: Option<SoakResults>,
     registration: Option<RegistrationResults>,
     routes: Option<RoutesResults>,
+    dns: Option<DnsResults>,
     notes: Vec<String>,
 }
 
@@ -206,6 +213,7 @@ impl Bench {
             soak: None,
             registration: None,
             routes: None,
+            dns: None,
             notes: Vec::new(),
         }
     }

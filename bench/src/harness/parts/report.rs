@@ -39,6 +39,7 @@ impl Bench {
             "soak": self.soak,
             "registration": self.registration,
             "routes": self.routes,
+            "dns": self.dns,
         });
         std::fs::write(
             self.out.join("results.json"),
@@ -154,6 +155,9 @@ impl Bench {
             s.push_str(&r.render());
         }
         if let Some(r) = &self.routes {
+            s.push_str(&r.render());
+        }
+        if let Some(r) = &self.dns {
             s.push_str(&r.render());
         }
         self.render_peers(&mut s);
@@ -415,6 +419,7 @@ mod tests {
             soak: Default::default(),
             registration: Default::default(),
             routes: Default::default(),
+            dns: Default::default(),
         };
         let plan = Plan {
             reps: 1,
