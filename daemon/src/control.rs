@@ -406,6 +406,9 @@ pub fn execute(engine: &Engine, events: &EventLog, views: &Views, command: &str)
         ["show", "ike"] => show_ike(&ike.get(), json),
         ["show", "devices"] => show_devices(&ike.get(), json),
         ["show", "proxy"] => crate::proxy::show(json),
+        ["show", "lb"] => crate::lb::show(engine, json),
+        ["lb", "drain", rest @ ..] => changed(crate::lb::drain(engine, true, rest)),
+        ["lb", "undrain", rest @ ..] => changed(crate::lb::drain(engine, false, rest)),
         ["route", "add", prefix, rest @ ..] => {
             changed(parse_route(prefix, rest).and_then(|r| engine.add_route(r).map_err(|e| e.to_string())))
         }
@@ -432,8 +435,8 @@ pub fn execute(engine: &Engine, events: &EventLog, views: &Views, command: &str)
         },
         // Only the first two words are echoed: an `sa` command carries a key.
         _ => format!(
-            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions|proxy [--json], \
-             route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
+            "error: unknown command {:?}; try: show interfaces|routes|counters|drops|workers|sa|events|nat|nat rules|nat sessions|dns|dns routes|proxy|lb [--json], \
+             lb drain|undrain [SERVICE] BACKEND, route add|del, nat add|del, sa list|install-inbound|switch-outbound|retire-inbound, reload\n",
             words.iter().take(2).copied().collect::<Vec<_>>().join(" ")
         ),
     }

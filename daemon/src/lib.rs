@@ -11,6 +11,7 @@ pub mod control;
 pub mod dns;
 pub mod events;
 pub mod ike;
+pub mod lb;
 pub mod metrics;
 pub mod netloop;
 pub mod privileges;

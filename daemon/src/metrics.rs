@@ -44,6 +44,8 @@ pub struct MetricsSnapshot {
     pub routes: std::collections::BTreeMap<String, u64>,
     /// The SNI/Host proxy's counters, when `[proxy]` is configured.
     pub proxy: Option<crate::proxy::ProxyCounts>,
+    /// Load-balanced services and their health checks.
+    pub lb: crate::lb::LbMetrics,
 }
 
 /// One management server's client counters at one moment.
@@ -125,6 +127,7 @@ impl MetricsSnapshot {
             ike,
             dns,
             proxy: crate::proxy::counts(),
+            lb: crate::lb::LbMetrics::read(engine),
         }
     }
 }
@@ -133,7 +136,7 @@ impl MetricsSnapshot {
 type CounterField = fn(&PortCounters) -> u64;
 
 /// Label values may hold `\`, `"` and newlines, escaped as the format says.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -327,6 +330,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
     if let Some(dns) = &s.dns {
         render_dns(&mut out, dns);
     }
+    crate::lb::render_metrics(&mut out, &s.lb);
     out
 }
 
@@ -603,6 +607,7 @@ mod tests {
                 ..Default::default()
             }),
             dns: None,
+            lb: Default::default(),
         };
         let text = render(&s);
         assert!(text.contains("\nstrait_proxy_refusals_total{reason=\"name\"} 2\n"));

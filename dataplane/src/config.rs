@@ -42,6 +42,10 @@ pub struct Config {
     /// NAT capacities, timeouts and filtering.
     #[serde(default)]
     pub nat_settings: NatSettingsConfig,
+    /// Load-balanced services: a virtual address and port spread over
+    /// backends by Maglev hashing, with health checks.
+    #[serde(default, rename = "load_balancer")]
+    pub load_balancers: Vec<LoadBalancerConfig>,
     /// Prometheus metrics endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -1029,6 +1033,8 @@ struct SpannedItems {
     #[serde(default)]
     nat: Vec<SpannedFields>,
     proxy: Option<SpannedFields>,
+    #[serde(default)]
+    load_balancer: Vec<SpannedFields>,
 }
 
 type SpannedFields = std::collections::BTreeMap<String, toml::Spanned<toml::Value>>;
@@ -1067,6 +1073,9 @@ impl Config {
             item.spans = spans(fields);
         }
         if let (Some(item), Some(fields)) = (config.proxy.as_mut(), &items.proxy) {
+            item.spans = spans(fields);
+        }
+        for (item, fields) in config.load_balancers.iter_mut().zip(&items.load_balancer) {
             item.spans = spans(fields);
         }
         if let Some((item, reason, bytes)) = config.dns.as_ref().and_then(DnsConfig::first_error) {
@@ -1172,6 +1181,133 @@ impl Config {
             .map_err(|reason| ("[metrics]".to_owned(), reason))?;
         Ok(())
     }
+}
+
+/// `[[load_balancer]]`: a virtual address and port (TCP or UDP) whose
+/// new flows are spread over `backends` by Maglev hashing
+/// (`strait_nat::maglev`). Compiled into a DNAT rule (`tables/lb.rs`);
+/// backends route their replies through Strait.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerConfig {
+    /// Name, unique among the services; `straitctl lb drain` uses it.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The virtual `addr:port` clients connect to.
+    pub address: String,
+    /// The servers behind it.
+    pub backends: Vec<LbBackendConfig>,
+    /// Maglev lookup table size, a prime (default 65537).
+    pub table_size: Option<u32>,
+    /// What new flows get when every backend is down.
+    #[serde(default)]
+    pub when_all_down: AllDownConfig,
+    /// Health check; without one every backend counts as up.
+    pub check: Option<HealthCheckConfig>,
+    /// Where the item's fields are in the file.
+    #[serde(skip)]
+    pub spans: FieldSpans,
+}
+
+/// One backend of a `[[load_balancer]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LbBackendConfig {
+    /// `addr:port`.
+    pub address: String,
+    /// Relative share of new flows, 1-65535 (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Health as the checker last reported it (run-time state, never
+    /// read from the file; true until a check says otherwise).
+    #[serde(skip, default = "default_true")]
+    pub up: bool,
+    /// Drained by the operator: no new flows (run-time state).
+    #[serde(skip)]
+    pub drained: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `when_all_down`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDownConfig {
+    /// New flows are refused with ICMP port unreachable and counted
+    /// (`lb_no_backend`).
+    #[default]
+    Reject,
+    /// The last table that had a backend stays in force.
+    KeepLast,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKindConfig {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.1 GET with an expected status and optional body text.
+    Http,
+    /// A DNS query over UDP answered with NOERROR.
+    Dns,
+}
+
+/// `[load_balancer.check]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// tcp, http or dns.
+    pub kind: CheckKindConfig,
+    /// Port to check (default: the backend's).
+    pub port: Option<u16>,
+    /// http: the path (default `/`).
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    /// http: the expected status (default 200).
+    #[serde(default = "default_check_status")]
+    pub expect_status: u16,
+    /// http: text the body must contain.
+    pub expect_body: Option<String>,
+    /// dns: the name asked for (type A; default `.`, the root).
+    pub dns_name: Option<String>,
+    /// Milliseconds between checks (default 1000).
+    #[serde(default = "default_check_interval")]
+    pub interval_ms: u64,
+    /// Milliseconds a check may take, connect to last byte (default 500).
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a down backend up (default 2).
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down (default 3).
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Address the checks leave from; default: the one the kernel picks
+    /// towards the backend, the address data traffic uses.
+    pub source: Option<String>,
+}
+
+fn default_check_path() -> String {
+    "/".into()
+}
+fn default_check_status() -> u16 {
+    200
+}
+fn default_check_interval() -> u64 {
+    1000
+}
+fn default_check_timeout() -> u64 {
+    500
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
 }
 
 #[cfg(test)]

@@ -202,6 +202,9 @@ drop_reasons! {
         /// NAT: the DNAT or static rule holds its quota of inbound sessions
         /// (`inbound_sessions_per_rule`).
         NatQuotaRule = "nat_quota_rule",
+        /// Load balancer: a new flow to a service with no backend up and
+        /// undrained (ICMP port unreachable sent when allowed).
+        LbNoBackend = "lb_no_backend",
     }
     Route {
         /// No route to the destination (ICMP unreachable sent when allowed).

@@ -161,6 +161,28 @@ pub struct Engine {
     keeper: Option<JoinHandle<()>>,
     /// IKE datagrams from the workers, and to worker 0.
     services: ServiceQueues,
+    /// Load-balancer backends' health and drain, by (service, backend
+    /// `addr:port`), merged into every apply; locked after `control`.
+    lb_state: Mutex<std::collections::BTreeMap<(String, String), LbBackendState>>,
+}
+
+/// Run-time state of one load-balancer backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LbBackendState {
+    up: bool,
+    drained: bool,
+}
+
+/// A change to one load-balancer backend ([`Engine::set_lb_backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbChange {
+    /// The health checker's verdict.
+    Health {
+        /// Whether it answers.
+        up: bool,
+    },
+    /// The operator's drain (true) or undrain (false).
+    Drain(bool),
 }
 
 /// The embedder's end of the workers' event channel.
@@ -363,6 +385,7 @@ impl Engine {
                 rx: event_rx,
                 seen: Vec::new(),
             }),
+            lb_state: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -628,6 +651,87 @@ impl Engine {
         result
     }
 
+    /// Changes one backend of the load balancer `service` (health or
+    /// drain) and republishes the tables: its Maglev table is rebuilt over
+    /// the backends that are up and not drained; sessions, so established
+    /// flows, are untouched. The state survives reloads of the file.
+    pub fn set_lb_backend(
+        &self,
+        service: &str,
+        backend: &str,
+        change: LbChange,
+    ) -> Result<u64, ConfigError> {
+        let mut control = self.control.lock().expect("control lock");
+        let item = format!("load balancer {service}");
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            span: None,
+            item: item.clone(),
+            reason,
+        };
+        let lb = control
+            .0
+            .load_balancers
+            .iter()
+            .find(|l| l.name == service)
+            .ok_or_else(|| invalid("no such load balancer".into()))?;
+        let want: Option<std::net::SocketAddrV4> = backend.parse().ok();
+        let address = lb
+            .backends
+            .iter()
+            .map(|b| &b.address)
+            .find(|a| *a == backend || (want.is_some() && a.parse().ok() == want))
+            .cloned()
+            .ok_or_else(|| invalid(format!("no backend {backend}")))?;
+        let key = (service.to_owned(), address);
+        let old = {
+            let mut states = self.lb_state.lock().expect("lb state lock");
+            let entry = states.entry(key.clone()).or_insert(LbBackendState {
+                up: true,
+                drained: false,
+            });
+            let old = *entry;
+            match change {
+                LbChange::Health { up } => entry.up = up,
+                LbChange::Drain(d) => entry.drained = d,
+            }
+            if *entry == old {
+                return Ok(control.1.saturating_sub(1));
+            }
+            old
+        };
+        let config = control.0.clone();
+        let result = self.apply_locked(&mut control, config);
+        if result.is_err() {
+            self.lb_state
+                .lock()
+                .expect("lb state lock")
+                .insert(key, old);
+        }
+        result
+    }
+
+    /// The load-balanced services as the workers use them now, with each
+    /// backend's live sessions (from the sessions the workers last
+    /// published, at most 10 000 per worker).
+    pub fn load_balancers(&self) -> Vec<crate::tables::LbInfo> {
+        let tables = self.tables.load_full();
+        let mut lbs = tables.nat.lbs.clone();
+        if lbs.is_empty() {
+            return lbs;
+        }
+        for snap in tables.nat.status.snapshots() {
+            for s in &snap.sessions {
+                if let Some(lb) = lbs.iter_mut().find(|l| l.id == s.rule) {
+                    if let Some(b) = lb.backends.iter_mut().find(|b| b.endpoint == s.inside) {
+                        b.sessions += 1;
+                    }
+                }
+            }
+        }
+        lbs
+    }
+
     /// The tunnels' Security Associations as the workers use them now.
     pub fn security_associations(&self) -> Vec<TunnelSas> {
         let tables = self.tables.load_full();
@@ -703,7 +807,18 @@ impl Engine {
             });
         }
         let old = self.tables.load_full();
-        let merged = overlay.merged(&config);
+        let mut merged = overlay.merged(&config);
+        {
+            let states = self.lb_state.lock().expect("lb state lock");
+            for lb in &mut merged.load_balancers {
+                for b in &mut lb.backends {
+                    if let Some(st) = states.get(&(lb.name.clone(), b.address.clone())) {
+                        b.up = st.up;
+                        b.drained = st.drained;
+                    }
+                }
+            }
+        }
         let tables = Tables::build(
             &merged,
             &self.path,

@@ -36,16 +36,18 @@ mod tables;
 mod worker;
 
 pub use config::{
-    BackendSelectionConfig, BindConfig, Checked, Config, ConfigError, DnsConfig, DnsForwardConfig,
-    DnsName, DnsPattern, DnsRecord, DnsServer, DnsZoneConfig, EncapConfig, EngineConfig,
-    FieldSpans, IcmpConfig, IkeConfig, IkeDeviceConfig, IkePeerConfig, InterfaceConfig,
+    AllDownConfig, BackendSelectionConfig, BindConfig, CheckKindConfig, Checked, Config,
+    ConfigError, DnsConfig, DnsForwardConfig, DnsName, DnsPattern, DnsRecord, DnsServer,
+    DnsZoneConfig, EncapConfig, EngineConfig, FieldSpans, HealthCheckConfig, IcmpConfig, IkeConfig,
+    IkeDeviceConfig, IkePeerConfig, InterfaceConfig, LbBackendConfig, LoadBalancerConfig,
     MetricsConfig, NatFilteringConfig, NatKindConfig, NatRuleConfig, NatSettingsConfig,
     NeighbourConfigEntry, Parsed, PollConfig, ProxyConfig, ProxyPlan, RekeyStep, RouteConfig,
     SaEntryConfig, Secret, Span, TunnelConfig, XdpModeConfig,
 };
 pub use counters::{DropReason, PoolGauge, PortCounters, Stage};
 pub use engine::{
-    Engine, EngineError, InterfaceInfo, Overlay, SaSummary, TunnelPrefix, TunnelSas, OVERLAY_IKE,
+    Engine, EngineError, InterfaceInfo, LbChange, Overlay, SaSummary, TunnelPrefix, TunnelSas,
+    OVERLAY_IKE,
 };
 pub use events::{EngineEvent, SaLifetimeEvent, SaLimit};
 pub use neigh::NeighbourState;
@@ -56,4 +58,4 @@ pub use status::{NatSnapshot, NeighbourInfo, SaCounterInfo, SaDirection};
 pub use strait_nat::{
     Direction as NatDirection, NatCounters, RuleId as NatRuleId, SessionInfo as NatSessionInfo,
 };
-pub use tables::{session_state, NatRuleInfo};
+pub use tables::{session_state, LbBackendInfo, LbInfo, NatRuleInfo};

@@ -94,7 +94,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for (name, text) in crate::pipeline::config_texts("[engine]\nworkers = 1\n") {
         seeds.push((name, text.into_bytes()));
     }
-    let small: [(&'static str, &str); 9] = [
+    let small: [(&'static str, &str); 11] = [
         ("empty", ""),
         ("bad-prefix", "[[interface]]\nname = \"lan\"\naddresses = [\"10.0.0.1/24\"]\n[[route]]\nprefix = \"10.9.0.0/33\"\nvia = [\"10.0.0.2\"]\n"),
         ("unknown-field", "[engine]\nworkers = 1\nbogus = true\n"),
@@ -104,6 +104,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("item-route", "prefix = \"10.9.0.0/16\"\nvia = [\"10.2.0.2\"]\n"),
         ("item-nat", "name = \"egress\"\nkind = \"snat\"\nsource = \"10.1.0.0/24\"\nout_interface = \"right\"\naddresses = [\"10.2.0.1\"]\n"),
         ("item-sa", "spi = 4099\ncipher = \"aes128-gcm\"\nkey = \"c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3\"\nsoft_seconds = 1\n"),
+        ("load-balancer", "[[interface]]\nname = \"wan\"\naddresses = [\"198.51.100.1/24\"]\n[[load_balancer]]\nname = \"web\"\nprotocol = \"tcp\"\naddress = \"203.0.113.10:80\"\nbackends = [{ address = \"10.1.0.2:8000\", weight = 2 }, { address = \"10.2.0.2:8000\" }]\nwhen_all_down = \"keep-last\"\n[load_balancer.check]\nkind = \"http\"\npath = \"/id\"\nexpect_body = \"ok\"\n"),
+        ("load-balancer-bad-table", "[[load_balancer]]\nname = \"dns\"\nprotocol = \"udp\"\naddress = \"203.0.113.12:53\"\nbackends = [{ address = \"10.1.0.2:53\" }]\ntable_size = 65536\n[load_balancer.check]\nkind = \"dns\"\n"),
     ];
     for (name, text) in small {
         seeds.push((name, text.as_bytes().to_vec()));

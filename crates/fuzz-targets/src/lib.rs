@@ -12,6 +12,7 @@
 //! | `ike` | [`ike::run`] | IKEv2 message views and a responder's state machine |
 //! | `dns` | [`dns::run`] | the split-DNS resolver: client queries and upstream answers |
 //! | `sni` | [`sni::run`] | the proxy's TLS ClientHello / HTTP head reader |
+//! | `health` | [`health::run`] | load-balancer health-check answer verdicts |
 //!
 //! (`parse_all` lives in `strait-wire` as `fuzz_parse_all`.)
 //!
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod dns;
 pub mod esp_open;
+pub mod health;
 pub mod ike;
 pub mod input;
 pub mod nat_translate;
@@ -41,7 +43,7 @@ pub struct Target {
 }
 
 /// Every target defined here.
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     Target {
         name: "esp_open",
         run: esp_open::run,
@@ -76,5 +78,10 @@ pub const TARGETS: [Target; 7] = [
         name: "sni",
         run: sni::run,
         seeds: sni::seeds,
+    },
+    Target {
+        name: "health",
+        run: health::run,
+        seeds: health::seeds,
     },
 ];

@@ -76,7 +76,20 @@ fn worker(input: &mut Input<'_>) -> NatWorker {
         2 => PortRange::new(40000, 40001),
         _ => PortRange::new(1, 65535),
     };
-    let selection = if setup & 4 == 0 {
+    let selection = if setup & 64 != 0 {
+        // Maglev over the first backend only, or none (every flow to
+        // the rule refused as no_backend).
+        let members: Vec<strait_nat::MaglevBackend> = (0..(setup >> 7))
+            .map(|i| strait_nat::MaglevBackend {
+                endpoint: Endpoint::new(Ipv4Addr::new(10, 0, 0, 80), 80),
+                weight: 1,
+                index: i as u16,
+            })
+            .collect();
+        BackendSelection::Maglev(std::sync::Arc::new(
+            strait_nat::MaglevTable::build(251, &members).expect("a valid table"),
+        ))
+    } else if setup & 4 == 0 {
         BackendSelection::ClientHash
     } else {
         BackendSelection::RoundRobin
@@ -123,7 +136,7 @@ fn worker(input: &mut Input<'_>) -> NatWorker {
                 Endpoint::new(Ipv4Addr::new(10, 0, 0, 80), 80),
                 Endpoint::new(Ipv4Addr::new(10, 0, 0, 81), 80),
             ],
-            selection,
+            selection: selection.clone(),
         },
         DnatRule {
             id: RuleId(4),

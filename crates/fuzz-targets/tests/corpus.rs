@@ -91,3 +91,8 @@ fn dns_corpus_replays() {
 fn sni_corpus_replays() {
     replay("sni");
 }
+
+#[test]
+fn health_corpus_replays() {
+    replay("health");
+}

@@ -52,11 +52,14 @@ pub enum DropReason {
     /// A new inbound session through a DNAT or static rule refused: the
     /// rule holds its quota of inbound sessions.
     QuotaRule,
+    /// A new flow to a load-balanced service none of whose backends may
+    /// take it (all down or drained).
+    NoBackend,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Malformed,
         Self::Fragment,
         Self::UnsupportedProtocol,
@@ -73,6 +76,7 @@ impl DropReason {
         Self::QuotaInsideSessions,
         Self::QuotaRemote,
         Self::QuotaRule,
+        Self::NoBackend,
     ];
 
     /// Stable counter name.
@@ -94,6 +98,7 @@ impl DropReason {
             Self::QuotaInsideSessions => "quota_inside_sessions",
             Self::QuotaRemote => "quota_remote",
             Self::QuotaRule => "quota_rule",
+            Self::NoBackend => "no_backend",
         }
     }
 }
@@ -169,6 +174,7 @@ impl NatCounters {
             "drop_quota_inside_sessions",
             "drop_quota_remote",
             "drop_quota_rule",
+            "drop_no_backend",
         ];
         [
             ("translated_outbound", self.translated_outbound),

@@ -86,6 +86,7 @@ mod config;
 mod counters;
 mod flow;
 mod fragments;
+pub mod maglev;
 mod ports;
 mod rules;
 mod table;
@@ -101,6 +102,7 @@ pub use config::{
 pub use counters::{DropReason, NatCounters};
 pub use flow::{Direction, Endpoint, FlowTuple, Protocol};
 pub use fragments::FRAGMENT_TIMEOUT;
+pub use maglev::{MaglevBackend, MaglevError, MaglevTable};
 pub use rules::{
     BackendSelection, DnatRule, Egress, NatRules, PortRange, RuleError, RuleId, SnatRule,
     SnatTarget, StaticNatRule,

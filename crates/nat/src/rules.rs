@@ -211,12 +211,17 @@ impl SnatRule {
 }
 
 /// How a DNAT rule with several backends picks one for a new flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendSelection {
     /// Keyed hash of the client endpoint: one client sticks to a backend.
     ClientHash,
     /// Round robin, per worker.
     RoundRobin,
+    /// Maglev consistent hashing of the client endpoint over the backends
+    /// the table holds (a load balancer's healthy, undrained ones; the
+    /// table stores indices into `backends`). An empty table refuses new
+    /// flows (`no_backend`).
+    Maglev(std::sync::Arc<crate::maglev::MaglevTable>),
 }
 
 /// Destination NAT / port forward: `protocol` traffic to `public` is sent to
@@ -284,6 +289,11 @@ impl NatRules {
             }
         }
         for (i, rule) in dnat.iter().enumerate() {
+            if matches!(rule.selection, BackendSelection::Maglev(_))
+                && rule.backends.len() >= usize::from(u16::MAX)
+            {
+                return Err(RuleError::NoBackends { rule: rule.id });
+            }
             if rule.protocol == Protocol::Icmp {
                 return Err(RuleError::DnatProtocol {
                     rule: rule.id,

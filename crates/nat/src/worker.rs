@@ -269,6 +269,18 @@ impl NatWorker {
         Ok(())
     }
 
+    /// Whether an initial SYN from the side that opened a TCP session
+    /// whose connection is over (both FINs or a reset seen) starts a new
+    /// connection on the same tuple (RFC 1122 §4.2.2.13: a SYN may reopen
+    /// a connection in TIME-WAIT), so the old session gives way.
+    fn reopens(&self, index: u32, direction: Direction, opening: Opening) -> bool {
+        let s = self.table.session(index);
+        s.protocol == Protocol::Tcp
+            && opening == Opening::Allowed
+            && s.initiator == direction
+            && matches!(s.tcp, TcpState::TimeWait | TcpState::Reset)
+    }
+
     /// Room for one more session: when the table is full, an expired
     /// session is reclaimed, or else the oldest session nothing has
     /// answered is dropped early (an unanswered SYN, datagram or echo
@@ -555,7 +567,14 @@ impl NatWorker {
             opening,
         } = leg;
         let found = self.table.lookup_inbound(protocol, destination, source);
-        let index = self.live(found, now);
+        let mut index = self.live(found, now);
+        if index != NIL && self.reopens(index, Direction::Inbound, opening) {
+            // The client reused its port for a new connection: the new
+            // flow picks its backend afresh instead of following a closed
+            // one to a backend that may be gone.
+            self.remove_session(index, now);
+            index = NIL;
+        }
         if index != NIL {
             self.track(index, Direction::Inbound, tcp, now)?;
             return Ok(Some(self.binding(index)));
@@ -607,10 +626,23 @@ impl NatWorker {
         let rules = Arc::clone(&self.rules);
         let (rule, kind, inside) = if let Some((at, dnat)) = rules.match_dnat(protocol, destination)
         {
-            let backend = match dnat.selection {
+            let backend = match &dnat.selection {
                 BackendSelection::ClientHash => {
                     let h = keyed_hash(self.config.hash_key, endpoint_bits(source), 2);
                     dnat.backends[(h % dnat.backends.len() as u64) as usize]
+                }
+                BackendSelection::Maglev(table) => {
+                    if let Opening::Refused(reason) = opening {
+                        return Err(reason);
+                    }
+                    let h = crate::maglev::flow_hash(self.config.hash_key, source);
+                    match table.select(h) {
+                        Some(i) => match dnat.backends.get(usize::from(i)) {
+                            Some(b) => *b,
+                            None => return Err(DropReason::NoBackend),
+                        },
+                        None => return Err(DropReason::NoBackend),
+                    }
                 }
                 BackendSelection::RoundRobin => {
                     let turn = &mut self.round_robin[at];

@@ -1211,3 +1211,137 @@ fn inbound_sessions_per_rule_are_limited() {
     let mut p = udp(ep(ip(198, 18, 0, 4), 40000), ep(WAN, 8080), b"q", true);
     assert_eq!(nat.translate_inbound(&mut p, 300), Verdict::Translated);
 }
+
+#[test]
+fn maglev_flows_keep_their_backend_across_tables_and_an_empty_table_refuses() {
+    let backends = vec![
+        ep(ip(10, 0, 1, 1), 80),
+        ep(ip(10, 0, 1, 2), 80),
+        ep(ip(10, 0, 1, 3), 80),
+    ];
+    let table = |members: &[u16]| {
+        let m: Vec<MaglevBackend> = members
+            .iter()
+            .map(|&i| MaglevBackend {
+                endpoint: backends[usize::from(i)],
+                weight: 1,
+                index: i,
+            })
+            .collect();
+        std::sync::Arc::new(MaglevTable::build(65_537, &m).unwrap())
+    };
+    let rules = |members: &[u16]| {
+        std::sync::Arc::new(
+            NatRules::new(
+                vec![],
+                vec![DnatRule {
+                    id: RuleId(9),
+                    protocol: Protocol::Tcp,
+                    public: ep(WAN, 80),
+                    backends: backends.clone(),
+                    selection: BackendSelection::Maglev(table(members)),
+                }],
+                vec![],
+            )
+            .unwrap(),
+        )
+    };
+    let mut nat = NatWorker::new(NatConfig::default(), rules(&[0, 1, 2])).unwrap();
+    let syn_to = |nat: &mut NatWorker, port: u16, now: u64| {
+        let mut syn = tcp(ep(ip(192, 0, 2, 7), port), ep(WAN, 80), SYN, b"");
+        let v = nat.translate_inbound(&mut syn, now);
+        (v, dst_of(&syn))
+    };
+    let mut first = Vec::new();
+    for port in 1000..1300u16 {
+        let (v, to) = syn_to(&mut nat, port, 0);
+        assert_eq!(v, Verdict::Translated);
+        first.push(to);
+    }
+    assert!(backends.iter().all(|b| first.contains(b)));
+    // Backend 1 leaves the table: established flows stay where they are,
+    // their packets still reach the old backend.
+    nat.install_rules(rules(&[0, 2]));
+    for (k, port) in (1000..1300u16).enumerate() {
+        let mut ack = tcp(ep(ip(192, 0, 2, 7), port), ep(WAN, 80), ACK, b"x");
+        assert_eq!(nat.translate_inbound(&mut ack, 1), Verdict::Translated);
+        assert_eq!(dst_of(&ack), first[k], "flow {port} moved");
+    }
+    // New flows avoid it; flows of the other backends keep theirs (only
+    // backend 1's slots moved).
+    for port in 2000..2300u16 {
+        let (v, to) = syn_to(&mut nat, port, 1);
+        assert_eq!(v, Verdict::Translated);
+        assert_ne!(to, backends[1]);
+    }
+    // No backend left: new flows are refused, a stray ACK is still not a
+    // new flow.
+    nat.install_rules(rules(&[]));
+    assert_eq!(
+        syn_to(&mut nat, 3000, 2).0,
+        Verdict::Drop(DropReason::NoBackend)
+    );
+    assert_eq!(nat.counters().drops(DropReason::NoBackend), 1);
+    let mut ack = tcp(ep(ip(192, 0, 2, 7), 3001), ep(WAN, 80), ACK, b"");
+    assert_eq!(
+        nat.translate_inbound(&mut ack, 2),
+        Verdict::Drop(DropReason::TcpNotSyn)
+    );
+}
+
+#[test]
+fn a_new_syn_on_a_closed_inbound_session_chooses_again() {
+    let backends = vec![ep(ip(10, 0, 1, 1), 80), ep(ip(10, 0, 1, 2), 80)];
+    let rules = |members: &[u16]| {
+        let m: Vec<MaglevBackend> = members
+            .iter()
+            .map(|&i| MaglevBackend {
+                endpoint: backends[usize::from(i)],
+                weight: 1,
+                index: i,
+            })
+            .collect();
+        std::sync::Arc::new(
+            NatRules::new(
+                vec![],
+                vec![DnatRule {
+                    id: RuleId(9),
+                    protocol: Protocol::Tcp,
+                    public: ep(WAN, 80),
+                    backends: backends.clone(),
+                    selection: BackendSelection::Maglev(std::sync::Arc::new(
+                        MaglevTable::build(251, &m).unwrap(),
+                    )),
+                }],
+                vec![],
+            )
+            .unwrap(),
+        )
+    };
+    let mut nat = NatWorker::new(NatConfig::default(), rules(&[0])).unwrap();
+    let client = ep(ip(192, 0, 2, 7), 4242);
+    let mut syn = tcp(client, ep(WAN, 80), SYN, b"");
+    assert_eq!(nat.translate_inbound(&mut syn, 0), Verdict::Translated);
+    assert_eq!(dst_of(&syn), backends[0]);
+    // Handshake, then both FINs: the connection is over.
+    let mut synack = tcp(backends[0], client, SYN_ACK, b"");
+    assert_eq!(
+        nat.translate_outbound(&mut synack, wan(), 0),
+        Verdict::Translated
+    );
+    for (from_client, flags) in [(true, ACK), (false, FIN_ACK), (true, FIN_ACK), (false, ACK)] {
+        let v = if from_client {
+            let mut p = tcp(client, ep(WAN, 80), flags, b"");
+            nat.translate_inbound(&mut p, 0)
+        } else {
+            let mut p = tcp(backends[0], client, flags, b"");
+            nat.translate_outbound(&mut p, wan(), 0)
+        };
+        assert_eq!(v, Verdict::Translated);
+    }
+    // Backend 0 is gone; the client reuses its port for a new connection.
+    nat.install_rules(rules(&[1]));
+    let mut again = tcp(client, ep(WAN, 80), SYN, b"");
+    assert_eq!(nat.translate_inbound(&mut again, 1), Verdict::Translated);
+    assert_eq!(dst_of(&again), backends[1]);
+}

@@ -3,6 +3,8 @@
 //! ```text
 //! straitctl [--socket PATH] show interfaces|routes|counters|drops|workers|sa|events [--json]
 //! straitctl [--socket PATH] show nat [rules|sessions] [--json]
+//! straitctl [--socket PATH] show lb [--json]
+//! straitctl [--socket PATH] lb drain|undrain [SERVICE] BACKEND
 //! straitctl [--socket PATH] route add PREFIX via GW[,GW..] [dev IF] | dev IF | blackhole | unreachable
 //! straitctl [--socket PATH] route del PREFIX
 //! straitctl [--socket PATH] nat add name=N kind=K [field=value ..]

@@ -36,6 +36,11 @@ impl IcmpError {
         }
     }
 
+    /// Port unreachable (IPv4 only: load-balanced services are IPv4).
+    pub(super) fn port_unreachable() -> IcmpError {
+        IcmpError::V4(Icmpv4Error::DstUnreachable(3))
+    }
+
     /// TTL or hop limit exceeded in transit.
     pub(super) fn time_exceeded(dst: IpAddr) -> IcmpError {
         match dst {

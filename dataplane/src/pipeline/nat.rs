@@ -23,6 +23,7 @@ use strait_fib::Disposition;
 use strait_nat::{Egress, EgressId, NatCounters, NatWorker, Verdict as NatVerdict};
 use strait_wire::{IpProtocol, Ipv4Packet};
 
+use super::icmp::{self, IcmpError};
 use super::l2::ETH_LEN;
 use super::route::Hop;
 use super::{ipv4, Ctx, NatDone, Next, Pipeline, Verdict};
@@ -59,6 +60,20 @@ pub(super) fn inbound<'t, P>(
         Inbound::Translated => {
             cx.nat = NatDone::Inbound;
             cx.ip = ipv4::meta(t, &Ipv4Packet::new_unchecked(&*packet));
+        }
+        // A service with every backend down or drained refuses the new
+        // flow with an ICMP port unreachable (RFC 792; a TCP client in
+        // SYN-SENT takes it as a hard error, RFC 1122 §4.2.3.9), so the
+        // client fails at once instead of retrying its SYN.
+        Inbound::Drop(DropReason::LbNoBackend) => {
+            return icmp::error(
+                p,
+                cx,
+                pkt,
+                IcmpError::port_unreachable(),
+                DropReason::LbNoBackend,
+                now,
+            )
         }
         Inbound::Drop(reason) => return Next::Done(Verdict::Drop(reason)),
     }
@@ -148,6 +163,7 @@ fn drop_reason(r: strait_nat::DropReason) -> DropReason {
         N::QuotaInsideSessions => DropReason::NatQuotaInsideSessions,
         N::QuotaRemote => DropReason::NatQuotaRemote,
         N::QuotaRule => DropReason::NatQuotaRule,
+        N::NoBackend => DropReason::LbNoBackend,
     }
 }
 

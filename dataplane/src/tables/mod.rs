@@ -28,6 +28,7 @@
 //! the worker's own, and reaches the control side through `status.rs` and
 //! `counters.rs`.
 
+mod lb;
 mod nat;
 mod port;
 mod routes;
@@ -42,6 +43,7 @@ use strait_fib::{EgressId, Fib, FlowHasher, RouteTable};
 use crate::config::{Config, ConfigError, IcmpConfig, Invalid};
 use crate::sastore::{SaStore, StoreMode};
 
+pub use lb::{LbBackendInfo, LbInfo};
 pub use nat::{session_state, NatRuleInfo, NatTables};
 pub use port::{kernel_link, KernelLink, Port, StaticNeighbour};
 #[cfg(test)]
@@ -215,6 +217,17 @@ impl Tables {
             let span = rule.and_then(|r| match field {
                 Some(f) => r.spans.span(f),
                 None => r.spans.first(),
+            });
+            // A load balancer's field, or the rule compiled from it.
+            let lb = item
+                .strip_prefix("load balancer ")
+                .or_else(|| item.strip_prefix("nat rule lb/"))
+                .and_then(|name| config.load_balancers.iter().rev().find(|l| l.name == name));
+            let span = span.or_else(|| {
+                lb.and_then(|l| match field {
+                    Some(f) => l.spans.span(if f == "public" { "address" } else { f }),
+                    None => l.spans.first(),
+                })
             });
             invalid.at(span, item, reason)
         })?;

@@ -83,6 +83,9 @@ pub struct NatTables {
     /// The workers' translators, built on the control side; the same
     /// object across reloads.
     translators: Arc<Translators>,
+    /// Load-balanced services (`tables/lb.rs`), whose DNAT rules are in
+    /// `rules`.
+    pub lbs: Vec<super::lb::LbInfo>,
 }
 
 /// One translator per worker, built by the control thread when a snapshot
@@ -237,7 +240,7 @@ impl NatTables {
         lib_config
             .validate()
             .map_err(|e| ("[nat_settings]".to_owned(), None, e.to_string()))?;
-        if !config.nat.is_empty() && workers > 1 {
+        if (!config.nat.is_empty() || !config.load_balancers.is_empty()) && workers > 1 {
             return Err((
                 "[[nat]]".into(),
                 None,
@@ -266,7 +269,9 @@ impl NatTables {
         for p in ports {
             external.extend(p.v4.iter().map(|(a, _)| *a));
         }
-        let mut used: Vec<RuleId> = Vec::new();
+        let previous_lbs = previous.map_or(&[][..], |p| &p.lbs[..]);
+        let lb_ids = super::lb::assign_ids(config, previous_lbs)?;
+        let mut used: Vec<RuleId> = lb_ids.clone();
         for (i, rc) in config.nat.iter().enumerate() {
             let item = format!("nat rule {}", rc.name);
             if rc.name.is_empty() {
@@ -435,6 +440,7 @@ impl NatTables {
                         match selection {
                             BackendSelection::ClientHash => "hash",
                             BackendSelection::RoundRobin => "round-robin",
+                            BackendSelection::Maglev(_) => "maglev",
                         }
                     );
                     dnat.push(DnatRule {
@@ -479,6 +485,22 @@ impl NatTables {
                 summary,
             });
         }
+        let (lb_rules, lbs) = super::lb::build(config, &lb_ids, previous_lbs)?;
+        for lb in &lbs {
+            external.push(lb.address.addr);
+            infos.push(NatRuleInfo {
+                id: lb.id,
+                name: super::lb::rule_name(&lb.name),
+                kind: NatKindConfig::Dnat,
+                summary: format!(
+                    "{} {} to {} backends (maglev)",
+                    lb.protocol,
+                    lb.address,
+                    lb.backends.len()
+                ),
+            });
+        }
+        dnat.extend(lb_rules);
         let rules = NatRules::new(snat, dnat, static_nat).map_err(|e| rule_error(&infos, &e))?;
         external.sort_unstable();
         external.dedup();
@@ -499,6 +521,7 @@ impl NatTables {
             external,
             status,
             translators,
+            lbs,
         })
     }
 }
@@ -608,7 +631,7 @@ fn prefix(s: &str) -> Result<Ipv4Cidr, String> {
     s.parse().map_err(|e: strait_nat::CidrError| e.to_string())
 }
 
-fn endpoint(s: &str) -> Result<Endpoint, String> {
+pub(super) fn endpoint(s: &str) -> Result<Endpoint, String> {
     let sa: SocketAddrV4 = s
         .parse()
         .map_err(|_| format!("{s:?} is not an IPv4 addr:port"))?;
