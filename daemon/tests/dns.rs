@@ -161,12 +161,7 @@ fn bed(tag: &str) -> Bed {
     require_program("dnsmasq", "dnsmasq-base");
     require_program("curl", "curl");
     require_program("python3", "python3");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/dns.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new(tag);
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("dns.topo", tag);
     std::fs::write(dir.join("hub.secret"), SECRET).unwrap();
     let key = strait_ike::crypto::device_key(SECRET.as_bytes(), "vcpe-1");
     std::fs::write(dir.join("vcpe-1.key"), key).unwrap();

@@ -89,12 +89,7 @@ fn bed(tag: &str) -> (Testbed, BTreeMap<String, Netns>, PathBuf) {
     require_program("ping", "iputils-ping");
     require_program("nft", "nftables");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new(tag);
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("site-to-hub.topo", tag);
     std::fs::write(dir.join("vcpe-0042.key"), "correct horse battery staple\n").unwrap();
     std::fs::write(dir.join("branch.key"), "correct horse battery staple\n").unwrap();
     (tb, ns, dir)

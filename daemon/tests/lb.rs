@@ -110,12 +110,7 @@ impl Bed {
         require_root();
         require_program("python3", "python3");
         require_program("ethtool", "ethtool");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/lb.topo");
-        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut tb = Testbed::new(tag);
-        let ns = topo.build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
+        let (tb, ns, dir) = common::topology_bed("lb.topo", tag);
         let backends = [ns["be1"].clone(), ns["be2"].clone(), ns["be3"].clone()];
         // The servers first: the checks pass from the start.
         let servers = (0..3).map(|i| serve(&backends[i], &dir, i, 8000)).collect();

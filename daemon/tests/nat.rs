@@ -198,12 +198,7 @@ fn lan_behind_masquerade_with_port_forwards() {
     require_program("ping", "iputils-ping");
     require_program("tracepath", "iputils-tracepath");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/nat.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("nat");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("nat.topo", "nat");
     let (client, server) = (&ns["client"], &ns["server"]);
     let daemon = Daemon::start(&ns["strait"], &dir, "strait", CONFIG);
 

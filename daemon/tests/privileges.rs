@@ -130,12 +130,7 @@ fn as_a_user_with_ambient_capabilities_straitd_drops_them_and_is_not_dumpable() 
     require_program("setpriv", "util-linux");
     require_program("ethtool", "ethtool");
     const NOBODY: u32 = 65534;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("priv-user");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("forward.topo", "priv-user");
     std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
     // /dev/net/tun may be root's alone: no host path here.
     let config = config(&dir).replace(

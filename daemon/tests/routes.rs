@@ -103,12 +103,7 @@ fn bed(tag: &str) -> Bed {
     require_root();
     require_program("ping", "iputils-ping");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/hub-sites.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new(tag);
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("hub-sites.topo", tag);
     std::fs::write(dir.join("hub.secret"), SECRET).unwrap();
     for n in 1..=4 {
         let key = strait_ike::crypto::device_key(SECRET.as_bytes(), &format!("vcpe-{n}"));
@@ -344,12 +339,7 @@ fn transit_between_hubs_carries_both_ways_without_bouncing() {
     require_root();
     require_program("ping", "iputils-ping");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/two-hubs.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("rth");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("two-hubs.topo", "rth");
     let key =
         |secret: &str, serial: &str| strait_ike::crypto::device_key(secret.as_bytes(), serial);
     std::fs::write(dir.join("hub-1.secret"), "secret of hub one").unwrap();

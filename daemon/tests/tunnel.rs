@@ -222,12 +222,7 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     require_program("ping", "iputils-ping");
     require_program("nft", "nftables");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("tunnel");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunnel");
     let (lana, lanb, home) = (&ns["lana"], &ns["lanb"], &ns["home"]);
     let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir.join("hub.state")));
     let branch = Daemon::start(
@@ -501,12 +496,7 @@ fn restarts_never_reuse_a_sequence_number_nor_black_hole_the_tunnel() {
     require_program("ping", "iputils-ping");
     require_program("nft", "nftables");
     require_program("ethtool", "ethtool");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/site-to-hub.topo");
-    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut tb = Testbed::new("tunrs");
-    let ns = topo.build(&mut tb).unwrap();
-    let dir = std::env::temp_dir().join(tb.prefix());
-    std::fs::create_dir_all(&dir).unwrap();
+    let (tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunrs");
     let (lana, home) = (&ns["lana"], &ns["home"]);
     let mut hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir.join("hub.state")));
     let mut branch = Daemon::start(

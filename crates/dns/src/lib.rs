@@ -120,7 +120,7 @@ pub enum Action<C> {
 }
 
 /// Counters (monotonic).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Client queries read.
     pub queries: u64,
@@ -384,33 +384,35 @@ impl<C: Clone> Resolver<C> {
         }
 
         let key = (asked.clone(), qtype, qclass);
+        // The client's side of the exchange; upstream, deadline and query
+        // are filled in when it is forwarded.
+        let mut p = Pending {
+            client: client.clone(),
+            client_id: packet.id(),
+            client_rd: rd,
+            qname: question.qname.to_string(),
+            qtype,
+            qclass,
+            asked,
+            prefix,
+            client_edns,
+            client_max,
+            upstreams: Vec::new(),
+            attempt: 0,
+            tcp: false,
+            sent: now,
+            deadline: now,
+            query: Vec::new(),
+        };
         if let Some((cached, age)) = self.cache.get(&key, now) {
             if let Ok(mut answer) = Packet::parse(&cached) {
                 cache::age_records(&mut answer, age);
                 self.stats.cache_hits += 1;
-                let p = Pending {
-                    client: client.clone(),
-                    client_id: packet.id(),
-                    client_rd: rd,
-                    qname: question.qname.to_string(),
-                    qtype,
-                    qclass,
-                    asked,
-                    prefix,
-                    client_edns,
-                    client_max,
-                    upstreams: Vec::new(),
-                    attempt: 0,
-                    tcp: false,
-                    sent: now,
-                    deadline: now,
-                    query: Vec::new(),
-                };
                 return self.answer_client(&p, &answer, None);
             }
         }
 
-        let asked_name: Option<Name> = asked.parse().ok();
+        let asked_name: Option<Name> = p.asked.parse().ok();
         let upstreams = self.settings.upstreams_for(asked_name.as_ref()).to_vec();
         if upstreams.is_empty() || self.pending.len() >= self.settings.max_pending {
             self.stats.servfail += 1;
@@ -422,25 +424,10 @@ impl<C: Clone> Resolver<C> {
                 break id;
             }
         };
-        let query = upstream_query(id, &asked, qtype, question.qclass)?;
-        let p = Pending {
-            client,
-            client_id: packet.id(),
-            client_rd: rd,
-            qname: question.qname.to_string(),
-            qtype,
-            qclass,
-            asked,
-            prefix,
-            client_edns,
-            client_max,
-            upstreams,
-            attempt: 0,
-            tcp: false,
-            sent: now,
-            deadline: now + self.settings.timeout,
-            query: query.clone(),
-        };
+        let query = upstream_query(id, &p.asked, qtype, question.qclass)?;
+        p.upstreams = upstreams;
+        p.deadline = now + self.settings.timeout;
+        p.query = query.clone();
         let upstream = p.upstreams[0];
         self.pending.insert(id, p);
         self.sent_to(upstream);

@@ -55,8 +55,12 @@ fn resolver() -> Resolver<u8> {
     })
 }
 
-fn check(action: &Action<u8>, query: &[u8], transport: Transport) {
-    if let Action::Reply { bytes, .. } = action {
+/// Checks a reply against the query of the client it goes to (the
+/// client handle is the query's number).
+fn check(action: &Action<u8>, queries: &[(Vec<u8>, Transport)]) {
+    if let Action::Reply { client, bytes, .. } = action {
+        let (query, transport) = &queries[usize::from(*client)];
+        let transport = *transport;
         if transport == Transport::Udp {
             assert!(
                 bytes.len() <= usize::from(EDNS_PAYLOAD),
@@ -82,7 +86,7 @@ pub fn run(data: &[u8]) {
     let mut next_id = 1u16;
     let mut last_sent: Option<(u16, SocketAddr, bool)> = None;
     let mut rest = data;
-    let mut client_query: Vec<u8> = Vec::new();
+    let mut queries: Vec<(Vec<u8>, Transport)> = Vec::new();
     for _ in 0..8 {
         let [kind, a, b, tail @ ..] = rest else { break };
         let len = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
@@ -99,10 +103,11 @@ pub fn run(data: &[u8]) {
                 } else {
                     Transport::Tcp
                 };
-                client_query = msg.to_vec();
-                let a = r.query(7, msg, transport, now, &mut ids);
+                queries.push((msg.to_vec(), transport));
+                let client = (queries.len() - 1) as u8;
+                let a = r.query(client, msg, transport, now, &mut ids);
                 if let Some(a) = &a {
-                    check(a, msg, transport);
+                    check(a, &queries);
                 }
                 a
             }
@@ -116,7 +121,7 @@ pub fn run(data: &[u8]) {
                 }
                 let a = r.upstream_answer(id, upstream, &answer, tcp, now);
                 if let Some(a) = &a {
-                    check(a, &client_query, Transport::Udp);
+                    check(a, &queries);
                 }
                 a
             }

@@ -48,7 +48,7 @@ pub struct DnsState {
     /// TCP clients connected.
     pub tcp_clients: usize,
     /// Counters.
-    pub stats: StatsView,
+    pub stats: Stats,
     /// Accelerated names.
     pub accelerate: Vec<String>,
     /// The tunnel their addresses go into.
@@ -74,51 +74,6 @@ pub struct UpstreamView {
     pub last_rtt_ms: Option<f64>,
     /// Timeouts since its last answer.
     pub failing: u32,
-}
-
-/// The counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct StatsView {
-    /// Client queries.
-    pub queries: u64,
-    /// Answered from a private zone.
-    pub zone_answers: u64,
-    /// Answered from the cache.
-    pub cache_hits: u64,
-    /// Sent upstream (retries included).
-    pub forwarded: u64,
-    /// Malformed queries.
-    pub malformed: u64,
-    /// Upstream answers matching no query.
-    pub unexpected_answers: u64,
-    /// Asked again over TCP after truncation.
-    pub tcp_retries: u64,
-    /// Upstream timeouts.
-    pub timeouts: u64,
-    /// SERVFAIL to clients.
-    pub servfail: u64,
-    /// HTTPS/SVCB queries for accelerated names answered NODATA.
-    pub svcb_refused: u64,
-    /// Answers that carried accelerated addresses.
-    pub accelerated_answers: u64,
-}
-
-impl From<Stats> for StatsView {
-    fn from(s: Stats) -> StatsView {
-        StatsView {
-            queries: s.queries,
-            zone_answers: s.zone_answers,
-            cache_hits: s.cache_hits,
-            forwarded: s.forwarded,
-            malformed: s.malformed,
-            unexpected_answers: s.unexpected_answers,
-            tcp_retries: s.tcp_retries,
-            timeouts: s.timeouts,
-            servfail: s.servfail,
-            svcb_refused: s.svcb_refused,
-            accelerated_answers: s.accelerated_answers,
-        }
-    }
 }
 
 /// One routed address.
@@ -170,7 +125,7 @@ impl DnsState {
             cache_entries: resolver.cache_len(),
             pending: resolver.pending_len(),
             tcp_clients,
-            stats: resolver.stats().into(),
+            stats: resolver.stats(),
             accelerate: config.accelerate.iter().map(|p| p.to_string()).collect(),
             tunnel: config.tunnel.clone(),
             routes: routes

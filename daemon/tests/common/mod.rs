@@ -291,12 +291,7 @@ impl ForwardBed {
         require_root();
         require_program("ping", "iputils-ping");
         require_program("ethtool", "ethtool");
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/topologies/forward.topo");
-        let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let mut tb = Testbed::new(tag);
-        let ns = topo.build(&mut tb).unwrap();
-        let dir = std::env::temp_dir().join(tb.prefix());
-        std::fs::create_dir_all(&dir).unwrap();
+        let (tb, ns, dir) = topology_bed("forward.topo", tag);
         let config = config.replace("STATE_DIR", &dir.join("state").display().to_string());
         ForwardBed {
             daemon: Daemon::start(&ns["dp"], &dir, "strait", &config),
@@ -401,4 +396,22 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds `scripts/topologies/FILE` under a fresh testbed tagged `tag`
+/// (torn down when the returned `Testbed` drops), with a scratch directory
+/// named after it for configurations, keys and state.
+pub fn topology_bed(
+    file: &str,
+    tag: &str,
+) -> (Testbed, std::collections::BTreeMap<String, Netns>, PathBuf) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/topologies")
+        .join(file);
+    let topo = Topology::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut tb = Testbed::new(tag);
+    let ns = topo.build(&mut tb).unwrap();
+    let dir = std::env::temp_dir().join(tb.prefix());
+    std::fs::create_dir_all(&dir).unwrap();
+    (tb, ns, dir)
 }
