@@ -9,10 +9,10 @@
 //! Topology: scripts/topologies/dns.topo. Needs root (namespaces, veth,
 //! XDP), dig (bind9-dnsutils), dnsmasq, curl, python3.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, require_root, Netns, Testbed};
 
 mod common;
 use common::{Daemon, Process};

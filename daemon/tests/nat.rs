@@ -13,10 +13,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, require_root, Netns};
 
 const CONFIG: &str = r#"
 [engine]
@@ -198,7 +197,7 @@ fn lan_behind_masquerade_with_port_forwards() {
     require_program("ping", "iputils-ping");
     require_program("tracepath", "iputils-tracepath");
     require_program("ethtool", "ethtool");
-    let (tb, ns, dir) = common::topology_bed("nat.topo", "nat");
+    let (_tb, ns, dir) = common::topology_bed("nat.topo", "nat");
     let (client, server) = (&ns["client"], &ns["server"]);
     let daemon = Daemon::start(&ns["strait"], &dir, "strait", CONFIG);
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strait_testbed::{require_program, require_root, Testbed, Topology};
+use strait_testbed::{require_program, require_root};
 
 mod common;
 use common::{ping, Daemon, ForwardBed};

@@ -11,10 +11,10 @@
 //! Needs root (namespaces, veth, XDP), iputils-ping, ethtool.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, require_root, Netns, Testbed};
 
 mod common;
 use common::{ping, Daemon};
@@ -339,7 +339,7 @@ fn transit_between_hubs_carries_both_ways_without_bouncing() {
     require_root();
     require_program("ping", "iputils-ping");
     require_program("ethtool", "ethtool");
-    let (tb, ns, dir) = common::topology_bed("two-hubs.topo", "rth");
+    let (_tb, ns, dir) = common::topology_bed("two-hubs.topo", "rth");
     let key =
         |secret: &str, serial: &str| strait_ike::crypto::device_key(secret.as_bytes(), serial);
     std::fs::write(dir.join("hub-1.secret"), "secret of hub one").unwrap();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strait_testbed::{require_program, require_root, Netns, Testbed, Topology};
+use strait_testbed::{require_program, require_root, Netns};
 
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f10111213";
 const KEY_B: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3";
@@ -222,7 +222,7 @@ fn lan_to_lan_through_an_esp_tunnel_across_a_nat() {
     require_program("ping", "iputils-ping");
     require_program("nft", "nftables");
     require_program("ethtool", "ethtool");
-    let (tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunnel");
+    let (_tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunnel");
     let (lana, lanb, home) = (&ns["lana"], &ns["lanb"], &ns["home"]);
     let hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir.join("hub.state")));
     let branch = Daemon::start(
@@ -496,7 +496,7 @@ fn restarts_never_reuse_a_sequence_number_nor_black_hole_the_tunnel() {
     require_program("ping", "iputils-ping");
     require_program("nft", "nftables");
     require_program("ethtool", "ethtool");
-    let (tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunrs");
+    let (_tb, ns, dir) = common::topology_bed("site-to-hub.topo", "tunrs");
     let (lana, home) = (&ns["lana"], &ns["home"]);
     let mut hub = Daemon::start(&ns["hub"], &dir, "hub", &hub_config(&dir.join("hub.state")));
     let mut branch = Daemon::start(
