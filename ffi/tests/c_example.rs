@@ -95,16 +95,23 @@ impl Drop for Example {
     }
 }
 
-/// Where cargo put `libstrait.so` (the test binary is in `deps/` below it).
+/// Where cargo put `libstrait.so` and `libstrait.a`: `cargo test` leaves
+/// them in `deps/` beside the test binary; `cargo build` also copies them
+/// one level up.
 fn library_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    assert!(
-        dir.join("libstrait.so").exists(),
-        "no libstrait.so in {} (cargo builds it with the strait-ffi tests)",
-        dir.display()
-    );
-    dir
+    let deps = exe.parent().unwrap().to_path_buf();
+    let candidates = [deps.clone(), deps.parent().unwrap().to_path_buf()];
+    candidates
+        .iter()
+        .find(|d| d.join("libstrait.so").exists() && d.join("libstrait.a").exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no libstrait.so and libstrait.a in {} or its parent (cargo builds them with the strait-ffi tests)",
+                deps.display()
+            )
+        })
 }
 
 /// Compiles the example with warnings as errors; returns the program.
