@@ -361,6 +361,42 @@ fn frames_lost_while_the_worker_is_stalled_are_counted() {
     assert!(ok, "{out}");
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of proc(5), 12 and 13 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+#[test]
+fn an_idle_daemon_costs_almost_no_cpu_and_wakes_for_the_next_frame() {
+    let bed = bed("fwd-idle");
+    let (ok, out) = ping(&bed.h1, &["-c", "2", "-i", "0.2", "10.2.0.2"]);
+    assert!(ok, "{out}");
+    let pid = bed.daemon.child.as_ref().unwrap().id();
+    // Adaptive polling: a worker with nothing to do waits in poll(2).
+    std::thread::sleep(Duration::from_millis(500));
+    let window = Duration::from_secs(3);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let share = (cpu_seconds(pid) - before) / window.as_secs_f64();
+    assert!(
+        share < 0.02,
+        "an idle daemon used {:.1} % of a core (goal: under 2 %)",
+        share * 100.0
+    );
+    // The first frame after the idle time wakes the worker, both ways.
+    let (ok, out) = ping(&bed.h1, &["-c", "3", "-i", "0.3", "10.2.0.2"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0% packet loss"), "{out}");
+}
+
 fn forwarded(bed: &ForwardBed) -> u64 {
     let c = bed.daemon.json(&["show", "counters"]);
     c["left"]["forwarded"]

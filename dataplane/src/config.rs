@@ -736,7 +736,10 @@ pub enum BindConfig {
 pub enum PollConfig {
     /// Spin without pause: lowest latency, a full core (benchmarks).
     Spin,
-    /// Spin while busy, then back off up to a short sleep (shared hosts).
+    /// Spin while busy and briefly after (about twice the recent gap
+    /// between arrivals, 5–50 µs), then wait in `poll(2)` on the sockets
+    /// until a frame, the host path or the engine wakes the worker: near
+    /// zero CPU when idle, and the CPU left to others on a shared host.
     #[default]
     Adaptive,
 }

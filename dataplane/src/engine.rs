@@ -31,7 +31,7 @@ use crate::services::{ServiceDatagram, ServiceQueues};
 use crate::status::NatSnapshot;
 use crate::status::{sum_sas, NeighbourInfo, SaCounterInfo, WorkerStatus};
 use crate::tables::{kernel_link, NatRuleInfo, SharedTables, Tables};
-use crate::worker::{self, WorkerContext};
+use crate::worker::{self, Doorbell, WorkerContext};
 
 /// Why an engine could not start or change.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +142,21 @@ struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
     counters: Arc<SharedCounters>,
     status: Arc<WorkerStatus>,
+    doorbell: Arc<Doorbell>,
+}
+
+/// Sets the stop flag, wakes every worker that waits while idle, and
+/// joins them.
+fn halt(stop: &AtomicBool, workers: &mut [WorkerHandle]) {
+    stop.store(true, Ordering::Relaxed);
+    for h in workers.iter() {
+        h.doorbell.ring();
+    }
+    for h in workers {
+        if let Some(t) = h.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A running dataplane.
@@ -296,6 +311,7 @@ impl Engine {
             };
             let counters = Arc::new(SharedCounters::new(snapshot.ports.len()));
             let status = Arc::new(WorkerStatus::default());
+            let doorbell = Arc::new(Doorbell::new().map_err(|e| EngineError::Thread(w, e))?);
             contexts.push(WorkerContext {
                 id: w,
                 ports,
@@ -312,11 +328,13 @@ impl Engine {
                     services.to_owner.0.clone(),
                     (w == 0).then(|| services.to_worker.1.clone()),
                 ),
+                doorbell: Arc::clone(&doorbell),
             });
             workers.push(WorkerHandle {
                 thread: None,
                 counters,
                 status,
+                doorbell,
             });
         }
         // The programs stay attached while any port set holds them.
@@ -343,12 +361,7 @@ impl Engine {
                 });
             if let Err(err) = started {
                 // The workers already running stop before their ports close.
-                stop.store(true, Ordering::Relaxed);
-                for h in &mut workers {
-                    if let Some(t) = h.thread.take() {
-                        let _ = t.join();
-                    }
-                }
+                halt(&stop, &mut workers);
                 return Err(err);
             }
         }
@@ -362,12 +375,7 @@ impl Engine {
         let keeper = match keeper {
             Ok(k) => Some(k),
             Err(err) => {
-                stop.store(true, Ordering::Relaxed);
-                for h in &mut workers {
-                    if let Some(t) = h.thread.take() {
-                        let _ = t.join();
-                    }
-                }
+                halt(&stop, &mut workers);
                 return Err(err);
             }
         };
@@ -400,7 +408,14 @@ impl Engine {
     /// it within a millisecond, routed by the dataplane's tables). False
     /// when the queue is full.
     pub fn send_service(&self, datagram: ServiceDatagram) -> bool {
-        self.services.to_worker.0.try_send(datagram).is_ok()
+        let queued = self.services.to_worker.0.try_send(datagram).is_ok();
+        if queued {
+            // Worker 0 sends them; it may be waiting while idle.
+            if let Some(w) = self.workers.first() {
+                w.doorbell.ring();
+            }
+        }
+        queued
     }
 
     /// Moves the events reported since the last call into `out` (oldest
@@ -923,12 +938,7 @@ impl Engine {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in &mut self.workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
-            }
-        }
+        halt(&self.stop, &mut self.workers);
         if let Some(k) = self.keeper.take() {
             let _ = k.join();
             // Nothing seals or opens any more: record exact positions.

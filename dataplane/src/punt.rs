@@ -103,6 +103,11 @@ impl HostTap {
         sys::write(self.fd.as_fd(), frame).map(|_| ())
     }
 
+    /// The device's descriptor: readable once the host stack sent a frame.
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Reads one frame the host stack sent, if any (never blocks).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match sys::read(self.fd.as_fd(), buf) {

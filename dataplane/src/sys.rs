@@ -86,3 +86,53 @@ pub(crate) fn try_lock_exclusive(file: &std::fs::File) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking `eventfd(2)`: how the engine wakes a worker that waits
+/// in [`wait_readable`] while idle.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; the flags are valid for eventfd.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Waits in `poll(2)` until one of `fds` is readable or `timeout` passes
+/// (rounded up to whole milliseconds). `ready[i]` tells whether `fds[i]`
+/// was readable; at most 64 descriptors. An interrupted wait counts as a
+/// timeout.
+pub(crate) fn wait_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: std::time::Duration,
+    ready: &mut [bool],
+) -> io::Result<()> {
+    const MAX: usize = 64;
+    let n = fds.len().min(MAX).min(ready.len());
+    let mut set = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX];
+    for (slot, fd) in set.iter_mut().zip(&fds[..n]) {
+        slot.fd = fd.as_raw_fd();
+        slot.events = libc::POLLIN;
+    }
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `set` is a valid array of at least `n` pollfd entries that
+    // lives across the call.
+    let rc = unsafe { libc::poll(set.as_mut_ptr(), n as libc::nfds_t, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            ready.iter_mut().for_each(|r| *r = false);
+            return Ok(());
+        }
+        return Err(err);
+    }
+    for (r, slot) in ready.iter_mut().zip(&set[..n]) {
+        *r = slot.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+    }
+    Ok(())
+}

@@ -60,6 +60,38 @@ pub struct WorkerContext {
     pub events: EventSender,
     /// IKE for the engine's owner, and (worker 0) what it sends.
     pub services: (Sender<ServiceDatagram>, Option<Receiver<ServiceDatagram>>),
+    /// Rung when the worker has work that arrives by no socket: a service
+    /// datagram to send, or the stop flag.
+    pub doorbell: Arc<Doorbell>,
+}
+
+/// Wakes a worker that waits in `poll(2)` while idle (an `eventfd`).
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Doorbell {
+    /// A new doorbell.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Doorbell {
+            fd: crate::sys::eventfd()?,
+        })
+    }
+
+    /// Wakes the worker (or makes its next wait return at once).
+    pub fn ring(&self) {
+        use std::os::fd::AsFd;
+        // A full counter already means "rung": nothing to do on EAGAIN.
+        let _ = crate::sys::write(self.fd.as_fd(), &1u64.to_ne_bytes());
+    }
+
+    /// Clears the doorbell.
+    fn clear(&self) {
+        use std::os::fd::AsFd;
+        let mut buf = [0u8; 8];
+        let _ = crate::sys::read(self.fd.as_fd(), &mut buf);
+    }
 }
 
 /// How often timers run.
@@ -70,8 +102,18 @@ const STATUS_PERIOD: Duration = Duration::from_millis(500);
 const PUBLISH_PERIOD: Duration = Duration::from_millis(50);
 /// How often the NAT session snapshot is published for `show nat`.
 const NAT_PUBLISH_PERIOD: Duration = Duration::from_millis(500);
-/// Longest idle sleep in adaptive mode.
-const MAX_IDLE_SLEEP: Duration = Duration::from_micros(200);
+/// Adaptive mode: the longest a worker spins after its last frame before
+/// it waits in `poll(2)`. It spins about twice the recent gap between
+/// arrivals when that is shorter, so a steady stream is caught without a
+/// wakeup; a sparse one (gaps beyond this) gets [`MIN_SPIN`].
+const MAX_SPIN: Duration = Duration::from_micros(50);
+/// Adaptive mode: the shortest spin, for the frames that follow closely
+/// (the rest of a burst, an answer).
+const MIN_SPIN: Duration = Duration::from_micros(5);
+/// Adaptive mode: the longest wait in `poll(2)`; timers (neighbour
+/// retries, keepalives, counter publication, NAT expiry) run at least
+/// this often while idle.
+const MAX_WAIT: Duration = Duration::from_millis(20);
 
 /// The addresses and payload of the IPv4 UDP datagram in an Ethernet
 /// frame (one VLAN tag at most, as the L2 stage accepts).
@@ -120,7 +162,11 @@ pub fn run(mut ctx: WorkerContext) {
     let mut next_publish = now;
     let mut next_status = now;
     let mut next_nat_publish = now;
-    let mut idle_rounds: u32 = 0;
+    // Adaptive polling: when the last frame came, and the average gap
+    // between receives that brought frames.
+    let mut last_rx = now;
+    let mut gap_avg = MAX_WAIT;
+    let mut ready = [false; WAIT_FDS];
     while !ctx.stop.load(Ordering::Relaxed) {
         let tables = ctx.tables.load_full();
         let now = Instant::now();
@@ -169,18 +215,23 @@ pub fn run(mut ctx: WorkerContext) {
                 w.pipeline.nat_publish(&tables, ctx.id, now);
             }
         }
-        if got == 0 {
-            idle_rounds = idle_rounds.saturating_add(1);
-            if ctx.poll == PollConfig::Adaptive && idle_rounds > 1000 {
-                // Back off gradually: a few µs first, then up to 200 µs.
-                let us = u64::from((idle_rounds - 1000) / 64)
-                    .clamp(1, MAX_IDLE_SLEEP.as_micros() as u64);
-                std::thread::sleep(Duration::from_micros(us));
-            } else {
-                std::hint::spin_loop();
-            }
+        if got > 0 {
+            // A gap longer than a wait is "sparse" whatever its length:
+            // clamping it lets a new steady stream pull the average down
+            // within a few dozen arrivals.
+            let gap = now.saturating_duration_since(last_rx).min(MAX_WAIT);
+            gap_avg = (gap_avg * 7 + gap) / 8;
+            last_rx = now;
+        } else if ctx.poll == PollConfig::Adaptive
+            && now.saturating_duration_since(last_rx) >= spin_window(gap_avg)
+            && !ctx.ports.tx_pending()
+        {
+            wait_for_work(&ctx, &mut ready);
+            // Whatever woke the worker (a frame, the host path, a service
+            // datagram, the timeout), the timers see it now.
+            next_timer = Instant::now();
         } else {
-            idle_rounds = 0;
+            std::hint::spin_loop();
         }
     }
     w.publish(&ctx.ports, &ctx.counters);
@@ -194,6 +245,49 @@ pub fn run(mut ctx: WorkerContext) {
         |_| {},
         |desc| ctx.ports.drop_frame(desc),
     );
+}
+
+/// Descriptors a waiting worker watches at most: its ports' sockets, its
+/// TAPs and the doorbell.
+const WAIT_FDS: usize = 64;
+
+/// How long an adaptive worker spins after its last frame.
+fn spin_window(gap_avg: Duration) -> Duration {
+    if gap_avg <= MAX_SPIN {
+        (gap_avg * 2).clamp(MIN_SPIN, MAX_SPIN)
+    } else {
+        MIN_SPIN
+    }
+}
+
+/// Waits in `poll(2)` until a port has frames, a TAP has a frame from the
+/// host, the doorbell rings or [`MAX_WAIT`] passes. The
+/// doorbell is level-triggered: a ring before the wait ends it at once.
+fn wait_for_work(ctx: &WorkerContext, ready: &mut [bool; WAIT_FDS]) {
+    use std::os::fd::{AsFd, BorrowedFd};
+    let bell = ctx.doorbell.fd.as_fd();
+    let mut fds: [BorrowedFd<'_>; WAIT_FDS] = [bell; WAIT_FDS];
+    let mut n = 1;
+    for fd in ctx
+        .ports
+        .fds()
+        .chain(ctx.taps.iter().flatten().map(HostTap::as_fd))
+        .take(WAIT_FDS - 1)
+    {
+        fds[n] = fd;
+        n += 1;
+    }
+    if ctx.stop.load(Ordering::Relaxed) {
+        return;
+    }
+    if crate::sys::wait_readable(&fds[..n], MAX_WAIT, ready).is_err() {
+        // poll(2) cannot fail on valid descriptors; if it does, do not
+        // turn the worker into a busy loop.
+        std::thread::sleep(MIN_SPIN);
+    }
+    if ready[0] {
+        ctx.doorbell.clear();
+    }
 }
 
 /// Runs `stage` on the packet of `desc` with the whole UMEM frame open

@@ -592,6 +592,19 @@ impl PortSet {
         queued as usize
     }
 
+    /// Each port's socket descriptor, for a worker that waits in `poll(2)`
+    /// while idle: it is readable (`POLLIN`) once the RX ring holds frames,
+    /// and polling it also wakes a zero-copy driver that asked for it.
+    pub fn fds(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.ports.iter().map(|p| p.socket.as_fd())
+    }
+
+    /// True while some TX ring holds descriptors the kernel has not taken
+    /// yet: a worker must keep kicking rather than wait.
+    pub fn tx_pending(&self) -> bool {
+        self.ports.iter().any(|p| p.socket.tx.outstanding() > 0)
+    }
+
     /// Returns frames whose transmission completed to the pool (bounded per
     /// port), and re-kicks ports whose TX ring still holds descriptors the
     /// kernel has not taken (copy mode sends at most the skb budget per

@@ -257,6 +257,10 @@ impl XdpSocket {
         self.fd.as_raw_fd()
     }
 
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Asks the kernel to process the TX ring (copy mode, or zero-copy when
     /// the driver set need_wakeup). Transient refusals are normal: the
     /// descriptors stay on the ring and the next kick retries.
