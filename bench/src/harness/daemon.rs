@@ -274,6 +274,25 @@ pub fn sched_time(pid: u32, prefix: &str) -> Option<SchedTime> {
     found.then_some(total)
 }
 
+/// CPU the processes `pids` used together over `window` (every thread,
+/// from schedstat: nanosecond resolution), in percent of one core. `None`
+/// when none of them could be read.
+pub fn idle_cpu_percent(pids: &[u32], window: Duration) -> Option<f64> {
+    let total = |pids: &[u32]| -> Option<u64> {
+        let times: Vec<u64> = pids
+            .iter()
+            .filter_map(|&p| sched_time(p, "").map(|t| t.run_ns))
+            .collect();
+        (!times.is_empty()).then(|| times.iter().sum())
+    };
+    let before = total(pids)?;
+    let start = std::time::Instant::now();
+    std::thread::sleep(window);
+    let after = total(pids)?;
+    let secs = start.elapsed().as_secs_f64();
+    Some(100.0 * after.saturating_sub(before) as f64 / 1e9 / secs)
+}
+
 impl Drop for Straitd {
     fn drop(&mut self) {
         crate::sys::terminate(&mut self.child, Duration::from_secs(5));

@@ -188,6 +188,12 @@ impl Bench {
         } else {
             format!("{SITE} ({poll})")
         };
+        let idle = if section == "esp" {
+            "esp-idle"
+        } else {
+            "peers-idle"
+        };
+        self.idle_into(idle, &label, &[db.pid(), dh.pid()]);
         for &size in &self.settings.esp_sizes.clone() {
             let (fig, share) = self.measure_dut(&site, size, &label, &[&db, &dh])?;
             self.push_fig(section, &label, size, fig, share);

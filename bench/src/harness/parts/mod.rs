@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use strait_testbed::{Netns, Testbed, Topology};
 
-use super::daemon::{Binaries, SchedTime, Straitd};
+use super::daemon::{idle_cpu_percent, Binaries, SchedTime, Straitd};
 use super::host::load_average;
 use super::iperf;
 use super::nat::NatResults;
@@ -142,6 +142,9 @@ struct Case {
     udp_gbps: Vec<f64>,
     /// iperf3 UDP loss, percent.
     udp_loss_pct: Vec<f64>,
+    /// With the tunnel up and no traffic: CPU of both gateways' processes
+    /// together, percent of one core (an `-idle` section's case).
+    idle_cpu_pct: Option<f64>,
 }
 
 impl Case {
@@ -157,6 +160,7 @@ impl Case {
             tcp_retransmits: vec![],
             udp_gbps: vec![],
             udp_loss_pct: vec![],
+            idle_cpu_pct: None,
         }
     }
 
@@ -287,6 +291,26 @@ impl Bench {
             .filter_map(|(d, b)| d.worker_sched()?.on_cpu_percent_since(&b?))
             .collect();
         Ok((fig, share))
+    }
+
+    /// The idle cost of a gateway pair: with its tunnel up and no traffic,
+    /// the CPU time of `pids` (every thread) over a few seconds, as a case
+    /// of section `<section>-idle`.
+    fn idle_into(&mut self, section: &'static str, system: &str, pids: &[u32]) {
+        let window = if self.settings.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(5)
+        };
+        // Whatever the tunnel's set-up left running settles first.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut case = Case::iperf(section, system);
+        case.idle_cpu_pct = idle_cpu_percent(pids, window);
+        match case.idle_cpu_pct {
+            Some(p) => eprintln!("  {system:<28} idle     {p:.2} % of a core (both gateways)"),
+            None => eprintln!("  {system:<28} idle     not measured (no schedstat)"),
+        }
+        self.cases.push(case);
     }
 
     /// iperf3 between `client` and `server` (`ip`): `reps` TCP runs of one

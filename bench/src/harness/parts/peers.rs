@@ -81,6 +81,7 @@ impl Bench {
         let pair = start(&a, &b)?;
         wait_through_tunnel(lana, label)?;
         let path = site_path(lana, lanb, branch)?;
+        self.idle_into("peers-idle", label, &pair.pids());
         for &size in &self.settings.esp_sizes.clone() {
             let fig = measure(
                 &path,

@@ -191,6 +191,22 @@ impl Bench {
                 );
             }
         }
+        let idle: Vec<&Case> = self
+            .cases
+            .iter()
+            .filter(|c| c.section.ends_with("-idle"))
+            .collect();
+        if !idle.is_empty() {
+            s.push_str(
+                "\n### Idle cost: the gateway pair with its tunnel up and no traffic\n\n\
+                 CPU of both gateways' processes together (every thread, schedstat), \
+                 percent of one core.\n\n| path | idle CPU % |\n|---|---|\n",
+            );
+            for c in idle {
+                let v = c.idle_cpu_pct.map_or("—".into(), |p| format!("{p:.2}"));
+                let _ = writeln!(s, "| {} | {v} |", c.system);
+            }
+        }
         self.render_summary(&mut s);
         s
     }
