@@ -18,8 +18,8 @@ use strait_bench::gen::FlowSpec;
 use strait_bench::harness::daemon::Binaries;
 use strait_bench::harness::host::utc_stamp;
 use strait_bench::harness::parts::{
-    Bench, Poll, RegistrationPlan, RoutesAsk, RoutesPlan, Settings, SoakPlan, MAX_BRANCHES,
-    MAX_PREFIXES,
+    Bench, Placement, Poll, RegistrationPlan, RoutesAsk, RoutesPlan, Settings, SoakPlan,
+    MAX_BRANCHES, MAX_PREFIXES,
 };
 use strait_bench::harness::trial::{Plan, ReceiverKind, SearchPlan, SenderKind};
 
@@ -67,6 +67,12 @@ enum SenderArg {
 enum ReceiverArg {
     AfXdp,
     AfPacket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlacementArg {
+    Split,
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,6 +143,11 @@ struct Args {
     /// 2-vCPU host with the generator: spin leaves it no CPU of its own).
     #[arg(long, value_enum, default_value = "adaptive")]
     site_poll: PollArg,
+    /// CPUs of the site-to-site bed's two gateways, the same for every
+    /// system: `split` puts the branch with the generator and the hub on
+    /// --dut-cpu; `shared` puts both on --dut-cpu, the generator alone.
+    #[arg(long, value_enum, default_value = "split")]
+    site_placement: PlacementArg,
     /// Directory holding straitd and straitctl.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -315,6 +326,10 @@ fn main() -> Result<()> {
         site_poll: match args.site_poll {
             PollArg::Spin => Poll::Spin,
             PollArg::Adaptive => Poll::Adaptive,
+        },
+        site_placement: match args.site_placement {
+            PlacementArg::Split => Placement::Split,
+            PlacementArg::Shared => Placement::Shared,
         },
         topologies: args.topologies,
         peers_cache: args.peers_cache,

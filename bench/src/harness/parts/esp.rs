@@ -11,7 +11,9 @@ use anyhow::Result;
 use strait_esp::CipherSuite;
 use strait_wire::EthernetAddress;
 
-use super::{ip, ns, site_path, wait_through_tunnel, Bench, Case, Poll, SITE, SITE_SNAT};
+use super::{
+    ip, ns, pin_process, site_path, wait_through_tunnel, Bench, Case, Poll, SITE, SITE_SNAT,
+};
 use crate::harness::config::{self, StaticSa};
 use crate::harness::daemon::Straitd;
 use crate::harness::trial::Path;
@@ -172,12 +174,15 @@ impl Bench {
             ns(&nets, "lanb")?,
         );
         let poll = self.settings.site_poll;
-        let dut_cpu = self.settings.dut_cpu.min(1);
-        let (cpu_b, cpu_h) = (1 - dut_cpu, dut_cpu);
+        let (cpu_b, cpu_h) = self.settings.site_placement.cpus(self.settings.dut_cpu);
         let branch_cfg = branch_config(cpu_b, poll);
         let hub_cfg = hub_config(cpu_h, poll, snat);
         let db = Straitd::start(branch, &self.bins, &self.out, "site-branch", &branch_cfg)?;
         let dh = Straitd::start(hub, &self.bins, &self.out, "site-hub", &hub_cfg)?;
+        // The worker pins itself; the daemon's other threads go with it,
+        // as every thread of a peer does.
+        pin_process(db.pid(), cpu_b)?;
+        pin_process(dh.pid(), cpu_h)?;
         // The first packet makes the branch resolve the hub and the hub
         // resolve the sink; ping until the path works (bounded).
         wait_through_tunnel(lana, "site to site")?;

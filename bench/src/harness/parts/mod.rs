@@ -88,6 +88,61 @@ impl Poll {
     }
 }
 
+/// CPU placement of the site-to-site bed's two gateways, the same for
+/// every system (Strait's processes and each peer's), so the figures
+/// compare the implementations, not their placement. The generator runs on
+/// `--gen-cpu` either way; the kernel's veth and softirq work runs where
+/// the sending thread is and cannot be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The branch shares the generator's CPU, the hub has `--dut-cpu`.
+    Split,
+    /// Both gateways on `--dut-cpu`; the generator's CPU is its own.
+    Shared,
+}
+
+impl Placement {
+    /// The (branch, hub) CPUs with the hub's being `dut_cpu` (0 or 1).
+    pub fn cpus(self, dut_cpu: usize) -> (usize, usize) {
+        let hub = dut_cpu.min(1);
+        match self {
+            Placement::Split => (1 - hub, hub),
+            Placement::Shared => (hub, hub),
+        }
+    }
+
+    /// How the tables state it.
+    pub fn describe(self, dut_cpu: usize) -> String {
+        let (b, h) = self.cpus(dut_cpu);
+        match self {
+            Placement::Split => format!(
+                "site to site, every system alike: branch gateway on CPU {b} \
+                 (with the generator), hub gateway on CPU {h}"
+            ),
+            Placement::Shared => format!(
+                "site to site, every system alike: both gateways on CPU {h}, \
+                 the generator alone on CPU {}",
+                1 - h
+            ),
+        }
+    }
+}
+
+/// Pins every thread of `pid` (and the threads it starts later) to `cpu`.
+fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "taskset -a -p -c {cpu} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// What the parts need to know beyond the trial [`Plan`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -109,6 +164,9 @@ pub struct Settings {
     pub kernel_rps: bool,
     /// Poll mode of the branch and hub in the site-to-site case.
     pub site_poll: Poll,
+    /// Where the two gateways of the site-to-site bed run, for every
+    /// system alike.
+    pub site_placement: Placement,
     /// Directory of the .topo files.
     pub topologies: PathBuf,
     /// Where boringtun-cli is installed when it is not on PATH.
@@ -403,4 +461,23 @@ fn wait_through_tunnel(lana: &Netns, label: &str) -> Result<()> {
         bail!("{label}: lana cannot reach lanb through the tunnel");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn placements_put_the_hub_on_the_dut_cpu_and_say_so() {
+        assert_eq!(Placement::Split.cpus(1), (0, 1));
+        assert_eq!(Placement::Split.cpus(0), (1, 0));
+        assert_eq!(Placement::Shared.cpus(1), (1, 1));
+        // Only two CPUs on the bed: a larger --dut-cpu means CPU 1.
+        assert_eq!(Placement::Shared.cpus(5), (1, 1));
+        let shared = Placement::Shared.describe(1);
+        assert!(shared.contains("both gateways on CPU 1"), "{shared}");
+        assert!(shared.contains("generator alone on CPU 0"), "{shared}");
+        let split = Placement::Split.describe(1);
+        assert!(split.contains("branch gateway on CPU 0"), "{split}");
+    }
 }

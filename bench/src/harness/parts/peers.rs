@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::{ns, site_path, wait_through_tunnel, Bench, Case, SITE};
+use super::{ns, pin_process, site_path, wait_through_tunnel, Bench, Case, SITE};
 use crate::harness::peers::{self, GatewayPair, Implementation};
 use crate::harness::strongswan;
 use crate::harness::trial::measure;
@@ -79,6 +79,12 @@ impl Bench {
         );
         let (a, b) = peers::site_gateways(branch, hub);
         let pair = start(&a, &b)?;
+        // The same placement as Strait's pair: side A is the branch.
+        let (cpu_b, cpu_h) = self.settings.site_placement.cpus(self.settings.dut_cpu);
+        let pids = pair.pids();
+        for (pid, cpu) in pids.iter().zip([cpu_b, cpu_h]) {
+            pin_process(*pid, cpu)?;
+        }
         wait_through_tunnel(lana, label)?;
         let path = site_path(lana, lanb, branch)?;
         self.idle_into("peers-idle", label, &pair.pids());

@@ -33,6 +33,7 @@ impl Bench {
             "date": host::utc_stamp("%Y-%m-%d %H:%M UTC"),
             "command": std::env::args().collect::<Vec<_>>().join(" "),
             "machine": host::machine_notes(),
+            "placement": self.settings.site_placement.describe(self.settings.dut_cpu),
             "notes": self.notes,
             "cases": self.cases,
             "nat": self.nat,
@@ -67,6 +68,17 @@ impl Bench {
             elapsed.as_secs_f64()
         );
         let _ = writeln!(s, "machine: {}", host::machine_notes());
+        if self
+            .cases
+            .iter()
+            .any(|c| c.section.starts_with("esp") || c.section.starts_with("peers"))
+        {
+            let _ = writeln!(
+                s,
+                "placement: {}",
+                self.settings.site_placement.describe(self.settings.dut_cpu)
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
@@ -416,7 +428,7 @@ mod tests {
     use super::*;
     use crate::gen::FlowSpec;
     use crate::harness::daemon::Binaries;
-    use crate::harness::parts::{Poll, Settings};
+    use crate::harness::parts::{Placement, Poll, Settings};
     use crate::harness::trial::{Plan, ReceiverKind, SenderKind, TrialFigures};
 
     fn bench() -> Bench {
@@ -429,6 +441,7 @@ mod tests {
             dut_cpu: 1,
             kernel_rps: true,
             site_poll: Poll::Adaptive,
+            site_placement: Placement::Split,
             topologies: PathBuf::from("scripts/topologies"),
             peers_cache: PathBuf::from("/nonexistent"),
             idle_load: 0.0,
