@@ -173,11 +173,6 @@ impl HealthChecker {
         }
     }
 
-    /// Whether the configuration has a load balancer to check.
-    pub fn wanted(engine: &Engine) -> bool {
-        !engine.config().load_balancers.is_empty()
-    }
-
     /// Re-reads the targets when the tables changed: unchanged targets keep
     /// their state and probe.
     fn refresh(&mut self, ctx: &mut Ctx<'_>) {

@@ -597,6 +597,36 @@ fall = 1
     assert_eq!(failed, 0);
 }
 
+#[test]
+fn a_service_added_by_reload_is_checked() {
+    // No load balancer at start: the file has none.
+    let full = config(THREE, "");
+    let none = &full[..full.find("[[load_balancer]]").unwrap()];
+    let bed = Bed::new("lb-add", none);
+    assert_eq!(bed.daemon.json(&["show", "lb"]), serde_json::json!([]));
+    // The reload adds one, with a fourth backend nothing listens on.
+    let four = format!("{THREE}  {{ address = \"10.3.0.2:8009\", weight = 1 }},\n");
+    std::fs::write(&bed.daemon.config, config(&four, "")).unwrap();
+    let answer = bed.daemon.ctl(&["reload"]);
+    assert!(answer.starts_with("reloaded"), "{answer}");
+    within(
+        "the dead backend found down",
+        Duration::from_millis(FALL * INTERVAL_MS + 3000),
+        || bed.health_of("10.3.0.2:8009") == "down",
+    );
+    // The live ones were checked too, and passed.
+    within("the live backends checked", Duration::from_secs(5), || {
+        let v = bed.daemon.json(&["show", "lb"]);
+        v[0]["backends"].as_array().unwrap().iter().all(|b| {
+            b["backend"] == "10.3.0.2:8009"
+                || (b["health"] == "up" && b["check"]["passed"].as_u64().unwrap_or(0) >= 1)
+        })
+    });
+    let (by, failed) = tally(&connections(&bed.client, 200, 4));
+    assert_eq!(failed, 0, "{by:?}");
+    assert!(!by.contains_key("be3:8009"), "{by:?}");
+}
+
 /// A DNS-like responder on `addr` in `ns` until `stop` (or 60 s): every
 /// datagram of 12 bytes or more comes back as a NOERROR response (QR set)
 /// followed by `name`, so checks pass and clients learn who answered.

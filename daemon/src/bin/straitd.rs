@@ -138,11 +138,11 @@ fn main() -> anyhow::Result<()> {
     {
         net.add(Box::new(dns));
     }
-    if strait_daemon::lb::HealthChecker::wanted(&engine) {
-        net.add(Box::new(strait_daemon::lb::HealthChecker::new(Arc::clone(
-            &engine,
-        ))));
-    }
+    // Always: a reload may add the first load balancer (with nothing to
+    // check it costs the loop nothing).
+    net.add(Box::new(strait_daemon::lb::HealthChecker::new(Arc::clone(
+        &engine,
+    ))));
     let net_thread = if net.is_empty() {
         None
     } else {
