@@ -21,7 +21,7 @@ pub const LABEL: &str = "DPDK testpmd (AF_XDP PMD, mac forward)";
 pub const PROGRAM: &str = "dpdk-testpmd";
 
 /// What to install when it is missing.
-pub const INSTALL_HINT: &str = "apt-get install --no-install-recommends dpdk-dev librte-net-af-xdp23 librte-mempool-ring23 (scripts/install-deps does it)";
+pub const INSTALL_HINT: &str = "apt-get install --no-install-recommends dpdk-dev librte-net-af-xdp23 librte-mempool-ring23 (scripts/install-deps --bench does it)";
 
 /// Mbufs in testpmd's pool: the fill and completion rings of both ports
 /// (2048 descriptors each by default) with room to spare. testpmd's own
