@@ -139,6 +139,11 @@ struct Args {
     /// Steer the kernel's receive processing to --dut-cpu with RPS.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     kernel_rps: bool,
+    /// Measure DPDK testpmd (AF_XDP PMD, MAC forwarding) in the forwarding
+    /// part, the floor of what AF_XDP moves on the bed (needs Debian's
+    /// dpdk-dev; `false` leaves it out).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    testpmd: bool,
     /// Poll mode of the branch and hub in the site-to-site case (both on a
     /// 2-vCPU host with the generator: spin leaves it no CPU of its own).
     #[arg(long, value_enum, default_value = "adaptive")]
@@ -323,6 +328,7 @@ fn main() -> Result<()> {
         nat_sizes: args.nat_sizes,
         dut_cpu: args.dut_cpu,
         kernel_rps: args.kernel_rps,
+        testpmd: args.testpmd,
         site_poll: match args.site_poll {
             PollArg::Spin => Poll::Spin,
             PollArg::Adaptive => Poll::Adaptive,

@@ -19,6 +19,8 @@
 //! * [`peers`]: wireguard-go and boringtun as the site-to-site gateway pair.
 //! * [`strongswan`]: strongSwan with userspace ESP (`kernel-libipsec`) as
 //!   the same gateway pair.
+//! * [`testpmd`]: DPDK's testpmd (AF_XDP PMD, MAC forwarding), the floor
+//!   of what AF_XDP moves on the forwarding bed.
 //! * [`iperf`]: iperf3 TCP and UDP through a path.
 //! * [`host`]: the machine's load and description for the results.
 //! * [`stats`]: median and range.
@@ -35,6 +37,7 @@ pub mod peers;
 pub mod plot;
 pub mod stats;
 pub mod strongswan;
+pub mod testpmd;
 pub mod trial;
 pub mod tunnel;
 

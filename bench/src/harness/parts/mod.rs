@@ -3,8 +3,9 @@
 //! generated traffic:
 //!
 //! 1. [`forward`]: plain forwarding, Strait (one pinned poll-mode worker)
-//!    against the kernel (`ip_forward`, RPS), at each frame size: maximum
-//!    rate, loss, latency at half the maximum, CPU per GB, iperf3 TCP;
+//!    against the kernel (`ip_forward`, RPS) and DPDK testpmd (AF_XDP PMD,
+//!    MAC forwarding, the AF_XDP floor), at each frame size: maximum rate,
+//!    loss, latency at half the maximum, CPU per GB, iperf3 TCP;
 //! 2. [`esp`]: one Strait instance encrypting (the generator opens the ESP
 //!    it emits), one decrypting (the generator seals what it sends), and a
 //!    branch/hub pair site to site (generator and iperf3 TCP), as ratios to
@@ -162,6 +163,9 @@ pub struct Settings {
     pub dut_cpu: usize,
     /// Steer the kernel's receive processing to `dut_cpu` with RPS.
     pub kernel_rps: bool,
+    /// Measure DPDK testpmd (AF_XDP PMD, MAC forwarding) in the forwarding
+    /// part; when on and testpmd is missing, the part fails.
+    pub testpmd: bool,
     /// Poll mode of the branch and hub in the site-to-site case.
     pub site_poll: Poll,
     /// Where the two gateways of the site-to-site bed run, for every

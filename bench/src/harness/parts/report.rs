@@ -18,6 +18,9 @@ use crate::harness::trial::Figure;
 /// vCPUs at 1024 B (its datasheet), Gbit/s.
 const COMMERCIAL_GBPS: f64 = 0.35;
 
+/// How the testpmd rows' system names begin.
+const TESTPMD_PREFIX: &str = "DPDK testpmd";
+
 impl Bench {
     /// Ends the run: draws the charts into `plots` (default `<out>/img`),
     /// prints the tables and writes them with the JSON of every figure to
@@ -82,12 +85,21 @@ impl Bench {
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        let header = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | worker on CPU | box shared | ratio |\n|---|---|---|---|---|---|---|---|---|---|---|";
-        let row = |s: &mut String, c: &Case, r: Option<f64>| {
+        let columns = "| system | frame | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU s/GB | worker on CPU | box shared |";
+        let header = |ratios: &[&str]| {
+            let mut h = columns.to_owned();
+            for r in ratios {
+                let _ = write!(h, " {r} |");
+            }
+            h.push_str("\n|");
+            h.push_str(&"---|".repeat(10 + ratios.len()));
+            h
+        };
+        let row = |s: &mut String, c: &Case, ratios: &[Option<f64>]| {
             let f = &c.figure;
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.system,
                 c.size,
                 show(f.pps().map(|x| x.scaled(1e-6)), 3),
@@ -113,34 +125,41 @@ impl Bench {
                     };
                     format!("{:.0} %{retried}", x.max)
                 }),
-                r.map_or("—".into(), |r| format!("{r:.2}×")),
             );
+            for r in ratios {
+                let _ = write!(s, " {} |", r.map_or("—".into(), |r| format!("{r:.2}×")));
+            }
+            s.push('\n');
         };
         if self.cases.iter().any(|c| c.section == "forward") {
             let _ = writeln!(
                 s,
-                "\n### Forwarding (ratio: Strait / kernel, median pps)\n\n{header}"
+                "\n### Forwarding (ratios: Strait / kernel and Strait / DPDK testpmd mac forward, median pps)\n\n{}",
+                header(&["Strait / kernel", "Strait / testpmd"])
             );
             for c in self.cases.iter().filter(|c| c.section == "forward") {
-                let r = if c.system.starts_with("Strait") {
-                    self.find("forward", "kernel", c.size)
-                        .and_then(|k| ratio(c.figure.pps(), k.figure.pps()))
-                } else {
-                    None
+                let over = |prefix: &str| {
+                    if c.system.starts_with("Strait") {
+                        self.find("forward", prefix, c.size)
+                            .and_then(|k| ratio(c.figure.pps(), k.figure.pps()))
+                    } else {
+                        None
+                    }
                 };
-                row(&mut s, c, r);
+                row(&mut s, c, &[over("kernel"), over(TESTPMD_PREFIX)]);
             }
         }
         if self.cases.iter().any(|c| c.section == "esp") {
             let _ = writeln!(
                 s,
-                "\n### ESP, AES-128-GCM, UDP-encapsulated (ratio: / Strait plain forwarding at the same frame size, this run)\n\n{header}"
+                "\n### ESP, AES-128-GCM, UDP-encapsulated (ratio: / Strait plain forwarding at the same frame size, this run)\n\n{}",
+                header(&["ratio"])
             );
             for c in self.cases.iter().filter(|c| c.section == "esp") {
                 let r = self
                     .find("forward", "Strait", c.size)
                     .and_then(|k| ratio(c.figure.pps(), k.figure.pps()));
-                row(&mut s, c, r);
+                row(&mut s, c, &[r]);
             }
         }
         if self
@@ -153,7 +172,7 @@ impl Bench {
                 "\nMpps/Gbit/s/loss: at the maximum rate (Gbit/s with Ethernet framing, inner frames for ESP); \
                  p50/p99: one-way latency at {:.0} % of the median maximum; CPU s/GB: busy CPU seconds of the whole \
                  machine (generator included) per GB received; worker on CPU: share of its runnable time each \
-                 Strait worker ran; box shared: largest share of samples in a trial that found another program \
+                 Strait worker (testpmd: its forwarding lcore) ran; box shared: largest share of samples in a trial that found another program \
                  runnable (trials above {:.0} % are repeated, at most twice).",
                 self.plan.latency_at * 100.0,
                 self.plan.max_foreign_pct
@@ -440,6 +459,7 @@ mod tests {
             nat_sizes: vec![64],
             dut_cpu: 1,
             kernel_rps: true,
+            testpmd: true,
             site_poll: Poll::Adaptive,
             site_placement: Placement::Split,
             topologies: PathBuf::from("scripts/topologies"),
@@ -493,12 +513,18 @@ mod tests {
 
     /// The last cell of the first row for `system` after `heading`.
     fn last_cell<'a>(text: &'a str, heading: &str, system: &str) -> &'a str {
+        cell(text, heading, system, 1)
+    }
+
+    /// The `n`th cell from the end (1: the last) of the first row for
+    /// `system` after `heading`.
+    fn cell<'a>(text: &'a str, heading: &str, system: &str, n: usize) -> &'a str {
         let section = &text[text.find(heading).expect("heading")..];
         let row = section
             .lines()
             .find(|l| l.starts_with(&format!("| {system} |")))
             .expect("row");
-        row.trim_end_matches(" |").rsplit(" | ").next().unwrap()
+        row.trim_end_matches(" |").rsplit(" | ").nth(n - 1).unwrap()
     }
 
     #[test]
@@ -518,14 +544,30 @@ mod tests {
             figure(2.5, 1.68),
             vec![],
         );
+        b.push_fig(
+            "forward",
+            crate::harness::testpmd::LABEL,
+            64,
+            figure(2.0, 1.34),
+            vec![],
+        );
         let text = b.render(Duration::ZERO);
         let fwd = "### Forwarding";
-        assert_eq!(last_cell(&text, fwd, "Strait (1 worker, spin)"), "2.50×");
-        assert_eq!(last_cell(&text, fwd, "kernel ip_forward"), "—");
-        // The summary puts Strait's factor on the kernel's row, in Gbit/s.
+        let strait = "Strait (1 worker, spin)";
+        // Strait / kernel, then Strait / testpmd.
+        assert_eq!(cell(&text, fwd, strait, 2), "2.50×");
+        assert_eq!(cell(&text, fwd, strait, 1), "1.25×");
+        assert_eq!(cell(&text, fwd, "kernel ip_forward", 2), "—");
+        assert_eq!(cell(&text, fwd, "kernel ip_forward", 1), "—");
+        assert_eq!(cell(&text, fwd, crate::harness::testpmd::LABEL, 1), "—");
+        // The summary puts Strait's factor on the others' rows, in Gbit/s.
         let all = "### Every system";
         assert_eq!(last_cell(&text, all, "kernel ip_forward"), "2.51×");
-        assert_eq!(last_cell(&text, all, "Strait (1 worker, spin)"), "—");
+        assert_eq!(
+            last_cell(&text, all, crate::harness::testpmd::LABEL),
+            "1.25×"
+        );
+        assert_eq!(last_cell(&text, all, strait), "—");
     }
 
     #[test]
