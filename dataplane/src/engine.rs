@@ -418,6 +418,34 @@ impl Engine {
         queued
     }
 
+    /// The outer addresses of every tunnel's peer: configured, learned
+    /// when a tunnel floats, and each `[[ike.peer]]`'s `remote` before its
+    /// tunnel exists. Routing one of them into a tunnel would send the
+    /// tunnel's own packets into itself; route sources that learn
+    /// addresses at run time (DNS answers) leave them out.
+    pub fn tunnel_peers(&self) -> Vec<std::net::IpAddr> {
+        let tables = self.tables.load_full();
+        let mut peers: Vec<std::net::IpAddr> = tables
+            .tunnels
+            .iter()
+            .flat_map(|t| [t.remote.0, t.peer().0])
+            .map(std::net::IpAddr::V4)
+            .collect();
+        {
+            let control = self.control.lock().expect("control lock");
+            if let Some(ike) = &control.0.ike {
+                peers.extend(
+                    ike.peer
+                        .iter()
+                        .filter_map(|p| p.remote.parse::<std::net::IpAddr>().ok()),
+                );
+            }
+        }
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
     /// Moves the events reported since the last call into `out` (oldest
     /// first) and returns how many. The workers notice SA lifetime events
     /// at most 500 ms late; call this about as often (the daemon does every

@@ -266,7 +266,11 @@ impl DnsService {
                 bytes,
                 accelerated,
             } => {
-                if !accelerated.is_empty() && self.routes.learn(&accelerated, ctx.now) {
+                if !accelerated.is_empty()
+                    && self
+                        .routes
+                        .learn(&accelerated, &self.engine.tunnel_peers(), ctx.now)
+                {
                     // Routed before the client can use the answer.
                     self.publish_routes();
                 }

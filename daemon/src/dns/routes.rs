@@ -84,11 +84,13 @@ impl AcceleratedRoutes {
                 .any(|(net, len)| same_subnet(*net, addr, *len))
     }
 
-    /// Takes an answer's addresses; whether the routed set grew.
-    pub fn learn(&mut self, answers: &[Accelerated], now: Instant) -> bool {
+    /// Takes an answer's addresses, except those in `never` (the tunnels'
+    /// own peers: routed into a tunnel, its outer packets would loop);
+    /// whether the routed set grew.
+    pub fn learn(&mut self, answers: &[Accelerated], never: &[IpAddr], now: Instant) -> bool {
         let mut grew = false;
         for a in answers {
-            if !self.routable(a.address) {
+            if !self.routable(a.address) || never.contains(&a.address) {
                 continue;
             }
             let life = Duration::from_secs(u64::from(a.ttl.clamp(self.ttl[0], self.ttl[1])));
@@ -190,14 +192,19 @@ mod tests {
         let t0 = Instant::now();
         let own = vec![("10.1.0.1".parse().unwrap(), 24)];
         let mut r = AcceleratedRoutes::new("hub".into(), [60, 3600], own);
-        assert!(r.learn(&[acc("203.0.113.7", 5)], t0));
+        assert!(r.learn(&[acc("203.0.113.7", 5)], &[], t0));
         assert!(
-            !r.learn(&[acc("203.0.113.7", 5)], t0),
+            !r.learn(&[acc("203.0.113.7", 5)], &[], t0),
             "a refresh does not grow the set"
         );
         assert!(
-            !r.learn(&[acc("10.1.0.9", 300), acc("127.0.0.1", 300)], t0),
+            !r.learn(&[acc("10.1.0.9", 300), acc("127.0.0.1", 300)], &[], t0),
             "ours and loopback are never routed"
+        );
+        let hub: IpAddr = "198.51.100.9".parse().unwrap();
+        assert!(
+            !r.learn(&[acc("198.51.100.9", 300)], &[hub], t0),
+            "a tunnel's own peer is never routed into a tunnel"
         );
         assert_eq!(
             r.entries()[&"203.0.113.7".parse().unwrap()].expires,
@@ -206,7 +213,7 @@ mod tests {
         let none = HashSet::new();
         assert!(!r.expire(t0 + Duration::from_secs(59), &none));
         // Refreshed at 30 s: lives to 90 s.
-        r.learn(&[acc("203.0.113.7", 5)], t0 + Duration::from_secs(30));
+        r.learn(&[acc("203.0.113.7", 5)], &[], t0 + Duration::from_secs(30));
         assert!(!r.expire(t0 + Duration::from_secs(60), &none));
         let busy: HashSet<IpAddr> = ["203.0.113.7".parse().unwrap()].into();
         assert!(
@@ -216,7 +223,7 @@ mod tests {
         assert!(r.expire(t0 + Duration::from_secs(102), &none));
         assert!(r.entries().is_empty());
         // A day at most.
-        r.learn(&[acc("2001:db8::7", u32::MAX)], t0);
+        r.learn(&[acc("2001:db8::7", u32::MAX)], &[], t0);
         assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(3600)));
         assert_eq!(r.overlay().tunnel_prefixes[0].prefix, "2001:db8::7/128");
     }
