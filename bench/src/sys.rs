@@ -144,6 +144,42 @@ impl PacketSocket {
         &self.iface
     }
 
+    /// `PACKET_STATISTICS`: frames the kernel queued to this socket and
+    /// frames it dropped because the receive buffer was full, both since
+    /// the last call (the kernel resets them on every read).
+    pub fn take_statistics(&self) -> io::Result<(u64, u64)> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` is a writable tpacket_stats and `len` its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((u64::from(st.tp_packets), u64::from(st.tp_drops)))
+    }
+
+    /// Sets `SO_RCVBUF` (root may exceed `rmem_max`): the receive buffer
+    /// whose overflow `PACKET_STATISTICS` counts as drops.
+    pub fn set_receive_buffer(&self, bytes: i32) -> io::Result<()> {
+        setsockopt_int(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            bytes,
+        )
+    }
+
     /// Waits up to `timeout_ms` for the socket to become readable.
     pub fn poll_readable(&self, timeout_ms: i32) -> io::Result<bool> {
         poll_in(self.fd.as_raw_fd(), timeout_ms)

@@ -393,8 +393,11 @@ const REPORT_FIELDS: &[&str] = &[
     "duration_s",
     "tx",
     "rx",
+    "missing",
+    "lost_at_sink",
     "lost",
     "loss_percent",
+    "loss_percent_raw",
     "reordered",
     "duplicates",
     "late",
@@ -420,6 +423,7 @@ const RX_FIELDS: &[&str] = &[
     "wire_gbps",
     "warmup_packets",
     "foreign",
+    "sink_drops",
 ];
 const LATENCY_FIELDS: &[&str] = &[
     "samples", "min", "mean", "p50", "p90", "p99", "p999", "max", "cdf",
@@ -498,6 +502,67 @@ fn cli_json_report_has_every_documented_field() {
     assert_eq!(v["tx"]["packets"], 500);
     assert_eq!(v["rx"]["unique"], 500);
     assert_eq!(v["lost"], 0);
+    assert_eq!(v["missing"], 0);
+    has_all(
+        &v["rx"]["sink_drops"],
+        &["total", "kinds", "fill_ring_empty"],
+        "rx.sink_drops",
+    );
+    assert_eq!(v["rx"]["sink_drops"]["kinds"]["tp_drops"], 0);
     assert_eq!(v["ip_version"], 4);
     assert_eq!(v["offered_pps"], 10_000.0);
+}
+
+/// A receiver that reads late: it sleeps before every read, as a sink on a
+/// loaded host does, so its socket's small buffer overflows.
+struct SlowRx(Box<dyn RxPort>);
+
+impl RxPort for SlowRx {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn receive(&mut self, timeout: Duration, frame: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        std::thread::sleep(Duration::from_millis(2));
+        self.0.receive(timeout, frame)
+    }
+    fn sink_drops(&mut self) -> Option<SinkDrops> {
+        self.0.sink_drops()
+    }
+}
+
+#[test]
+fn an_overrun_sink_is_charged_with_its_own_drops_not_the_path() {
+    let (_tb, a, b) = pair("gen-sink");
+    let n = 6_000u64;
+    let mut spec = spec_between(&a, b.mac("eth0").unwrap());
+    spec.sizes = SizeMix::fixed(1024);
+    spec.rate = Rate::Pps(20_000.0);
+    spec.count = Some(n);
+    // No warm-up: the socket's counters then cover exactly the measurement.
+    spec.warmup = Duration::ZERO;
+    let rx = in_netns(b.name(), || {
+        let mut rx = AfPacketRx::open("eth0")?;
+        // A few frames' worth: the kernel keeps at least its minimum.
+        rx.set_receive_buffer(4096)?;
+        Ok(Box::new(SlowRx(Box::new(rx))) as Box<dyn RxPort>)
+    })
+    .expect("receiver");
+    let tx = open_tx("af_packet", &a, &spec);
+    let report = run_trial(&spec, tx, rx, &mut |_| {}).expect("trial");
+    let drops = report
+        .rx
+        .sink_drops
+        .as_ref()
+        .expect("AF_PACKET keeps drop counters");
+    assert!(drops.total > 0, "the sink was overrun\n{report}");
+    assert_eq!(drops.kinds["tp_drops"], drops.total);
+    assert_eq!(report.tx.packets, n, "{report}");
+    assert!(report.missing > 0, "{report}");
+    // A veth pair loses nothing at 20 kpps: every missing frame is the sink's.
+    assert_eq!(report.lost_at_sink, report.missing as u64, "{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.loss_percent, 0.0, "{report}");
+    let raw = report.missing as f64 * 100.0 / n as f64;
+    assert!((report.loss_percent_raw - raw).abs() < 1e-9, "{report}");
+    assert!(report.to_string().contains("sink drop"), "{report}");
 }

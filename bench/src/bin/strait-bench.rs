@@ -90,7 +90,7 @@ struct Args {
     quick: bool,
     /// Parts to run (default: forward,esp; nat and peers add about 5
     /// minutes each, soak --soak-minutes; they run only when named).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_enum, num_args = 1.., value_delimiter = ',')]
     only: Vec<Part>,
     /// Repetitions of every figure.
     #[arg(long)]
@@ -105,13 +105,13 @@ struct Args {
     #[arg(long)]
     tcp_duration: Option<u64>,
     /// Frame sizes (FCS included) for plain forwarding.
-    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 512, 1024, 1518])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [64usize, 512, 1024, 1518])]
     sizes: Vec<usize>,
     /// Inner frame sizes for the ESP cases and the peers.
-    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [64usize, 1024])]
     esp_sizes: Vec<usize>,
     /// Frame sizes for the NAT part.
-    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 1024])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [64usize, 1024])]
     nat_sizes: Vec<usize>,
     /// Skip the NDR/PDR search of every figure (latency is then measured
     /// at a fraction of the maximum rate).
@@ -194,7 +194,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     soak_flows: u16,
     /// Registration: branches per run, one run each (e.g. 100,300,1000).
-    #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1000usize])]
     registration_branches: Vec<usize>,
     /// Registration: registrations started per second; 0: all at once.
     #[arg(long, default_value_t = 0.0)]
@@ -212,7 +212,7 @@ struct Args {
     registration_rekey: bool,
     /// Route exchange: sites per run, one run each (e.g. 100,300,1000);
     /// one more registers once they have converged.
-    #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1000usize])]
     routes_sites: Vec<usize>,
     /// Route exchange: prefixes each site claims (10.X.Y.0/24, distinct).
     #[arg(long, default_value_t = 4)]
@@ -402,5 +402,57 @@ fn main() -> Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut argv = vec!["strait-bench"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn size_lists_take_spaces_commas_and_repeated_flags() {
+        for args in [
+            &["--sizes", "64", "1024"][..],
+            &["--sizes", "64,1024"],
+            &["--sizes", "64", "--sizes", "1024"],
+        ] {
+            assert_eq!(parse(args).sizes, [64, 1024], "{args:?}");
+        }
+        // A list ends at the next flag, which keeps its own values.
+        let a = parse(&[
+            "--sizes",
+            "64",
+            "1518",
+            "--esp-sizes",
+            "1024",
+            "--nat-sizes",
+            "64",
+            "512",
+            "--quick",
+        ]);
+        assert_eq!(a.sizes, [64, 1518]);
+        assert_eq!(a.esp_sizes, [1024]);
+        assert_eq!(a.nat_sizes, [64, 512]);
+        assert!(a.quick);
+        let a = parse(&[
+            "--only",
+            "forward",
+            "esp",
+            "--registration-branches",
+            "10",
+            "100",
+        ]);
+        assert_eq!(a.only.len(), 2);
+        assert_eq!(a.registration_branches, [10, 100]);
+        // Defaults stay when the flag is absent; a value that is not a size fails.
+        assert_eq!(parse(&[]).sizes, [64, 512, 1024, 1518]);
+        assert!(Args::try_parse_from(["strait-bench", "--sizes", "64", "big"]).is_err());
+        assert!(Args::try_parse_from(["strait-bench", "--sizes"]).is_err());
     }
 }

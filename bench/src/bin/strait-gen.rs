@@ -349,10 +349,12 @@ fn main() -> Result<()> {
             |r| {
                 if !json {
                     eprintln!(
-                        "trial {:>10.0} pps offered: {:>10.0} pps received, loss {:.4} %",
+                        "trial {:>10.0} pps offered: {:>10.0} pps received, loss {:.4} % \
+                         ({} dropped by the receiving socket, not counted)",
                         r.offered_pps.unwrap_or(0.0),
                         r.rx.pps,
-                        r.loss_percent
+                        r.loss_percent,
+                        r.lost_at_sink
                     );
                 }
             },

@@ -57,11 +57,11 @@ pub use neigh::resolve_neighbour;
 pub use pacing::Pacer;
 pub use receiver::{
     AfPacketRx, Arrival, Receiver, ReceiverHandle, RxPort, RxProgress, RxStats, SequenceCounts,
-    SequenceTracker, REORDER_WINDOW,
+    SequenceTracker, SinkDrops, REORDER_WINDOW,
 };
 pub use report::{
-    CdfPoint, LatencyReport, Report, RxReport, SizeShare, TxReport, CDF_QUANTILES, SATURATION_NOTE,
-    SCHEMA_VERSION,
+    CdfPoint, LatencyReport, LossAccount, Report, RxReport, SizeShare, TxReport, CDF_QUANTILES,
+    SATURATION_NOTE, SCHEMA_VERSION,
 };
 pub use search::{RateSearch, SearchConfig, SearchResult, Trial};
 pub use sender::{AfPacketTx, SendOutcome, Sender, TxPort, TxProgress, TxStats, UdpTx};
@@ -99,9 +99,13 @@ pub fn run_trial(
 ) -> Result<Report> {
     let mut sender = Sender::new(spec, tx)?;
     let limit = spec.warmup + spec.duration + LINGER + Duration::from_secs(5);
-    let receiver = Receiver::new(rx).spawn(LINGER, limit);
+    let progress = std::sync::Arc::new(TxProgress::default());
+    let mut receiver = Receiver::new(rx);
+    if !spec.warmup.is_zero() {
+        receiver = receiver.after_warmup_of(progress.clone());
+    }
+    let receiver = receiver.spawn(LINGER, limit);
     let stop = AtomicBool::new(false);
-    let progress = TxProgress::default();
     let start = std::time::Instant::now();
     let tx_stats = std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
@@ -149,6 +153,8 @@ pub fn search_rates(
         let (tx, rx) = ports()?;
         let report = run_trial(&trial, tx, rx, &mut |_| {})?;
         on_trial(&report);
+        // The path's loss: frames the receiving socket dropped itself say
+        // nothing about the system under test.
         let loss = if report.tx.packets == 0 {
             1.0
         } else {

@@ -1,6 +1,7 @@
 //! The receiver: counts frames carrying the probe, per stream, and measures
 //! loss, reordering, duplicates and one-way latency.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 
 use super::clock::monotonic_ns;
 use super::error::{GenError, Result};
@@ -139,6 +141,55 @@ impl SequenceTracker {
     }
 }
 
+/// Frames the receiving socket itself dropped before the receiver read
+/// them: the sink's loss, not the path's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SinkDrops {
+    /// Every dropped frame, the sum of `kinds`.
+    pub total: u64,
+    /// Drops by the kernel's name for them: `rx_dropped` and
+    /// `rx_ring_full` (AF_XDP), `tp_drops` (AF_PACKET).
+    pub kinds: BTreeMap<&'static str, u64>,
+    /// AF_XDP: times a frame arrived to an empty fill ring. Not a drop
+    /// count (in copy mode those drops are in `rx_dropped`; in zero-copy
+    /// mode the driver drops them unseen by the socket), a sign the
+    /// receiver did not return frames fast enough. `null` for AF_PACKET.
+    pub fill_ring_empty: Option<u64>,
+}
+
+impl SinkDrops {
+    /// Counters from `kinds`.
+    pub fn new(kinds: &[(&'static str, u64)], fill_ring_empty: Option<u64>) -> Self {
+        Self {
+            total: kinds.iter().map(|k| k.1).sum(),
+            kinds: kinds.iter().copied().collect(),
+            fill_ring_empty,
+        }
+    }
+
+    /// What happened between `earlier` and `self` (both counted since the
+    /// socket was opened).
+    pub fn since(&self, earlier: &SinkDrops) -> SinkDrops {
+        let kinds: BTreeMap<&'static str, u64> = self
+            .kinds
+            .iter()
+            .map(|(&k, &v)| {
+                (
+                    k,
+                    v.saturating_sub(earlier.kinds.get(k).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        SinkDrops {
+            total: kinds.values().sum(),
+            kinds,
+            fill_ring_empty: self
+                .fill_ring_empty
+                .map(|n| n.saturating_sub(earlier.fill_ring_empty.unwrap_or(0))),
+        }
+    }
+}
+
 /// A way of receiving frames from an interface.
 pub trait RxPort: Send {
     /// Short name for reports.
@@ -146,6 +197,11 @@ pub trait RxPort: Send {
     /// Waits up to `timeout` for frames and passes each to `frame`;
     /// returns how many there were.
     fn receive(&mut self, timeout: Duration, frame: &mut dyn FnMut(&[u8])) -> Result<usize>;
+    /// The socket's own drop counters since it was opened; `None` if the
+    /// kernel does not keep them for this kind of port.
+    fn sink_drops(&mut self) -> Option<SinkDrops> {
+        None
+    }
 }
 
 /// AF_PACKET receive (every EtherType, outgoing frames ignored) with `recvmmsg`.
@@ -153,15 +209,31 @@ pub trait RxPort: Send {
 pub struct AfPacketRx {
     sock: PacketSocket,
     batch: MsgBatch,
+    /// `tp_drops` so far: the kernel resets the counter on every read.
+    drops: u64,
 }
 
 impl AfPacketRx {
     /// Opens the port on `iface` (in the calling thread's namespace).
     pub fn open(iface: &str) -> Result<Self> {
+        let sock = PacketSocket::open(iface, PacketDirection::Rx)?;
+        // Start the drop count at the socket's opening: between socket(2)
+        // and bind(2) it may have counted frames of other interfaces.
+        sock.take_statistics()
+            .map_err(|e| GenError::io("PACKET_STATISTICS", iface, e))?;
         Ok(Self {
-            sock: PacketSocket::open(iface, PacketDirection::Rx)?,
+            sock,
             batch: MsgBatch::new(64, JUMBO_SLOT),
+            drops: 0,
         })
+    }
+
+    /// Shrinks (or grows) the socket's receive buffer, e.g. to see how the
+    /// report tells a sink that cannot keep up from a lossy path.
+    pub fn set_receive_buffer(&mut self, bytes: i32) -> Result<()> {
+        self.sock
+            .set_receive_buffer(bytes)
+            .map_err(|e| GenError::io("SO_RCVBUFFORCE", self.sock.iface(), e))
     }
 }
 
@@ -195,6 +267,12 @@ impl RxPort for AfPacketRx {
         }
         Ok(n)
     }
+
+    fn sink_drops(&mut self) -> Option<SinkDrops> {
+        let (_, drops) = self.sock.take_statistics().ok()?;
+        self.drops += drops;
+        Some(SinkDrops::new(&[("tp_drops", self.drops)], None))
+    }
 }
 
 /// Most streams one receiver tracks (stream ids are one byte).
@@ -219,6 +297,9 @@ pub struct RxStats {
     pub bytes: u64,
     /// Frames seen without the probe (other traffic on the interface).
     pub foreign: u64,
+    /// Frames the receiving socket dropped during the measurement;
+    /// `None` if the port kind keeps no such counters.
+    pub sink_drops: Option<SinkDrops>,
     /// One-way latency of measured frames, in ns.
     pub latency: Histogram<u64>,
     /// First and last measured arrival (monotonic ns; 0 if none).
@@ -237,6 +318,9 @@ pub struct RxProgress {
 /// Counts probe frames from an [`RxPort`] on its own thread.
 pub struct Receiver {
     port: Box<dyn RxPort>,
+    /// The sender's live counters: when its warm-up ends, the sink's drop
+    /// counters start again.
+    sender: Option<Arc<super::sender::TxProgress>>,
     trackers: Vec<Option<SequenceTracker>>,
     stats: RxStats,
 }
@@ -267,13 +351,22 @@ impl Receiver {
                 late: 0,
                 bytes: 0,
                 foreign: 0,
+                sink_drops: None,
                 latency,
                 first_ns: 0,
                 last_ns: 0,
             },
             port,
+            sender: None,
             trackers: vec![None; STREAMS],
         }
+    }
+
+    /// Counts the sink's drops from the end of `sender`'s warm-up rather
+    /// than from the start.
+    pub fn after_warmup_of(mut self, sender: Arc<super::sender::TxProgress>) -> Self {
+        self.sender = Some(sender);
+        self
     }
 
     /// Handles one frame received at `now_ns`.
@@ -319,7 +412,13 @@ impl Receiver {
         let start = monotonic_ns();
         let hard_end = start + limit.as_nanos() as u64;
         let mut stop_at: Option<u64> = None;
+        let sender = self.sender.take();
         let mut port = std::mem::replace(&mut self.port, Box::new(NullRx));
+        // The socket is counted from here and again when the sender's
+        // warm-up ends, so drops of warm-up frames are not charged to the
+        // measurement. The boundary is as exact as one turn of this loop.
+        let mut baseline = port.sink_drops();
+        let mut rebased = false;
         loop {
             let now = monotonic_ns();
             if stop_at.is_none() && stop.load(Ordering::Relaxed) {
@@ -342,7 +441,19 @@ impl Receiver {
             progress
                 .received
                 .fetch_add(after - before, Ordering::Relaxed);
+            if !rebased {
+                if let Some(sender) = &sender {
+                    if sender.measuring.load(Ordering::Relaxed) {
+                        rebased = true;
+                        baseline = port.sink_drops();
+                    }
+                }
+            }
         }
+        self.stats.sink_drops = match (port.sink_drops(), &baseline) {
+            (Some(end), Some(start)) => Some(end.since(start)),
+            _ => None,
+        };
         self.port = port;
         Ok(self.finish())
     }

@@ -7,12 +7,12 @@ use std::fmt::{self, Write as _};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::receiver::RxStats;
+use super::receiver::{RxStats, SinkDrops};
 use super::sender::{rate, TxStats};
 use super::spec::{TrafficSpec, FCS_LEN, WIRE_OVERHEAD};
 
 /// Version of the JSON schema.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Said in every report of a max-rate run.
 pub const SATURATION_NOTE: &str = "latency measured at saturation is queueing delay in \
@@ -64,6 +64,9 @@ pub struct RxReport {
     pub warmup_packets: u64,
     /// Frames without the probe (other traffic).
     pub foreign: u64,
+    /// Frames the receiving socket itself dropped during the measurement
+    /// (XDP or packet statistics); `null` if the port keeps none.
+    pub sink_drops: Option<SinkDrops>,
 }
 
 /// One-way latency percentiles and distribution in nanoseconds.
@@ -162,10 +165,19 @@ pub struct Report {
     pub tx: TxReport,
     /// Receive counters.
     pub rx: RxReport,
-    /// `tx.packets − rx.unique` (negative would mean probe frames from another source).
+    /// `tx.packets − rx.unique`: frames that did not reach the receiver,
+    /// wherever they died (negative would mean probe frames from another
+    /// source).
+    pub missing: i64,
+    /// The part of `missing` the receiving socket dropped itself:
+    /// `min(rx.sink_drops.total, missing)`, 0 without sink counters.
+    pub lost_at_sink: u64,
+    /// `missing − lost_at_sink`: frames the system under test lost.
     pub lost: i64,
-    /// `lost / tx.packets` in percent.
+    /// `lost / tx.packets` in percent: the loss of the system under test.
     pub loss_percent: f64,
+    /// `missing / tx.packets` in percent, the sink's drops included.
+    pub loss_percent_raw: f64,
     /// Frames that arrived after a higher sequence number.
     pub reordered: u64,
     /// Frames whose sequence number arrived before.
@@ -183,6 +195,47 @@ pub struct Report {
     pub note: Option<String>,
 }
 
+/// Splits the frames that did not arrive between the sink and the path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossAccount {
+    /// Sent minus received (distinct).
+    pub missing: i64,
+    /// Of those, dropped by the receiving socket.
+    pub lost_at_sink: u64,
+    /// Of those, lost before the sink: the system under test's.
+    pub lost: i64,
+    /// `lost` in percent of the sent frames.
+    pub loss_percent: f64,
+    /// `missing` in percent of the sent frames.
+    pub loss_percent_raw: f64,
+}
+
+impl LossAccount {
+    /// `sent` frames of which `unique` arrived, with `sink_drops` dropped by
+    /// the receiving socket. The sink's drops may include frames that were
+    /// not ours (warm-up stragglers, other traffic), so they are charged
+    /// to the sink only up to the number actually missing.
+    pub fn new(sent: u64, unique: u64, sink_drops: u64) -> Self {
+        let missing = sent as i64 - unique as i64;
+        let lost_at_sink = sink_drops.min(missing.max(0) as u64);
+        let lost = missing - lost_at_sink as i64;
+        let percent = |n: i64| {
+            if sent > 0 {
+                n as f64 * 100.0 / sent as f64
+            } else {
+                0.0
+            }
+        };
+        LossAccount {
+            missing,
+            lost_at_sink,
+            lost,
+            loss_percent: percent(lost),
+            loss_percent_raw: percent(missing),
+        }
+    }
+}
+
 fn gbps(wire_bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         wire_bytes as f64 * 8.0 / secs / 1e9
@@ -198,12 +251,20 @@ impl Report {
         let unique = rx.received.saturating_sub(rx.duplicates);
         let rx_bytes = rx.bytes + rx.received * FCS_LEN as u64;
         let rx_wire = rx_bytes + rx.received * WIRE_OVERHEAD as u64;
-        let lost = tx.sent as i64 - unique as i64;
+        let sink_total = rx.sink_drops.as_ref().map_or(0, |d| d.total);
+        let loss = LossAccount::new(tx.sent, unique, sink_total);
         let latency_ns = LatencyReport::from_histogram(&rx.latency);
         let saturated = matches!(spec.rate, super::spec::Rate::Max);
         let mut notes = Vec::new();
         if saturated {
             notes.push(SATURATION_NOTE.to_owned());
+        }
+        if loss.lost_at_sink > 0 {
+            notes.push(format!(
+                "the receiving socket dropped {} frames itself; they are not counted as the \
+                 path's loss (raw loss {:.4} %)",
+                loss.lost_at_sink, loss.loss_percent_raw
+            ));
         }
         if rx.late > 0 {
             notes.push(format!(
@@ -246,13 +307,13 @@ impl Report {
                 wire_gbps: gbps(rx_wire, secs),
                 warmup_packets: rx.warmup_received,
                 foreign: rx.foreign,
+                sink_drops: rx.sink_drops.clone(),
             },
-            lost,
-            loss_percent: if tx.sent > 0 {
-                lost as f64 * 100.0 / tx.sent as f64
-            } else {
-                0.0
-            },
+            missing: loss.missing,
+            lost_at_sink: loss.lost_at_sink,
+            lost: loss.lost,
+            loss_percent: loss.loss_percent,
+            loss_percent_raw: loss.loss_percent_raw,
             reordered: rx.reordered,
             duplicates: rx.duplicates,
             late: rx.late,
@@ -302,10 +363,11 @@ impl fmt::Display for Report {
         );
         let _ = writeln!(
             out,
-            "{:>12} {:>12} {:>9} {:>9} {:>6} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9}",
+            "{:>12} {:>12} {:>9} {:>10} {:>9} {:>6} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9}",
             "sent",
             "received",
             "loss %",
+            "sink drop",
             "reorder",
             "dup",
             "tx pps",
@@ -321,10 +383,14 @@ impl fmt::Display for Report {
         };
         let _ = writeln!(
             out,
-            "{:>12} {:>12} {:>9.4} {:>9} {:>6} {:>11.0} {:>11.0} {:>9.3} {:>9} {:>9} {:>9}",
+            "{:>12} {:>12} {:>9.4} {:>10} {:>9} {:>6} {:>11.0} {:>11.0} {:>9.3} {:>9} {:>9} {:>9}",
             self.tx.packets,
             self.rx.unique,
             self.loss_percent,
+            self.rx
+                .sink_drops
+                .as_ref()
+                .map_or("-".to_owned(), |d| d.total.to_string()),
             self.reordered,
             self.duplicates,
             self.tx.pps,
@@ -336,7 +402,10 @@ impl fmt::Display for Report {
         );
         let _ = writeln!(
             out,
-            "latency max {max} us; Gb/s count Ethernet framing (frame + 20 B preamble/SFD/IFG)"
+            "latency max {max} us; loss % excludes the receiving socket's own drops \
+             (sink drop; raw loss {:.4} %); Gb/s count Ethernet framing (frame + 20 B \
+             preamble/SFD/IFG)",
+            self.loss_percent_raw
         );
         if let Some(note) = &self.note {
             let _ = writeln!(out, "note: {note}");
@@ -348,6 +417,30 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sink_drops_are_not_charged_to_the_path() {
+        // 1000 sent, 900 arrived, the sink dropped 60: the path lost 40.
+        let a = LossAccount::new(1000, 900, 60);
+        assert_eq!((a.missing, a.lost_at_sink, a.lost), (100, 60, 40));
+        assert!((a.loss_percent - 4.0).abs() < 1e-12);
+        assert!((a.loss_percent_raw - 10.0).abs() < 1e-12);
+        // More sink drops than missing frames (warm-up stragglers, other
+        // traffic): the sink is charged only what is missing.
+        let a = LossAccount::new(1000, 990, 500);
+        assert_eq!((a.missing, a.lost_at_sink, a.lost), (10, 10, 0));
+        assert_eq!(a.loss_percent, 0.0);
+        assert!((a.loss_percent_raw - 1.0).abs() < 1e-12);
+        // No sink counters: everything is the path's.
+        let a = LossAccount::new(1000, 990, 0);
+        assert_eq!((a.lost_at_sink, a.lost), (0, 10));
+        // Extra probe frames (another source): nothing charged to the sink.
+        let a = LossAccount::new(100, 120, 7);
+        assert_eq!((a.missing, a.lost_at_sink, a.lost), (-20, 0, -20));
+        // Nothing sent: no division by zero.
+        let a = LossAccount::new(0, 0, 3);
+        assert_eq!((a.loss_percent, a.loss_percent_raw), (0.0, 0.0));
+    }
 
     #[test]
     fn empty_histogram_has_no_latency_report() {

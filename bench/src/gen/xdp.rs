@@ -15,7 +15,7 @@ use strait_xdp::{
 };
 
 use super::error::{GenError, Result};
-use super::receiver::RxPort;
+use super::receiver::{RxPort, SinkDrops};
 use super::sender::{SendOutcome, TxPort};
 
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -193,5 +193,17 @@ impl RxPort for XdpRx {
             }
             std::thread::sleep(Duration::from_micros(20));
         }
+    }
+
+    fn sink_drops(&mut self) -> Option<SinkDrops> {
+        // The socket is opened per trial, so its counters start with it.
+        let k = self.ports.kernel_statistics(PortId(0)).ok()?;
+        Some(SinkDrops::new(
+            &[
+                ("rx_dropped", k.rx_dropped),
+                ("rx_ring_full", k.rx_ring_full),
+            ],
+            Some(k.rx_fill_ring_empty_descs),
+        ))
     }
 }
