@@ -225,6 +225,7 @@ pub fn run(mut ctx: WorkerContext) {
         } else if ctx.poll == PollConfig::Adaptive
             && now.saturating_duration_since(last_rx) >= spin_window(gap_avg)
             && !ctx.ports.tx_pending()
+            && !w.services_waiting()
         {
             wait_for_work(&ctx, &mut ready);
             // Whatever woke the worker (a frame, the host path, a service
@@ -457,6 +458,13 @@ impl Worker {
 
     /// Sends what the engine's owner queued (IKE), from our addresses,
     /// routed like keepalives; a bounded number per timer tick.
+    /// Service datagrams queued beyond what the last timer tick sent (64
+    /// per tick): the worker keeps its 1 ms ticks instead of waiting, or a
+    /// registration storm's answers would leave 64 per wait.
+    fn services_waiting(&self) -> bool {
+        self.service_in.as_ref().is_some_and(|rx| !rx.is_empty())
+    }
+
     fn send_services(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
         let Some(rx) = self.service_in.take() else {
             return;
