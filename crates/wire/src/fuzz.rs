@@ -30,6 +30,7 @@ pub fn fuzz_parse_all(data: &[u8]) -> usize {
     let _ = ipv4_layers(data);
     let _ = ipv6_layers(data);
     let _ = classify_nat_traversal(data);
+    tcp_reset(data);
     let _ = split_trailer(data);
     let _ = ArpPacket::new_checked(data).map(|p| ArpRepr::parse(&p));
     cidr_text(data);
@@ -41,6 +42,21 @@ pub fn fuzz_parse_all(data: &[u8]) -> usize {
     scratch[..len].copy_from_slice(&data[..len]);
     rewrite_ipv6(&mut scratch[..len]);
     depth
+}
+
+/// A reset built for any input is a valid IPv4 TCP reset with both
+/// checksums right.
+fn tcp_reset(data: &[u8]) {
+    let mut out = [0u8; 64];
+    if let Ok(n) = crate::tcp::emit_tcp_reset(data, &mut out) {
+        let ip = Ipv4Packet::new_checked(&out[..n]).expect("a built reset parses");
+        assert!(ip.verify_checksum(), "reset IPv4 checksum");
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("its segment parses");
+        assert!(
+            tcp.verify_checksum_v4(ip.src_addr(), ip.dst_addr()),
+            "reset TCP checksum"
+        );
+    }
 }
 
 /// The one CIDR parser (configuration input): never panics, and what it

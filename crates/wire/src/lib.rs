@@ -39,7 +39,7 @@ pub use icmpv4::{emit_icmpv4_error, Icmpv4Error, Icmpv4Packet, Icmpv4Repr, Icmpv
 pub use icmpv6::{emit_icmpv6_error, Icmpv6Error, Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr, Ipv6UpperLayer};
-pub use tcp::{TcpFlags, TcpPacket, TcpRepr};
+pub use tcp::{emit_tcp_reset, TcpFlags, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// An IP protocol number (IPv4 protocol / IPv6 next header), IANA registry.

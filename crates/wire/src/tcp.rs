@@ -433,6 +433,74 @@ impl TcpRepr {
     }
 }
 
+/// Writes into `out` the IPv4 reset that answers `offending` (an IPv4
+/// packet carrying a TCP segment) as a TCP in the CLOSED state does,
+/// RFC 9293 §3.10.7.1: if the segment has ACK set the reset is
+/// `<SEQ=SEG.ACK><CTL=RST>`, otherwise `<SEQ=0><ACK=SEG.SEQ+SEG.LEN>
+/// <CTL=RST,ACK>` (SYN and FIN each count one in SEG.LEN). It comes from
+/// the address and port the segment was sent to. A reset is never
+/// answered, nor a fragment without the whole header. Returns the length
+/// written (40 bytes).
+pub fn emit_tcp_reset(offending: &[u8], out: &mut [u8]) -> Result<usize> {
+    let ip = crate::Ipv4Packet::new_checked(offending)?;
+    if ip.protocol() != IpProtocol::TCP || ip.is_non_initial_fragment() {
+        return Err(Error::Unsupported {
+            what: "tcp reset",
+            reason: "not the first part of a TCP segment",
+        });
+    }
+    let segment = TcpPacket::new_checked(ip.payload())?;
+    let flags = segment.flags();
+    if flags.contains(TcpFlags::RST) {
+        return Err(Error::Unsupported {
+            what: "tcp reset",
+            reason: "a reset is never answered",
+        });
+    }
+    let (seq, ack, reply) = if flags.contains(TcpFlags::ACK) {
+        (segment.ack_number(), 0, TcpFlags::RST)
+    } else {
+        let len = segment.payload().len() as u32
+            + u32::from(flags.contains(TcpFlags::SYN))
+            + u32::from(flags.contains(TcpFlags::FIN));
+        (
+            0,
+            segment.seq_number().wrapping_add(len),
+            TcpFlags::RST | TcpFlags::ACK,
+        )
+    };
+    let (src, dst) = (ip.dst_addr(), ip.src_addr());
+    let total = crate::ipv4::HEADER_LEN + HEADER_LEN;
+    room(out, total)?;
+    crate::Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::TCP,
+        payload_len: HEADER_LEN,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        ident: 0,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+    }
+    .emit(out)?;
+    let tcp = &mut out[crate::ipv4::HEADER_LEN..total];
+    TcpRepr {
+        src_port: segment.dst_port(),
+        dst_port: segment.src_port(),
+        seq_number: seq,
+        ack_number: ack,
+        flags: reply,
+        window: 0,
+        mss: None,
+    }
+    .emit(tcp)?;
+    TcpPacket::new_unchecked(tcp).fill_checksum_v4(src, dst)?;
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,5 +602,54 @@ mod tests {
         let incremental = packet.checksum();
         packet.fill_checksum_v4(new_src, DST).unwrap();
         assert_eq!(incremental, packet.checksum());
+    }
+
+    #[test]
+    fn a_reset_answers_a_syn_and_an_ack_as_a_closed_port_does() {
+        let ip = |tcp: &[u8]| {
+            let mut p = vec![0u8; 20 + tcp.len()];
+            crate::Ipv4Repr {
+                src_addr: SRC,
+                dst_addr: DST,
+                protocol: IpProtocol::TCP,
+                payload_len: tcp.len(),
+                ttl: 63,
+                dscp: 0,
+                ecn: 0,
+                ident: 7,
+                dont_frag: true,
+                more_frags: false,
+                frag_offset: 0,
+            }
+            .emit(&mut p)
+            .unwrap();
+            p[20..].copy_from_slice(tcp);
+            p
+        };
+        let mut out = [0u8; 64];
+        let n = emit_tcp_reset(&ip(&syn(1460)), &mut out).unwrap();
+        assert_eq!(n, 40);
+        let r = crate::Ipv4Packet::new_checked(&out[..n]).unwrap();
+        assert!(r.verify_checksum());
+        assert_eq!((r.src_addr(), r.dst_addr()), (DST, SRC));
+        let t = TcpPacket::new_checked(r.payload()).unwrap();
+        assert!(t.verify_checksum_v4(DST, SRC));
+        assert_eq!((t.src_port(), t.dst_port()), (443, 40000));
+        assert_eq!(t.flags(), TcpFlags::RST | TcpFlags::ACK);
+        assert_eq!((t.seq_number(), t.ack_number()), (0, 0x0102_0305));
+
+        // With ACK set: the reset's sequence number is the segment's ACK.
+        let mut seg = syn(1460);
+        TcpPacket::new_unchecked(&mut seg[..]).set_header_len_and_flags(24, TcpFlags::ACK);
+        TcpPacket::new_unchecked(&mut seg[..]).set_ack_number(99);
+        let n = emit_tcp_reset(&ip(&seg), &mut out).unwrap();
+        let r = crate::Ipv4Packet::new_checked(&out[..n]).unwrap();
+        let t = TcpPacket::new_checked(r.payload()).unwrap();
+        assert_eq!(t.flags(), TcpFlags::RST);
+        assert_eq!(t.seq_number(), 99);
+
+        // Never a reset for a reset.
+        TcpPacket::new_unchecked(&mut seg[..]).set_header_len_and_flags(24, TcpFlags::RST);
+        assert!(emit_tcp_reset(&ip(&seg), &mut out).is_err());
     }
 }
