@@ -77,6 +77,7 @@ fn balancer(capacity: usize) -> NatWorker {
     let rules = NatRules::new(
         vec![],
         vec![DnatRule {
+            full_nat: false,
             id: RuleId(1),
             protocol: Protocol::Udp,
             public: Endpoint::new(VIP, 53),

@@ -194,7 +194,8 @@ fn serve(ns: &Netns, dir: &Path, i: usize, port: u16) -> (String, Child) {
         .current_dir(&root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // The access log names the address each request came from.
+        .stderr(std::fs::File::create(root.join("access.log")).unwrap())
         .spawn()
         .unwrap();
     // Listening once a connection from its own namespace succeeds.
@@ -531,8 +532,10 @@ fall = 1
     assert!(latency < 300_000, "huge headers failed after {latency} us");
     let checks_after = v[0]["backends"][0]["check"]["passed"].as_u64().unwrap();
     assert!(checks_after > checks_before, "healthy checks stalled");
-    // With every backend down, a new flow is refused at once (ICMP port
-    // unreachable) and counted.
+    // With every backend down, a new flow is refused at once (a TCP
+    // reset, as from a closed port: no ICMP error is sent) and counted.
+    let icmp_sent = || bed.daemon.json(&["show", "counters"])["wan"]["icmp_sent"].as_u64();
+    let icmp_before = icmp_sent();
     let refused = bed
         .client
         .enter(|| {
@@ -543,6 +546,7 @@ fall = 1
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     let drops = bed.daemon.json(&["show", "drops"]);
     assert!(drops.to_string().contains("lb_no_backend"), "{drops}");
+    assert_eq!(icmp_sent(), icmp_before, "refused by a reset, not ICMP");
     stop.store(true, Ordering::Relaxed);
 
     // A backend added by reload: open flows stay where they were.
@@ -625,6 +629,68 @@ fn a_service_added_by_reload_is_checked() {
     let (by, failed) = tally(&connections(&bed.client, 200, 4));
     assert_eq!(failed, 0, "{by:?}");
     assert!(!by.contains_key("be3:8009"), "{by:?}");
+}
+
+/// The addresses backend `name` (`be1:8000`) logged requests for `/id`
+/// from.
+fn requesters(dir: &Path, name: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join(name.replace(':', "-")).join("access.log"))
+        .unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("\"GET /id HTTP/1.0\""))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn full_nat_serves_backends_that_have_no_route_back() {
+    let full = config(THREE, "").replace("backends = [", "full_nat = true\nbackends = [");
+    let bed = Bed::new("lb-full", &full);
+    // The backends know only their own subnet: replies to the client can
+    // only leave for Strait's address on it.
+    for be in &bed.backends {
+        let out = be
+            .command(&["ip", "route", "del", "default"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bed.wait_checked(0);
+    let rules = bed.daemon.ctl(&["show", "nat", "rules"]);
+    assert!(rules.contains("full NAT"), "{rules}");
+
+    let (by, failed) = tally(&connections(&bed.client, 300, 4));
+    assert_eq!(failed, 0, "every connection answered: {by:?}");
+    assert_eq!(by.len(), 3, "every backend served: {by:?}");
+    for (i, be) in ["be1:8000", "be2:8000", "be3:8000"].iter().enumerate() {
+        let from = requesters(&bed.dir, be);
+        assert_eq!(from.len(), by[*be], "{be} logged every request it served");
+        let ours = format!("10.{}.0.1", i + 1);
+        assert!(
+            from.iter().all(|a| *a == ours),
+            "{be} saw only Strait's address {ours}, not the client's: {from:?}"
+        );
+    }
+
+    // Both halves of each flow are listed; the service counts its
+    // sessions once, by backend.
+    let flows = open_idle(&bed, 6);
+    let sessions = bed.daemon.json(&["show", "nat", "sessions"]);
+    let kinds: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"full-nat") && kinds.contains(&"full-nat-src"),
+        "{kinds:?}"
+    );
+    check_flows_stayed(flows, "full NAT");
 }
 
 /// A DNS-like responder on `addr` in `ns` until `stop` (or 60 s): every

@@ -1206,6 +1206,12 @@ pub struct LoadBalancerConfig {
     /// What new flows get when every backend is down.
     #[serde(default)]
     pub when_all_down: AllDownConfig,
+    /// Full NAT: packets to a backend leave from the address of the
+    /// interface (or tunnel) towards it, so backends need no route back
+    /// through Strait (default false: plain DNAT, the backend sees the
+    /// client's address).
+    #[serde(default)]
+    pub full_nat: bool,
     /// Health check; without one every backend counts as up.
     pub check: Option<HealthCheckConfig>,
     /// Where the item's fields are in the file.

@@ -129,6 +129,7 @@ fn worker(input: &mut Input<'_>) -> NatWorker {
     ];
     let dnat = vec![
         DnatRule {
+            full_nat: false,
             id: RuleId(3),
             protocol: Protocol::Udp,
             public: Endpoint::new(WAN, 8080),
@@ -138,7 +139,9 @@ fn worker(input: &mut Input<'_>) -> NatWorker {
             ],
             selection: selection.clone(),
         },
+        // The TCP service is full NAT: its packets take both halves.
         DnatRule {
+            full_nat: true,
             id: RuleId(4),
             protocol: Protocol::Tcp,
             public: Endpoint::new(WAN, 443),
@@ -327,6 +330,20 @@ pub fn run(data: &[u8]) {
                     early_drops_at_out = nat.counters().sessions_early_dropped;
                 }
                 last_translated = Some(packet.clone());
+            }
+            Verdict::FullNat => {
+                check_translated(before, &packet, "full NAT, destination");
+                let half = packet.clone();
+                match nat.translate_full_nat(&mut packet, egress, now) {
+                    Verdict::Translated | Verdict::FullNat => {
+                        check_translated(before, &packet, "full NAT, source");
+                        last_translated = Some(packet.clone());
+                    }
+                    Verdict::NotTranslated => {
+                        assert_eq!(packet, half, "an untranslated packet was changed");
+                    }
+                    Verdict::Hairpin | Verdict::Drop(_) => {}
+                }
             }
             Verdict::NotTranslated => {
                 assert_eq!(packet, copy, "an untranslated packet was changed");

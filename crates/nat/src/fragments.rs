@@ -69,6 +69,9 @@ pub(crate) struct FragmentTranslation {
     pub(crate) dst: Ipv4Addr,
     /// The first fragment was hairpinned (RFC 4787 REQ-9).
     pub(crate) hairpin: bool,
+    /// The first fragment had the destination half of full NAT: its
+    /// source is translated at the egress too.
+    pub(crate) full_nat: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +94,7 @@ const FREE: Entry = Entry {
         src: Ipv4Addr::UNSPECIFIED,
         dst: Ipv4Addr::UNSPECIFIED,
         hairpin: false,
+        full_nat: false,
     },
     expires: 0,
 };
@@ -186,6 +190,7 @@ mod tests {
             src: Ipv4Addr::new(203, 0, 113, last),
             dst: Ipv4Addr::new(192, 0, 2, 1),
             hairpin: false,
+            full_nat: false,
         }
     }
 

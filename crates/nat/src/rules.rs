@@ -238,7 +238,15 @@ pub struct DnatRule {
     pub backends: Vec<Endpoint>,
     /// Backend choice for new flows.
     pub selection: BackendSelection,
+    /// Full NAT: packets towards a backend also leave from the egress
+    /// address towards it (masquerade, ports [`FULL_NAT_PORTS`]), so
+    /// backends without a route back through the translator still answer
+    /// through it.
+    pub full_nat: bool,
 }
+
+/// The ports full NAT allocates on the egress address towards a backend.
+pub const FULL_NAT_PORTS: PortRange = PortRange::new(1024, 65535);
 
 /// Static 1:1 NAT: `internal` is always seen outside as `external` and
 /// `external` is reachable from outside on every port (ports are kept).
@@ -261,6 +269,8 @@ pub struct NatRules {
     /// DNAT public endpoints, sorted, so dynamic port allocation never hands
     /// out a published port: `(address, protocol, port)`.
     reserved: Vec<(u32, u8, u16)>,
+    /// Identifiers of the full-NAT DNAT rules, sorted.
+    full_nat: Vec<RuleId>,
 }
 
 impl NatRules {
@@ -352,11 +362,14 @@ impl NatRules {
             .map(|r| (u32::from(r.public.addr), r.protocol.number(), r.public.port))
             .collect();
         reserved.sort_unstable();
+        let mut full_nat: Vec<RuleId> = dnat.iter().filter(|r| r.full_nat).map(|r| r.id).collect();
+        full_nat.sort_unstable();
         Ok(Self {
             snat,
             dnat,
             static_nat,
             reserved,
+            full_nat,
         })
     }
 
@@ -410,6 +423,12 @@ impl NatRules {
         self.dnat
             .iter()
             .find(|r| r.protocol == protocol && r.backends.contains(&backend))
+    }
+
+    /// Whether `rule` is a full-NAT DNAT rule (its mappings belong to the
+    /// backends' view of clients and admit no unsolicited traffic).
+    pub fn is_full_nat(&self, rule: RuleId) -> bool {
+        self.full_nat.binary_search(&rule).is_ok()
     }
 
     /// Whether `addr` belongs to an SNAT pool (traffic to it without a
@@ -466,6 +485,7 @@ mod tests {
             Err(RuleError::DuplicateRuleId { rule: RuleId(1) })
         ));
         let dnat = |id, public| DnatRule {
+            full_nat: false,
             id: RuleId(id),
             protocol: Protocol::Tcp,
             public,

@@ -100,6 +100,16 @@ pub enum SessionKind {
     Dnat,
     /// Static 1:1 NAT.
     Static,
+    /// The destination half of full NAT: a DNAT session whose packets
+    /// towards the backend also get their source translated at the egress
+    /// (a [`SessionKind::FullNatSource`] session), so the backend answers
+    /// the translator rather than the client.
+    FullNat,
+    /// The source half of full NAT: the client, as the backend sees it,
+    /// masqueraded behind the egress address towards the backend. Replies
+    /// through it are translated back twice, to the client and from the
+    /// virtual endpoint.
+    FullNatSource,
 }
 
 impl SessionKind {
@@ -109,6 +119,8 @@ impl SessionKind {
             Self::Snat => "snat",
             Self::Dnat => "dnat",
             Self::Static => "static",
+            Self::FullNat => "full-nat",
+            Self::FullNatSource => "full-nat-src",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::counters::DropReason;
 use crate::flow::{Direction, Endpoint, Protocol};
 use crate::fragments::{FragmentKey, FragmentTranslation};
 use crate::rules::Egress;
+use crate::table::SessionKind;
 use crate::tcp::Segment;
 use crate::transport::{self, icmp_class, IcmpClass};
 use crate::worker::{Leg, NatWorker, Opening};
@@ -34,6 +35,10 @@ pub enum Verdict {
     /// endpoints: both source and destination were rewritten and it must be
     /// routed back inside (RFC 4787 REQ-9, RFC 5382 REQ-2, RFC 5508 REQ-7).
     Hairpin,
+    /// Inbound packet whose destination a full-NAT rule translated: after
+    /// the route lookup, pass it to [`NatWorker::translate_full_nat`] with
+    /// the egress towards the backend, which translates its source too.
+    FullNat,
     /// No rule applies; forward (or deliver locally) unchanged.
     NotTranslated,
     /// Drop; the reason has been counted.
@@ -190,6 +195,17 @@ impl NatWorker {
         verdict
     }
 
+    /// The second half of a [`Verdict::FullNat`] packet, once routed:
+    /// its source becomes the `egress` address (with a port of this
+    /// worker's), so the backend answers through the translator. ICMP
+    /// errors and later fragments of such flows are translated the same
+    /// way.
+    pub fn translate_full_nat(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> Verdict {
+        let verdict = self.outbound_packet_as(packet, egress, now, true);
+        self.count(verdict, Direction::Outbound);
+        verdict
+    }
+
     /// [`Self::translate_outbound`] or [`Self::translate_inbound`] by
     /// direction (`egress` is ignored inbound).
     pub fn translate(
@@ -209,7 +225,10 @@ impl NatWorker {
         let c = &mut self.counters;
         match (verdict, direction) {
             (Verdict::Translated, Direction::Outbound) => c.translated_outbound += 1,
-            (Verdict::Translated, Direction::Inbound) => c.translated_inbound += 1,
+            (Verdict::Translated | Verdict::FullNat, Direction::Inbound) => {
+                c.translated_inbound += 1
+            }
+            (Verdict::FullNat, Direction::Outbound) => c.translated_outbound += 1,
             (Verdict::Hairpin, _) => c.hairpinned += 1,
             (Verdict::NotTranslated, _) => c.not_translated += 1,
             (Verdict::Drop(reason), _) => c.drop(reason),
@@ -307,6 +326,8 @@ impl NatWorker {
         self.counters.fragments_translated += 1;
         if to.hairpin {
             Verdict::Hairpin
+        } else if to.full_nat {
+            Verdict::FullNat
         } else {
             Verdict::Translated
         }
@@ -331,6 +352,18 @@ impl NatWorker {
     }
 
     fn outbound_packet(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> Verdict {
+        self.outbound_packet_as(packet, egress, now, false)
+    }
+
+    /// An outbound packet, by the SNAT rules or (`full_nat`) as the source
+    /// half of full NAT.
+    fn outbound_packet_as(
+        &mut self,
+        packet: &mut [u8],
+        egress: Egress,
+        now: u64,
+        full_nat: bool,
+    ) -> Verdict {
         let p = match parse(packet) {
             Ok(p) => p,
             Err(reason) => return Verdict::Drop(reason),
@@ -362,17 +395,19 @@ impl NatWorker {
         };
         let (sport, dport) = transport::ports(protocol, l4);
         let (src, dst) = leg_endpoints(protocol, Direction::Outbound, p.src, sport, p.dst, dport);
-        let binding = match self.outbound(
-            Leg {
-                protocol,
-                source: src,
-                destination: dst,
-                tcp,
-                opening,
-            },
-            egress,
-            now,
-        ) {
+        let leg = Leg {
+            protocol,
+            source: src,
+            destination: dst,
+            tcp,
+            opening,
+        };
+        let found = if full_nat {
+            self.full_nat_source(leg, egress, now).map(Some)
+        } else {
+            self.outbound(leg, egress, now)
+        };
+        let binding = match found {
             Ok(Some(binding)) => binding,
             Ok(None) => return Verdict::NotTranslated,
             Err(reason) => return Verdict::Drop(reason),
@@ -383,6 +418,7 @@ impl NatWorker {
                 src: binding.external.addr,
                 dst: p.dst,
                 hairpin: false,
+                full_nat: false,
             };
             self.first_fragment(&p, Direction::Outbound, to, now);
             return Verdict::Translated;
@@ -418,6 +454,7 @@ impl NatWorker {
                     src: binding.external.addr,
                     dst: back.inside.addr,
                     hairpin: true,
+                    full_nat: false,
                 };
                 self.first_fragment(&p, Direction::Outbound, to, now);
                 Verdict::Hairpin
@@ -427,6 +464,7 @@ impl NatWorker {
                     src: binding.external.addr,
                     dst: p.dst,
                     hairpin: false,
+                    full_nat: false,
                 };
                 self.first_fragment(&p, Direction::Outbound, to, now);
                 Verdict::Translated
@@ -486,13 +524,30 @@ impl NatWorker {
         ) {
             Ok(Some(binding)) => {
                 rewrite(packet, &p, protocol, false, binding.inside);
-                let to = FragmentTranslation {
+                let mut to = FragmentTranslation {
                     src: p.src,
                     dst: binding.inside.addr,
                     hairpin: false,
+                    full_nat: binding.kind == SessionKind::FullNat,
                 };
+                if binding.kind == SessionKind::FullNatSource {
+                    // A backend's reply through full NAT: now to the
+                    // client, and from the virtual endpoint.
+                    let backend = src;
+                    match self.full_nat_reply(protocol, backend, binding.inside, tcp, now) {
+                        Ok(front) => {
+                            rewrite(packet, &p, protocol, true, front.external);
+                            to.src = front.external.addr;
+                        }
+                        Err(reason) => return Verdict::Drop(reason),
+                    }
+                }
                 self.first_fragment(&p, Direction::Inbound, to, now);
-                Verdict::Translated
+                if to.full_nat {
+                    Verdict::FullNat
+                } else {
+                    Verdict::Translated
+                }
             }
             Ok(None) => Verdict::NotTranslated,
             Err(reason) => Verdict::Drop(reason),
@@ -574,6 +629,34 @@ impl NatWorker {
                     true,
                     binding.inside,
                 );
+                match binding.kind {
+                    // About a packet to a backend: the error goes on to
+                    // the client from the translator's egress address.
+                    SessionKind::FullNat => {
+                        self.counters.icmp_errors_translated += 1;
+                        return Verdict::FullNat;
+                    }
+                    // From a backend, about a packet full NAT sent it: its
+                    // quote now names the client; it must also come from
+                    // the virtual endpoint the client called.
+                    SessionKind::FullNatSource => {
+                        let Ok(again) = parse(packet) else {
+                            return Verdict::Drop(DropReason::IcmpErrorMalformed);
+                        };
+                        return match self.icmp_error(
+                            packet,
+                            &again,
+                            Direction::Outbound,
+                            egress,
+                            now,
+                        ) {
+                            Verdict::Translated => Verdict::Translated,
+                            Verdict::Drop(reason) => Verdict::Drop(reason),
+                            _ => Verdict::Drop(DropReason::IcmpErrorNoSession),
+                        };
+                    }
+                    _ => {}
+                }
             }
             Direction::Outbound => {
                 // REQ-5 c): the error leaves from the public address of the

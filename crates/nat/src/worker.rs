@@ -28,7 +28,7 @@ use crate::counters::{DropReason, NatCounters};
 use crate::flow::{Direction, Endpoint, FlowTuple, Protocol};
 use crate::fragments::FragmentTable;
 use crate::ports::PortAllocator;
-use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget};
+use crate::rules::{BackendSelection, Egress, NatRules, RuleId, SnatTarget, FULL_NAT_PORTS};
 use crate::table::{
     endpoint_bits, keyed_hash, NewSession, SessionKind, SessionTable, TallyOf, TimerClass, NIL,
     TIMER_CLASSES,
@@ -61,6 +61,7 @@ pub(crate) struct Binding {
     pub(crate) inside: Endpoint,
     pub(crate) external: Endpoint,
     pub(crate) hairpin: bool,
+    pub(crate) kind: SessionKind,
 }
 
 /// The translator of one worker.
@@ -232,6 +233,7 @@ impl NatWorker {
             inside: s.inside,
             external: s.external,
             hairpin: s.hairpin,
+            kind: s.kind,
         }
     }
 
@@ -593,7 +595,9 @@ impl NatWorker {
                         .has_session_with_address(mapping, source.addr, now)
                 }
             };
-            if !permitted {
+            // A full-NAT mapping stands for a client as its backends see
+            // it: only the sessions full NAT made may use it.
+            if !permitted || self.rules.is_full_nat(self.table.mapping(mapping).rule) {
                 return Err(DropReason::Filtered);
             }
             if let Opening::Refused(reason) = opening {
@@ -651,7 +655,14 @@ impl NatWorker {
                     backend
                 }
             };
-            (dnat.id, SessionKind::Dnat, backend)
+            let kind = if dnat.full_nat && !hairpin {
+                SessionKind::FullNat
+            } else {
+                // A hairpinned flow already comes from a public endpoint
+                // of ours: the backend answers through us anyway.
+                SessionKind::Dnat
+            };
+            (dnat.id, kind, backend)
         } else if let Some(one) = rules.match_static_external(destination.addr) {
             (
                 one.id,
@@ -683,6 +694,85 @@ impl NatWorker {
             mapping: NIL,
         };
         self.create(new, tcp, now).map(Some)
+    }
+
+    /// The source half of full NAT for a packet `client -> backend` that a
+    /// [`SessionKind::FullNat`] session has just translated: its session,
+    /// created on the first packet with a masquerade mapping of the client
+    /// on `egress`, the address towards the backend.
+    pub(crate) fn full_nat_source(
+        &mut self,
+        leg: Leg,
+        egress: Egress,
+        now: u64,
+    ) -> Result<Binding, DropReason> {
+        let Leg {
+            protocol,
+            source,
+            destination,
+            tcp,
+            opening,
+        } = leg;
+        let found = self.table.lookup_outbound(protocol, source, destination);
+        let index = self.live(found, now);
+        if index != NIL {
+            self.track(index, Direction::Outbound, tcp, now)?;
+            return Ok(self.binding(index));
+        }
+        if let Opening::Refused(reason) = opening {
+            return Err(reason);
+        }
+        // The destination half, seen from the backend: its rule names
+        // the new session.
+        let half = self.table.lookup_outbound(protocol, destination, source);
+        if half == NIL || self.table.session(half).kind != SessionKind::FullNat {
+            return Err(DropReason::NoMapping);
+        }
+        let rule = self.table.session(half).rule;
+        if egress.addr.is_unspecified() {
+            return Err(DropReason::NatExhausted);
+        }
+        if !self.has_room(now) {
+            return Err(DropReason::NatExhausted);
+        }
+        let target = SnatTarget::Masquerade {
+            ports: FULL_NAT_PORTS,
+        };
+        let mapping = self.mapping_for(protocol, source, rule, &target, egress, now)?;
+        let new = NewSession {
+            inside: source,
+            external: self.table.mapping(mapping).external,
+            outside: destination,
+            protocol,
+            kind: SessionKind::FullNatSource,
+            initiator: Direction::Outbound,
+            tcp: TcpState::SynSent,
+            hairpin: false,
+            rule,
+            mapping,
+        };
+        self.create(new, tcp, now)
+    }
+
+    /// The second translation of a reply through full NAT: the packet
+    /// `backend -> client`, its destination already restored by the source
+    /// half, gets the virtual endpoint of the destination half as its
+    /// source.
+    pub(crate) fn full_nat_reply(
+        &mut self,
+        protocol: Protocol,
+        backend: Endpoint,
+        client: Endpoint,
+        tcp: Segment,
+        now: u64,
+    ) -> Result<Binding, DropReason> {
+        let found = self.table.lookup_outbound(protocol, backend, client);
+        let index = self.live(found, now);
+        if index == NIL || self.table.session(index).kind != SessionKind::FullNat {
+            return Err(DropReason::NoMapping);
+        }
+        self.track(index, Direction::Outbound, tcp, now)?;
+        Ok(self.binding(index))
     }
 
     /// The session an ICMP error refers to, without refreshing it

@@ -142,6 +142,7 @@ fn hairpin_through_a_port_forward() {
     let public = ep(WAN, 8080);
     let backend = ep(ip(10, 0, 0, 80), 80);
     let dnat = DnatRule {
+        full_nat: false,
         id: RuleId(2),
         protocol: Protocol::Tcp,
         public,
@@ -211,6 +212,7 @@ fn dnat_backends_by_client_hash_and_round_robin() {
         ep(ip(10, 0, 1, 3), 8080),
     ];
     let rule = |id, selection, port| DnatRule {
+        full_nat: false,
         id: RuleId(id),
         protocol: Protocol::Tcp,
         public: ep(WAN, port),
@@ -590,6 +592,7 @@ fn icmp_error_about_tcp_and_echo() {
 #[test]
 fn icmp_error_from_inside_hides_internal_sender() {
     let dnat = DnatRule {
+        full_nat: false,
         id: RuleId(2),
         protocol: Protocol::Udp,
         public: ep(WAN, 5353),
@@ -851,6 +854,7 @@ fn fragments_and_unknown_protocols() {
 #[test]
 fn inspection_lists_sessions_and_counts_by_rule() {
     let dnat = DnatRule {
+        full_nat: false,
         id: RuleId(9),
         protocol: Protocol::Tcp,
         public: ep(WAN, 443),
@@ -1136,6 +1140,7 @@ fn sessions_per_inside_address_are_limited() {
 
 fn port_forward(config: NatConfig) -> NatWorker {
     let dnat = DnatRule {
+        full_nat: false,
         id: RuleId(2),
         protocol: Protocol::Udp,
         public: ep(WAN, 8080),
@@ -1235,6 +1240,7 @@ fn maglev_flows_keep_their_backend_across_tables_and_an_empty_table_refuses() {
             NatRules::new(
                 vec![],
                 vec![DnatRule {
+                    full_nat: false,
                     id: RuleId(9),
                     protocol: Protocol::Tcp,
                     public: ep(WAN, 80),
@@ -1305,6 +1311,7 @@ fn a_new_syn_on_a_closed_inbound_session_chooses_again() {
             NatRules::new(
                 vec![],
                 vec![DnatRule {
+                    full_nat: false,
                     id: RuleId(9),
                     protocol: Protocol::Tcp,
                     public: ep(WAN, 80),
@@ -1344,4 +1351,146 @@ fn a_new_syn_on_a_closed_inbound_session_chooses_again() {
     let mut again = tcp(client, ep(WAN, 80), SYN, b"");
     assert_eq!(nat.translate_inbound(&mut again, 1), Verdict::Translated);
     assert_eq!(dst_of(&again), backends[1]);
+}
+
+/// Full NAT (a load balancer whose backends have no route back through
+/// the translator): the backend sees the translator's address towards it,
+/// and its replies are translated back twice.
+#[test]
+fn full_nat_hides_the_client_from_the_backend_and_back() {
+    let vip = ep(ip(198, 51, 100, 10), 80);
+    let backend = ep(ip(10, 1, 0, 2), 8000);
+    let lan = Egress::new(EgressId(2), ip(10, 1, 0, 1));
+    let rule = DnatRule {
+        full_nat: true,
+        id: RuleId(9),
+        protocol: Protocol::Tcp,
+        public: vip,
+        backends: vec![backend],
+        selection: BackendSelection::ClientHash,
+    };
+    let mut nat = worker_with(NatConfig::default(), vec![], vec![rule], vec![]);
+    let client = ep(ip(192, 0, 2, 7), 40000);
+
+    // The client's SYN: destination first, then the source at the egress.
+    let mut syn = tcp(client, vip, SYN, b"");
+    assert_eq!(nat.translate_inbound(&mut syn, 0), Verdict::FullNat);
+    assert_eq!((src_of(&syn), dst_of(&syn)), (client, backend));
+    assert_eq!(
+        nat.translate_full_nat(&mut syn, lan, 0),
+        Verdict::Translated
+    );
+    assert_checksums(&syn);
+    let seen = src_of(&syn);
+    assert_eq!(seen, ep(lan.addr, 40000), "the egress address, port kept");
+    assert_eq!(dst_of(&syn), backend);
+
+    // The backend answers the translator; the client sees the service.
+    let mut syn_ack = tcp(backend, seen, SYN_ACK, b"");
+    assert_eq!(nat.translate_inbound(&mut syn_ack, 0), Verdict::Translated);
+    assert_checksums(&syn_ack);
+    assert_eq!((src_of(&syn_ack), dst_of(&syn_ack)), (vip, client));
+
+    // Later packets take the same two sessions.
+    let mut ack = tcp(client, vip, ACK, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(nat.translate_inbound(&mut ack, 1), Verdict::FullNat);
+    assert_eq!(
+        nat.translate_full_nat(&mut ack, lan, 1),
+        Verdict::Translated
+    );
+    assert_checksums(&ack);
+    assert_eq!((src_of(&ack), dst_of(&ack)), (seen, backend));
+    let mut data = tcp(backend, seen, ACK, b"HTTP/1.1 200 OK\r\n\r\n");
+    assert_eq!(nat.translate_inbound(&mut data, 1), Verdict::Translated);
+    assert_checksums(&data);
+    assert_eq!((src_of(&data), dst_of(&data)), (vip, client));
+
+    // An error from the backend about what it received reaches the
+    // client quoting what the client sent, from the service's address.
+    let mut err = icmp_error(backend.addr, lan.addr, 3, 4, &ack, ack.len());
+    assert_eq!(nat.translate_inbound(&mut err, 2), Verdict::Translated);
+    assert_checksums(&err);
+    assert_quoted_transport_checksum(&err);
+    assert_eq!(
+        (src_of(&err).addr, dst_of(&err).addr),
+        (vip.addr, client.addr)
+    );
+    assert_eq!((src_of(&err[28..]), dst_of(&err[28..])), (client, vip));
+
+    // The mapping towards the backends admits nobody else.
+    let mut stray = tcp(ep(ip(10, 1, 0, 3), 1234), seen, SYN, b"");
+    assert_eq!(
+        nat.translate_inbound(&mut stray, 2),
+        Verdict::Drop(DropReason::Filtered)
+    );
+    // A segment that is not a SYN cannot open the source half.
+    let mut late = tcp(ep(ip(192, 0, 2, 8), 5555), backend, ACK, b"");
+    assert_eq!(
+        nat.translate_full_nat(&mut late, lan, 2),
+        Verdict::Drop(DropReason::TcpNotSyn)
+    );
+
+    let kinds: Vec<&str> = nat.sessions(2).map(|s| s.kind.name()).collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&"full-nat") && kinds.contains(&"full-nat-src"));
+}
+
+/// A UDP service through full NAT, and a first fragment's translation
+/// carried to the fragment after it.
+#[test]
+fn full_nat_udp_and_fragments() {
+    let vip = ep(ip(198, 51, 100, 10), 53);
+    let backend = ep(ip(10, 1, 0, 2), 53);
+    let lan = Egress::new(EgressId(2), ip(10, 1, 0, 1));
+    let rule = DnatRule {
+        full_nat: true,
+        id: RuleId(9),
+        protocol: Protocol::Udp,
+        public: vip,
+        backends: vec![backend],
+        selection: BackendSelection::ClientHash,
+    };
+    let mut nat = worker_with(NatConfig::default(), vec![], vec![rule], vec![]);
+    let client = ep(ip(192, 0, 2, 7), 5353);
+    let mut q = udp(client, vip, b"query", true);
+    assert_eq!(nat.translate_inbound(&mut q, 0), Verdict::FullNat);
+    assert_eq!(nat.translate_full_nat(&mut q, lan, 0), Verdict::Translated);
+    assert_checksums(&q);
+    let seen = src_of(&q);
+    assert_eq!(seen.addr, lan.addr);
+    let mut a = udp(backend, seen, b"answer", true);
+    assert_eq!(nat.translate_inbound(&mut a, 0), Verdict::Translated);
+    assert_checksums(&a);
+    assert_eq!((src_of(&a), dst_of(&a)), (vip, client));
+
+    // A fragmented query: first fragment (MF, offset 0), then the rest.
+    let mut first = udp(client, vip, &[7u8; 64], true);
+    first[6] = 0x20; // MF
+    first[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    refill_ip_checksum(&mut first);
+    assert_eq!(nat.translate_inbound(&mut first, 1), Verdict::FullNat);
+    assert_eq!(
+        nat.translate_full_nat(&mut first, lan, 1),
+        Verdict::Translated
+    );
+    let mut rest = udp(client, vip, &[7u8; 64], true);
+    rest[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    rest[6] = 0x00;
+    rest[7] = 0x09; // offset 72 bytes
+    refill_ip_checksum(&mut rest);
+    assert_eq!(nat.translate_inbound(&mut rest, 1), Verdict::FullNat);
+    assert_eq!(
+        nat.translate_full_nat(&mut rest, lan, 1),
+        Verdict::Translated
+    );
+    assert_eq!(&rest[12..16], &lan.addr.octets());
+    assert_eq!(&rest[16..20], &backend.addr.octets());
+    assert_eq!(nat.counters().fragments_translated, 2);
+}
+
+fn refill_ip_checksum(p: &mut [u8]) {
+    p[10] = 0;
+    p[11] = 0;
+    let c = strait_wire::checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
 }

@@ -116,7 +116,7 @@ pub(super) fn error<'t, P>(
     if let Err(reason) = reply_from_scratch(p, port, pkt, n, ethertype) {
         return Next::Done(Verdict::Drop(reason));
     }
-    if cx.nat == NatDone::Inbound {
+    if matches!(cx.nat, NatDone::Inbound | NatDone::FullNat) {
         return Next::NatError;
     }
     cx.reply(pkt)

@@ -163,6 +163,11 @@ enum NatDone {
     /// inbound): the outbound stage does not run again, and ICMP errors
     /// about it go through NAT (RFC 5508 REQ-5).
     Inbound,
+    /// The destination translated before routing by a full-NAT rule: the
+    /// outbound stage still runs, to translate the source at the egress
+    /// towards the backend; ICMP errors about it go through NAT like
+    /// [`NatDone::Inbound`]'s.
+    FullNat,
     /// Hairpinned at the outbound stage (both ends rewritten) and routed
     /// again: ICMP errors about it are suppressed, since their quote would
     /// name the translated endpoints.

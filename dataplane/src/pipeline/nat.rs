@@ -25,6 +25,7 @@ use strait_wire::{IpProtocol, Ipv4Packet};
 
 use super::icmp::{self, IcmpError};
 use super::l2::ETH_LEN;
+use super::reply;
 use super::route::Hop;
 use super::{ipv4, Ctx, NatDone, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
@@ -61,10 +62,17 @@ pub(super) fn inbound<'t, P>(
             cx.nat = NatDone::Inbound;
             cx.ip = ipv4::meta(t, &Ipv4Packet::new_unchecked(&*packet));
         }
+        Inbound::FullNat => {
+            cx.nat = NatDone::FullNat;
+            cx.ip = ipv4::meta(t, &Ipv4Packet::new_unchecked(&*packet));
+        }
         // A service with every backend down or drained refuses the new
-        // flow with an ICMP port unreachable (RFC 792; a TCP client in
-        // SYN-SENT takes it as a hard error, RFC 1122 §4.2.3.9), so the
-        // client fails at once instead of retrying its SYN.
+        // flow as a closed port would, so the client fails at once instead
+        // of retrying: a TCP SYN gets a reset (RFC 9293 §3.10.7.1), a UDP
+        // datagram an ICMP port unreachable (RFC 792).
+        Inbound::Drop(DropReason::LbNoBackend) if is_tcp(packet) => {
+            return reply::tcp_reset(p, cx, pkt, DropReason::LbNoBackend, now)
+        }
         Inbound::Drop(DropReason::LbNoBackend) => {
             return icmp::error(
                 p,
@@ -80,7 +88,9 @@ pub(super) fn inbound<'t, P>(
     Next::Route
 }
 
-/// The outbound stage: SNAT with the egress the route chose. A hairpinned
+/// The outbound stage: SNAT with the egress the route chose, or the
+/// source half of full NAT for a packet whose destination a full-NAT rule
+/// translated inbound. A hairpinned
 /// packet (both ends rewritten) goes back inside: its new destination is
 /// routed again, and NAT does not run again.
 #[inline]
@@ -99,8 +109,15 @@ pub(super) fn outbound<'t, P>(
         return Next::Transmit(hop);
     };
     let packet = &mut pkt.data_mut()[cx.l3..];
-    match p.nat.outbound(packet, egress, nat_clock(t, now)) {
-        NatVerdict::Translated | NatVerdict::NotTranslated => Next::Transmit(hop),
+    let verdict = if cx.nat == NatDone::FullNat {
+        p.nat.full_nat(packet, egress, nat_clock(t, now))
+    } else {
+        p.nat.outbound(packet, egress, nat_clock(t, now))
+    };
+    match verdict {
+        NatVerdict::Translated | NatVerdict::NotTranslated | NatVerdict::FullNat => {
+            Next::Transmit(hop)
+        }
         NatVerdict::Drop(r) => Next::Done(Verdict::Drop(drop_reason(r))),
         NatVerdict::Hairpin => {
             cx.nat = NatDone::Hairpin;
@@ -133,7 +150,9 @@ pub(super) fn translate_error<'t, P>(
             p.count_drop(cx.port.id, drop_reason(r));
             Next::Done(Verdict::Consumed)
         }
-        NatVerdict::NotTranslated | NatVerdict::Hairpin => Next::Done(Verdict::Consumed),
+        NatVerdict::NotTranslated | NatVerdict::Hairpin | NatVerdict::FullNat => {
+            Next::Done(Verdict::Consumed)
+        }
     }
 }
 
@@ -204,6 +223,9 @@ enum Inbound {
     /// Rewritten (un-SNAT, DNAT, static or hairpin): route the new
     /// destination; the outbound stage must not run again.
     Translated,
+    /// The destination half of full NAT: route the new destination; the
+    /// outbound stage translates the source.
+    FullNat,
     /// Refused by the translator.
     Drop(DropReason),
 }
@@ -315,12 +337,14 @@ impl NatStage {
         if let Some(egress) = hairpin_egress(t, src, dst, ingress) {
             return match nat.translate_outbound(packet, egress, now) {
                 NatVerdict::Hairpin | NatVerdict::Translated => Inbound::Translated,
+                NatVerdict::FullNat => Inbound::FullNat,
                 NatVerdict::NotTranslated => Inbound::Untouched,
                 NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
             };
         }
         match nat.translate_inbound(packet, now) {
             NatVerdict::Translated | NatVerdict::Hairpin => Inbound::Translated,
+            NatVerdict::FullNat => Inbound::FullNat,
             NatVerdict::NotTranslated => Inbound::Untouched,
             NatVerdict::Drop(r) => Inbound::Drop(drop_reason(r)),
         }
@@ -333,6 +357,16 @@ impl NatStage {
         match self.worker.as_mut() {
             Some(nat) => nat.translate_outbound(packet, egress, now),
             None => NatVerdict::NotTranslated,
+        }
+    }
+
+    /// The source half of full NAT, after the route lookup: `egress` is
+    /// where the route sends the packet, towards the backend.
+    #[inline]
+    fn full_nat(&mut self, packet: &mut [u8], egress: Egress, now: u64) -> NatVerdict {
+        match self.worker.as_mut() {
+            Some(nat) => nat.translate_full_nat(packet, egress, now),
+            None => NatVerdict::Drop(strait_nat::DropReason::NoMapping),
         }
     }
 
@@ -371,6 +405,11 @@ impl NatStage {
             }
         });
     }
+}
+
+/// Whether an IPv4 packet carries TCP.
+fn is_tcp(packet: &[u8]) -> bool {
+    packet.get(9) == Some(&IpProtocol::TCP.0)
 }
 
 /// ESP or NAT-T traffic to one of our tunnel endpoints.

@@ -88,7 +88,7 @@ pub(super) fn egress<'t>(t: &Tables, cx: &Ctx<'t>, hop: Hop<'t>) -> Next<'t> {
     if ip.total > usize::from(mtu) && ip.dont_frag {
         return Next::IcmpError(IcmpError::too_big(ip.dst, mtu), DropReason::Oversized);
     }
-    if cx.nat == NatDone::No && ip.dst.is_ipv4() {
+    if matches!(cx.nat, NatDone::No | NatDone::FullNat) && ip.dst.is_ipv4() {
         Next::NatOut(hop)
     } else {
         Next::Transmit(hop)

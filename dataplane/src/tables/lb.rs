@@ -56,6 +56,8 @@ pub struct LbInfo {
     /// Every backend is down or drained and the last table with one is
     /// kept (`when_all_down = "keep-last"`).
     pub keeping_last: bool,
+    /// Packets to the backends leave from Strait's address towards them.
+    pub full_nat: bool,
 }
 
 /// The NAT rule name of a service (shown with its sessions).
@@ -118,6 +120,7 @@ pub fn build(
             public: info.address,
             backends: info.backends.iter().map(|b| b.endpoint).collect(),
             selection: BackendSelection::Maglev(Arc::clone(&info.table)),
+            full_nat: info.full_nat,
         });
         infos.push(info);
     }
@@ -213,6 +216,7 @@ fn compile(
         backends,
         table,
         keeping_last,
+        full_nat: lb.full_nat,
     })
 }
 

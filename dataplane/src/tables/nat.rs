@@ -449,6 +449,7 @@ impl NatTables {
                         public,
                         backends,
                         selection,
+                        full_nat: false,
                     });
                     summary
                 }
@@ -493,10 +494,11 @@ impl NatTables {
                 name: super::lb::rule_name(&lb.name),
                 kind: NatKindConfig::Dnat,
                 summary: format!(
-                    "{} {} to {} backends (maglev)",
+                    "{} {} to {} backends (maglev{})",
                     lb.protocol,
                     lb.address,
-                    lb.backends.len()
+                    lb.backends.len(),
+                    if lb.full_nat { ", full NAT" } else { "" }
                 ),
             });
         }
