@@ -305,6 +305,25 @@ impl NatWorker {
         true
     }
 
+    /// The live session of an outbound packet `source -> destination`,
+    /// followed (TCP state, refresh); `None` if there is none.
+    fn follow_outbound(
+        &mut self,
+        protocol: Protocol,
+        source: Endpoint,
+        destination: Endpoint,
+        tcp: Segment,
+        now: u64,
+    ) -> Result<Option<Binding>, DropReason> {
+        let found = self.table.lookup_outbound(protocol, source, destination);
+        let index = self.live(found, now);
+        if index == NIL {
+            return Ok(None);
+        }
+        self.track(index, Direction::Outbound, tcp, now)?;
+        Ok(Some(self.binding(index)))
+    }
+
     /// Session for an outbound packet `source -> destination`, created if a
     /// static or SNAT rule applies. `Ok(None)`: no rule, pass unchanged.
     pub(crate) fn outbound(
@@ -320,11 +339,8 @@ impl NatWorker {
             tcp,
             opening,
         } = leg;
-        let found = self.table.lookup_outbound(protocol, source, destination);
-        let index = self.live(found, now);
-        if index != NIL {
-            self.track(index, Direction::Outbound, tcp, now)?;
-            return Ok(Some(self.binding(index)));
+        if let Some(binding) = self.follow_outbound(protocol, source, destination, tcp, now)? {
+            return Ok(Some(binding));
         }
         let rules = Arc::clone(&self.rules);
         let (rule, kind, external, mapping) = if let Some(one) =
@@ -713,11 +729,8 @@ impl NatWorker {
             tcp,
             opening,
         } = leg;
-        let found = self.table.lookup_outbound(protocol, source, destination);
-        let index = self.live(found, now);
-        if index != NIL {
-            self.track(index, Direction::Outbound, tcp, now)?;
-            return Ok(self.binding(index));
+        if let Some(binding) = self.follow_outbound(protocol, source, destination, tcp, now)? {
+            return Ok(binding);
         }
         if let Opening::Refused(reason) = opening {
             return Err(reason);
