@@ -517,6 +517,19 @@ fall = 1
             .iter()
             .all(|b| b["health"] == "down")
     });
+    // The daemon may have checked before the hostile servers listened
+    // (then "connection refused" took them down): wait for checks that
+    // met their answers.
+    within("hostile answers judged", Duration::from_secs(3), || {
+        let v = bed.daemon.json(&["show", "lb"]);
+        let error = |i: usize| {
+            v[1]["backends"][i]["check"]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        !error(0).contains("refused") && !error(1).contains("refused")
+    });
     let v = bed.daemon.json(&["show", "lb"]);
     let trickle = v[1]["backends"][0]["check"]["last_error"]
         .as_str()
