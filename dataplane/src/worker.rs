@@ -115,6 +115,9 @@ const MIN_SPIN: Duration = Duration::from_micros(5);
 /// this often while idle.
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
+/// Frames a worker reads from one TAP per turn of the host path.
+const HOST_BUDGET: usize = 32;
+
 /// The addresses and payload of the IPv4 UDP datagram in an Ethernet
 /// frame (one VLAN tag at most, as the L2 stage accepts).
 fn service_datagram(frame: &[u8]) -> Option<ServiceDatagram> {
@@ -167,6 +170,10 @@ pub fn run(mut ctx: WorkerContext) {
     let mut last_rx = now;
     let mut gap_avg = MAX_WAIT;
     let mut ready = [false; WAIT_FDS];
+    // Whether this worker serves a host path at all (TAPs or the services
+    // queue), and whether its last turn left frames behind.
+    let host_path = ctx.taps.iter().any(Option::is_some) || w.service_in.is_some();
+    let mut host_busy = false;
     while !ctx.stop.load(Ordering::Relaxed) {
         let tables = ctx.tables.load_full();
         let now = Instant::now();
@@ -181,9 +188,18 @@ pub fn run(mut ctx: WorkerContext) {
         w.flush(&mut ctx.ports);
         ctx.ports.poll_completions();
 
+        // The host path is read on every timer tick, on every round that
+        // found the rings empty (the worker would only spin) and on every
+        // round while it had more than its budget: its frames (a local
+        // DNS answer, a proxied stream) wait at most one round, not a tick.
+        let host_due = host_busy || got == 0 || now >= next_timer;
+        if host_due && host_path {
+            host_busy = w.host_path(&mut ctx.ports, &ctx.taps, &tables, now);
+            w.flush(&mut ctx.ports);
+        }
         if now >= next_timer {
             next_timer = now + TIMER_PERIOD;
-            w.timers(&mut ctx.ports, &ctx.taps, &tables, now);
+            w.timers(&mut ctx.ports, &tables, now);
             w.flush(&mut ctx.ports);
             w.pipeline.nat_timer(&tables, now);
             if now >= next_publish {
@@ -225,7 +241,7 @@ pub fn run(mut ctx: WorkerContext) {
         } else if ctx.poll == PollConfig::Adaptive
             && now.saturating_duration_since(last_rx) >= spin_window(gap_avg)
             && !ctx.ports.tx_pending()
-            && !w.services_waiting()
+            && !host_busy
         {
             wait_for_work(&ctx, &mut ready);
             // Whatever woke the worker (a frame, the host path, a service
@@ -456,15 +472,16 @@ impl Worker {
         }
     }
 
-    /// Sends what the engine's owner queued (IKE), from our addresses,
-    /// routed like keepalives; a bounded number per timer tick.
-    /// Service datagrams queued beyond what the last timer tick sent (64
-    /// per tick): the worker keeps its 1 ms ticks instead of waiting, or a
-    /// registration storm's answers would leave 64 per wait.
+    /// Service datagrams queued beyond what the last turn of the host path
+    /// sent (64 per turn): the worker comes back for them on its next round
+    /// instead of waiting, or a registration storm's answers would leave 64
+    /// per wait.
     fn services_waiting(&self) -> bool {
         self.service_in.as_ref().is_some_and(|rx| !rx.is_empty())
     }
 
+    /// Sends what the engine's owner queued (IKE), from our addresses,
+    /// routed like keepalives; at most 64 per turn of the host path.
     fn send_services(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
         let Some(rx) = self.service_in.take() else {
             return;
@@ -697,13 +714,7 @@ impl Worker {
         }
     }
 
-    fn timers(
-        &mut self,
-        ports: &mut PortSet,
-        taps: &[Option<HostTap>],
-        tables: &Tables,
-        now: Instant,
-    ) {
+    fn timers(&mut self, ports: &mut PortSet, tables: &Tables, now: Instant) {
         let mut requests: [Option<Solicitation>; 16] = [None; 16];
         let mut n_requests = 0;
         let Pipeline {
@@ -733,11 +744,26 @@ impl Worker {
             self.solicit(ports, tables, *port, *target, *unicast);
         }
         self.send_keepalives(ports, tables, now);
+    }
+
+    /// The host path's outbound half: service datagrams the daemon queued
+    /// (IKE) and frames the kernel sent through a TAP, each leaving by its
+    /// port. A bounded amount per call; `true` if a queue or a TAP still
+    /// had more when the budget ran out, so the caller comes back on its
+    /// next round instead of its next timer tick.
+    fn host_path(
+        &mut self,
+        ports: &mut PortSet,
+        taps: &[Option<HostTap>],
+        tables: &Tables,
+        now: Instant,
+    ) -> bool {
         self.send_services(ports, tables, now);
-        // Host path: frames the kernel sends through a TAP leave by its port.
+        let mut more = self.services_waiting();
         for (port, tap) in taps.iter().enumerate() {
             let Some(tap) = tap else { continue };
-            for _ in 0..32 {
+            let mut read = 0;
+            while read < HOST_BUDGET {
                 let Some(mut desc) = ports.alloc_frame() else {
                     break;
                 };
@@ -747,6 +773,7 @@ impl Worker {
                     Ok(Some(n)) if n >= ETH_LEN => {
                         let _ = ports.umem().set_len(&mut desc, n);
                         self.queue(ports, port as u16, desc);
+                        read += 1;
                     }
                     _ => {
                         ports.drop_frame(desc);
@@ -754,7 +781,9 @@ impl Worker {
                     }
                 }
             }
+            more |= read == HOST_BUDGET;
         }
+        more
     }
 
     fn publish(&mut self, ports: &PortSet, shared: &SharedCounters) {

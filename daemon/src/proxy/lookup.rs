@@ -39,10 +39,11 @@ pub(crate) fn response_id(bytes: &[u8]) -> Option<u16> {
 }
 
 /// The first address for `name` in `bytes`, the resolver's response to
-/// [`query`]: the question must be ours, and only records on the CNAME
-/// chain from `name` count (an answer cannot name another host's address
-/// for it).
-pub(crate) fn address(bytes: &[u8], name: &str, v6: bool) -> Result<IpAddr, LookupError> {
+/// [`query`], and how long it may be used: the smallest TTL on the chain
+/// that led to it (RFC 1035 §3.2.1; RFC 2181 §5.2). The question must be
+/// ours, and only records on the CNAME chain from `name` count (an answer
+/// cannot name another host's address for it).
+pub(crate) fn address(bytes: &[u8], name: &str, v6: bool) -> Result<(IpAddr, u32), LookupError> {
     let packet = Packet::parse(bytes).map_err(|_| LookupError::Malformed)?;
     let asked = packet
         .questions
@@ -55,6 +56,7 @@ pub(crate) fn address(bytes: &[u8], name: &str, v6: bool) -> Result<IpAddr, Look
         return Err(LookupError::Rcode(packet.rcode() as u16));
     }
     let mut owner = name.to_owned();
+    let mut ttl = u32::MAX;
     // Each step follows one CNAME; a chain longer than the answer is a loop.
     for _ in 0..=packet.answers.len() {
         let mut next = None;
@@ -63,15 +65,22 @@ pub(crate) fn address(bytes: &[u8], name: &str, v6: bool) -> Result<IpAddr, Look
             .iter()
             .filter(|rr| same(&rr.name.to_string(), &owner))
         {
-            match &rr.rdata {
-                RData::A(a) if !v6 => return Ok(IpAddr::V4(Ipv4Addr::from(a.address))),
-                RData::AAAA(a) if v6 => return Ok(IpAddr::V6(Ipv6Addr::from(a.address))),
-                RData::CNAME(c) => next = Some(c.0.to_string()),
-                _ => {}
-            }
+            let ip = match &rr.rdata {
+                RData::A(a) if !v6 => IpAddr::V4(Ipv4Addr::from(a.address)),
+                RData::AAAA(a) if v6 => IpAddr::V6(Ipv6Addr::from(a.address)),
+                RData::CNAME(c) => {
+                    next = Some((c.0.to_string(), rr.ttl));
+                    continue;
+                }
+                _ => continue,
+            };
+            return Ok((ip, ttl.min(rr.ttl)));
         }
         match next {
-            Some(n) => owner = n,
+            Some((n, t)) => {
+                owner = n;
+                ttl = ttl.min(t);
+            }
             None => break,
         }
     }
@@ -120,8 +129,11 @@ mod tests {
             "www.example.com",
             vec![
                 rr("other.example", a([192, 0, 2, 66])),
-                rr(
-                    "www.example.com",
+                // The chain is as fresh as its shortest-lived link.
+                ResourceRecord::new(
+                    simple_dns::Name::new_unchecked("www.example.com"),
+                    CLASS::IN,
+                    30,
                     RData::CNAME(CNAME(simple_dns::Name::new_unchecked("edge.cdn.example"))),
                 ),
                 rr("edge.cdn.example", a([192, 0, 2, 10])),
@@ -131,7 +143,7 @@ mod tests {
         assert_eq!(response_id(&bytes), Some(7));
         assert_eq!(
             address(&bytes, "WWW.example.com.", false),
-            Ok("192.0.2.10".parse().unwrap())
+            Ok(("192.0.2.10".parse().unwrap(), 30))
         );
         assert_eq!(
             address(&bytes, "other.example", false),

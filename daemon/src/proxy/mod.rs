@@ -46,6 +46,10 @@ const CONNS: usize = 1 << 21;
 const PIPE: usize = 16 * 1024;
 /// How long a refused client is given to read our answer.
 const LINGER: Duration = Duration::from_secs(2);
+/// Names whose addresses the proxy remembers at most.
+const MAX_ANSWERS: usize = 4096;
+/// The longest an answer is kept, whatever its TTL.
+const MAX_ANSWER_TTL: u32 = 3600;
 
 /// The proxy's counters, shared with the control socket and metrics.
 #[derive(Debug, Default)]
@@ -61,6 +65,7 @@ pub struct ProxyStats {
     head_timeout: AtomicU64,
     client_gone: AtomicU64,
     resolve_failed: AtomicU64,
+    resolve_cached: AtomicU64,
     connect_failed: AtomicU64,
     looped: AtomicU64,
     idle_closed: AtomicU64,
@@ -94,6 +99,9 @@ pub struct ProxyCounts {
     pub client_gone: u64,
     /// The name did not resolve (error, no address, no answer in time).
     pub resolve_failed: u64,
+    /// Names answered from the proxy's cache of the resolver's answers
+    /// (kept for their TTL, at most an hour), without a query.
+    pub resolve_cached: u64,
     /// The upstream refused or did not accept in time.
     pub connect_failed: u64,
     /// Refused: the name resolved to one of the proxy's own listeners.
@@ -126,6 +134,7 @@ impl ProxyStats {
             head_timeout: r(&self.head_timeout),
             client_gone: r(&self.client_gone),
             resolve_failed: r(&self.resolve_failed),
+            resolve_cached: r(&self.resolve_cached),
             connect_failed: r(&self.connect_failed),
             looped: r(&self.looped),
             idle_closed: r(&self.idle_closed),
@@ -210,6 +219,13 @@ pub(crate) fn render_metrics(out: &mut String, c: &ProxyCounts) {
         "counter",
         "Proxy connections refused or closed before relaying, by reason.",
         reasons.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v)),
+    );
+    family(
+        out,
+        "strait_proxy_resolve_cached_total",
+        "counter",
+        "Proxy names answered from its cache of the resolver's answers.",
+        one(c.resolve_cached),
     );
     family(
         out,
@@ -392,6 +408,10 @@ pub struct Proxy {
     free: Vec<usize>,
     /// Outstanding queries: id → connection slot.
     queries: HashMap<u16, usize>,
+    /// The resolver's answers, name → address and until when it holds
+    /// (the chain's smallest TTL): a name the proxy connected to a moment
+    /// ago is not asked again, as nginx's `resolver` caches.
+    answers: HashMap<String, (IpAddr, Instant)>,
     stats: Arc<ProxyStats>,
     /// No deadline is earlier than this (scans are skipped before it).
     next_scan: Option<Instant>,
@@ -438,6 +458,7 @@ impl Proxy {
             conns: Vec::new(),
             free: Vec::new(),
             queries: HashMap::new(),
+            answers: HashMap::new(),
             stats,
             next_scan: None,
         })
@@ -622,6 +643,12 @@ impl Proxy {
     }
 
     fn resolve(&mut self, ctx: &mut Ctx<'_>, slot: usize, name: ServerName) {
+        if let Some(&(ip, until)) = self.answers.get(name.as_str()) {
+            if until > ctx.now {
+                ProxyStats::add(&self.stats.resolve_cached, 1);
+                return self.connect(ctx, slot, ip);
+            }
+        }
         let v6 = self.plan.resolver.is_ipv6();
         let id = loop {
             let id: u16 = rand::random();
@@ -682,15 +709,33 @@ impl Proxy {
                     ProxyStats::add(&self.stats.resolve_failed, 1);
                     self.refuse(ctx, slot, Refusal::Upstream);
                 }
-                Ok(ip) => {
+                Ok((ip, ttl)) => {
                     self.queries.remove(&id);
                     if let Some(c) = self.conns[slot].as_mut() {
                         c.query = None;
                     }
+                    self.remember(ctx.now, name, ip, ttl);
                     self.connect(ctx, slot, ip);
                 }
             }
         }
+    }
+
+    /// Keeps `name`'s address for `ttl` seconds (at most an hour; a zero
+    /// TTL is not kept). A full cache first forgets what expired, then
+    /// everything: memory stays bounded and the next answers refill it.
+    fn remember(&mut self, now: Instant, name: ServerName, ip: IpAddr, ttl: u32) {
+        if ttl == 0 {
+            return;
+        }
+        if self.answers.len() >= MAX_ANSWERS && !self.answers.contains_key(name.as_str()) {
+            self.answers.retain(|_, (_, until)| *until > now);
+            if self.answers.len() >= MAX_ANSWERS {
+                self.answers.clear();
+            }
+        }
+        let until = now + Duration::from_secs(u64::from(ttl.min(MAX_ANSWER_TTL)));
+        self.answers.insert(name.as_str().to_owned(), (ip, until));
     }
 
     fn connect(&mut self, ctx: &mut Ctx<'_>, slot: usize, ip: IpAddr) {
@@ -711,8 +756,7 @@ impl Proxy {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%target, error = %e, "proxy: connect failed");
-                ProxyStats::add(&self.stats.connect_failed, 1);
-                return self.refuse(ctx, slot, Refusal::Upstream);
+                return self.connect_failed(ctx, slot);
             }
         };
         let mut stream = TcpStream::from_std(stream);
@@ -725,14 +769,24 @@ impl Proxy {
             )
             .is_err()
         {
-            ProxyStats::add(&self.stats.connect_failed, 1);
-            return self.refuse(ctx, slot, Refusal::Upstream);
+            return self.connect_failed(ctx, slot);
         }
         conn.upstream = Some(stream);
         conn.state = State::Connecting;
         conn.deadline = ctx.now + self.plan.connect_timeout;
         let d = conn.deadline;
         self.schedule(d);
+    }
+
+    /// The upstream refused or did not answer in time: counted, the client
+    /// refused, and the name's remembered address forgotten, so the next
+    /// client for it asks the resolver again.
+    fn connect_failed(&mut self, ctx: &mut Ctx<'_>, slot: usize) {
+        if let Some(name) = self.conns[slot].as_ref().and_then(|c| c.name) {
+            self.answers.remove(name.as_str());
+        }
+        ProxyStats::add(&self.stats.connect_failed, 1);
+        self.refuse(ctx, slot, Refusal::Upstream);
     }
 
     fn check_connected(&mut self, ctx: &mut Ctx<'_>, slot: usize) {
@@ -745,16 +799,14 @@ impl Proxy {
         match up.take_error() {
             Ok(None) => {}
             Ok(Some(_)) | Err(_) => {
-                ProxyStats::add(&self.stats.connect_failed, 1);
-                return self.refuse(ctx, slot, Refusal::Upstream);
+                return self.connect_failed(ctx, slot);
             }
         }
         match up.peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(_) => {
-                ProxyStats::add(&self.stats.connect_failed, 1);
-                return self.refuse(ctx, slot, Refusal::Upstream);
+                return self.connect_failed(ctx, slot);
             }
         }
         conn.state = State::Relay;
@@ -817,10 +869,7 @@ impl Proxy {
                     ProxyStats::add(&self.stats.resolve_failed, 1);
                     self.refuse(ctx, slot, Refusal::Upstream);
                 }
-                State::Connecting => {
-                    ProxyStats::add(&self.stats.connect_failed, 1);
-                    self.refuse(ctx, slot, Refusal::Upstream);
-                }
+                State::Connecting => self.connect_failed(ctx, slot),
                 State::Relay => {
                     ProxyStats::add(&self.stats.idle_closed, 1);
                     self.close(ctx, slot);
