@@ -236,15 +236,16 @@ drop_reasons! {
         HostPuntFailed = "host_punt_failed",
         /// Traffic for the host stack above `engine.host_punt_rate`.
         HostPuntPoliced = "host_punt_policed",
-        /// IKE for the daemon above 2 000 datagrams per second per worker
-        /// (burst 200).
+        /// IKE for the daemon above 10 000 datagrams per second per worker
+        /// (burst 4 000).
         ServicePoliced = "service_policed",
-        /// IKE for the daemon while its queue (1 024 datagrams) is full,
+        /// IKE for the daemon while its queue (4 096 datagrams) is full,
         /// or not a well-formed UDP datagram.
         ServiceQueueFull = "service_queue_full",
-        /// A packet that arrived through a tunnel was for the host stack,
-        /// which would answer in clear on the wire: refused.
-        TunnelToHost = "tunnel_to_host",
+        /// A packet the host stack sent, routed into a tunnel, was larger
+        /// than the tunnel's MTU with DF set (or IPv6): dropped, the host
+        /// keeps it from happening again by the MSS clamp of its TCP SYNs.
+        HostTooBig = "host_too_big",
     }
     EspIn {
         /// UDP or ESP to a tunnel endpoint too short for its headers.

@@ -134,12 +134,31 @@ impl Site {
     /// pipeline asks to fragment (sealing each into its tunnel), as the
     /// worker does.
     pub fn run_frame(&mut self, ingress: u16, frame: &[u8], elapsed: Duration) -> Vec<Outcome> {
+        self.run_stage(frame, elapsed, |p, t, pkt, now| {
+            p.process(t, pkt, ingress, now)
+        })
+    }
+
+    /// Runs `frame` as the host stack would send it through the TAP of
+    /// `port` ([`Pipeline::host_output`]), fragments as [`Site::run_frame`].
+    pub fn host_frame(&mut self, port: u16, frame: &[u8], elapsed: Duration) -> Vec<Outcome> {
+        self.run_stage(frame, elapsed, |p, t, pkt, now| {
+            p.host_output(t, port, pkt, now)
+        })
+    }
+
+    fn run_stage(
+        &mut self,
+        frame: &[u8],
+        elapsed: Duration,
+        stage: impl FnOnce(&mut Pipeline<u32>, &Tables, &mut PacketBuf<'_>, Instant) -> Verdict,
+    ) -> Vec<Outcome> {
         let now = self.start + elapsed;
         let mut buf = vec![0u8; FRAME_SIZE];
         let len = frame.len().min(FRAME_SIZE - HEADROOM);
         buf[HEADROOM..HEADROOM + len].copy_from_slice(&frame[..len]);
         let mut pkt = PacketBuf::new(&mut buf, HEADROOM, len);
-        let verdict = self.pipeline.process(&self.tables, &mut pkt, ingress, now);
+        let verdict = stage(&mut self.pipeline, &self.tables, &mut pkt, now);
         let plan = match verdict {
             Verdict::Fragment(plan) => plan,
             other => return vec![outcome(other, pkt.data())],

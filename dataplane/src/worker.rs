@@ -472,6 +472,33 @@ impl Worker {
         }
     }
 
+    /// Sends a frame the host stack wrote to the TAP of `port`: sealed
+    /// into a tunnel when the tables route its destination into one, else
+    /// on the port as it is.
+    fn send_from_host(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        port: u16,
+        desc: FrameDesc,
+        now: Instant,
+    ) {
+        let pipeline = &mut self.pipeline;
+        let Some((desc, verdict)) = on_frame(ports, desc, |pkt| {
+            pipeline.host_output(tables, port, pkt, now)
+        }) else {
+            return;
+        };
+        match verdict {
+            Verdict::Reply => self.queue(ports, port, desc),
+            Verdict::Forward { port, neighbour } => {
+                self.forward(ports, tables, desc, port, neighbour, now)
+            }
+            Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, port, now),
+            _ => ports.drop_frame(desc),
+        }
+    }
+
     /// Service datagrams queued beyond what the last turn of the host path
     /// sent (64 per turn): the worker comes back for them on its next round
     /// instead of waiting, or a registration storm's answers would leave 64
@@ -772,7 +799,7 @@ impl Worker {
                 match tap.recv(ports.frame_mut(&desc)) {
                     Ok(Some(n)) if n >= ETH_LEN => {
                         let _ = ports.umem().set_len(&mut desc, n);
-                        self.queue(ports, port as u16, desc);
+                        self.send_from_host(ports, tables, port as u16, desc, now);
                         read += 1;
                     }
                     _ => {

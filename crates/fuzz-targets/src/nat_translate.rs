@@ -313,6 +313,8 @@ pub fn run(data: &[u8]) {
         };
         let before = checksums_valid(&packet);
         let copy = packet.clone();
+        // The hairpin query reads any bytes without a panic or a change.
+        let _ = nat.hairpins(&packet);
         let v = if outbound {
             nat.translate_outbound(&mut packet, egress, now)
         } else {

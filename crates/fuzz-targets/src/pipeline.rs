@@ -347,6 +347,20 @@ fn run_with(branch: &mut Site, hub: &mut Site, data: &[u8]) {
                 } else {
                     None
                 };
+                // The same bytes as the hub's host stack sending them:
+                // sealed (a valid outer packet), or left exactly as the
+                // host built them.
+                let from_host = hub.host_frame(port, frame, elapsed);
+                for o in &from_host {
+                    if let Outcome::Reply(out) = o {
+                        assert_eq!(&out[..], frame, "the host's frame was changed");
+                    }
+                }
+                let forwarded: Vec<_> = from_host
+                    .into_iter()
+                    .filter(|o| matches!(o, Outcome::Forward { .. }))
+                    .collect();
+                check(&forwarded, None, 2);
                 (branch.run_frame(port, frame, elapsed), valid)
             }
             op::FRAME => {

@@ -206,6 +206,38 @@ impl NatWorker {
         verdict
     }
 
+    /// Whether an inside host's IPv4 packet to one of our external
+    /// addresses is for another inside host through NAT: a mapping, a port
+    /// forward or a static NAT claims its destination, so it must hairpin
+    /// (RFC 4787 REQ-9, RFC 5382 REQ-2). One to an endpoint nothing maps is
+    /// for the box itself (its host stack: a proxy, a resolver) and is not
+    /// translated, as on a router whose NAT runs only on forwarded
+    /// traffic. ICMP errors and later fragments answer `true`: their
+    /// translation follows the flow they belong to.
+    pub fn hairpins(&self, packet: &[u8]) -> bool {
+        let Ok(p) = parse(packet) else {
+            return false;
+        };
+        if p.later_fragment {
+            return true;
+        }
+        let Some(protocol) = p.protocol else {
+            return false;
+        };
+        let Some(l4) = packet.get(p.header_len..p.end) else {
+            return false;
+        };
+        if l4.len() < transport::min_header(protocol) {
+            return false;
+        }
+        if let (_, Err(IcmpClass::Error)) = Self::classify(protocol, l4, Direction::Outbound) {
+            return true;
+        }
+        let (sport, dport) = transport::ports(protocol, l4);
+        let (_, dst) = leg_endpoints(protocol, Direction::Outbound, p.src, sport, p.dst, dport);
+        self.is_own_external(protocol, dst)
+    }
+
     /// [`Self::translate_outbound`] or [`Self::translate_inbound`] by
     /// direction (`egress` is ignored inbound).
     pub fn translate(

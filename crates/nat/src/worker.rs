@@ -424,7 +424,7 @@ impl NatWorker {
     /// Whether `endpoint` is one this worker translates inbound traffic for:
     /// then an outbound packet to it must hairpin (RFC 4787 REQ-9,
     /// RFC 5382 REQ-2).
-    fn is_own_external(&self, protocol: Protocol, endpoint: Endpoint) -> bool {
+    pub(crate) fn is_own_external(&self, protocol: Protocol, endpoint: Endpoint) -> bool {
         self.table.lookup_mapping_external(protocol, endpoint) != NIL
             || self.rules.match_dnat(protocol, endpoint).is_some()
             || self.rules.match_static_external(endpoint.addr).is_some()

@@ -175,6 +175,11 @@ fn hairpin_through_a_port_forward() {
     assert_eq!(src_of(&syn_ack), public);
     assert_eq!(dst_of(&syn_ack), client());
     assert_eq!(nat.counters().hairpinned, 2);
+    // Only the published endpoint hairpins: another port of the same
+    // address is the box's own service (nothing maps it).
+    assert!(nat.hairpins(&tcp(client(), public, SYN, b"")));
+    assert!(!nat.hairpins(&tcp(client(), ep(WAN, 443), SYN, b"")));
+    assert!(!nat.hairpins(&udp(client(), ep(WAN, 53), b"q", true)));
 }
 
 #[test]
@@ -202,6 +207,9 @@ fn hairpin_between_two_mappings() {
         Verdict::Hairpin
     );
     assert_eq!((src_of(&reply), dst_of(&reply)), (xb, a));
+    // A mapping hairpins; a port no mapping holds does not.
+    assert!(nat.hairpins(&udp(a, xb, b"to b", true)));
+    assert!(!nat.hairpins(&udp(a, ep(WAN, 9), b"x", true)));
 }
 
 #[test]

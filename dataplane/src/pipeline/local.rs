@@ -1,6 +1,7 @@
 //! Local delivery: traffic for one of our addresses. ESP and NAT-T to a
 //! tunnel endpoint go to the ESP stage, echo requests are answered here,
-//! everything else goes to the host stack.
+//! everything else goes to the host stack; and the way back, the frames
+//! the host stack sends ([`Pipeline::host_output`]).
 
 use std::net::IpAddr;
 
@@ -9,12 +10,115 @@ use strait_wire::{
     IpProtocol, Ipv4Packet, Ipv6Packet,
 };
 
-use super::l2::swap_macs;
+use std::time::Instant;
+
+use strait_fib::Disposition;
+
+use super::l2::{swap_macs, ETH_LEN};
 use super::reply::{emit_ipv6_icmp, reply_from_scratch};
-use super::{Ctx, Next, Pipeline, Verdict};
+use super::{esp_out, route, Ctx, FragmentPlan, FragmentTarget, Next, Pipeline, Verdict};
 use crate::counters::DropReason;
 use crate::packet::PacketBuf;
-use crate::tables::Tables;
+use crate::tables::{Egress, Tables};
+
+impl<P> Pipeline<P> {
+    /// A frame the host stack sent through the TAP of port `port`: an IP
+    /// packet whose destination the dataplane routes into a tunnel (the
+    /// host's answer to a packet that came out of one, or its own query to
+    /// a resolver behind one) is sealed into it, its TCP SYN's MSS clamped
+    /// as a forwarded one's is, and split when it is too big with DF clear
+    /// (RFC 4459 §3, as [`route`]'s transmit does). Anything else is sent on
+    /// the port as the host built it ([`Verdict::Reply`]): the host chose
+    /// the port and resolved the neighbour. The host's packets are never
+    /// sent in clear where the tables say a tunnel.
+    pub fn host_output(
+        &mut self,
+        t: &Tables,
+        port: u16,
+        pkt: &mut PacketBuf<'_>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(host) = HostPacket::parse(pkt.data()) else {
+            return Verdict::Reply;
+        };
+        let tun = match t.fib.lookup(host.dst, 0) {
+            Some(Disposition::Forward(nh)) => match t.egress(nh.egress) {
+                Some(Egress::Tunnel(tun)) => tun,
+                _ => return Verdict::Reply,
+            },
+            _ => return Verdict::Reply,
+        };
+        self.esp.sync(t);
+        pkt.pull_front(ETH_LEN);
+        if let (Some(mss), Some(at)) = (tun.mss, host.tcp) {
+            if let Some(segment) = pkt.data_mut().get_mut(at..) {
+                route::clamp_mss(segment, mss);
+            }
+        }
+        if host.total > usize::from(tun.mtu) {
+            if host.dst.is_ipv4() && !host.dont_frag {
+                return Verdict::Fragment(FragmentPlan {
+                    mtu: tun.mtu,
+                    target: FragmentTarget::Tunnel { tunnel: tun.id },
+                });
+            }
+            self.count_drop(port, DropReason::HostTooBig);
+            return Verdict::Drop(DropReason::HostTooBig);
+        }
+        let verdict = match esp_out::seal(self, t, tun, pkt, now) {
+            Next::Done(v) => v,
+            _ => Verdict::Drop(DropReason::EspSealFailed),
+        };
+        if let Verdict::Drop(reason) = verdict {
+            self.count_drop(port, reason);
+        }
+        verdict
+    }
+}
+
+/// What [`Pipeline::host_output`] needs of a host frame's IP header.
+struct HostPacket {
+    dst: IpAddr,
+    /// IPv4 total length / IPv6 header plus payload.
+    total: usize,
+    dont_frag: bool,
+    /// Offset of the TCP header after Ethernet, for a TCP first fragment.
+    tcp: Option<usize>,
+}
+
+impl HostPacket {
+    /// The IPv4 or IPv6 header after an untagged Ethernet header; `None`
+    /// for anything else (ARP, NDP's own frames are IPv6 and parse).
+    fn parse(frame: &[u8]) -> Option<HostPacket> {
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        let ip = frame.get(ETH_LEN..)?;
+        match EtherType(ethertype) {
+            EtherType::IPV4 => {
+                let ip = Ipv4Packet::new_checked(ip).ok()?;
+                let first = ip.frag_offset() == 0;
+                Some(HostPacket {
+                    dst: IpAddr::V4(ip.dst_addr()),
+                    total: usize::from(ip.total_len()),
+                    dont_frag: ip.dont_frag(),
+                    tcp: (ip.protocol() == IpProtocol::TCP && first).then(|| ip.header_len()),
+                })
+            }
+            EtherType::IPV6 => {
+                let ip = Ipv6Packet::new_checked(ip).ok()?;
+                Some(HostPacket {
+                    dst: IpAddr::V6(ip.dst_addr()),
+                    total: IPV6_HEADER + usize::from(ip.payload_len()),
+                    dont_frag: true,
+                    tcp: (ip.next_header() == IpProtocol::TCP).then_some(IPV6_HEADER),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The fixed IPv6 header (RFC 8200 §3).
+const IPV6_HEADER: usize = 40;
 
 /// Sends IKE to the daemon (with `[ike]`), tunnel traffic to the ESP
 /// stage, the rest to the host.
@@ -29,8 +133,12 @@ pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>, pkt: &PacketBuf<'_>) -> Next
     match (esp_candidate, cx.decap) {
         (false, _) => Next::Host,
         (true, None) => Next::EspIn,
-        // ESP inside ESP: never peel more than one layer.
-        (true, Some(_)) => drop(DropReason::EspNested),
+        // ESP inside ESP: never peel more than one layer. Other UDP from a
+        // tunnel (a site's DNS query to us) is for the host.
+        (true, Some(_)) => match pkt.data().get(cx.l3..).map(strait_esp::classify_outer) {
+            Some(Ok(a)) if matches!(a.kind, strait_esp::ArrivalKind::Other) => Next::Host,
+            _ => drop(DropReason::EspNested),
+        },
     }
 }
 

@@ -232,13 +232,12 @@ impl<'t> Ctx<'t> {
         }
     }
 
-    /// The frame goes to the host stack; never one from a tunnel: the host
-    /// would answer in clear on the wire.
+    /// The frame goes to the host stack, by the TAP of the port it (or,
+    /// from a tunnel, its ESP) arrived on. What the host answers to a
+    /// packet from a tunnel goes back into the tunnel sealed:
+    /// [`Pipeline::host_output`] routes every frame the host sends.
     fn punt(&self) -> Next<'t> {
-        Next::Done(match self.decap {
-            Some(_) => Verdict::Drop(DropReason::TunnelToHost),
-            None => Verdict::Punt,
-        })
+        Next::Done(Verdict::Punt)
     }
 
     /// The FIB egress id the packet arrived by: its port or its tunnel.

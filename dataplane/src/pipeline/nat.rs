@@ -334,7 +334,12 @@ impl NatStage {
         // forward or another inside host's mapping): translate it as
         // outbound so the library hairpins it (RFC 4787 REQ-9, RFC 5382
         // REQ-2) and both ends see public endpoints.
+        // To an endpoint nothing maps, it is for our own host stack: left
+        // as it is, and delivered.
         if let Some(egress) = hairpin_egress(t, src, dst, ingress) {
+            if !nat.hairpins(packet) {
+                return Inbound::Untouched;
+            }
             return match nat.translate_outbound(packet, egress, now) {
                 NatVerdict::Hairpin | NatVerdict::Translated => Inbound::Translated,
                 NatVerdict::FullNat => Inbound::FullNat,

@@ -184,7 +184,7 @@ pub(super) fn outer(t: &Tables, dst: IpAddr) -> Option<(u16, IpAddr)> {
 
 /// Lowers the MSS option of a TCP SYN (RFC 879/6691: a tunnel lowers the
 /// path MTU; clamping keeps TCP from depending on ICMP frag-needed).
-fn clamp_mss(segment: &mut [u8], mss: u16) {
+pub(super) fn clamp_mss(segment: &mut [u8], mss: u16) {
     if let Ok(mut tcp) = TcpPacket::new_checked(segment) {
         if tcp.flags().contains(TcpFlags::SYN) {
             tcp.clamp_mss(mss);

@@ -511,3 +511,120 @@ fn the_inbound_policy_covers_ipv6_prefixes_too() {
         Verdict::Forward { port: 0, .. }
     ));
 }
+
+/// Runs a frame the host stack wrote to the TAP of `port` through
+/// [`Pipeline::host_output`].
+fn from_host(p: &mut Pipeline<u32>, t: &Tables, port: u16, f: &mut Frame) -> Verdict {
+    let mut pkt = PacketBuf::new(&mut f.buf, f.start, f.len);
+    let v = p.host_output(t, port, &mut pkt, Instant::now());
+    f.start = pkt.start();
+    f.len = pkt.len();
+    v
+}
+
+#[test]
+fn the_hosts_service_answers_a_site_through_the_tunnel_never_in_clear() {
+    let (branch, hub) = (site(BRANCH), site(HUB));
+    let (mut pb, mut ph) = (pipeline(), pipeline());
+    // A branch host's datagram to a service on the hub's LAN address: out
+    // of the tunnel, it goes to the hub's host stack (by the WAN's TAP).
+    let query = udp_frame(LAN_MAC, ip("10.1.0.2"), ip("10.2.0.1"), 64, 40, false);
+    let mut f = Frame::new(&query);
+    assert!(matches!(
+        f.run(&mut pb, &branch, 0),
+        Verdict::Forward { port: 1, .. }
+    ));
+    let mut wire = vec![0u8; ETH_LEN];
+    write_eth(&mut wire, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    wire.extend_from_slice(f.data());
+    let mut at_hub = Frame::new(&wire);
+    assert_eq!(at_hub.run(&mut ph, &hub, 1), Verdict::Punt);
+    // As the branch forwarded it: TTL one lower, the rest as sent.
+    assert_eq!(&at_hub.data()[ETH_LEN + 12..], &query[ETH_LEN + 12..]);
+    assert_eq!(at_hub.data()[ETH_LEN + 8], 63);
+    assert_eq!(&at_hub.data()[..6], &WAN_MAC, "to the TAP's own MAC");
+
+    // The host's answer, whichever port and neighbour the host chose, is
+    // sealed: the tables route the branch's LAN into the tunnel.
+    let answer = udp_frame(HOST_MAC, ip("10.2.0.1"), ip("10.1.0.2"), 64, 40, true);
+    let mut h = Frame::new(&answer);
+    assert_eq!(
+        from_host(&mut ph, &hub, 1, &mut h),
+        Verdict::Forward {
+            port: 1,
+            neighbour: IpAddr::V4(ip("198.51.100.254"))
+        }
+    );
+    let outer = Ipv4Packet::new_checked(h.data()).unwrap();
+    assert_eq!(
+        (outer.src_addr(), outer.dst_addr()),
+        (ip("198.51.100.1"), ip("192.0.2.1"))
+    );
+    assert!(!h
+        .data()
+        .windows(20)
+        .any(|w| w == &answer[ETH_LEN..ETH_LEN + 20]));
+    let mut back = vec![0u8; ETH_LEN];
+    write_eth(&mut back, WAN_MAC, HOST_MAC, EtherType::IPV4);
+    back.extend_from_slice(h.data());
+    let mut at_branch = Frame::new(&back);
+    assert_eq!(
+        at_branch.run(&mut pb, &branch, 1),
+        Verdict::Forward {
+            port: 0,
+            neighbour: IpAddr::V4(ip("10.1.0.2"))
+        }
+    );
+    assert_eq!(&at_branch.data()[12..], &answer[ETH_LEN + 12..]);
+
+    // Elsewhere the host's frames leave as the host built them.
+    let direct = udp_frame(
+        HOST_MAC,
+        ip("198.51.100.1"),
+        ip("198.51.100.77"),
+        64,
+        40,
+        true,
+    );
+    let mut d = Frame::new(&direct);
+    assert_eq!(from_host(&mut ph, &hub, 1, &mut d), Verdict::Reply);
+    assert_eq!(d.data(), &direct[..]);
+    let mut arp = direct.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut a = Frame::new(&arp);
+    assert_eq!(from_host(&mut ph, &hub, 1, &mut a), Verdict::Reply);
+    assert_eq!(a.data(), &arp[..]);
+
+    // Too big for the tunnel: split when DF is clear, dropped by name
+    // when it is set.
+    let mtu = hub.tunnels[0].mtu;
+    let big = usize::from(mtu) - 28 + 1;
+    let mut b = Frame::new(&udp_frame(
+        HOST_MAC,
+        ip("10.2.0.1"),
+        ip("10.1.0.2"),
+        64,
+        big,
+        false,
+    ));
+    assert_eq!(
+        from_host(&mut ph, &hub, 1, &mut b),
+        Verdict::Fragment(FragmentPlan {
+            mtu,
+            target: FragmentTarget::Tunnel { tunnel: 0 }
+        })
+    );
+    let mut b = Frame::new(&udp_frame(
+        HOST_MAC,
+        ip("10.2.0.1"),
+        ip("10.1.0.2"),
+        64,
+        big,
+        true,
+    ));
+    assert_eq!(
+        from_host(&mut ph, &hub, 1, &mut b),
+        Verdict::Drop(DropReason::HostTooBig)
+    );
+    assert_eq!(ph.counters[1].drops[DropReason::HostTooBig as usize], 1);
+}

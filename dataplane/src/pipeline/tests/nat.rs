@@ -165,6 +165,15 @@ fn dnat_port_forward_and_hairpin() {
         }
     );
     assert_eq!(udp_tuple(hr.data()), (public, client));
+
+    // The same address on a port nothing publishes is the box's own
+    // service: the inside client reaches its host stack untranslated (a
+    // hairpin would have made its source our own address).
+    let sessions = p.nat().worker().unwrap().session_count();
+    let mut own = Frame::new(&udp_between(LAN_MAC, client, (public.0, 53), 64));
+    assert_eq!(own.run(&mut p, &t, 0), Verdict::Punt);
+    assert_eq!(udp_tuple(&own.data()[ETH_LEN..]), (client, (public.0, 53)));
+    assert_eq!(p.nat().worker().unwrap().session_count(), sessions);
 }
 
 #[test]
