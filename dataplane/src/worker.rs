@@ -247,6 +247,12 @@ pub fn run(mut ctx: WorkerContext) {
             // Whatever woke the worker (a frame, the host path, a service
             // datagram, the timeout), the timers see it now.
             next_timer = Instant::now();
+        } else if ctx.poll == PollConfig::Adaptive {
+            // Spinning for the next frame: a thread sharing this CPU (the
+            // daemon's DNS forwarder or proxy, a second gateway, the
+            // generator) runs now instead of after the time slice.
+            // Alone on the CPU this returns at once.
+            std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }
