@@ -260,6 +260,24 @@ fn split_dns_answers_forwards_caches_and_routes_accelerated_names() {
     assert!(out.contains("status: NXDOMAIN"), "{out}");
     assert_eq!(short(lan, &["git.corp.example", "A"]), ["10.9.9.9"]);
 
+    // UDP queries reach the forwarder from the workers' queue, not by the
+    // host path: twenty of them punt (almost) nothing to the LAN's TAP.
+    let punted = |b: &Daemon| {
+        b.json(&["show", "counters"])["lan"]["punted"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = punted(b);
+    for i in 0..20 {
+        let name = format!("q{i}.teams.example");
+        assert_eq!(short(lan, &[&name, "A"]), ["198.51.100.9"]);
+    }
+    let through_tap = punted(b) - before;
+    assert!(
+        through_tap < 5,
+        "{through_tap} frames punted for 20 queries"
+    );
+
     // Cached after the first answer.
     assert_eq!(short(lan, &["app.saas.example", "A"]), ["198.51.100.7"]);
     let before = stats(b);

@@ -239,8 +239,8 @@ drop_reasons! {
         /// IKE for the daemon above 10 000 datagrams per second per worker
         /// (burst 4 000).
         ServicePoliced = "service_policed",
-        /// IKE for the daemon while its queue (4 096 datagrams) is full,
-        /// or not a well-formed UDP datagram.
+        /// IKE or DNS for the daemon while its queue (4 096 IKE, 8 192 DNS
+        /// datagrams) is full, or not a well-formed UDP datagram.
         ServiceQueueFull = "service_queue_full",
         /// A packet the host stack sent, routed into a tunnel, was larger
         /// than the tunnel's MTU with DF set (or IPv6): dropped, the host

@@ -328,6 +328,10 @@ impl Engine {
                     services.to_owner.0.clone(),
                     (w == 0).then(|| services.to_worker.1.clone()),
                 ),
+                dns: (
+                    services.dns_to_owner.0.clone(),
+                    Arc::clone(&services.dns_bell),
+                ),
                 doorbell: Arc::clone(&doorbell),
             });
             workers.push(WorkerHandle {
@@ -408,14 +412,42 @@ impl Engine {
     /// it within a millisecond, routed by the dataplane's tables). False
     /// when the queue is full.
     pub fn send_service(&self, datagram: ServiceDatagram) -> bool {
-        let queued = self.services.to_worker.0.try_send(datagram).is_ok();
-        if queued {
+        self.send_services(std::iter::once(datagram)) == 1
+    }
+
+    /// [`Engine::send_service`] for several datagrams, waking worker 0
+    /// once; how many were queued (the rest found the queue full).
+    pub fn send_services(&self, datagrams: impl IntoIterator<Item = ServiceDatagram>) -> usize {
+        let mut queued = 0;
+        for d in datagrams {
+            if self.services.to_worker.0.try_send(d).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        if queued > 0 {
             // Worker 0 sends them; it may be waiting while idle.
             if let Some(w) = self.workers.first() {
                 w.doorbell.ring();
             }
         }
         queued
+    }
+
+    /// Takes the UDP queries to `[dns] listen`'s IPv4 endpoints off the
+    /// host path: from now on the workers queue them here (at most
+    /// [`crate::services::DNS_QUEUE`] waiting, policed per interface like
+    /// the host path) and call `bell` after each batch that queued any;
+    /// answers go back with [`Engine::send_services`]. Queries over TCP,
+    /// IPv6, or out of a tunnel still reach the host's sockets.
+    pub fn dns_datagrams(
+        &self,
+        bell: impl Fn() + Send + Sync + 'static,
+    ) -> crossbeam::channel::Receiver<ServiceDatagram> {
+        self.services
+            .dns_bell
+            .store(Some(Arc::new(crate::services::Bell::new(bell))));
+        self.services.dns_to_owner.1.clone()
     }
 
     /// The outer addresses of every tunnel's peer: configured, learned

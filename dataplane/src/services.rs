@@ -1,5 +1,7 @@
 //! Datagrams of the control plane's own protocols: IKE (RFC 7296) on UDP
-//! 500, and on 4500 behind the non-ESP marker (RFC 3948 §2.2).
+//! 500, and on 4500 behind the non-ESP marker (RFC 3948 §2.2); and DNS
+//! queries to `[dns] listen` (IPv4, UDP), once the engine's owner asked for
+//! them ([`crate::Engine::dns_datagrams`]).
 //!
 //! With `[ike]` configured, a worker hands IKE addressed to one of our
 //! addresses to the engine's owner through a bounded queue instead of the
@@ -10,7 +12,9 @@
 //! the path its ESP will take.
 
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use crossbeam::channel::{bounded, Receiver, Sender};
 
 /// The IKE port (RFC 7296 §2).
@@ -37,11 +41,39 @@ pub struct ServiceDatagram {
     pub payload: Vec<u8>,
 }
 
-/// Both queues: workers → owner, owner → worker 0.
+/// DNS queries waiting for the owner at most; more are dropped
+/// (`service_queue_full`) and the client retries.
+pub const DNS_QUEUE: usize = 8192;
+
+/// What the workers call after a batch that queued DNS queries, to wake
+/// the owner's loop (once per batch, not per query).
+pub struct Bell(Box<dyn Fn() + Send + Sync>);
+
+impl Bell {
+    pub(crate) fn new(ring: impl Fn() + Send + Sync + 'static) -> Bell {
+        Bell(Box::new(ring))
+    }
+
+    pub(crate) fn ring(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Bell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bell")
+    }
+}
+
+/// The queues: workers → owner (IKE, and DNS), owner → worker 0 (both).
 #[derive(Debug)]
 pub(crate) struct ServiceQueues {
     pub(crate) to_owner: (Sender<ServiceDatagram>, Receiver<ServiceDatagram>),
     pub(crate) to_worker: (Sender<ServiceDatagram>, Receiver<ServiceDatagram>),
+    pub(crate) dns_to_owner: (Sender<ServiceDatagram>, Receiver<ServiceDatagram>),
+    /// Set once the owner takes the DNS queries; until then they go to
+    /// the host stack like any other traffic for us.
+    pub(crate) dns_bell: Arc<ArcSwapOption<Bell>>,
 }
 
 impl ServiceQueues {
@@ -49,8 +81,20 @@ impl ServiceQueues {
         ServiceQueues {
             to_owner: bounded(QUEUE),
             to_worker: bounded(QUEUE),
+            dns_to_owner: bounded(DNS_QUEUE),
+            dns_bell: Arc::new(ArcSwapOption::empty()),
         }
     }
+}
+
+/// Whether `udp` (a UDP header and payload, to one of our addresses) is a
+/// query to one of `listen` (the `[dns] listen` IPv4 endpoints) at `dst`.
+#[inline]
+pub(crate) fn is_dns(listen: &[SocketAddrV4], dst: std::net::Ipv4Addr, udp: &[u8]) -> bool {
+    let Some(dport) = udp.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]])) else {
+        return false;
+    };
+    listen.iter().any(|l| *l.ip() == dst && l.port() == dport)
 }
 
 /// Whether `udp` (a UDP header and payload, to one of our addresses) is

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use crossbeam::channel::{Receiver, Sender};
 use strait_esp::KeepaliveTimer;
 use strait_wire::EtherType;
@@ -60,6 +61,9 @@ pub struct WorkerContext {
     pub events: EventSender,
     /// IKE for the engine's owner, and (worker 0) what it sends.
     pub services: (Sender<ServiceDatagram>, Option<Receiver<ServiceDatagram>>),
+    /// DNS queries to the owner, and the bell it rings its loop with
+    /// (empty until it takes them).
+    pub dns: (Sender<ServiceDatagram>, Arc<ArcSwapOption<services::Bell>>),
     /// Rung when the worker has work that arrives by no socket: a service
     /// datagram to send, or the stop flag.
     pub doorbell: Arc<Doorbell>,
@@ -134,6 +138,22 @@ fn service_datagram(frame: &[u8]) -> Option<ServiceDatagram> {
     })
 }
 
+/// Whether the frame (one the pipeline called a service datagram) is a
+/// query to `[dns] listen` rather than IKE.
+fn is_dns_frame(tables: &Tables, frame: &[u8]) -> bool {
+    if tables.dns_listen.is_empty() {
+        return false;
+    }
+    let l3 = match frame.get(12..14) {
+        Some([0x81, 0x00]) => 18,
+        _ => 14,
+    };
+    match frame.get(l3..).map(strait_wire::Ipv4Packet::new_checked) {
+        Some(Ok(ip)) => crate::services::is_dns(&tables.dns_listen, ip.dst_addr(), ip.payload()),
+        _ => false,
+    }
+}
+
 /// Runs the worker until `stop` is set.
 pub fn run(mut ctx: WorkerContext) {
     if let Some(core) = ctx.core {
@@ -159,6 +179,9 @@ pub fn run(mut ctx: WorkerContext) {
         service_out: ctx.services.0.clone(),
         service_bucket: TokenBucket::new(services::RATE.0, services::RATE.1, now),
         service_in: ctx.services.1.take(),
+        dns_out: ctx.dns.0.clone(),
+        dns_bell: Arc::clone(&ctx.dns.1),
+        dns_queued: false,
     };
     let mut rx = FrameBatch::new();
     let mut next_timer = now;
@@ -184,6 +207,7 @@ pub fn run(mut ctx: WorkerContext) {
         for desc in rx.drain() {
             w.handle(&mut ctx.ports, &ctx.taps, &tables, desc, now);
         }
+        w.ring_dns();
         w.release_resolved(&mut ctx.ports, &tables, now);
         w.flush(&mut ctx.ports);
         ctx.ports.poll_completions();
@@ -363,6 +387,11 @@ struct Worker {
     service_bucket: TokenBucket,
     /// What the owner sends (worker 0 only).
     service_in: Option<Receiver<ServiceDatagram>>,
+    /// DNS queries to the owner (policed as the host path is).
+    dns_out: Sender<ServiceDatagram>,
+    dns_bell: Arc<ArcSwapOption<services::Bell>>,
+    /// The batch being handled queued a query: ring the bell after it.
+    dns_queued: bool,
 }
 
 impl Worker {
@@ -437,25 +466,11 @@ impl Worker {
                 self.forward(ports, tables, desc, port, neighbour, now)
             }
             Verdict::Reply => self.queue(ports, ingress, desc),
-            Verdict::Punt => {
-                let admitted = self
-                    .punt_buckets
-                    .get_mut(usize::from(ingress))
-                    .is_some_and(|b| b.take(now));
-                match taps.get(usize::from(ingress)).and_then(Option::as_ref) {
-                    Some(_) if !admitted => self
-                        .pipeline
-                        .count_drop(ingress, DropReason::HostPuntPoliced),
-                    Some(tap) if tap.send(ports.frame(&desc)).is_ok() => {
-                        self.pipeline.counters[usize::from(ingress)].punted += 1;
-                    }
-                    _ => self
-                        .pipeline
-                        .count_drop(ingress, DropReason::HostPuntFailed),
-                }
-                ports.drop_frame(desc);
-            }
+            Verdict::Punt => self.punt(ports, taps, desc, ingress, now),
             Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, ingress, now),
+            Verdict::Service if is_dns_frame(tables, ports.frame(&desc)) => {
+                self.dns_query(ports, taps, desc, ingress, now)
+            }
             Verdict::Service => {
                 let reason = if !self.service_bucket.take(now) {
                     Some(DropReason::ServicePoliced)
@@ -502,6 +517,79 @@ impl Worker {
             }
             Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, port, now),
             _ => ports.drop_frame(desc),
+        }
+    }
+
+    /// Hands the frame to the host stack by the TAP of `ingress`, within
+    /// the interface's policer.
+    fn punt(
+        &mut self,
+        ports: &mut PortSet,
+        taps: &[Option<HostTap>],
+        desc: FrameDesc,
+        ingress: u16,
+        now: Instant,
+    ) {
+        let admitted = self
+            .punt_buckets
+            .get_mut(usize::from(ingress))
+            .is_some_and(|b| b.take(now));
+        match taps.get(usize::from(ingress)).and_then(Option::as_ref) {
+            Some(_) if !admitted => self
+                .pipeline
+                .count_drop(ingress, DropReason::HostPuntPoliced),
+            Some(tap) if tap.send(ports.frame(&desc)).is_ok() => {
+                self.pipeline.counters[usize::from(ingress)].punted += 1;
+            }
+            _ => self
+                .pipeline
+                .count_drop(ingress, DropReason::HostPuntFailed),
+        }
+        ports.drop_frame(desc);
+    }
+
+    /// A UDP query to `[dns] listen`: queued for the owner's resolver once
+    /// it takes them (no TAP, no syscall here; its loop is woken once per
+    /// batch), within the same per-interface policer as the host path;
+    /// punted to the host's socket until then.
+    fn dns_query(
+        &mut self,
+        ports: &mut PortSet,
+        taps: &[Option<HostTap>],
+        desc: FrameDesc,
+        ingress: u16,
+        now: Instant,
+    ) {
+        if self.dns_bell.load().is_none() {
+            return self.punt(ports, taps, desc, ingress, now);
+        }
+        let admitted = self
+            .punt_buckets
+            .get_mut(usize::from(ingress))
+            .is_some_and(|b| b.take(now));
+        let refused = if !admitted {
+            Some(DropReason::HostPuntPoliced)
+        } else {
+            match service_datagram(ports.frame(&desc)).map(|d| self.dns_out.try_send(d)) {
+                Some(Ok(())) => {
+                    self.dns_queued = true;
+                    None
+                }
+                _ => Some(DropReason::ServiceQueueFull),
+            }
+        };
+        if let Some(reason) = refused {
+            self.pipeline.count_drop(ingress, reason);
+        }
+        ports.drop_frame(desc);
+    }
+
+    /// Rings the owner's DNS bell if the last batch queued queries.
+    fn ring_dns(&mut self) {
+        if std::mem::take(&mut self.dns_queued) {
+            if let Some(bell) = self.dns_bell.load().as_ref() {
+                bell.ring();
+            }
         }
     }
 

@@ -133,9 +133,11 @@ fn main() -> anyhow::Result<()> {
         let plan = proxy.checked(&args.config)?;
         net.add(Box::new(strait_daemon::proxy::Proxy::bind(plan)?));
     }
-    if let Some(dns) =
-        strait_daemon::dns::DnsService::bind(Arc::clone(&engine), Arc::clone(&views.dns))?
-    {
+    if let Some(dns) = strait_daemon::dns::DnsService::bind(
+        Arc::clone(&engine),
+        Arc::clone(&views.dns),
+        net.waker(),
+    )? {
         net.add(Box::new(dns));
     }
     // Always: a reload may add the first load balancer (with nothing to

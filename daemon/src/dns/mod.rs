@@ -1,6 +1,9 @@
 //! The split-DNS runtime: `[dns]` on the network services' loop
 //! ([`crate::netloop`]). It serves UDP and TCP (RFC 7766) on our
-//! addresses through the host path (the interfaces' TAP devices), drives
+//! addresses: UDP over IPv4 straight from the workers' queue
+//! ([`Engine::dns_datagrams`], answers sent by worker 0, no TAP and no
+//! socket), the rest through the host path (the interfaces' TAP devices:
+//! TCP, IPv6, queries out of a tunnel), drives
 //! the sans-I/O `strait-dns` resolver, asks upstreams from a fresh socket
 //! per query (a random source port, RFC 5452 §9.2) and over TCP after a
 //! truncated answer, and routes the addresses answered for accelerated
@@ -11,15 +14,16 @@ mod view;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use crossbeam::channel::Receiver;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::Interest;
-use strait_dataplane::{Checked, Config, DnsConfig, Engine};
+use strait_dataplane::{Checked, Config, DnsConfig, Engine, ServiceDatagram};
 use strait_dns::{Action, Resolver, Settings, Transport, Zone, Zones};
 use strait_names::NameSet;
 
@@ -42,6 +46,9 @@ const TCP_BACKLOG: usize = 256 * 1024;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// The view is published at most this often (and only on a change).
 const VIEW_EVERY: Duration = Duration::from_millis(50);
+/// Queries taken from the workers' queue per wake at most; the loop comes
+/// straight back for the rest, so sockets are not starved.
+const QUEUE_BATCH: usize = 512;
 
 /// Checks `[dns]` against the rest of the configuration: listen
 /// addresses must be ours, accelerated names need a tunnel that exists,
@@ -152,8 +159,18 @@ pub(crate) fn values<T: Clone>(v: &[Checked<T>]) -> Vec<T> {
 /// Who a reply goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
-    Udp { socket: usize, peer: SocketAddr },
-    Tcp { conn: usize },
+    Udp {
+        socket: usize,
+        peer: SocketAddr,
+    },
+    /// A query the workers queued: answered from `local` to `remote`.
+    Dataplane {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    },
+    Tcp {
+        conn: usize,
+    },
 }
 
 /// A TCP client: length-prefixed messages both ways (RFC 1035 §4.2.2).
@@ -193,6 +210,10 @@ pub struct DnsService {
     shown: Option<(strait_dns::Stats, usize, usize, usize)>,
     generation: u64,
     buf: Vec<u8>,
+    /// Queries from the workers, and the answers to hand back to them
+    /// (sent once per wake).
+    queued: Receiver<ServiceDatagram>,
+    outbox: Vec<ServiceDatagram>,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -206,7 +227,14 @@ impl std::fmt::Debug for DnsService {
 impl DnsService {
     /// Binds `[dns] listen` (UDP and TCP) now, while binding port 53 is
     /// still allowed; `None` without `[dns]`.
-    pub fn bind(engine: Arc<Engine>, view: Arc<DnsView>) -> anyhow::Result<Option<DnsService>> {
+    /// Queries over UDP/IPv4 come from the workers instead of the sockets
+    /// from now on; `waker` wakes the loop the service runs on when they
+    /// queue some.
+    pub fn bind(
+        engine: Arc<Engine>,
+        view: Arc<DnsView>,
+        waker: Arc<mio::Waker>,
+    ) -> anyhow::Result<Option<DnsService>> {
         let config = engine.config();
         let Some(dns) = config.dns.clone() else {
             return Ok(None);
@@ -227,6 +255,9 @@ impl DnsService {
         let routes =
             AcceleratedRoutes::new(dns.tunnel.clone().unwrap_or_default(), dns.route_ttl, own);
         let resolver = Resolver::new(settings(&dns)?);
+        let queued = engine.dns_datagrams(move || {
+            let _ = waker.wake();
+        });
         tracing::info!(
             listen = ?values(&dns.listen),
             zones = dns.zone.len(),
@@ -251,6 +282,8 @@ impl DnsService {
             next_view: Instant::now(),
             shown: None,
             buf: vec![0u8; 65_535],
+            queued,
+            outbox: Vec::new(),
         }))
     }
 
@@ -356,6 +389,11 @@ impl DnsService {
                     let _ = s.send_to(bytes, peer);
                 }
             }
+            Client::Dataplane { local, remote } => self.outbox.push(ServiceDatagram {
+                local,
+                remote,
+                payload: bytes.to_vec(),
+            }),
             Client::Tcp { conn } => {
                 let Some(c) = self.clients.get_mut(&conn) else {
                     return;
@@ -401,6 +439,36 @@ impl DnsService {
             {
                 self.act(ctx, a);
             }
+        }
+    }
+
+    /// Answers what the workers queued, a batch at a time; `true` if more
+    /// are waiting.
+    fn take_queued(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        for _ in 0..QUEUE_BATCH {
+            let Ok(d) = self.queued.try_recv() else {
+                return false;
+            };
+            let client = Client::Dataplane {
+                local: d.local,
+                remote: d.remote,
+            };
+            let mut ids = Self::random_id;
+            if let Some(a) =
+                self.resolver
+                    .query(client, &d.payload, Transport::Udp, ctx.now, &mut ids)
+            {
+                self.act(ctx, a);
+            }
+        }
+        !self.queued.is_empty()
+    }
+
+    /// Hands the answers of this wake to worker 0 at once.
+    fn flush_outbox(&mut self) {
+        if !self.outbox.is_empty() {
+            // A full queue drops the rest: the clients retry.
+            self.engine.send_services(self.outbox.drain(..));
         }
     }
 
@@ -721,19 +789,26 @@ impl Service for DnsService {
     }
 
     fn tick(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let more = self.take_queued(ctx);
+        let mut timed_out = false;
         for a in self.resolver.tick(ctx.now) {
+            timed_out = true;
             self.act(ctx, a);
         }
-        // Sockets of queries the resolver gave up on.
-        let waiting: Vec<u16> = self
-            .up_udp
-            .keys()
-            .chain(self.up_tcp.keys())
-            .copied()
-            .filter(|id| !self.resolver.is_pending(*id))
-            .collect();
-        for id in waiting {
-            self.drop_upstream(ctx, id);
+        // Sockets of queries the resolver gave up on: looked for when its
+        // timers acted and once per housekeeping, not on every wake (a
+        // scan of every outstanding query).
+        if timed_out || ctx.now >= self.next_housekeeping {
+            let waiting: Vec<u16> = self
+                .up_udp
+                .keys()
+                .chain(self.up_tcp.keys())
+                .copied()
+                .filter(|id| !self.resolver.is_pending(*id))
+                .collect();
+            for id in waiting {
+                self.drop_upstream(ctx, id);
+            }
         }
         if ctx.now >= self.next_housekeeping {
             self.next_housekeeping = ctx.now + HOUSEKEEPING;
@@ -742,6 +817,10 @@ impl Service for DnsService {
         if ctx.now >= self.next_view {
             self.next_view = ctx.now + VIEW_EVERY;
             self.publish_view(ctx.now);
+        }
+        self.flush_outbox();
+        if more {
+            return Some(ctx.now);
         }
         let next = self
             .resolver

@@ -124,7 +124,7 @@ const IPV6_HEADER: usize = 40;
 /// stage, the rest to the host.
 #[inline]
 pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>, pkt: &PacketBuf<'_>) -> Next<'t> {
-    if t.services && cx.ip.proto == IpProtocol::UDP && cx.decap.is_none() && is_ike(cx, pkt) {
+    if cx.ip.proto == IpProtocol::UDP && cx.decap.is_none() && is_service(t, cx, pkt) {
         return Next::Done(Verdict::Service);
     }
     let esp_candidate = cx.ip.dst.is_ipv4()
@@ -142,13 +142,22 @@ pub(super) fn deliver<'t>(t: &Tables, cx: &Ctx<'t>, pkt: &PacketBuf<'_>) -> Next
     }
 }
 
-/// Whether the IPv4 UDP datagram at `cx.l3` is IKE.
-fn is_ike(cx: &Ctx<'_>, pkt: &PacketBuf<'_>) -> bool {
+/// Whether the IPv4 UDP datagram at `cx.l3` is IKE (with `[ike]`) or a
+/// query to `[dns] listen`: the engine's owner serves both. Answers to a
+/// tunnel's clients go back through the host path instead, which routes
+/// them into the tunnel (the services' own datagrams leave by ports).
+fn is_service(t: &Tables, cx: &Ctx<'_>, pkt: &PacketBuf<'_>) -> bool {
+    if !t.services && t.dns_listen.is_empty() {
+        return false;
+    }
     let Some(ip) = pkt.data().get(cx.l3..) else {
         return false;
     };
     match Ipv4Packet::new_checked(ip) {
-        Ok(ip) if !ip.is_fragment() => crate::services::is_ike(ip.payload()),
+        Ok(ip) if !ip.is_fragment() => {
+            (t.services && crate::services::is_ike(ip.payload()))
+                || crate::services::is_dns(&t.dns_listen, ip.dst_addr(), ip.payload())
+        }
         _ => false,
     }
 }

@@ -101,6 +101,9 @@ pub struct Tables {
     pub nat: NatTables,
     /// IKE to our addresses goes to the engine's owner (`[ike]` is set).
     pub services: bool,
+    /// `[dns] listen`'s IPv4 endpoints: UDP queries to them go to the
+    /// engine's owner when it takes them (`Engine::dns_datagrams`).
+    pub dns_listen: Vec<std::net::SocketAddrV4>,
     /// Where configured keys' sequence positions are recorded (opened
     /// with the first tunnel, then carried from snapshot to snapshot).
     pub(crate) sa_store: Option<Arc<SaStore>>,
@@ -256,6 +259,15 @@ impl Tables {
             sa_store,
             sa_memory,
             services: config.ike.is_some(),
+            dns_listen: config
+                .dns
+                .iter()
+                .flat_map(|d| d.listen.iter())
+                .filter_map(|l| match l.value() {
+                    Ok(std::net::SocketAddr::V4(a)) => Some(*a),
+                    _ => None,
+                })
+                .collect(),
         })
     }
 }
