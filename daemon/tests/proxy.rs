@@ -207,6 +207,8 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
             &format!("--pid-file={}", pid.display()),
             "--address=/accel.test/10.2.0.2",
             "--address=/plain.test/10.2.0.2",
+            // Answers with a TTL, which the proxy keeps them for.
+            "--local-ttl=300",
         ],
     );
     let cert = dir.join("srv.pem").display().to_string();
@@ -353,6 +355,64 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
     );
     assert_eq!(code, "502", "allowed name that does not resolve");
 
+    // A lost query is sent again half-way through resolve_timeout (3 s):
+    // h2 drops DNS for the first half second, and the client still gets
+    // its page, after the retry.
+    require_program("nft", "nftables");
+    bed.h2
+        .run(&[
+            "nft",
+            "add table inet lossy; add chain inet lossy in { type filter hook input priority 0; }; \
+             add rule inet lossy in udp dport 53 drop",
+        ])
+        .unwrap();
+    let t0 = Instant::now();
+    let h1 = bed.h1.clone();
+    let fetch = std::thread::spawn(move || {
+        curl(
+            &h1,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--resolve",
+                "retry.accel.test:80:10.1.0.1",
+                "http://retry.accel.test/",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    bed.h2.run(&["nft", "delete table inet lossy"]).unwrap();
+    let (_, code, err) = fetch.join().unwrap();
+    assert_eq!(code, "200", "a lost query is retried: {err}");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    // The answer is remembered for its TTL: the next client connects
+    // without a query, even with the resolver gone quiet again.
+    bed.h2
+        .run(&[
+            "nft",
+            "add table inet lossy; add chain inet lossy in { type filter hook input priority 0; }; \
+             add rule inet lossy in udp dport 53 drop",
+        ])
+        .unwrap();
+    let t0 = Instant::now();
+    let (_, code, err) = curl(
+        &bed.h1,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            "retry.accel.test:80:10.1.0.1",
+            "http://retry.accel.test/",
+        ],
+    );
+    bed.h2.run(&["nft", "delete table inet lossy"]).unwrap();
+    assert_eq!(code, "200", "remembered: {err}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+
     // A crafted ClientHello with a 3000-byte key share, in records of 100,
     // 1, 7 and 600 bytes, written as separate TCP segments: the real
     // server's answer (a handshake record, not our alert) comes back.
@@ -432,7 +492,8 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
     let c = bed.daemon.json(&["show", "proxy"]);
     let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
     assert_eq!(n("relayed_tls"), 2, "{c}");
-    assert_eq!(n("relayed_http"), 2, "{c}");
+    assert_eq!(n("relayed_http"), 4, "{c}");
+    assert!(n("resolve_cached") >= 1, "{c}");
     assert_eq!(n("refused_name"), 3, "{c}");
     assert_eq!(n("resolve_failed"), 1, "{c}");
     assert_eq!(n("head_timeout"), 1, "{c}");

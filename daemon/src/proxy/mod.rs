@@ -11,7 +11,8 @@
 //! accept ─► Head (≤ 16 KiB, head_timeout) ─► refused: TLS alert / HTTP 403
 //!             │ allowed name
 //!             ▼
-//!          Resolving (UDP query, resolve_timeout) ─► Connecting (connect_timeout)
+//!          Resolving (remembered answer, or a UDP query sent again half-way
+//!          through resolve_timeout) ─► Connecting (connect_timeout)
 //!             ─► Relay (a 16 KiB buffer each way, half-close, idle_timeout)
 //! ```
 //!
@@ -397,6 +398,9 @@ struct Conn {
     down: Pipe,
     deadline: Instant,
     query: Option<u16>,
+    /// The query was sent a second time (half-way through
+    /// `resolve_timeout`, RFC 1035 §4.2.1: UDP may lose it).
+    retried: bool,
 }
 
 /// The proxy service.
@@ -509,6 +513,7 @@ impl Proxy {
                 down: Pipe::new(),
                 deadline: ctx.now + self.plan.head_timeout,
                 query: None,
+                retried: false,
             };
             if let Err(e) = ctx.registry.register(
                 &mut conn.client,
@@ -649,16 +654,13 @@ impl Proxy {
                 return self.connect(ctx, slot, ip);
             }
         }
-        let v6 = self.plan.resolver.is_ipv6();
         let id = loop {
             let id: u16 = rand::random();
             if !self.queries.contains_key(&id) {
                 break id;
             }
         };
-        let sent = lookup::query(id, name.as_str(), v6)
-            .map(|q| self.resolver.send(&q).is_ok())
-            .unwrap_or(false);
+        let sent = self.send_query(id, name);
         if !sent {
             ProxyStats::add(&self.stats.resolve_failed, 1);
             return self.refuse(ctx, slot, Refusal::Upstream);
@@ -669,9 +671,17 @@ impl Proxy {
         };
         conn.query = Some(id);
         conn.state = State::Resolving;
-        conn.deadline = ctx.now + self.plan.resolve_timeout;
+        conn.retried = false;
+        conn.deadline = ctx.now + self.plan.resolve_timeout / 2;
         let d = conn.deadline;
         self.schedule(d);
+    }
+
+    /// Sends the A (AAAA with an IPv6 resolver) query `id` for `name`.
+    fn send_query(&self, id: u16, name: ServerName) -> bool {
+        lookup::query(id, name.as_str(), self.plan.resolver.is_ipv6())
+            .map(|q| self.resolver.send(&q).is_ok())
+            .unwrap_or(false)
     }
 
     fn answers(&mut self, ctx: &mut Ctx<'_>) {
@@ -864,6 +874,20 @@ impl Proxy {
                 State::Head => {
                     ProxyStats::add(&self.stats.head_timeout, 1);
                     self.close(ctx, slot);
+                }
+                State::Resolving if !conn.retried => {
+                    // No answer in half the time: ask once more, same id.
+                    let (id, name) = (conn.query, conn.name);
+                    if let (Some(id), Some(name)) = (id, name) {
+                        self.send_query(id, name);
+                    }
+                    let half = self.plan.resolve_timeout / 2;
+                    if let Some(c) = self.conns[slot].as_mut() {
+                        c.retried = true;
+                        c.deadline = ctx.now + half;
+                        let d = c.deadline;
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                    }
                 }
                 State::Resolving => {
                     ProxyStats::add(&self.stats.resolve_failed, 1);
