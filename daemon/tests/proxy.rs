@@ -359,18 +359,18 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
     // h2 drops DNS for the first half second, and the client still gets
     // its page, after the retry.
     require_program("nft", "nftables");
-    bed.h2
-        .run(&[
-            "nft",
+    let quiet = |on: bool| {
+        let rules = if on {
             "add table inet lossy; add chain inet lossy in { type filter hook input priority 0; }; \
-             add rule inet lossy in udp dport 53 drop",
-        ])
-        .unwrap();
-    let t0 = Instant::now();
-    let h1 = bed.h1.clone();
-    let fetch = std::thread::spawn(move || {
+             add rule inet lossy in udp dport 53 drop"
+        } else {
+            "delete table inet lossy"
+        };
+        bed.h2.run(&["nft", rules]).unwrap();
+    };
+    let retry = |h1: &Netns| {
         curl(
-            &h1,
+            h1,
             &[
                 "-o",
                 "/dev/null",
@@ -381,35 +381,24 @@ fn sni_and_host_proxy_with_real_clients_and_servers() {
                 "http://retry.accel.test/",
             ],
         )
+    };
+    quiet(true);
+    let t0 = Instant::now();
+    let (code, err) = std::thread::scope(|s| {
+        let fetch = s.spawn(|| retry(&bed.h1));
+        std::thread::sleep(Duration::from_millis(500));
+        quiet(false);
+        let (_, code, err) = fetch.join().unwrap();
+        (code, err)
     });
-    std::thread::sleep(Duration::from_millis(500));
-    bed.h2.run(&["nft", "delete table inet lossy"]).unwrap();
-    let (_, code, err) = fetch.join().unwrap();
     assert_eq!(code, "200", "a lost query is retried: {err}");
     assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
     // The answer is remembered for its TTL: the next client connects
     // without a query, even with the resolver gone quiet again.
-    bed.h2
-        .run(&[
-            "nft",
-            "add table inet lossy; add chain inet lossy in { type filter hook input priority 0; }; \
-             add rule inet lossy in udp dport 53 drop",
-        ])
-        .unwrap();
+    quiet(true);
     let t0 = Instant::now();
-    let (_, code, err) = curl(
-        &bed.h1,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--resolve",
-            "retry.accel.test:80:10.1.0.1",
-            "http://retry.accel.test/",
-        ],
-    );
-    bed.h2.run(&["nft", "delete table inet lossy"]).unwrap();
+    let (_, code, err) = retry(&bed.h1);
+    quiet(false);
     assert_eq!(code, "200", "remembered: {err}");
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 

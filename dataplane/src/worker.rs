@@ -462,12 +462,7 @@ impl Worker {
             return;
         };
         match verdict {
-            Verdict::Forward { port, neighbour } => {
-                self.forward(ports, tables, desc, port, neighbour, now)
-            }
-            Verdict::Reply => self.queue(ports, ingress, desc),
             Verdict::Punt => self.punt(ports, taps, desc, ingress, now),
-            Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, ingress, now),
             Verdict::Service if is_dns_frame(tables, ports.frame(&desc)) => {
                 self.dns_query(ports, taps, desc, ingress, now)
             }
@@ -489,7 +484,28 @@ impl Worker {
                 }
                 ports.drop_frame(desc);
             }
-            Verdict::Consumed | Verdict::Drop(_) => ports.drop_frame(desc),
+            other => self.send(ports, tables, desc, other, ingress, now),
+        }
+    }
+
+    /// Carries out the verdicts that send a frame on: forwarded, answered
+    /// on `port` (the one it came by), or split; any other frees it.
+    fn send(
+        &mut self,
+        ports: &mut PortSet,
+        tables: &Tables,
+        desc: FrameDesc,
+        verdict: Verdict,
+        port: u16,
+        now: Instant,
+    ) {
+        match verdict {
+            Verdict::Forward { port, neighbour } => {
+                self.forward(ports, tables, desc, port, neighbour, now)
+            }
+            Verdict::Reply => self.queue(ports, port, desc),
+            Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, port, now),
+            _ => ports.drop_frame(desc),
         }
     }
 
@@ -510,14 +526,7 @@ impl Worker {
         }) else {
             return;
         };
-        match verdict {
-            Verdict::Reply => self.queue(ports, port, desc),
-            Verdict::Forward { port, neighbour } => {
-                self.forward(ports, tables, desc, port, neighbour, now)
-            }
-            Verdict::Fragment(plan) => self.fragment(ports, tables, desc, plan, port, now),
-            _ => ports.drop_frame(desc),
-        }
+        self.send(ports, tables, desc, verdict, port, now);
     }
 
     /// Hands the frame to the host stack by the TAP of `ingress`, within
