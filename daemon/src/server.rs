@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long an idle acceptor sleeps in `poll(2)` before it looks at the
+/// stop flag again (it wakes at once for a client).
+const ACCEPT_WAIT: Duration = Duration::from_millis(100);
+
 /// The bounds one server applies to its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -82,7 +86,7 @@ impl_stream!(UnixStream);
 impl_stream!(TcpStream);
 
 /// A listener whose accepted streams are `S`.
-pub(crate) trait Listener: Send + 'static {
+pub(crate) trait Listener: std::os::fd::AsRawFd + Send + 'static {
     type Stream: Stream;
     fn accept_stream(&self) -> io::Result<Self::Stream>;
 }
@@ -258,7 +262,9 @@ where
                 let stream = match listener.accept_stream() {
                     Ok(s) => s,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(10));
+                        // Asleep until a client connects; the stop flag is
+                        // looked at every ACCEPT_WAIT.
+                        crate::sys::wait_readable(&listener, ACCEPT_WAIT);
                         continue;
                     }
                     Err(e) => {

@@ -32,6 +32,22 @@ pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
+/// Waits until `fd` is readable (a listener has a connection waiting) or
+/// `timeout` passes; `true` if it is readable. An interrupted wait counts
+/// as a timeout: the caller looks again.
+pub(crate) fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: p is one valid pollfd for the duration of the call, and the
+    // descriptor is borrowed from a live listener.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    rc > 0 && p.revents & libc::POLLIN != 0
+}
+
 /// This process's effective user id.
 pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
