@@ -529,6 +529,14 @@ impl Worker {
         self.send(ports, tables, desc, verdict, port, now);
     }
 
+    /// Whether the host path's policer of `ingress` lets one more frame
+    /// through (the TAP and the DNS queue share it).
+    fn host_admits(&mut self, ingress: u16, now: Instant) -> bool {
+        self.punt_buckets
+            .get_mut(usize::from(ingress))
+            .is_some_and(|b| b.take(now))
+    }
+
     /// Hands the frame to the host stack by the TAP of `ingress`, within
     /// the interface's policer.
     fn punt(
@@ -539,10 +547,7 @@ impl Worker {
         ingress: u16,
         now: Instant,
     ) {
-        let admitted = self
-            .punt_buckets
-            .get_mut(usize::from(ingress))
-            .is_some_and(|b| b.take(now));
+        let admitted = self.host_admits(ingress, now);
         match taps.get(usize::from(ingress)).and_then(Option::as_ref) {
             Some(_) if !admitted => self
                 .pipeline
@@ -572,10 +577,7 @@ impl Worker {
         if self.dns_bell.load().is_none() {
             return self.punt(ports, taps, desc, ingress, now);
         }
-        let admitted = self
-            .punt_buckets
-            .get_mut(usize::from(ingress))
-            .is_some_and(|b| b.take(now));
+        let admitted = self.host_admits(ingress, now);
         let refused = if !admitted {
             Some(DropReason::HostPuntPoliced)
         } else {
