@@ -64,7 +64,9 @@ pub use report::{
     SATURATION_NOTE, SCHEMA_VERSION,
 };
 pub use search::{RateSearch, SearchConfig, SearchResult, Trial};
-pub use sender::{AfPacketTx, SendOutcome, Sender, TxPort, TxProgress, TxStats, UdpTx};
+pub use sender::{
+    AfPacketTx, Fill, Holds, SendOutcome, Sender, TxPort, TxProgress, TxStats, UdpTx,
+};
 pub use spec::{
     FlowOrder, FlowSpec, PortRange, Protocol, Rate, SizeMix, TrafficSpec, FCS_LEN, MAX_FRAME,
     MIN_FRAME, WIRE_OVERHEAD,

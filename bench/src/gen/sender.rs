@@ -35,6 +35,13 @@ pub struct SendOutcome {
 /// buffers to `fill`, which writes one complete Ethernet frame (without FCS)
 /// and returns its length. Frames the kernel does not take are kept, in
 /// order, for the next call, so sequence numbers never skip.
+///
+/// With each buffer `fill` gets the buffer's [`Holds`] tag: what the
+/// buffer is known to still hold from its last use (0: unknown). A port
+/// whose buffers keep their bytes between uses (UMEM frames, `sendmmsg`
+/// slots) keeps one tag per buffer, so a frame factory writes a template
+/// into a buffer once and afterwards only its per-packet fields; a port
+/// that changes the bytes after `fill` (sealing) passes a fresh 0.
 pub trait TxPort: Send {
     /// Short name for reports (`af_packet`, `udp`, `af_xdp`).
     fn kind(&self) -> &'static str;
@@ -43,8 +50,7 @@ pub trait TxPort: Send {
     /// Largest frame (without FCS) a buffer holds.
     fn max_frame(&self) -> usize;
     /// Sends held-back frames, then up to `max` new ones.
-    fn send(&mut self, max: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize)
-        -> Result<SendOutcome>;
+    fn send(&mut self, max: usize, fill: &mut Fill<'_>) -> Result<SendOutcome>;
     /// Frames written but not yet handed to the kernel (retried next call).
     fn pending(&self) -> usize;
     /// Frames handed to the kernel whose transmission has not completed;
@@ -54,10 +60,20 @@ pub trait TxPort: Send {
     }
 }
 
+/// What a transmit buffer holds from its last use, set by the frame
+/// factory that wrote it ([`FrameFactory::write_over`]); 0 is unknown.
+pub type Holds = u64;
+
+/// The callback a [`TxPort`] hands each free buffer: writes one frame and
+/// returns its length (0: nothing written, stop).
+pub type Fill<'a> = dyn FnMut(&mut [u8], &mut Holds) -> usize + 'a;
+
 /// Frames held in a [`MsgBatch`] and sent with `sendmmsg`.
 #[derive(Debug)]
 struct BatchQueue {
     batch: MsgBatch,
+    /// What each slot holds from its last use.
+    holds: Vec<Holds>,
     /// Slots `head..tail` hold frames not yet sent.
     head: usize,
     tail: usize,
@@ -67,6 +83,7 @@ impl BatchQueue {
     fn new(slots: usize, slot: usize) -> Self {
         Self {
             batch: MsgBatch::new(slots, slot),
+            holds: vec![0; slots],
             head: 0,
             tail: 0,
         }
@@ -120,11 +137,7 @@ impl TxPort for AfPacketTx {
     fn pending(&self) -> usize {
         self.queue.tail - self.queue.head
     }
-    fn send(
-        &mut self,
-        max: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-    ) -> Result<SendOutcome> {
+    fn send(&mut self, max: usize, fill: &mut Fill<'_>) -> Result<SendOutcome> {
         let mut out = SendOutcome::default();
         let fd = self.sock.as_raw_fd();
         if self.queue.head != self.queue.tail {
@@ -135,7 +148,7 @@ impl TxPort for AfPacketTx {
         }
         let n = max.min(self.queue.batch.slots());
         for i in 0..n {
-            let len = fill(self.queue.batch.slot_mut(i));
+            let len = fill(self.queue.batch.slot_mut(i), &mut self.queue.holds[i]);
             if len == 0 {
                 break;
             }
@@ -203,11 +216,7 @@ impl TxPort for UdpTx {
     fn pending(&self) -> usize {
         self.queue.tail - self.queue.head
     }
-    fn send(
-        &mut self,
-        max: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-    ) -> Result<SendOutcome> {
+    fn send(&mut self, max: usize, fill: &mut Fill<'_>) -> Result<SendOutcome> {
         let mut out = SendOutcome::default();
         let fd = self.sock.as_raw_fd();
         let name = "udp socket";
@@ -220,7 +229,7 @@ impl TxPort for UdpTx {
         let n = max.min(self.queue.batch.slots());
         for i in 0..n {
             let slot = self.queue.batch.slot_mut(i);
-            let len = fill(slot);
+            let len = fill(slot, &mut self.queue.holds[i]);
             if len <= self.payload_at {
                 break;
             }
@@ -420,8 +429,8 @@ impl Sender {
             }
             let flags = if measuring { 0 } else { FLAG_WARMUP };
             let ts = monotonic_ns();
-            let mut fill = |buf: &mut [u8]| {
-                let n = factory.write(buf, flows.next_flow(), seq, ts, flags);
+            let mut fill = |buf: &mut [u8], holds: &mut Holds| {
+                let n = factory.write_over(buf, holds, flows.next_flow(), seq, ts, flags);
                 seq += 1;
                 n
             };
@@ -441,7 +450,7 @@ impl Sender {
         let drain_until = monotonic_ns() + DRAIN_LIMIT.as_nanos() as u64;
         while (self.port.pending() > 0 || self.port.in_flight() > 0) && monotonic_ns() < drain_until
         {
-            let out = self.port.send(0, &mut |_| 0)?;
+            let out = self.port.send(0, &mut |_, _| 0)?;
             stats.account(&out, &mut warm_pending, measuring);
             progress.sent.fetch_add(out.sent as u64, Ordering::Relaxed);
             if out.sent > 0 {

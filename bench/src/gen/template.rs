@@ -28,7 +28,12 @@ use strait_wire::{
 use super::error::{GenError, Result};
 use super::flows::FlowKey;
 use super::probe::{Probe, PROBE_LEN};
+use super::sender::Holds;
 use super::spec::{Protocol, TrafficSpec, FCS_LEN};
+
+/// Gives every factory its own range of [`Holds`] tags, so a buffer
+/// written by one factory is never taken for another's template.
+static NEXT_FACTORY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 const IPV4_LEN: usize = strait_wire::ipv4::HEADER_LEN;
 const UDP_LEN: usize = strait_wire::udp::HEADER_LEN;
@@ -113,6 +118,8 @@ pub struct FrameFactory {
     src_low: u32,
     l4: usize,
     stream: u8,
+    /// This factory's tags are `tag_base + template index`, never 0.
+    tag_base: Holds,
 }
 
 impl FrameFactory {
@@ -140,6 +147,8 @@ impl FrameFactory {
             src_low,
             l4,
             stream: spec.stream,
+            // Template indices are u16 (the size pattern's), below 1 << 16.
+            tag_base: NEXT_FACTORY.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 16,
         })
     }
 
@@ -164,7 +173,25 @@ impl FrameFactory {
     /// length, or 0 if `buf` is too small (nothing is written then).
     #[inline]
     pub fn write(&mut self, buf: &mut [u8], flow: FlowKey, seq: u64, ts: u64, flags: u8) -> usize {
-        let t = &self.templates[usize::from(self.pattern[self.next])];
+        self.write_over(buf, &mut 0, flow, seq, ts, flags)
+    }
+
+    /// [`Self::write`] into a buffer whose last contents `holds` tells: if
+    /// it already holds this frame's template (written by this factory,
+    /// then changed only in per-packet fields), only those fields are
+    /// written; otherwise the whole template is, and `holds` says so.
+    #[inline]
+    pub fn write_over(
+        &mut self,
+        buf: &mut [u8],
+        holds: &mut Holds,
+        flow: FlowKey,
+        seq: u64,
+        ts: u64,
+        flags: u8,
+    ) -> usize {
+        let index = self.pattern[self.next];
+        let t = &self.templates[usize::from(index)];
         let len = t.bytes.len();
         let Some(frame) = buf.get_mut(..len) else {
             return 0;
@@ -173,7 +200,11 @@ impl FrameFactory {
         if self.next == self.pattern.len() {
             self.next = 0;
         }
-        frame.copy_from_slice(&t.bytes);
+        let tag = self.tag_base + Holds::from(index);
+        if *holds != tag {
+            frame.copy_from_slice(&t.bytes);
+            *holds = tag;
+        }
 
         let src = self.src_low.wrapping_add(flow.src_offset).to_be_bytes();
         let (src_at, ip_csum) = if self.ipv6 {
@@ -542,6 +573,48 @@ mod tests {
             }
         }
         assert_eq!(f.write(&mut [0u8; 59], FlowKey::default(), 0, 0, 0), 0);
+    }
+
+    /// A buffer reused with its tag gets only the per-packet fields, and
+    /// ends up byte for byte what a fresh write gives; a foreign tag (other
+    /// size, other factory, unknown) makes the whole template be written.
+    #[test]
+    fn a_reused_buffer_gets_only_the_per_packet_fields() {
+        for protocol in [Protocol::Udp, Protocol::TcpSyn, Protocol::IcmpEcho] {
+            let mut s = spec("10.0.0.1", "10.9.0.1", protocol, 128);
+            s.sizes = SizeMix::weighted(vec![(128, 2), (594, 1), (1518, 1)]).unwrap();
+            s.flows.src_addrs = 100;
+            let mut reused = FrameFactory::new(&s).unwrap();
+            let mut fresh = FrameFactory::new(&s).unwrap();
+            let other = FrameFactory::new(&s).unwrap();
+            let mut bufs = vec![[0u8; 2048]; 3];
+            let mut holds = [0u64; 3];
+            let mut seen = std::collections::HashSet::new();
+            for seq in 0..40u64 {
+                let i = (seq % 3) as usize;
+                let flow = FlowKey {
+                    src_offset: (seq * 7 % 100) as u32,
+                    src_port: 1000 + seq as u16,
+                    dst_port: 9 + seq as u16,
+                };
+                if seq == 20 {
+                    // Someone else wrote the buffer: its tag says so.
+                    bufs[i].fill(0xee);
+                    holds[i] = other.tag_base;
+                }
+                let n = reused.write_over(&mut bufs[i], &mut holds[i], flow, seq, seq * 3, 0);
+                let mut want = [0u8; 2048];
+                let m = fresh.write(&mut want, flow, seq, seq * 3, 0);
+                assert_eq!(n, m);
+                assert_eq!(&bufs[i][..n], &want[..m], "{protocol} seq {seq}");
+                verify(&bufs[i][..n], protocol, false);
+                assert_ne!(holds[i], 0);
+                seen.insert(holds[i]);
+            }
+            // One tag per template of the mix, none shared with `other`.
+            assert_eq!(seen.len(), s.sizes.entries().len());
+            assert!(!seen.contains(&other.tag_base));
+        }
     }
 
     #[test]

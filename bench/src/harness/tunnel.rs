@@ -28,7 +28,7 @@ use strait_esp::{
     UDP_HEADER_LEN,
 };
 
-use crate::gen::{GenError, Result, RxPort, SendOutcome, TxPort};
+use crate::gen::{Fill, GenError, Result, RxPort, SendOutcome, TxPort};
 
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
@@ -171,14 +171,15 @@ impl SealingTx {
 /// place into a complete outer frame; returns its length, 0 on failure.
 fn seal_frame(
     buf: &mut [u8],
-    fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    fill: &mut Fill<'_>,
     sa: &mut OutboundWorker,
     outer: &mut OuterIpv4,
     macs: ([u8; 6], [u8; 6]),
     now: Duration,
 ) -> Option<usize> {
     let limit = buf.len().checked_sub(ESP_TAILROOM)?;
-    let n = fill(buf.get_mut(INNER_FRAME_AT..limit)?);
+    // Sealing rewrites the buffer: what it held is never known.
+    let n = fill(buf.get_mut(INNER_FRAME_AT..limit)?, &mut 0);
     let inner_ip = INNER_FRAME_AT + ETH_LEN;
     let ip_len = inner_ip_len(buf.get(inner_ip..INNER_FRAME_AT + n)?)?;
     let sealed = sa.seal(buf, inner_ip..inner_ip + ip_len, now).ok()?;
@@ -217,11 +218,7 @@ impl TxPort for SealingTx {
         self.inner.max_frame().saturating_sub(SEAL_OVERHEAD)
     }
 
-    fn send(
-        &mut self,
-        max: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-    ) -> Result<SendOutcome> {
+    fn send(&mut self, max: usize, fill: &mut Fill<'_>) -> Result<SendOutcome> {
         let SealingTx {
             inner,
             sa,
@@ -235,12 +232,14 @@ impl TxPort for SealingTx {
         let macs = (*src_mac, *dst_mac);
         inner.send(
             max,
-            &mut |buf| match seal_frame(buf, fill, sa, outer, macs, now) {
+            &mut |buf, holds| match seal_frame(buf, fill, sa, outer, macs, now) {
                 Some(n) => {
+                    *holds = 0;
                     TunnelPortStats::bump(&stats.ok);
                     n
                 }
                 None => {
+                    *holds = 0;
                     TunnelPortStats::bump(&stats.failed);
                     0
                 }
@@ -411,15 +410,11 @@ mod tests {
         fn max_frame(&self) -> usize {
             1792
         }
-        fn send(
-            &mut self,
-            max: usize,
-            fill: &mut dyn FnMut(&mut [u8]) -> usize,
-        ) -> Result<SendOutcome> {
+        fn send(&mut self, max: usize, fill: &mut Fill<'_>) -> Result<SendOutcome> {
             let mut out = SendOutcome::default();
             for _ in 0..max {
                 let mut buf = vec![0u8; 1792];
-                let n = fill(&mut buf);
+                let n = fill(&mut buf, &mut 0);
                 if n == 0 {
                     break;
                 }
@@ -482,7 +477,7 @@ mod tests {
         let mut originals = Vec::new();
         let mut seq = 0;
         let out = tx
-            .send(count, &mut |buf| {
+            .send(count, &mut |buf, _| {
                 let n = factory.write(buf, flows.next_flow(), seq, 1000 + seq, 0);
                 seq += 1;
                 originals.push(buf[..n].to_vec());
