@@ -1000,6 +1000,7 @@ impl Engine {
     fn shutdown(&mut self) {
         halt(&self.stop, &mut self.workers);
         if let Some(k) = self.keeper.take() {
+            k.thread().unpark();
             let _ = k.join();
             // Nothing seals or opens any more: record exact positions.
             if let Some(store) = &self.tables.load().sa_store {
@@ -1093,12 +1094,14 @@ fn keep_sa_state(tables: &SharedTables, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let t = tables.load_full();
         let now = std::time::Instant::now();
+        // Negotiated keys live in memory; configured ones, if any, on disk.
+        let mut wait = t.sa_memory.maintain(now);
         if let Some(store) = &t.sa_store {
-            store.maintain(now);
+            wait = wait.min(store.maintain(now));
         }
-        // Negotiated keys: only retires those nothing uses any more.
-        t.sa_memory.maintain(now);
-        std::thread::sleep(crate::sastore::MAINTAIN_EVERY);
+        drop(t);
+        // Shutdown unparks the thread, so a long wait never delays it.
+        std::thread::park_timeout(wait);
     }
 }
 

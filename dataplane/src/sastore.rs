@@ -47,8 +47,15 @@ use strait_esp::{CipherSuite, SeqSpace};
 pub const OUT_RESERVE: u64 = 1 << 20;
 /// How often inbound positions are recorded.
 pub const IN_FLUSH: Duration = Duration::from_secs(1);
-/// How often [`SaStore::maintain`] should run (the engine's keeper does).
+/// How often [`SaStore::maintain`] should run while some outbound key
+/// seals (the engine's keeper does).
 pub const MAINTAIN_EVERY: Duration = Duration::from_millis(10);
+/// How often it should run while none sealed since the last pass. Safe
+/// because a pass leaves every reservation at least half of
+/// [`OUT_RESERVE`] ahead of use: a tunnel that starts sealing at once
+/// at 1 Mpps (more than one worker seals here) uses 100 000 numbers
+/// before the next pass, a fifth of that margin.
+pub const MAINTAIN_IDLE_EVERY: Duration = Duration::from_millis(100);
 
 /// How long opening waits for another holder of the directory to leave.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -96,6 +103,8 @@ pub struct SaState {
     kind: Kind,
     /// The sequence number last made durable.
     written: AtomicU64,
+    /// Outbound: the next unused number at the last maintenance pass.
+    seen_next: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -467,6 +476,7 @@ impl SaStore {
                     max_seq,
                     kind: Kind::Outbound(SeqSpace::limited(first, 0)),
                     written: AtomicU64::new(0),
+                    seen_next: AtomicU64::new(0),
                 }
             }
             SaDir::Inbound => {
@@ -477,6 +487,7 @@ impl SaStore {
                     max_seq,
                     kind: Kind::Inbound(AtomicU64::new(top)),
                     written: AtomicU64::new(top),
+                    seen_next: AtomicU64::new(0),
                 }
             }
         };
@@ -545,7 +556,11 @@ impl SaStore {
     /// Keeps every outbound reservation ahead of use and records inbound
     /// positions every [`IN_FLUSH`]; retires keys nothing uses any more,
     /// recording their exact position. Never on a worker: it writes files.
-    pub fn maintain(&self, now: Instant) {
+    /// Returns how long the caller may wait before the next pass:
+    /// [`MAINTAIN_EVERY`] while some outbound key sealed since the last
+    /// one, [`MAINTAIN_IDLE_EVERY`] otherwise.
+    pub fn maintain(&self, now: Instant) -> Duration {
+        let mut busy = false;
         let mut live = self.inner.lock().expect("SA store lock");
         let flush_in = now.saturating_duration_since(live.last_in_flush) >= IN_FLUSH;
         if flush_in {
@@ -569,6 +584,9 @@ impl SaStore {
             let want = match &state.kind {
                 Kind::Outbound(space) => {
                     let (next, limit) = (space.next(), space.limit());
+                    if state.seen_next.swap(next, Ordering::Relaxed) != next {
+                        busy = true;
+                    }
                     // Not prepared yet, exhausted, frozen, or reserved to
                     // the end: nothing to extend.
                     if state.written.load(Ordering::Relaxed) == 0
@@ -617,6 +635,11 @@ impl SaStore {
             if !live.failing.contains(&fp) {
                 live.failing.push(fp);
             }
+        }
+        if busy {
+            MAINTAIN_EVERY
+        } else {
+            MAINTAIN_IDLE_EVERY
         }
     }
 
@@ -770,6 +793,8 @@ mod tests {
         let sa = strait_esp::OutboundSa::with_space(&cfg, Arc::clone(s.space().unwrap())).unwrap();
         store.maintain(Instant::now());
         assert_eq!(s.space().unwrap().limit(), OUT_RESERVE, "plenty left");
+        // Nothing sealed since the last pass: the keeper may wait longer.
+        assert_eq!(store.maintain(Instant::now()), MAINTAIN_IDLE_EVERY);
         // Reserve most of the reservation: a new worker takes a block.
         let inner = strait_esp::TUNNEL_HEADROOM..strait_esp::TUNNEL_HEADROOM + 20;
         let mut template = vec![0u8; 256];
@@ -780,9 +805,10 @@ mod tests {
             let mut worker = sa.worker();
             worker.seal(&mut f, inner.clone(), Duration::ZERO).unwrap();
         }
-        store.maintain(Instant::now());
+        assert_eq!(store.maintain(Instant::now()), MAINTAIN_EVERY, "sealing");
         let limit = s.space().unwrap().limit();
         assert!(limit > OUT_RESERVE + OUT_RESERVE / 2, "{limit}");
+        assert_eq!(store.maintain(Instant::now()), MAINTAIN_IDLE_EVERY);
         assert_eq!(on_disk(&store, &KEY).seq, limit, "recorded before use");
         // Nothing uses the key any more: its exact position is recorded
         // and it leaves the live set.
