@@ -102,7 +102,7 @@ pub fn run_trial(
     let mut sender = Sender::new(spec, tx)?;
     let limit = spec.warmup + spec.duration + LINGER + Duration::from_secs(5);
     let progress = std::sync::Arc::new(TxProgress::default());
-    let mut receiver = Receiver::new(rx);
+    let mut receiver = Receiver::new(rx).on_cpu(spec.rx_cpu);
     if !spec.warmup.is_zero() {
         receiver = receiver.after_warmup_of(progress.clone());
     }

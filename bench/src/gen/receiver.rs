@@ -323,6 +323,8 @@ pub struct Receiver {
     sender: Option<Arc<super::sender::TxProgress>>,
     trackers: Vec<Option<SequenceTracker>>,
     stats: RxStats,
+    /// CPU the receiving thread pins itself to.
+    cpu: Option<usize>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -359,6 +361,7 @@ impl Receiver {
             port,
             sender: None,
             trackers: vec![None; STREAMS],
+            cpu: None,
         }
     }
 
@@ -464,13 +467,26 @@ impl Receiver {
     }
 
     /// Runs the receiver on its own thread.
+    /// Pins the receiving thread to `cpu` once spawned (`None`: it keeps
+    /// the spawning thread's affinity).
+    pub fn on_cpu(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
     pub fn spawn(self, linger: Duration, limit: Duration) -> ReceiverHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(RxProgress::default());
         let (s, p) = (stop.clone(), progress.clone());
         let thread = std::thread::Builder::new()
             .name("strait-gen-rx".into())
-            .spawn(move || self.run(&s, linger, limit, &p))
+            .spawn(move || {
+                if let Some(cpu) = self.cpu {
+                    crate::sys::set_affinity(Some(cpu))
+                        .map_err(|e| GenError::io("sched_setaffinity", "receiver", e))?;
+                }
+                self.run(&s, linger, limit, &p)
+            })
             .expect("spawning a thread only fails when the process is out of resources");
         ReceiverHandle {
             stop,

@@ -384,6 +384,9 @@ pub struct TrafficSpec {
     pub ttl: u8,
     /// Most frames handed to the kernel per call.
     pub batch: usize,
+    /// CPU the receiver thread pins itself to (`None`: it keeps the
+    /// calling thread's affinity, like the sender).
+    pub rx_cpu: Option<usize>,
 }
 
 impl TrafficSpec {
@@ -410,6 +413,7 @@ impl TrafficSpec {
             stream: 0,
             ttl: 64,
             batch: 64,
+            rx_cpu: None,
         }
     }
 

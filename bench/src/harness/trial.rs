@@ -70,6 +70,8 @@ pub struct Path {
     /// Open ESP of this leg at the receiver (the generator plays the peer
     /// gateway that decrypts).
     pub open: Option<TunnelLeg>,
+    /// CPU of the generator's receiver (`None`: the generator's CPU).
+    pub sink_cpu: Option<usize>,
 }
 
 impl Path {
@@ -99,6 +101,7 @@ impl Path {
             dst_ip,
             seal: None,
             open: None,
+            sink_cpu: None,
         })
     }
 }
@@ -490,6 +493,7 @@ pub fn run_mix(
     spec.duration = plan.duration;
     spec.warmup = plan.warmup;
     spec.flows = plan.flows;
+    spec.rx_cpu = path.sink_cpu;
     let largest = sizes.entries().iter().map(|&(s, _)| s).max().unwrap_or(64);
     let TrialPorts { tx, rx, tunnel } = open_ports(path, plan, largest - FCS_LEN)?;
     pin_current_thread(plan.gen_cpu)?;

@@ -186,7 +186,8 @@ impl Bench {
         // The first packet makes the branch resolve the hub and the hub
         // resolve the sink; ping until the path works (bounded).
         wait_through_tunnel(lana, "site to site")?;
-        let site = site_path(lana, lanb, branch)?;
+        let mut site = site_path(lana, lanb, branch)?;
+        site.sink_cpu = self.settings.site_placement.sink_cpu(self.settings.dut_cpu);
         let poll = poll.toml();
         let label = if snat {
             format!("{SITE_SNAT} ({poll})")

@@ -112,13 +112,24 @@ impl Placement {
         }
     }
 
+    /// The CPU of the generator's receiver. Split: the hub's, the CPU with
+    /// headroom (the sender and the branch saturate the other, and a
+    /// receiver woken there waited about 86 µs to run, which every frame's
+    /// latency carried). Shared: the generator's own.
+    pub fn sink_cpu(self, dut_cpu: usize) -> Option<usize> {
+        match self {
+            Placement::Split => Some(self.cpus(dut_cpu).1),
+            Placement::Shared => None,
+        }
+    }
+
     /// How the tables state it.
     pub fn describe(self, dut_cpu: usize) -> String {
         let (b, h) = self.cpus(dut_cpu);
         match self {
             Placement::Split => format!(
                 "site to site, every system alike: branch gateway on CPU {b} \
-                 (with the generator), hub gateway on CPU {h}"
+                 (with the generator's sender), hub gateway and the generator's receiver on CPU {h}"
             ),
             Placement::Shared => format!(
                 "site to site, every system alike: both gateways on CPU {h}, \
@@ -483,5 +494,11 @@ mod tests {
         assert!(shared.contains("generator alone on CPU 0"), "{shared}");
         let split = Placement::Split.describe(1);
         assert!(split.contains("branch gateway on CPU 0"), "{split}");
+        assert!(split.contains("receiver on CPU 1"), "{split}");
+        // The receiver goes where the CPU has headroom: the hub's when the
+        // branch shares the generator's, the generator's when it is alone.
+        assert_eq!(Placement::Split.sink_cpu(1), Some(1));
+        assert_eq!(Placement::Split.sink_cpu(0), Some(0));
+        assert_eq!(Placement::Shared.sink_cpu(1), None);
     }
 }

@@ -86,7 +86,8 @@ impl Bench {
             pin_process(*pid, cpu)?;
         }
         wait_through_tunnel(lana, label)?;
-        let path = site_path(lana, lanb, branch)?;
+        let mut path = site_path(lana, lanb, branch)?;
+        path.sink_cpu = self.settings.site_placement.sink_cpu(self.settings.dut_cpu);
         self.idle_into("peers-idle", label, &pair.pids());
         for &size in &self.settings.esp_sizes.clone() {
             let fig = measure(
