@@ -149,8 +149,9 @@ struct Args {
     #[arg(long, value_enum, default_value = "adaptive")]
     site_poll: PollArg,
     /// CPUs of the site-to-site bed's two gateways, the same for every
-    /// system: `split` puts the branch with the generator and the hub on
-    /// --dut-cpu; `shared` puts both on --dut-cpu, the generator alone.
+    /// system: `split` puts the branch with the generator's sender and the
+    /// hub and the generator's receiver on --dut-cpu; `shared` puts both
+    /// gateways on --dut-cpu, the generator alone.
     #[arg(long, value_enum, default_value = "split")]
     site_placement: PlacementArg,
     /// Directory holding straitd and straitctl.
