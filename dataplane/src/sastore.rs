@@ -53,7 +53,7 @@ pub const MAINTAIN_EVERY: Duration = Duration::from_millis(10);
 /// How often it should run while none sealed since the last pass. Safe
 /// because a pass leaves every reservation at least half of
 /// [`OUT_RESERVE`] ahead of use: a tunnel that starts sealing at once
-/// at 1 Mpps (more than one worker seals here) uses 100 000 numbers
+/// at 1 Mpps (more than one worker seals on this bed) uses 100 000 numbers
 /// before the next pass, a fifth of that margin.
 pub const MAINTAIN_IDLE_EVERY: Duration = Duration::from_millis(100);
 

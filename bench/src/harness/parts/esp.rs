@@ -11,9 +11,7 @@ use anyhow::Result;
 use strait_esp::CipherSuite;
 use strait_wire::EthernetAddress;
 
-use super::{
-    ip, ns, pin_process, site_path, wait_through_tunnel, Bench, Case, Poll, SITE, SITE_SNAT,
-};
+use super::{ip, ns, pin_process, wait_through_tunnel, Bench, Case, Poll, SITE, SITE_SNAT};
 use crate::harness::config::{self, StaticSa};
 use crate::harness::daemon::Straitd;
 use crate::harness::trial::Path;
@@ -186,8 +184,7 @@ impl Bench {
         // The first packet makes the branch resolve the hub and the hub
         // resolve the sink; ping until the path works (bounded).
         wait_through_tunnel(lana, "site to site")?;
-        let mut site = site_path(lana, lanb, branch)?;
-        site.sink_cpu = self.settings.site_placement.sink_cpu(self.settings.dut_cpu);
+        let site = self.placed_site_path(lana, lanb, branch)?;
         let poll = poll.toml();
         let label = if snat {
             format!("{SITE_SNAT} ({poll})")

@@ -469,6 +469,16 @@ fn site_path(lana: &Netns, lanb: &Netns, branch: &Netns) -> Result<Path> {
     Path::between(lana, lanb, branch, "lan", ip("10.1.0.2"), ip("10.2.0.2"))
 }
 
+impl Bench {
+    /// [`site_path`] with the generator's receiver where `--site-placement`
+    /// puts it, the same for every system of the site-to-site parts.
+    fn placed_site_path(&self, lana: &Netns, lanb: &Netns, branch: &Netns) -> Result<Path> {
+        let mut path = site_path(lana, lanb, branch)?;
+        path.sink_cpu = self.settings.site_placement.sink_cpu(self.settings.dut_cpu);
+        Ok(path)
+    }
+}
+
 /// Pings lanb from lana until the tunnel carries it (the first packets make
 /// the gateways resolve their neighbours); bounded to 20 tries.
 fn wait_through_tunnel(lana: &Netns, label: &str) -> Result<()> {

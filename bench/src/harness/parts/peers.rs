@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::{ns, pin_process, site_path, wait_through_tunnel, Bench, Case, SITE};
+use super::{ns, pin_process, wait_through_tunnel, Bench, Case, SITE};
 use crate::harness::peers::{self, GatewayPair, Implementation};
 use crate::harness::strongswan;
 use crate::harness::trial::measure;
@@ -86,8 +86,7 @@ impl Bench {
             pin_process(*pid, cpu)?;
         }
         wait_through_tunnel(lana, label)?;
-        let mut path = site_path(lana, lanb, branch)?;
-        path.sink_cpu = self.settings.site_placement.sink_cpu(self.settings.dut_cpu);
+        let path = self.placed_site_path(lana, lanb, branch)?;
         self.idle_into("peers-idle", label, &pair.pids());
         for &size in &self.settings.esp_sizes.clone() {
             let fig = measure(
